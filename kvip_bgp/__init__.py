@@ -1,0 +1,1 @@
+"""kvip-bgp: a BGP-mode load-balancer speaker built on ExaBGP."""
