@@ -1,0 +1,318 @@
+"""The one place that builds and wires everything, and the main thread's supervision loop.
+
+Start order (each step only depends on the ones before it): runtime dir and ExaBGP config
+→ the API socket and the exabgp reader thread → ExaBGP → the reconciler thread → the
+sources (static VIPs; the cluster-state thread and its stream threads) → the HTTP thread.
+The main thread then only waits for signals and restarts ExaBGP when it dies.
+
+Shutdown (SIGTERM/SIGINT) runs in reverse within ``shutdown_timeout``: the reconciler
+withdraws every route and waits for ExaBGP's acks, removes the addresses it bound, then
+ExaBGP is stopped. The peer sees withdrawals, not a hold-timer expiry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final
+
+import structlog
+
+from kvip_bgp import exabgp, kube
+from kvip_bgp.cluster import SOURCE as KUBE_SOURCE
+from kvip_bgp.cluster import ClusterState, ClusterStatus
+from kvip_bgp.cluster import Stop as ClusterStop
+from kvip_bgp.config import Config, Peer
+from kvip_bgp.http import StatusServer
+from kvip_bgp.metrics import Metrics
+from kvip_bgp.model import Advertisement, IPAddress
+from kvip_bgp.reconciler import (
+    Inbox,
+    Reconciler,
+    ReconcilerStatus,
+    SourceSynced,
+    Stop,
+    VipDesired,
+    desired_from_static,
+    post,
+)
+from kvip_bgp.snapshot import Snapshot
+from kvip_bgp.workqueue import CoalescingQueue
+
+log = structlog.get_logger("kvip_bgp.app")
+
+STATIC_SOURCE: Final = "static"
+DEFAULT_RUNTIME_DIR: Final = Path("/run/kvip-bgp")
+EXABGP_MAX_BACKOFF: Final = 30.0
+
+
+class StartupError(Exception):
+    """Something the operator must fix before the daemon can run; the message says what."""
+
+
+@dataclass(frozen=True)
+class RuntimePaths:
+    directory: Path
+
+    @property
+    def exabgp_config(self) -> Path:
+        return self.directory / "exabgp.conf"
+
+    @property
+    def api_socket(self) -> Path:
+        return self.directory / "exabgp-api.sock"
+
+
+def peers_for_node(config: Config, labels: dict[str, str] | None) -> tuple[Peer, ...]:
+    """The peers whose ``node_selector`` matches this node's labels."""
+    chosen = []
+    for peer in config.bgp.peers:
+        matches = labels is not None and all(labels.get(k) == v for k, v in peer.node_selector)
+        if not peer.node_selector or matches:
+            chosen.append(peer)
+    return tuple(chosen)
+
+
+class Daemon:
+    def __init__(self, config: Config, runtime_dir: Path = DEFAULT_RUNTIME_DIR) -> None:
+        self.config = config
+        self.paths = RuntimePaths(runtime_dir)
+        self.metrics = Metrics()
+        self.inbox: Inbox = CoalescingQueue()
+        self.reconciler_status: Snapshot[ReconcilerStatus] = Snapshot(ReconcilerStatus())
+        self.cluster_status: Snapshot[ClusterStatus] = Snapshot(ClusterStatus())
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._signal: int | None = None
+
+    # -- signals --------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signal = signum
+        self._stop.set()
+
+    # -- main -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        config = self.config
+        self.metrics.build_info.info({"version": _version()})
+        log.info(
+            "app.starting",
+            node=config.node_name,
+            output=config.output,
+            config=str(config.source),
+            kubernetes=config.kubernetes.enabled,
+            static=len(config.static),
+        )
+
+        labels = self._node_labels()
+        peers = peers_for_node(config, labels)
+        if config.output == "exabgp" and not peers:
+            raise StartupError(
+                "no bgp.peers match this node's labels (node_selector); nothing to peer with"
+            )
+        self.paths.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.paths.directory, 0o700)
+        _write_private(
+            self.paths.exabgp_config,
+            exabgp.render_config(config, self.paths.api_socket, peers, show_secrets=True),
+        )
+        listener = exabgp.listen_api_socket(self.paths.api_socket)
+        reader = exabgp.ApiReader(listener, lambda m: post(self.inbox, m))
+        reader.start()
+        process = exabgp.ExabgpProcess(self.paths.exabgp_config, exabgp.exabgp_environment())
+        process.start()
+
+        addresses = None
+        if config.vips.interface is not None:
+            from kvip_bgp.netif import AddressTable, InterfaceError
+
+            try:
+                addresses = AddressTable(config.vips.interface)
+            except InterfaceError as error:
+                process.stop()
+                raise StartupError(str(error)) from error
+
+        sources = tuple(
+            s
+            for s, on in (
+                (STATIC_SOURCE, bool(config.static)),
+                (KUBE_SOURCE, config.kubernetes.enabled),
+            )
+            if on
+        )
+        reconciler = Reconciler(
+            dataclasses.replace(config, bgp=dataclasses.replace(config.bgp, peers=peers)),
+            self.inbox,
+            addresses,
+            self.metrics,
+            self.reconciler_status,
+            sources,
+        )
+        reconciler_thread = threading.Thread(target=reconciler.run, name="reconciler")
+        reconciler_thread.start()
+
+        self._start_static()
+        streams, cluster_queue, cluster_thread = self._start_kubernetes()
+        http_server = None
+        if config.http.listen is not None:
+            http_server = StatusServer(
+                config.http.listen,
+                self.metrics,
+                self.reconciler_status,
+                self.cluster_status,
+                lambda: process.running(),
+                self._threads_alive,
+            )
+            http_server.start()
+        self._threads = [reconciler_thread, reader, *streams]
+        if cluster_thread is not None:
+            self._threads.append(cluster_thread)
+
+        exit_code = self._supervise(process, reconciler_thread)
+
+        # -- shutdown, in reverse order --------------------------------------------------
+        deadline = time.monotonic() + config.shutdown_timeout
+        log.info("app.stopping", signal=self._signal, timeout=config.shutdown_timeout)
+        for stream in streams:
+            stream.stop()
+        if cluster_queue is not None:
+            cluster_queue.put(ClusterStop())
+        # Leave ExaBGP a little time of the budget to be stopped.
+        post(self.inbox, Stop(deadline=deadline - min(2.0, config.shutdown_timeout / 4)))
+        reconciler_thread.join(max(0.1, deadline - time.monotonic()))
+        if reconciler_thread.is_alive():
+            log.error("app.reconciler_did_not_stop")
+            exit_code = exit_code or 1
+        process.stop(timeout=max(0.5, deadline - time.monotonic()))
+        reader.stop()
+        if http_server is not None:
+            http_server.stop()
+        if addresses is not None:
+            addresses.close()
+        with contextlib.suppress(OSError):
+            self.paths.api_socket.unlink()
+        log.info("app.stopped", exit_code=exit_code)
+        return exit_code
+
+    def _supervise(self, process: exabgp.ExabgpProcess, reconciler: threading.Thread) -> int:
+        """Wait for a signal; restart ExaBGP with backoff; fail fast if the reconciler died."""
+        backoff = 1.0
+        restart_at: float | None = None
+        while not self._stop.wait(0.25):
+            if not reconciler.is_alive():
+                log.error("app.reconciler_died")
+                self._stop.set()
+                return 1
+            code = process.poll()
+            now = time.monotonic()
+            if code is not None and restart_at is None:
+                lived = now - process.started_at
+                backoff = 1.0 if lived > 60 else min(EXABGP_MAX_BACKOFF, backoff * 2)
+                restart_at = now + (0.2 if lived > 60 else backoff)
+                log.error(
+                    "app.exabgp_exited",
+                    exit_code=code,
+                    lived=round(lived, 1),
+                    restart_in=round(restart_at - now, 1),
+                )
+            if restart_at is not None and now >= restart_at:
+                restart_at = None
+                self.metrics.exabgp_restarts.inc()
+                process.start()
+        return 0
+
+    def _threads_alive(self) -> bool:
+        return all(t.is_alive() for t in self._threads)
+
+    # -- sources ----------------------------------------------------------------------
+
+    def _start_static(self) -> None:
+        if not self.config.static:
+            return
+        unchecked = [s for s in self.config.static if s.check is None]
+        if len(unchecked) != len(self.config.static):
+            raise StartupError("static[].check: health checks are not implemented yet")
+        for vip, advert in desired_from_static(self.config).items():
+            post(self.inbox, VipDesired(STATIC_SOURCE, vip, advert))
+        post(self.inbox, SourceSynced(STATIC_SOURCE))
+
+    def _start_kubernetes(
+        self,
+    ) -> tuple[list[kube.ResourceStream], queue.Queue[Any] | None, threading.Thread | None]:
+        if not self.config.kubernetes.enabled:
+            return [], None, None
+        api = self._api_client()
+        events: queue.Queue[Any] = queue.Queue()
+
+        def publish(vip: IPAddress, advert: Advertisement | None) -> None:
+            post(self.inbox, VipDesired(KUBE_SOURCE, vip, advert))
+
+        cluster = ClusterState(
+            self.config,
+            events,
+            publish,
+            lambda: post(self.inbox, SourceSynced(KUBE_SOURCE)),
+            self.metrics,
+            self.cluster_status,
+        )
+        cluster_thread = threading.Thread(target=cluster.run, name="cluster-state", daemon=True)
+        cluster_thread.start()
+        streams: list[kube.ResourceStream] = []
+        for resource in kube.resources(api, self.config.node_name):
+            stream = kube.ResourceStream(
+                resource,
+                events.put,
+                lambda res, why: self.metrics.watch_restarts.labels(res, why).inc(),
+            )
+            stream.start()
+            streams.append(stream)
+        return streams, events, cluster_thread
+
+    def _api_client(self) -> Any:
+        try:
+            return kube.load_api_client(self.config.kubernetes.kubeconfig)
+        except kube.KubeConfigError as error:
+            raise StartupError(str(error)) from error
+
+    def _node_labels(self) -> dict[str, str] | None:
+        """This node's labels, needed only when a peer has a node_selector."""
+        if not any(p.node_selector for p in self.config.bgp.peers):
+            return None
+        if not self.config.kubernetes.enabled:
+            raise StartupError(
+                "bgp.peers[].node_selector needs kubernetes.enabled: true (labels come from "
+                "this node's Node object)"
+            )
+        try:
+            return kube.node_labels(self._api_client(), self.config.node_name)
+        except kube.KubeError as error:
+            raise StartupError(str(error)) from error
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only root can read: ExaBGP's config holds the MD5 passwords."""
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kvip-bgp")
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,111 @@
+"""The ``kvip-bgp`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kvip_bgp import config as config_module
+
+DESCRIPTION = """\
+kvip-bgp announces Service VIPs (and static VIPs) as /32 and /128 routes to BGP peers
+through ExaBGP, and binds them on a local interface.
+
+  kvip-bgp run --config FILE            the daemon (DaemonSet or systemd)
+  kvip-bgp check-config --config FILE   validate; exit 1 listing every problem
+  kvip-bgp render-exabgp --config FILE  print the ExaBGP configuration it would use
+
+The configuration file format is described in README.md.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kvip-bgp",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument(
+            "--config",
+            "-c",
+            required=True,
+            type=Path,
+            metavar="FILE",
+            help="YAML configuration file",
+        )
+        return p
+
+    run = with_config("run", "run the daemon: start ExaBGP, watch, announce")
+    run.add_argument(
+        "--runtime-dir",
+        type=Path,
+        default=Path("/run/kvip-bgp"),
+        metavar="DIR",
+        help="private directory for ExaBGP's generated config and the API socket "
+        "(default: /run/kvip-bgp)",
+    )
+    with_config("check-config", "validate the configuration; exit 1 listing every problem")
+    render = with_config("render-exabgp", "print the ExaBGP configuration kvip-bgp would use")
+    render.add_argument(
+        "--api-socket",
+        type=Path,
+        default=Path("/run/kvip-bgp/exabgp-api.sock"),
+        help="the daemon's API socket the relay process connects to",
+    )
+    render.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="write MD5 passwords into the output (default: name the password file only)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = config_module.load(args.config)
+    except config_module.ConfigError as error:
+        print(f"kvip-bgp: {args.config}: {len(error.problems)} problem(s):", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    if args.command == "check-config":
+        print(
+            f"{args.config}: ok ({len(cfg.bgp.peers)} peer(s), "
+            f"{len(cfg.vips.allowed)} allowed range(s), {len(cfg.static)} static VIP(s))"
+        )
+        return 0
+    if args.command == "render-exabgp":
+        from kvip_bgp.exabgp import render_config
+
+        sys.stdout.write(render_config(cfg, args.api_socket, show_secrets=args.show_secrets))
+        return 0
+    return _run(cfg, args.runtime_dir)
+
+
+def _run(cfg: config_module.Config, runtime_dir: Path) -> int:
+    from kvip_bgp import log
+    from kvip_bgp.app import Daemon, StartupError
+
+    log.configure(
+        cfg.log.format,
+        cfg.log.level,
+        secrets=[p.password for p in cfg.bgp.peers if p.password],
+    )
+    try:
+        return Daemon(cfg, runtime_dir).run()
+    except StartupError as error:
+        import structlog
+
+        structlog.get_logger("kvip_bgp.app").error("app.startup_failed", error=str(error))
+        print(f"kvip-bgp: cannot start: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

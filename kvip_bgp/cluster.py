@@ -1,0 +1,272 @@
+"""The cluster-state thread: sole owner of the cluster cache and the per-Service decisions.
+
+It takes parsed objects from the stream threads (a plain ``queue.Queue``), keeps the
+cache of Services, EndpointSlices and this Node, recomputes the decision of every Service
+an event may have changed with the pure ``policy.decide``, merges decisions into one
+desired route per VIP, and publishes only the VIPs whose desired value changed to the
+reconciler's coalescing queue.
+
+Nothing is published before every watched resource has been listed once: a half-filled
+cache must never look like "these Services are gone".
+"""
+
+from __future__ import annotations
+
+import queue
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+import structlog
+
+from kvip_bgp.config import Config
+from kvip_bgp.kube import RESOURCES, Changed, Listed, StreamEvent
+from kvip_bgp.metrics import Metrics
+from kvip_bgp.model import Advertisement, IPAddress
+from kvip_bgp.policy import ServiceDecision, SharedVipConflict, advertisements, decide
+from kvip_bgp.resources import Endpoint, EndpointSliceInfo, NodeInfo, ObjectKey, ServiceInfo
+from kvip_bgp.snapshot import Snapshot
+
+log = structlog.get_logger("kvip_bgp.cluster")
+
+SOURCE: Final = "kubernetes"
+DETAILED_LOG_LIMIT: Final = 20  # above this many decision changes in a batch, summarise
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """Frozen view of the decisions for /status and explain."""
+
+    decisions: tuple[ServiceDecision, ...] = ()
+    synced: bool = False
+    node: NodeInfo | None = None
+
+
+class Stop:
+    """Sentinel put on the cluster queue to end the thread."""
+
+
+@dataclass
+class _Cache:
+    """Owned by the cluster-state thread alone."""
+
+    services: dict[ObjectKey, ServiceInfo] = field(default_factory=dict)
+    slices: dict[ObjectKey, EndpointSliceInfo] = field(default_factory=dict)
+    slices_by_service: dict[ObjectKey, set[ObjectKey]] = field(default_factory=dict)
+    node: NodeInfo | None = None
+    listed: set[str] = field(default_factory=set)
+    decisions: dict[ObjectKey, ServiceDecision] = field(default_factory=dict)
+    published: dict[IPAddress, Advertisement] = field(default_factory=dict)
+    announced_synced: bool = False
+
+
+class ClusterState:
+    def __init__(
+        self,
+        config: Config,
+        events: queue.Queue[StreamEvent | Stop],
+        publish: Callable[[IPAddress, Advertisement | None], None],
+        synced: Callable[[], None],
+        metrics: Metrics,
+        status: Snapshot[ClusterStatus],
+        on_conflict: Callable[[SharedVipConflict], None] | None = None,
+    ) -> None:
+        self._config = config
+        self._events = events
+        self._publish_vip = publish
+        self._synced = synced
+        self._metrics = metrics
+        self._status = status
+        self._on_conflict = on_conflict
+        self._c = _Cache()
+
+    def run(self) -> None:
+        while True:
+            first = self._events.get()
+            batch: list[StreamEvent | Stop] = [first]
+            while True:  # take everything already waiting: one recompute per burst
+                try:
+                    batch.append(self._events.get_nowait())
+                except queue.Empty:
+                    break
+            affected: set[ObjectKey] = set()
+            everything = False
+            for event in batch:
+                if isinstance(event, Stop):
+                    return
+                changed = self._apply(event)
+                if changed is None:
+                    everything = True
+                else:
+                    affected |= changed
+            self._recompute(None if everything else affected)
+
+    # -- cache ------------------------------------------------------------------------
+
+    def _apply(self, event: StreamEvent) -> set[ObjectKey] | None:
+        """Update the cache; return the Services affected (None: all of them)."""
+        c = self._c
+        if isinstance(event, Listed):
+            c.listed.add(event.resource)
+            if event.resource == "services":
+                c.services = {o.key: o for o in event.objects if isinstance(o, ServiceInfo)}
+                c.decisions = {k: d for k, d in c.decisions.items() if k in c.services}
+            elif event.resource == "endpointslices":
+                c.slices = {}
+                c.slices_by_service = {}
+                for obj in event.objects:
+                    if isinstance(obj, EndpointSliceInfo):
+                        self._put_slice(obj)
+            elif event.resource == "nodes":
+                c.node = next(
+                    (
+                        o
+                        for o in event.objects
+                        if isinstance(o, NodeInfo) and o.name == self._config.node_name
+                    ),
+                    None,
+                )
+            return None
+        return self._change(event)
+
+    def _change(self, event: Changed) -> set[ObjectKey]:
+        c = self._c
+        obj = event.object
+        deleted = event.kind == "DELETED"
+        if isinstance(obj, ServiceInfo):
+            if deleted:
+                c.services.pop(obj.key, None)
+            else:
+                c.services[obj.key] = obj
+            return {obj.key}
+        if isinstance(obj, EndpointSliceInfo):
+            affected = set()
+            old = c.slices.pop(obj.key, None)
+            if old is not None and old.service is not None:
+                c.slices_by_service.get(old.service, set()).discard(obj.key)
+                affected.add(old.service)
+            if not deleted:
+                self._put_slice(obj)
+                if obj.service is not None:
+                    affected.add(obj.service)
+            return affected
+        if obj.name != self._config.node_name:
+            return set()
+        c.node = None if deleted else obj
+        return set(c.services)
+
+    def _put_slice(self, obj: EndpointSliceInfo) -> None:
+        self._c.slices[obj.key] = obj
+        if obj.service is not None:
+            self._c.slices_by_service.setdefault(obj.service, set()).add(obj.key)
+
+    # -- decisions ----------------------------------------------------------------------
+
+    def _endpoints(self, service: ObjectKey) -> list[Endpoint]:
+        c = self._c
+        return [
+            endpoint
+            for key in sorted(c.slices_by_service.get(service, ()), key=str)
+            for endpoint in c.slices[key].endpoints
+        ]
+
+    def _recompute(self, affected: Iterable[ObjectKey] | None) -> None:
+        c = self._c
+        keys = set(c.services) if affected is None else set(affected)
+        changes: list[ServiceDecision] = []
+        for key in keys:
+            service = c.services.get(key)
+            old = c.decisions.get(key)
+            if service is None:
+                if old is not None:
+                    del c.decisions[key]
+                    changes.append(ServiceDecision(key, "deleted"))
+                continue
+            decision = decide(service, self._endpoints(key), c.node, self._config)
+            if decision != old:
+                c.decisions[key] = decision
+                if old is None or (old.reason, old.verdicts) != (
+                    decision.reason,
+                    decision.verdicts,
+                ):
+                    changes.append(decision)
+        if not RESOURCES_LISTED.issubset(c.listed):
+            return
+        self._log_changes(changes)
+        desired, conflicts = advertisements(c.decisions.values())
+        for vip in [v for v in c.published if v not in desired]:
+            del c.published[vip]
+            self._publish_vip(vip, None)
+        for vip, advert in desired.items():
+            if c.published.get(vip) != advert:
+                c.published[vip] = advert
+                self._publish_vip(vip, advert)
+        if not c.announced_synced:
+            c.announced_synced = True
+            log.info(
+                "cluster.synced",
+                services=len(c.services),
+                vips=len(desired),
+                node_found=c.node is not None,
+            )
+            self._synced()
+        if self._on_conflict is not None:
+            for conflict in conflicts:
+                self._on_conflict(conflict)
+        refused = Counter(
+            d.reason.split(":")[0] for d in c.decisions.values() if d.reason is not None
+        )
+        for reason in (
+            "not-load-balancer",
+            "class-mismatch",
+            "ignored",
+            "no-vip",
+            "invalid-annotation",
+            "outside-allowed-ranges",
+            "forbidden-address",
+            "no-local-endpoint",
+            "no-ready-endpoint",
+            "node-excluded",
+            "node-not-found",
+        ):
+            self._metrics.services_refused.labels(reason).set(refused.get(reason, 0))
+        self._status.publish(
+            ClusterStatus(
+                decisions=tuple(
+                    sorted(
+                        c.decisions.values(), key=lambda d: (d.service.namespace, d.service.name)
+                    )
+                ),
+                synced=True,
+                node=c.node,
+            )
+        )
+
+    def _log_changes(self, changes: list[ServiceDecision]) -> None:
+        """One line per decision change; a summary instead when a burst is large."""
+        if len(changes) <= DETAILED_LOG_LIMIT:
+            for d in changes:
+                if d.reason is None:
+                    log.info(
+                        "cluster.service_announced",
+                        service=str(d.service),
+                        vip=[str(v) for v in d.announced],
+                        source=d.vip_source,
+                    )
+                elif d.reason == "not-load-balancer":
+                    continue
+                else:
+                    log.info(
+                        "cluster.service_not_announced",
+                        service=str(d.service),
+                        reason=d.reason,
+                        detail=d.message,
+                        vip=[f"{v.vip} ({v.reason})" for v in d.verdicts if not v.announce],
+                    )
+            return
+        by_reason = Counter(d.reason or "announced" for d in changes)
+        log.info("cluster.decisions_changed", count=len(changes), by_reason=dict(by_reason))
+
+
+RESOURCES_LISTED: Final = frozenset(RESOURCES)

@@ -1,0 +1,673 @@
+"""Load and validate the configuration file into frozen values.
+
+A bad config must stop startup with *every* problem listed, each named by its key path
+(``bgp.peers[1].asn: must be 1..4294967295``), so an operator fixes the file in one go.
+Unknown keys are errors: a misspelt ``graceful_restrat`` silently ignored would hide a
+mistake until the day it matters.
+
+Parsing goes through a small ``_Reader`` that walks the YAML tree, records problems with
+their paths and returns a placeholder so that checking continues past the first error.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, TypeVar
+
+import yaml
+
+from kvip_bgp.model import (
+    MAX_U32,
+    Community,
+    IPAddress,
+    IPNetwork,
+    LargeCommunity,
+    RouteAttributes,
+)
+
+T = TypeVar("T")
+
+OutputMode = Literal["exabgp", "kernel-table"]
+LogFormat = Literal["json", "console"]
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    """Raised with every problem found; ``problems`` lists them as ``path: message``."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One BGP neighbor. ``password`` is read from ``password_file`` and never logged."""
+
+    address: IPAddress
+    asn: int
+    port: int = 179
+    local_address: IPAddress | None = None
+    password_file: Path | None = None
+    password: str | None = field(default=None, repr=False)
+    ttl: int = 1
+    node_selector: tuple[tuple[str, str], ...] = ()
+    next_hop_v6: ipaddress.IPv6Address | None = None
+
+    @property
+    def multihop(self) -> bool:
+        return self.ttl > 1
+
+
+@dataclass(frozen=True)
+class BgpConfig:
+    asn: int
+    router_id: ipaddress.IPv4Address
+    hold_time: int = 30
+    graceful_restart: int = 120
+    peers: tuple[Peer, ...] = ()
+
+
+@dataclass(frozen=True)
+class AllowedRange:
+    """A range VIPs may come from; ``namespaces`` empty means every namespace."""
+
+    cidr: IPNetwork
+    namespaces: tuple[str, ...] = ()
+
+    def admits(self, vip: IPAddress, namespace: str | None) -> bool:
+        if vip.version != self.cidr.version or vip not in self.cidr:
+            return False
+        return not self.namespaces or namespace in self.namespaces
+
+
+@dataclass(frozen=True)
+class VipConfig:
+    allowed: tuple[AllowedRange, ...]
+    interface: str | None = "lo"
+
+    def admits(self, vip: IPAddress, namespace: str | None = None) -> bool:
+        return any(r.admits(vip, namespace) for r in self.allowed)
+
+
+@dataclass(frozen=True)
+class KubernetesConfig:
+    enabled: bool = True
+    kubeconfig: Path | None = None
+    load_balancer_class: str = "kvip-bgp.io/bgp"
+    legacy_class_handling: bool = True
+    withdraw_when_cordoned: bool = False
+
+
+@dataclass(frozen=True)
+class KernelTable:
+    table: int = 198
+    protocol: int = 248
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """How a static VIP is checked. Exactly one of ``tcp``, ``http``, ``exec`` is set."""
+
+    tcp: tuple[str, int] | None = None
+    http: str | None = None
+    expect: int = 200
+    exec_argv: tuple[str, ...] | None = None
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 3
+
+
+@dataclass(frozen=True)
+class StaticVip:
+    address: IPAddress
+    check: HealthCheck | None = None
+    down_med: int | None = None
+    maintenance_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: tuple[str, int] | None = ("127.0.0.1", 9472)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    format: LogFormat = "json"
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    node_name: str
+    bgp: BgpConfig
+    advertise: RouteAttributes
+    vips: VipConfig
+    kubernetes: KubernetesConfig
+    output: OutputMode = "exabgp"
+    kernel_table: KernelTable = KernelTable()
+    shutdown_timeout: float = 10.0
+    static: tuple[StaticVip, ...] = ()
+    http: HttpConfig = HttpConfig()
+    log: LogConfig = LogConfig()
+    source: Path | None = None
+
+
+class _Reader:
+    """Walks a parsed YAML tree, collecting problems instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}")
+
+    def mapping(self, value: Any, path: str, allowed: Sequence[str]) -> Mapping[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.fail(path or "(top level)", f"must be a mapping, got {_type_name(value)}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                where = f"{path}.{key}" if path else str(key)
+                self.fail(where, f"unknown key (allowed: {', '.join(allowed)})")
+        return value
+
+    def integer(
+        self, value: Any, path: str, low: int, high: int, default: int | None = None
+    ) -> int | None:
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(path, f"must be an integer {low}..{high}, got {_type_name(value)}")
+            return default
+        if not low <= value <= high:
+            self.fail(path, f"must be {low}..{high}, got {value}")
+            return default
+        return value
+
+    def number(self, value: Any, path: str, low: float, high: float, default: float) -> float:
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(path, f"must be a number {low}..{high}, got {_type_name(value)}")
+            return default
+        if not low <= value <= high:
+            self.fail(path, f"must be {low}..{high}, got {value}")
+            return default
+        return float(value)
+
+    def boolean(self, value: Any, path: str, default: bool) -> bool:
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.fail(path, f"must be true or false, got {_type_name(value)}")
+            return default
+        return value
+
+    def string(self, value: Any, path: str, default: str | None = None) -> str | None:
+        if value is None:
+            return default
+        if not isinstance(value, str) or not value:
+            self.fail(path, f"must be a non-empty string, got {_type_name(value)}")
+            return default
+        return value
+
+    def choice(self, value: Any, path: str, choices: Sequence[str], default: str) -> str:
+        if value is None:
+            return default
+        if value not in choices:
+            self.fail(path, f"must be one of {', '.join(choices)}, got {value!r}")
+            return default
+        return str(value)
+
+    def address(self, value: Any, path: str) -> IPAddress | None:
+        if value is None:
+            return None
+        try:
+            return ipaddress.ip_address(str(value))
+        except ValueError:
+            self.fail(path, f"must be an IPv4 or IPv6 address, got {value!r}")
+            return None
+
+    def listing(self, value: Any, path: str) -> Sequence[Any]:
+        if value is None:
+            return ()
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            self.fail(path, f"must be a list, got {_type_name(value)}")
+            return ()
+        return value
+
+    def parsed(self, value: Any, path: str, parse: Callable[[str], T]) -> T | None:
+        if not isinstance(value, str):
+            self.fail(path, f"must be a string, got {_type_name(value)}")
+            return None
+        try:
+            return parse(value)
+        except ValueError as error:
+            self.fail(path, str(error))
+            return None
+
+    def host_port(self, value: Any, path: str) -> tuple[str, int] | None:
+        if not isinstance(value, str) or ":" not in value:
+            self.fail(path, f"must be 'HOST:PORT', got {value!r}")
+            return None
+        host, _, port_text = value.rpartition(":")
+        host = host.strip("[]")
+        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            self.fail(path, f"port must be 0..65535, got {port_text!r}")
+            return None
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not host:
+                self.fail(path, "host is empty")
+                return None
+        return host, int(port_text)
+
+
+def _type_name(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+_TOP_KEYS: Final = (
+    "node_name",
+    "bgp",
+    "advertise",
+    "vips",
+    "kubernetes",
+    "output",
+    "kernel_table",
+    "shutdown_timeout",
+    "static",
+    "http",
+    "log",
+)
+_PEER_KEYS: Final = (
+    "address",
+    "asn",
+    "port",
+    "local_address",
+    "password_file",
+    "ttl",
+    "node_selector",
+    "next_hop_v6",
+)
+
+
+def load(path: Path | str, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file; raise ``ConfigError`` listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot read: {error.strerror}"]) from error
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError([f"{path}: not valid YAML: {error}"]) from error
+    return parse(document, environ=environ, source=path)
+
+
+def parse(
+    document: Any, environ: Mapping[str, str] | None = None, source: Path | None = None
+) -> Config:
+    """Validate an already-parsed YAML document (a dict) into a ``Config``."""
+    env = os.environ if environ is None else environ
+    r = _Reader()
+    top = r.mapping(document, "", _TOP_KEYS)
+    if document is None:
+        r.fail("(top level)", "the file is empty")
+
+    node_name = r.string(top.get("node_name"), "node_name")
+    if node_name is None:
+        node_name = env.get("NODE_NAME") or socket.gethostname()
+
+    vips = _parse_vips(r, top.get("vips"))
+    bgp = _parse_bgp(r, top.get("bgp"))
+    advertise = _parse_attributes(r, top.get("advertise"), "advertise")
+    kubernetes = _parse_kubernetes(r, top.get("kubernetes"))
+    output = r.choice(top.get("output"), "output", ("exabgp", "kernel-table"), "exabgp")
+
+    kt = r.mapping(top.get("kernel_table"), "kernel_table", ("table", "protocol"))
+    kernel_table = KernelTable(
+        table=r.integer(kt.get("table"), "kernel_table.table", 1, 2**32 - 1, 198) or 198,
+        protocol=r.integer(kt.get("protocol"), "kernel_table.protocol", 1, 255, 248) or 248,
+    )
+    if kernel_table.table in (253, 254, 255):
+        r.fail("kernel_table.table", "253/254/255 are the kernel's default/main/local tables")
+
+    shutdown_timeout = r.number(top.get("shutdown_timeout"), "shutdown_timeout", 1, 600, 10.0)
+    static = _parse_static(r, top.get("static"), vips)
+
+    http_map = r.mapping(top.get("http"), "http", ("listen",))
+    listen: tuple[str, int] | None = ("127.0.0.1", 9472)
+    if "listen" in http_map:
+        raw_listen = http_map["listen"]
+        listen = None if raw_listen is None else r.host_port(raw_listen, "http.listen")
+
+    log_map = r.mapping(top.get("log"), "log", ("format", "level"))
+    log = LogConfig(
+        format="console"
+        if r.choice(log_map.get("format"), "log.format", ("json", "console"), "json") == "console"
+        else "json",
+        level=r.choice(log_map.get("level"), "log.level", LOG_LEVELS, "info"),
+    )
+
+    if output == "exabgp" and bgp is not None and not bgp.peers:
+        r.fail("bgp.peers", "at least one peer is required with output: exabgp")
+    if not kubernetes.enabled and not static:
+        r.fail("static", "nothing to announce: kubernetes.enabled is false and static is empty")
+
+    if r.problems or bgp is None or vips is None or advertise is None:
+        raise ConfigError(r.problems)
+    return Config(
+        node_name=node_name,
+        bgp=bgp,
+        advertise=advertise,
+        vips=vips,
+        kubernetes=kubernetes,
+        output="kernel-table" if output == "kernel-table" else "exabgp",
+        kernel_table=kernel_table,
+        shutdown_timeout=shutdown_timeout,
+        static=static,
+        http=HttpConfig(listen=listen),
+        log=log,
+        source=source,
+    )
+
+
+def _parse_bgp(r: _Reader, value: Any) -> BgpConfig | None:
+    if value is None:
+        r.fail("bgp", "required")
+        return None
+    m = r.mapping(value, "bgp", ("asn", "router_id", "hold_time", "graceful_restart", "peers"))
+    if "asn" not in m:
+        r.fail("bgp.asn", "required")
+    asn = r.integer(m.get("asn"), "bgp.asn", 1, MAX_U32)
+    hold_time = r.integer(m.get("hold_time"), "bgp.hold_time", 0, 65535, 30)
+    if hold_time is not None and 0 < hold_time < 3:
+        r.fail("bgp.hold_time", "must be 0 or 3..65535 (RFC 4271)")
+    graceful_restart = r.integer(m.get("graceful_restart"), "bgp.graceful_restart", 0, 4095, 120)
+    peers = tuple(
+        peer
+        for index, item in enumerate(r.listing(m.get("peers"), "bgp.peers"))
+        if (peer := _parse_peer(r, item, f"bgp.peers[{index}]")) is not None
+    )
+    seen: set[tuple[IPAddress, int]] = set()
+    for index, peer in enumerate(peers):
+        if (peer.address, peer.port) in seen:
+            r.fail(f"bgp.peers[{index}].address", f"{peer.address} is listed twice")
+        seen.add((peer.address, peer.port))
+
+    router_id: ipaddress.IPv4Address | None = None
+    if m.get("router_id") is not None:
+        parsed = r.address(m.get("router_id"), "bgp.router_id")
+        if parsed is not None and not isinstance(parsed, ipaddress.IPv4Address):
+            r.fail("bgp.router_id", "must be an IPv4 address (BGP identifiers are 32-bit)")
+        elif isinstance(parsed, ipaddress.IPv4Address):
+            router_id = parsed
+    else:
+        router_id = next(
+            (p.local_address for p in peers if isinstance(p.local_address, ipaddress.IPv4Address)),
+            None,
+        )
+        if router_id is None and peers:
+            r.fail(
+                "bgp.router_id",
+                "required: no peer has an IPv4 local_address to default it from",
+            )
+    if asn is None or router_id is None:
+        return None
+    return BgpConfig(
+        asn=asn,
+        router_id=router_id,
+        hold_time=hold_time if hold_time is not None else 30,
+        graceful_restart=graceful_restart if graceful_restart is not None else 120,
+        peers=peers,
+    )
+
+
+def _parse_peer(r: _Reader, value: Any, path: str) -> Peer | None:
+    m = r.mapping(value, path, _PEER_KEYS)
+    if not m:
+        if value is not None and isinstance(value, Mapping):
+            r.fail(path, "empty peer")
+        return None
+    for required in ("address", "asn"):
+        if required not in m:
+            r.fail(f"{path}.{required}", "required")
+    address = r.address(m.get("address"), f"{path}.address")
+    asn = r.integer(m.get("asn"), f"{path}.asn", 1, MAX_U32)
+    port = r.integer(m.get("port"), f"{path}.port", 1, 65535, 179)
+    local_address = r.address(m.get("local_address"), f"{path}.local_address")
+    if address and local_address and address.version != local_address.version:
+        r.fail(f"{path}.local_address", "must be of the same IP version as address")
+    ttl = r.integer(m.get("ttl"), f"{path}.ttl", 1, 255, 1)
+
+    password_file: Path | None = None
+    password: str | None = None
+    raw_pw = r.string(m.get("password_file"), f"{path}.password_file")
+    if raw_pw is not None:
+        password_file = Path(raw_pw)
+        try:
+            password = password_file.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            r.fail(f"{path}.password_file", f"cannot read {password_file}: {error.strerror}")
+        except UnicodeDecodeError:
+            r.fail(f"{path}.password_file", f"{password_file} is not UTF-8 text")
+        else:
+            if not password:
+                r.fail(f"{path}.password_file", f"{password_file} is empty")
+            elif len(password) > 80 or any(c in password for c in '"\n\r\\'):
+                # Checked without echoing the password: it goes into ExaBGP's config file.
+                r.fail(
+                    f"{path}.password_file",
+                    f"{password_file}: password must be 1..80 characters without quotes, "
+                    "backslashes or line breaks",
+                )
+                password = None
+
+    selector: list[tuple[str, str]] = []
+    sel = m.get("node_selector")
+    if sel is not None:
+        if not isinstance(sel, Mapping):
+            r.fail(f"{path}.node_selector", f"must be a mapping, got {_type_name(sel)}")
+        else:
+            for key, val in sel.items():
+                if not isinstance(key, str) or not isinstance(val, str):
+                    r.fail(f"{path}.node_selector.{key}", "label keys and values must be strings")
+                else:
+                    selector.append((key, val))
+
+    next_hop_v6: ipaddress.IPv6Address | None = None
+    nh = r.address(m.get("next_hop_v6"), f"{path}.next_hop_v6")
+    if nh is not None:
+        if isinstance(nh, ipaddress.IPv6Address):
+            next_hop_v6 = nh
+        else:
+            r.fail(f"{path}.next_hop_v6", "must be an IPv6 address")
+
+    if address is None or asn is None:
+        return None
+    return Peer(
+        address=address,
+        asn=asn,
+        port=port or 179,
+        local_address=local_address,
+        password_file=password_file,
+        password=password,
+        ttl=ttl or 1,
+        node_selector=tuple(sorted(selector)),
+        next_hop_v6=next_hop_v6,
+    )
+
+
+def _parse_attributes(r: _Reader, value: Any, path: str) -> RouteAttributes | None:
+    m = r.mapping(value, path, ("communities", "large_communities", "local_preference", "med"))
+    communities = [
+        c
+        for i, item in enumerate(r.listing(m.get("communities"), f"{path}.communities"))
+        if (c := r.parsed(item, f"{path}.communities[{i}]", Community.parse)) is not None
+    ]
+    large = [
+        lc
+        for i, item in enumerate(r.listing(m.get("large_communities"), f"{path}.large_communities"))
+        if (lc := r.parsed(item, f"{path}.large_communities[{i}]", LargeCommunity.parse))
+        is not None
+    ]
+    local_pref = r.integer(m.get("local_preference"), f"{path}.local_preference", 0, MAX_U32)
+    med = r.integer(m.get("med"), f"{path}.med", 0, MAX_U32)
+    return RouteAttributes(
+        communities=tuple(communities),
+        large_communities=tuple(large),
+        local_preference=local_pref,
+        med=med,
+    )
+
+
+def _parse_network(r: _Reader, value: Any, path: str) -> IPNetwork | None:
+    if not isinstance(value, str):
+        r.fail(path, f"must be a CIDR string, got {_type_name(value)}")
+        return None
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError as error:
+        r.fail(path, f"not a valid CIDR: {error}")
+        return None
+
+
+def _parse_vips(r: _Reader, value: Any) -> VipConfig | None:
+    if value is None:
+        r.fail("vips", "required (vips.allowed lists the ranges VIPs may come from)")
+        return None
+    m = r.mapping(value, "vips", ("allowed", "interface"))
+    if "allowed" not in m:
+        r.fail("vips.allowed", "required: list the ranges VIPs may come from")
+    ranges: list[AllowedRange] = []
+    for i, item in enumerate(r.listing(m.get("allowed"), "vips.allowed")):
+        path = f"vips.allowed[{i}]"
+        if isinstance(item, Mapping):
+            entry = r.mapping(item, path, ("cidr", "namespaces"))
+            cidr = _parse_network(r, entry.get("cidr"), f"{path}.cidr")
+            namespaces: list[str] = []
+            for j, ns in enumerate(r.listing(entry.get("namespaces"), f"{path}.namespaces")):
+                name = r.string(ns, f"{path}.namespaces[{j}]")
+                if name is not None:
+                    namespaces.append(name)
+            if cidr is not None:
+                ranges.append(AllowedRange(cidr, tuple(namespaces)))
+        else:
+            cidr = _parse_network(r, item, path)
+            if cidr is not None:
+                ranges.append(AllowedRange(cidr))
+    for i, rng in enumerate(ranges):
+        if rng.cidr.prefixlen == 0:
+            r.fail(f"vips.allowed[{i}]", f"{rng.cidr} admits every address; name real ranges")
+    interface: str | None = "lo"
+    if "interface" in m:
+        interface = None if m["interface"] is None else r.string(m["interface"], "vips.interface")
+    if m.get("allowed") is not None and not ranges and not r.problems:
+        r.fail("vips.allowed", "must list at least one range")
+    return VipConfig(allowed=tuple(ranges), interface=interface)
+
+
+def _parse_kubernetes(r: _Reader, value: Any) -> KubernetesConfig:
+    m = r.mapping(
+        value,
+        "kubernetes",
+        (
+            "enabled",
+            "kubeconfig",
+            "load_balancer_class",
+            "legacy_class_handling",
+            "withdraw_when_cordoned",
+        ),
+    )
+    kubeconfig = r.string(m.get("kubeconfig"), "kubernetes.kubeconfig")
+    return KubernetesConfig(
+        enabled=r.boolean(m.get("enabled"), "kubernetes.enabled", True),
+        kubeconfig=Path(kubeconfig) if kubeconfig else None,
+        load_balancer_class=r.string(
+            m.get("load_balancer_class"), "kubernetes.load_balancer_class", "kvip-bgp.io/bgp"
+        )
+        or "kvip-bgp.io/bgp",
+        legacy_class_handling=r.boolean(
+            m.get("legacy_class_handling"), "kubernetes.legacy_class_handling", True
+        ),
+        withdraw_when_cordoned=r.boolean(
+            m.get("withdraw_when_cordoned"), "kubernetes.withdraw_when_cordoned", False
+        ),
+    )
+
+
+def _parse_check(r: _Reader, value: Any, path: str) -> HealthCheck | None:
+    m = r.mapping(
+        value, path, ("tcp", "http", "expect", "exec", "interval", "timeout", "rise", "fall")
+    )
+    kinds = [k for k in ("tcp", "http", "exec") if m.get(k) is not None]
+    if len(kinds) != 1:
+        r.fail(path, "needs exactly one of tcp, http, exec")
+        return None
+    tcp = r.host_port(m["tcp"], f"{path}.tcp") if "tcp" in kinds else None
+    http = r.string(m.get("http"), f"{path}.http")
+    if http is not None and not http.startswith(("http://", "https://")):
+        r.fail(f"{path}.http", f"must be an http:// or https:// URL, got {http!r}")
+    exec_argv: tuple[str, ...] | None = None
+    if "exec" in kinds:
+        argv = r.listing(m["exec"], f"{path}.exec")
+        if not argv or not all(isinstance(a, str) for a in argv):
+            r.fail(f"{path}.exec", "must be a non-empty list of strings (argv)")
+        else:
+            exec_argv = tuple(argv)
+    interval = r.number(m.get("interval"), f"{path}.interval", 0.1, 3600, 2.0)
+    timeout = r.number(m.get("timeout"), f"{path}.timeout", 0.1, 3600, 1.0)
+    if timeout > interval:
+        r.fail(f"{path}.timeout", f"must not exceed interval ({interval})")
+    return HealthCheck(
+        tcp=tcp,
+        http=http,
+        expect=r.integer(m.get("expect"), f"{path}.expect", 100, 599, 200) or 200,
+        exec_argv=exec_argv,
+        interval=interval,
+        timeout=timeout,
+        rise=r.integer(m.get("rise"), f"{path}.rise", 1, 100, 2) or 2,
+        fall=r.integer(m.get("fall"), f"{path}.fall", 1, 100, 3) or 3,
+    )
+
+
+def _parse_static(r: _Reader, value: Any, vips: VipConfig | None) -> tuple[StaticVip, ...]:
+    result: list[StaticVip] = []
+    seen: set[IPAddress] = set()
+    for i, item in enumerate(r.listing(value, "static")):
+        path = f"static[{i}]"
+        m = r.mapping(item, path, ("address", "check", "down_med", "maintenance_file"))
+        if "address" not in m:
+            r.fail(f"{path}.address", "required")
+            continue
+        address = r.address(m.get("address"), f"{path}.address")
+        if address is None:
+            continue
+        if vips is not None and not vips.admits(address):
+            r.fail(f"{path}.address", f"{address} is outside vips.allowed")
+        if address in seen:
+            r.fail(f"{path}.address", f"{address} is listed twice")
+        seen.add(address)
+        check = _parse_check(r, m["check"], f"{path}.check") if m.get("check") else None
+        maintenance = r.string(m.get("maintenance_file"), f"{path}.maintenance_file")
+        result.append(
+            StaticVip(
+                address=address,
+                check=check,
+                down_med=r.integer(m.get("down_med"), f"{path}.down_med", 0, MAX_U32),
+                maintenance_file=Path(maintenance) if maintenance else None,
+            )
+        )
+    return tuple(result)

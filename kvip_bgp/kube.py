@@ -1,0 +1,303 @@
+"""The only module that talks to the Kubernetes API (the only ``kubernetes`` import).
+
+Stream threads list and then watch one resource each and push frozen, parsed objects to
+the cluster-state thread. They own no cluster state: all they remember is the
+``resourceVersion`` to resume from.
+
+Payloads are read as raw JSON (``_preload_content=False``) and parsed by
+``resources.py``: the client's model deserialisation costs seconds for a list of 10,000
+Services, and we need a dozen fields of each.
+
+Robustness against real API servers: watches resume from the last ``resourceVersion``
+(bookmarks keep it fresh); ``410 Gone`` triggers a relist; a read timeout longer than the
+server-side watch timeout notices a silently dead stream; errors back off exponentially
+with jitter. A relist replaces the whole cache for that resource, so nothing that changed
+during an outage is missed; nothing is ever withdrawn because the API is unreachable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from kvip_bgp.resources import (
+    EndpointSliceInfo,
+    NodeInfo,
+    ServiceInfo,
+    parse_endpoint_slice,
+    parse_node,
+    parse_service,
+)
+
+log = structlog.get_logger("kvip_bgp.kube")
+
+KubeObject = ServiceInfo | EndpointSliceInfo | NodeInfo
+
+
+class KubeConfigError(Exception):
+    """No usable cluster credentials; the message lists what was tried."""
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A complete list of ``resource``: the cluster thread replaces its cache with it."""
+
+    resource: str
+    objects: tuple[KubeObject, ...]
+    resource_version: str
+
+
+@dataclass(frozen=True)
+class Changed:
+    """One watch event (``ADDED``, ``MODIFIED`` or ``DELETED``)."""
+
+    resource: str
+    kind: str
+    object: KubeObject
+
+
+StreamEvent = Listed | Changed
+
+
+@dataclass(frozen=True)
+class WatchTimeouts:
+    """Server-side watch length, client read timeout (must exceed the bookmark interval)."""
+
+    watch_seconds: int = 300
+    read_seconds: float = 120.0
+    connect_seconds: float = 10.0
+    max_backoff: float = 30.0
+
+
+class KubeError(Exception):
+    """A request the daemon cannot start without failed; the message says which."""
+
+
+def node_labels(api: k8s.ApiClient, node_name: str) -> dict[str, str]:
+    """This node's labels (for per-rack peer selection at startup)."""
+    try:
+        response: Any = k8s.CoreV1Api(api).read_node(
+            node_name, _preload_content=False, _request_timeout=(10, 30)
+        )
+        body = json.loads(response.data)
+    except ApiException as error:
+        raise KubeError(
+            f"cannot read Node {node_name!r}: HTTP {error.status} {error.reason}"
+        ) from error
+    except Exception as error:
+        raise KubeError(f"cannot read Node {node_name!r}: {error}") from error
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    return {k: v for k, v in labels.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+class Gone(Exception):
+    """The resourceVersion we resume from is too old (410): relist."""
+
+
+def _client_from_kubeconfig(path: str | None) -> k8s.ApiClient:
+    api: k8s.ApiClient = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=path
+    )
+    return api
+
+
+def load_api_client(kubeconfig: Path | None) -> k8s.ApiClient:
+    """In-cluster credentials, then ``kubernetes.kubeconfig``, then ``$KUBECONFIG``."""
+    tried: list[str] = []
+    if kubeconfig is not None:
+        try:
+            return _client_from_kubeconfig(str(kubeconfig))
+        except Exception as error:  # the loader raises several unrelated types
+            raise KubeConfigError(f"kubernetes.kubeconfig {kubeconfig}: {error}") from error
+    try:
+        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return k8s.ApiClient()
+    except k8s_config.ConfigException as error:
+        tried.append(f"in-cluster: {error}")
+    try:
+        return _client_from_kubeconfig(None)
+    except Exception as error:
+        tried.append(f"$KUBECONFIG/~/.kube/config: {error}")
+    raise KubeConfigError("no Kubernetes credentials found; tried " + "; ".join(tried))
+
+
+@dataclass(frozen=True)
+class Resource:
+    """How to list/watch one resource kind and parse its objects."""
+
+    name: str
+    call: Callable[..., Any]
+    parse: Callable[[Mapping[str, Any]], KubeObject]
+    params: tuple[tuple[str, str], ...] = ()
+
+
+def resources(api: k8s.ApiClient, node_name: str) -> tuple[Resource, ...]:
+    core = k8s.CoreV1Api(api)
+    discovery = k8s.DiscoveryV1Api(api)
+    return (
+        Resource("services", core.list_service_for_all_namespaces, parse_service),
+        Resource(
+            "endpointslices",
+            discovery.list_endpoint_slice_for_all_namespaces,
+            parse_endpoint_slice,
+        ),
+        # Only our own Node matters; the selector saves watching all 80 of them.
+        Resource(
+            "nodes", core.list_node, parse_node, (("field_selector", f"metadata.name={node_name}"),)
+        ),
+    )
+
+
+def _lines(response: Any) -> Iterator[bytes]:
+    buffer = b""
+    for chunk in response.stream(1 << 16, decode_content=True):
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                yield line
+    if buffer.strip():
+        yield buffer
+
+
+class ResourceStream(threading.Thread):
+    """One stream thread: list, then watch, forever, for one resource."""
+
+    def __init__(
+        self,
+        resource: Resource,
+        deliver: Callable[[StreamEvent], None],
+        on_restart: Callable[[str, str], None],
+        timeouts: WatchTimeouts = WatchTimeouts(),
+    ) -> None:
+        super().__init__(name=f"stream-{resource.name}", daemon=True)
+        self.resource = resource
+        self._deliver = deliver
+        self._on_restart = on_restart
+        self._timeouts = timeouts
+        self._stopping = threading.Event()
+        self._response: Any = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+        response = self._response
+        if response is not None:
+            # Closing a half-dead urllib3 response may raise anything; we are leaving anyway.
+            with contextlib.suppress(Exception):
+                response.shutdown() if hasattr(response, "shutdown") else response.close()
+
+    def run(self) -> None:
+        resource_version: str | None = None
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                if resource_version is None:
+                    resource_version = self._list()
+                resource_version = self._watch(resource_version)
+                failures = 0
+            except Gone:
+                log.info("kube.watch_expired", resource=self.resource.name, reason="410 Gone")
+                self._on_restart(self.resource.name, "expired")
+                resource_version = None
+            except ApiException as error:
+                if error.status == 410:
+                    self._on_restart(self.resource.name, "expired")
+                    resource_version = None
+                    continue
+                failures += 1
+                self._failed(f"http-{error.status}", str(error.reason), failures)
+            except Exception as error:  # network errors come in many urllib3 shapes
+                if self._stopping.is_set():
+                    return
+                failures += 1
+                self._failed(_error_kind(error), repr(error)[:300], failures)
+
+    def _failed(self, kind: str, detail: str, failures: int) -> None:
+        self._on_restart(self.resource.name, kind)
+        delay = min(self._timeouts.max_backoff, 0.2 * 2 ** min(failures, 10))
+        delay *= random.uniform(0.5, 1.0)  # jitter: 80 nodes must not retry in lockstep
+        log.warning(
+            "kube.stream_error",
+            resource=self.resource.name,
+            error=detail,
+            kind=kind,
+            retry_in=round(delay, 2),
+        )
+        self._stopping.wait(delay)
+
+    def _request_timeout(self) -> tuple[float, float]:
+        return (self._timeouts.connect_seconds, self._timeouts.read_seconds)
+
+    def _list(self) -> str:
+        response = self.resource.call(
+            _preload_content=False,
+            _request_timeout=self._request_timeout(),
+            **dict(self.resource.params),
+        )
+        try:
+            body = json.loads(response.data)
+        finally:
+            response.release_conn()
+        items = body.get("items") or []
+        version = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        objects = tuple(self.resource.parse(item) for item in items if isinstance(item, dict))
+        log.info(
+            "kube.listed", resource=self.resource.name, count=len(objects), resource_version=version
+        )
+        self._deliver(Listed(self.resource.name, objects, version))
+        return version
+
+    def _watch(self, resource_version: str) -> str:
+        response = self.resource.call(
+            watch=True,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=self._timeouts.watch_seconds,
+            _preload_content=False,
+            _request_timeout=self._request_timeout(),
+            **dict(self.resource.params),
+        )
+        self._response = response
+        try:
+            for line in _lines(response):
+                if self._stopping.is_set():
+                    break
+                event = json.loads(line)
+                kind = event.get("type")
+                obj = event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise Gone()
+                    raise ApiException(status=obj.get("code") or 500, reason=obj.get("message"))
+                new_version = (obj.get("metadata") or {}).get("resourceVersion")
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    self._deliver(Changed(self.resource.name, kind, self.resource.parse(obj)))
+                if new_version:
+                    resource_version = str(new_version)
+        finally:
+            self._response = None
+            response.release_conn()
+        return resource_version
+
+
+def _error_kind(error: Exception) -> str:
+    text = type(error).__name__
+    if "Timeout" in text or "timed out" in str(error):
+        return "timeout"
+    if isinstance(error, ValueError):
+        return "malformed"
+    return "connection"
+
+
+RESOURCES: Final = ("services", "endpointslices", "nodes")

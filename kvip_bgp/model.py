@@ -1,0 +1,136 @@
+"""Frozen values that cross thread boundaries.
+
+Everything a thread hands to another thread is one of these (or a tuple of them). They
+are immutable so that no two threads can ever share mutable state: the class of bug that
+crashed the speaker this project replaces ("concurrent map read and map write") cannot be
+written with them.
+
+The BGP attribute types parse strictly and render themselves: a value reaches an ExaBGP
+command only as one of these, never as a string that came from the cluster.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Final
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+MAX_U32: Final = 4_294_967_295
+MAX_U16: Final = 65_535
+
+WELL_KNOWN_COMMUNITIES: Final[dict[str, int]] = {
+    "no-export": 0xFFFFFF01,
+    "no-advertise": 0xFFFFFF02,
+    "no-export-subconfed": 0xFFFFFF03,
+    "blackhole": 0xFFFF029A,
+}
+
+_COMMUNITY_RE: Final = re.compile(r"^(\d{1,5}):(\d{1,5})$")
+_LARGE_COMMUNITY_RE: Final = re.compile(r"^(\d{1,10}):(\d{1,10}):(\d{1,10})$")
+
+
+@dataclass(frozen=True, order=True)
+class Community:
+    """A standard (RFC 1997) community, kept as its 32-bit value."""
+
+    value: int
+
+    @classmethod
+    def parse(cls, text: str) -> Community:
+        """Parse ``ASN:VALUE`` (each 0..65535) or a well-known name such as ``no-export``."""
+        text = text.strip()
+        if text.lower() in WELL_KNOWN_COMMUNITIES:
+            return cls(WELL_KNOWN_COMMUNITIES[text.lower()])
+        match = _COMMUNITY_RE.match(text)
+        if match is None:
+            raise ValueError(
+                f"community {text!r} is not ASN:VALUE or one of {sorted(WELL_KNOWN_COMMUNITIES)}"
+            )
+        high, low = int(match.group(1)), int(match.group(2))
+        if high > MAX_U16 or low > MAX_U16:
+            raise ValueError(f"community {text!r}: both halves must be 0..65535")
+        return cls((high << 16) | low)
+
+    def __str__(self) -> str:
+        return f"{self.value >> 16}:{self.value & 0xFFFF}"
+
+
+@dataclass(frozen=True, order=True)
+class LargeCommunity:
+    """A large (RFC 8092) community: three 32-bit numbers."""
+
+    global_admin: int
+    local1: int
+    local2: int
+
+    @classmethod
+    def parse(cls, text: str) -> LargeCommunity:
+        """Parse ``GLOBAL:LOCAL1:LOCAL2``, each part 0..4294967295."""
+        text = text.strip()
+        match = _LARGE_COMMUNITY_RE.match(text)
+        if match is None:
+            raise ValueError(f"large community {text!r} is not GLOBAL:LOCAL1:LOCAL2")
+        parts = [int(group) for group in match.groups()]
+        if any(part > MAX_U32 for part in parts):
+            raise ValueError(f"large community {text!r}: each part must be 0..4294967295")
+        return cls(parts[0], parts[1], parts[2])
+
+    def __str__(self) -> str:
+        return f"{self.global_admin}:{self.local1}:{self.local2}"
+
+
+@dataclass(frozen=True)
+class RouteAttributes:
+    """The BGP path attributes a VIP is announced with.
+
+    Communities are kept sorted and unique so that two equal attribute sets compare equal
+    and group into one ``announce attributes ... nlri`` line.
+    """
+
+    communities: tuple[Community, ...] = ()
+    large_communities: tuple[LargeCommunity, ...] = ()
+    local_preference: int | None = None
+    med: int | None = None
+    as_path_prepend: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "communities", tuple(sorted(set(self.communities))))
+        object.__setattr__(self, "large_communities", tuple(sorted(set(self.large_communities))))
+        for name in ("local_preference", "med"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= MAX_U32:
+                raise ValueError(f"{name} must be 0..{MAX_U32}, got {value}")
+        if not 0 <= self.as_path_prepend <= 10:
+            raise ValueError(f"as_path_prepend must be 0..10, got {self.as_path_prepend}")
+
+    def merged_with(self, other: RouteAttributes) -> RouteAttributes:
+        """Combine two claims on one VIP: communities unite, scalar attributes stay ours."""
+        return RouteAttributes(
+            communities=self.communities + other.communities,
+            large_communities=self.large_communities + other.large_communities,
+            local_preference=self.local_preference,
+            med=self.med,
+            as_path_prepend=self.as_path_prepend,
+        )
+
+
+def host_prefix(vip: IPAddress) -> IPNetwork:
+    """The /32 or /128 route that attracts traffic for one VIP."""
+    return ipaddress.ip_network(f"{vip}/{vip.max_prefixlen}")
+
+
+@dataclass(frozen=True)
+class Advertisement:
+    """The desired announcement of one VIP, with who asked for it (for logs and /status)."""
+
+    vip: IPAddress
+    attributes: RouteAttributes
+    sources: tuple[str, ...] = field(default=())
+
+    @property
+    def prefix(self) -> IPNetwork:
+        return host_prefix(self.vip)

@@ -1,0 +1,485 @@
+"""The reconciler thread: the one place where routes and addresses change.
+
+It is the sole owner of what is announced, what is bound, the netlink socket, the pipe
+to ExaBGP and the retry timers. Everything else talks to it through its coalescing inbox.
+
+It is level-triggered: each pass compares the full desired set (merged from every
+source: Kubernetes, static VIPs) with what it has applied, and sends only the difference.
+A coalesced or lost message can therefore never leave a stale route. Two safety rules:
+- nothing is withdrawn or unbound until every source has delivered its first full state
+  (an empty cache at startup must not look like "withdraw everything");
+- an address is bound before its route is announced and unbound after it is withdrawn.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+import structlog
+
+from kvip_bgp.config import Config
+from kvip_bgp.exabgp import (
+    ApiConnected,
+    ApiDisconnected,
+    ApiMessage,
+    ApiWriter,
+    Command,
+    CommandAck,
+    ExabgpShutdown,
+    NextHopPolicy,
+    PeerState,
+    announce_commands,
+    end_of_rib_commands,
+    withdraw_commands,
+)
+from kvip_bgp.metrics import Metrics
+from kvip_bgp.model import Advertisement, IPAddress, host_prefix
+from kvip_bgp.policy import merge_sources
+from kvip_bgp.snapshot import Snapshot
+from kvip_bgp.workqueue import CoalescingQueue
+
+log = structlog.get_logger("kvip_bgp.reconciler")
+
+RESYNC_INTERVAL: Final = 30.0
+MAX_BACKOFF: Final = 30.0
+
+
+@dataclass(frozen=True)
+class VipDesired:
+    """Source ``source`` wants ``vip`` announced as ``advert`` (None: no longer wants it)."""
+
+    source: str
+    vip: IPAddress
+    advert: Advertisement | None
+
+
+@dataclass(frozen=True)
+class SourceSynced:
+    """``source`` has delivered its complete state at least once."""
+
+    source: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Withdraw everything, wait for acks, unbind, then end; give up at ``deadline``."""
+
+    deadline: float
+
+
+Message = VipDesired | SourceSynced | Stop | ApiMessage
+Inbox = CoalescingQueue[tuple[object, ...], Message]
+
+
+def message_key(message: Message) -> tuple[object, ...]:
+    """The coalescing key: only a newer value *about the same thing* replaces an older one."""
+    if isinstance(message, VipDesired):
+        return ("vip", message.source, message.vip)
+    if isinstance(message, SourceSynced):
+        return ("synced", message.source)
+    if isinstance(message, PeerState):
+        return ("peer", message.peer)
+    if isinstance(message, CommandAck):
+        return ("ack", message.generation, message.index)
+    if isinstance(message, ApiConnected | ApiDisconnected | ExabgpShutdown):
+        return (type(message).__name__, message.generation)
+    return ("stop",)
+
+
+def post(inbox: Inbox, message: Message) -> None:
+    inbox.put(message_key(message), message)
+
+
+class AddressBinder(Protocol):
+    """What the reconciler needs from ``netif.AddressTable`` (a fake in unit tests)."""
+
+    def owned(self) -> set[IPAddress]: ...
+    def bind(self, vip: IPAddress) -> bool: ...
+    def unbind(self, vip: IPAddress) -> None: ...
+
+
+@dataclass(frozen=True)
+class PeerView:
+    address: str
+    state: str
+    since: float
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class ReconcilerStatus:
+    """What /status and the health endpoints read (published after every pass)."""
+
+    announced: tuple[Advertisement, ...] = ()
+    bound: tuple[IPAddress, ...] = ()
+    peers: tuple[PeerView, ...] = ()
+    synced_sources: tuple[str, ...] = ()
+    all_synced: bool = False
+    exabgp_connected: bool = False
+    last_errors: tuple[str, ...] = ()
+    updated_at: float = 0.0
+    stopped: bool = False
+
+
+@dataclass
+class _State:
+    """Mutable state owned by the reconciler thread alone (never handed out)."""
+
+    desired: dict[str, dict[IPAddress, Advertisement]] = field(default_factory=dict)
+    synced: set[str] = field(default_factory=set)
+    applied: dict[IPAddress, Advertisement] = field(default_factory=dict)
+    maybe_present: set[IPAddress] = field(default_factory=set)
+    bound: set[IPAddress] = field(default_factory=set)
+    in_flight: deque[Command] = field(default_factory=deque)
+    peers: dict[str, PeerView] = field(default_factory=dict)
+    writer: ApiWriter | None = None
+    eor_pending: set[str] = field(default_factory=set)
+    retry_at: float = 0.0
+    backoff: float = 0.5
+    errors: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    stop: Stop | None = None
+
+
+class Reconciler:
+    def __init__(
+        self,
+        config: Config,
+        inbox: Inbox,
+        addresses: AddressBinder | None,
+        metrics: Metrics,
+        status: Snapshot[ReconcilerStatus],
+        sources: tuple[str, ...],
+    ) -> None:
+        self._config = config
+        self._inbox = inbox
+        self._addresses = addresses
+        self._metrics = metrics
+        self._status = status
+        self._sources = sources
+        self._next_hops = NextHopPolicy(config.bgp.peers)
+        self._s = _State()
+        self._last_resync = 0.0
+
+    # -- thread body ---------------------------------------------------------------
+
+    def run(self) -> None:
+        """Loop until a Stop has been carried out. Runs in the reconciler thread."""
+        s = self._s
+        if self._addresses is not None:
+            s.bound = self._addresses.owned()
+            if s.bound:
+                log.info(
+                    "reconciler.adopted_addresses",
+                    count=len(s.bound),
+                    vips=sorted(map(str, s.bound))[:20],
+                )
+        for peer in self._next_hops.v6_unreachable_peers():
+            log.warning(
+                "reconciler.peer_without_ipv6_next_hop",
+                peer=str(peer.address),
+                reason="IPv4 session without next_hop_v6: IPv6 VIPs are not sent to it",
+            )
+        while True:
+            timeout = self._timeout()
+            batch = self._inbox.drain(timeout)
+            started = time.perf_counter()
+            for _key, message in batch:
+                self._handle(message)
+            if s.stop is not None:
+                self._shutdown(s.stop)
+                return
+            self._reconcile()
+            self._metrics.reconcile_seconds.observe(time.perf_counter() - started)
+            self._metrics.queue_depth.set(self._inbox.depth())
+            self._metrics.queue_coalesced.set(self._inbox.coalesced())
+            self._publish()
+
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        wait = RESYNC_INTERVAL - (now - self._last_resync)
+        if self._s.retry_at > now:
+            wait = min(wait, self._s.retry_at - now)
+        return max(0.01, wait)
+
+    # -- messages ------------------------------------------------------------------
+
+    def _handle(self, message: Message) -> None:
+        s = self._s
+        if isinstance(message, VipDesired):
+            table = s.desired.setdefault(message.source, {})
+            if message.advert is None:
+                table.pop(message.vip, None)
+            else:
+                table[message.vip] = message.advert
+        elif isinstance(message, SourceSynced):
+            if message.source not in s.synced:
+                s.synced.add(message.source)
+                log.info("reconciler.source_synced", source=message.source)
+        elif isinstance(message, Stop):
+            s.stop = message
+        elif isinstance(message, ApiConnected):
+            self._connected(message)
+        elif isinstance(message, ApiDisconnected):
+            if s.writer is not None and s.writer.generation == message.generation:
+                self._drop_writer("relay disconnected")
+        elif isinstance(message, CommandAck):
+            self._ack(message)
+        elif isinstance(message, PeerState):
+            self._peer_state(message)
+        elif isinstance(message, ExabgpShutdown):
+            log.info("reconciler.exabgp_shutdown", generation=message.generation)
+
+    def _connected(self, message: ApiConnected) -> None:
+        s = self._s
+        if s.writer is not None:
+            s.writer.close()
+        s.writer = ApiWriter(message.fd, message.generation)
+        s.in_flight.clear()
+        s.eor_pending.clear()
+        # Whatever we told the previous ExaBGP (or relay) may still be there: re-announce
+        # every desired route and withdraw anything else we had sent.
+        s.maybe_present |= set(s.applied)
+        s.applied.clear()
+        s.retry_at = 0.0
+        for view in s.peers.values():
+            self._metrics.session_up.labels(view.address).set(0)
+        s.peers.clear()
+        log.info(
+            "reconciler.exabgp_connected",
+            generation=message.generation,
+            resending=len(s.maybe_present),
+        )
+
+    def _drop_writer(self, why: str) -> None:
+        s = self._s
+        if s.writer is not None:
+            s.writer.close()
+        s.writer = None
+        s.in_flight.clear()
+        s.maybe_present |= set(s.applied)
+        s.applied.clear()
+        log.warning("reconciler.exabgp_unreachable", reason=why)
+
+    def _ack(self, ack: CommandAck) -> None:
+        s = self._s
+        if s.writer is None or ack.generation != s.writer.generation:
+            return
+        if not s.in_flight:
+            log.warning("reconciler.unexpected_ack", index=ack.index)
+            return
+        command = s.in_flight.popleft()
+        if ack.ok:
+            s.backoff = 0.5
+            return
+        self._metrics.command_errors.inc()
+        text = command.text if len(command.text) < 300 else command.text[:300] + "..."
+        s.errors.append(f"exabgp error: {text}")
+        log.error("reconciler.command_error", command=text, retry_in=s.backoff)
+        for advert in command.announced:
+            if s.applied.get(advert.vip) == advert:
+                del s.applied[advert.vip]
+        for prefix in command.withdrawn:
+            s.maybe_present.add(prefix.network_address)
+        s.retry_at = time.monotonic() + s.backoff
+        s.backoff = min(MAX_BACKOFF, s.backoff * 2)
+
+    def _peer_state(self, message: PeerState) -> None:
+        s = self._s
+        previous = s.peers.get(message.peer)
+        if previous is None or previous.state != message.state:
+            s.peers[message.peer] = PeerView(
+                message.peer, message.state, message.at, message.reason
+            )
+            if message.state == "up":
+                # ExaBGP re-sends its RIB to a fresh session; we close it with End-of-RIB
+                # once every desired route is in (manual-eor: hitless restarts).
+                s.eor_pending.add(message.peer)
+            else:
+                s.eor_pending.discard(message.peer)
+            log.info(
+                "reconciler.peer_state",
+                peer=message.peer,
+                state=message.state,
+                reason=message.reason,
+            )
+        self._metrics.session_up.labels(message.peer).set(1 if message.state == "up" else 0)
+
+    # -- the level-triggered pass -------------------------------------------------
+
+    def _all_synced(self) -> bool:
+        return all(source in self._s.synced for source in self._sources)
+
+    def _effective(self) -> dict[IPAddress, Advertisement]:
+        s = self._s
+        return merge_sources({src: s.desired.get(src, {}) for src in s.synced})
+
+    def _reconcile(self) -> None:
+        s = self._s
+        now = time.monotonic()
+        effective = self._effective()
+        all_synced = self._all_synced()
+        if now - self._last_resync >= RESYNC_INTERVAL:
+            self._last_resync = now
+            if self._addresses is not None:
+                # Repair anything changed behind our back (an address deleted by hand).
+                s.bound = self._addresses.owned()
+
+        self._bind(set(effective) - s.bound)
+        if s.writer is not None and now >= s.retry_at:
+            withdraw = {v for v in s.applied if v not in effective}
+            if all_synced:
+                withdraw |= {v for v in s.maybe_present if v not in effective}
+            announce = [a for v, a in effective.items() if s.applied.get(v) != a]
+            self._send_routes(announce, withdraw, all_synced)
+        if all_synced:
+            # Unbind only what is no longer desired and no longer announced anywhere.
+            self._unbind(s.bound - set(effective) - set(s.applied))
+
+    def _send_routes(
+        self, announce: list[Advertisement], withdraw: set[IPAddress], all_synced: bool
+    ) -> None:
+        s = self._s
+        commands: list[Command] = []
+        if withdraw:
+            commands += withdraw_commands(
+                [host_prefix(v) for v in withdraw],
+                self._next_hops,
+            )
+        if announce:
+            commands += announce_commands(announce, self._config.bgp.asn, self._next_hops)
+        eor_peers = (
+            sorted(s.eor_pending) if all_synced and self._config.bgp.graceful_restart > 0 else []
+        )
+        for peer in eor_peers:
+            commands += end_of_rib_commands(peer)
+        if not commands:
+            return
+        assert s.writer is not None
+        try:
+            s.writer.send(commands)
+        except OSError as error:
+            self._drop_writer(f"write failed: {error}")
+            return
+        s.in_flight.extend(commands)
+        for vip in withdraw:
+            s.applied.pop(vip, None)
+            s.maybe_present.discard(vip)
+        for advert in announce:
+            s.applied[advert.vip] = advert
+            s.maybe_present.discard(advert.vip)
+        s.eor_pending.difference_update(eor_peers)
+        peers = [str(p.address) for p in self._config.bgp.peers]
+        for peer in peers:
+            if announce:
+                self._metrics.updates_sent.labels(peer, "announce").inc(len(announce))
+            if withdraw:
+                self._metrics.updates_sent.labels(peer, "withdraw").inc(len(withdraw))
+            self._metrics.prefixes_announced.labels(peer).set(len(s.applied))
+        if len(announce) + len(withdraw) <= 20:
+            for advert in announce:
+                log.info("reconciler.announce", vip=str(advert.vip), services=list(advert.sources))
+            for vip in withdraw:
+                log.info("reconciler.withdraw", vip=str(vip))
+        else:
+            log.info(
+                "reconciler.batch",
+                announced=len(announce),
+                withdrawn=len(withdraw),
+                commands=len(commands),
+            )
+        for peer in eor_peers:
+            log.info("reconciler.end_of_rib", peer=peer, routes=len(s.applied))
+
+    def _bind(self, vips: set[IPAddress]) -> None:
+        if self._addresses is None:
+            return
+        for vip in sorted(vips, key=lambda v: (v.version, v)):
+            try:
+                if self._addresses.bind(vip):
+                    self._s.bound.add(vip)
+                    log.info("reconciler.bound", vip=str(vip))
+                else:
+                    log.warning(
+                        "reconciler.foreign_address",
+                        vip=str(vip),
+                        reason="address exists and is not ours: left alone",
+                    )
+                    self._s.bound.add(vip)  # announce anyway; never unbind (not owned)
+            except OSError as error:
+                self._s.errors.append(f"bind {vip}: {error}")
+                log.error("reconciler.bind_failed", vip=str(vip), error=str(error))
+        self._metrics.addresses_bound.set(len(self._s.bound))
+
+    def _unbind(self, vips: set[IPAddress]) -> None:
+        if self._addresses is None or not vips:
+            return
+        for vip in vips:
+            try:
+                self._addresses.unbind(vip)
+                log.info("reconciler.unbound", vip=str(vip))
+            except OSError as error:
+                self._s.errors.append(f"unbind {vip}: {error}")
+                log.error("reconciler.unbind_failed", vip=str(vip), error=str(error))
+            self._s.bound.discard(vip)
+        self._metrics.addresses_bound.set(len(self._s.bound))
+
+    # -- shutdown -------------------------------------------------------------------
+
+    def _shutdown(self, stop: Stop) -> None:
+        """Withdraw every route, wait for ExaBGP's acks, then remove our addresses."""
+        s = self._s
+        withdraw = sorted(set(s.applied) | s.maybe_present, key=lambda v: (v.version, v))
+        log.info("reconciler.shutdown", withdrawing=len(withdraw))
+        if s.writer is not None and withdraw:
+            commands = withdraw_commands([host_prefix(v) for v in withdraw], self._next_hops)
+            try:
+                s.writer.send(commands)
+                s.in_flight.extend(commands)
+            except OSError as error:
+                log.error("reconciler.shutdown_write_failed", error=str(error))
+                s.in_flight.clear()
+            while s.in_flight and time.monotonic() < stop.deadline:
+                for _key, message in self._inbox.drain(max(0.01, stop.deadline - time.monotonic())):
+                    if isinstance(message, CommandAck):
+                        self._ack(message)
+                    elif isinstance(message, ApiDisconnected):
+                        s.in_flight.clear()
+            if s.in_flight:
+                log.warning("reconciler.shutdown_unacked", commands=len(s.in_flight))
+        s.applied.clear()
+        s.maybe_present.clear()
+        if self._addresses is not None:
+            self._unbind(set(self._addresses.owned()))
+        if s.writer is not None:
+            s.writer.close()
+            s.writer = None
+        self._publish(stopped=True)
+        log.info("reconciler.stopped")
+
+    def _publish(self, stopped: bool = False) -> None:
+        s = self._s
+        self._status.publish(
+            ReconcilerStatus(
+                announced=tuple(sorted(s.applied.values(), key=lambda a: (a.vip.version, a.vip))),
+                bound=tuple(sorted(s.bound, key=lambda v: (v.version, v))),
+                peers=tuple(sorted(s.peers.values(), key=lambda p: p.address)),
+                synced_sources=tuple(sorted(s.synced)),
+                all_synced=self._all_synced(),
+                exabgp_connected=s.writer is not None,
+                last_errors=tuple(s.errors),
+                updated_at=time.time(),
+                stopped=stopped,
+            )
+        )
+
+
+def desired_from_static(config: Config) -> Mapping[IPAddress, Advertisement]:
+    """Static VIPs without a health check: always wanted, with the default attributes."""
+    return {
+        vip.address: Advertisement(vip.address, config.advertise, (f"static:{vip.address}",))
+        for vip in config.static
+    }

@@ -1,0 +1,175 @@
+"""Kubernetes objects as frozen values, parsed from raw JSON.
+
+The stream threads parse each object once, here, and hand the frozen result to the
+cluster-state thread: what crosses the queue is immutable, and the rest of the program
+never sees a raw dict from the cluster. Parsing is total: a field of the wrong type is
+treated as absent, so a strange object can never raise in a thread that serves every
+other Service. Annotation *values* are kept as strings here; the policy parses them
+strictly and turns a bad one into a reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+ANNOTATION_PREFIXES: Final = ("kvip-bgp.io/", "kube-vip.io/")
+
+
+@dataclass(frozen=True)
+class ObjectKey:
+    """``namespace/name`` (namespace empty for cluster-scoped objects)."""
+
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    key: ObjectKey
+    uid: str
+    type: str
+    load_balancer_class: str | None
+    load_balancer_ip: str | None
+    external_traffic_policy: str
+    ingress_ips: tuple[str, ...]
+    annotations: tuple[tuple[str, str], ...]
+    resource_version: str
+
+    def annotation(self, name: str) -> str | None:
+        for key, value in self.annotations:
+            if key == name:
+                return value
+        return None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    node_name: str | None
+    ready: bool
+    serving: bool
+
+    @property
+    def healthy(self) -> bool:
+        """A terminating pod that still serves keeps the route: no flap in rolling updates."""
+        return self.ready or self.serving
+
+
+@dataclass(frozen=True)
+class EndpointSliceInfo:
+    key: ObjectKey
+    service: ObjectKey | None
+    endpoints: tuple[Endpoint, ...]
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    name: str
+    labels: tuple[tuple[str, str], ...]
+    unschedulable: bool
+    network_unavailable: bool
+    addresses: tuple[str, ...]
+
+    def label(self, name: str) -> str | None:
+        return dict(self.labels).get(name)
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _key(meta: Mapping[str, Any]) -> ObjectKey:
+    return ObjectKey(_str(meta.get("namespace")) or "", _str(meta.get("name")) or "")
+
+
+def parse_service(obj: Mapping[str, Any]) -> ServiceInfo:
+    meta = _map(obj.get("metadata"))
+    spec = _map(obj.get("spec"))
+    status = _map(_map(obj.get("status")).get("loadBalancer"))
+    ingress = status.get("ingress")
+    ingress_ips = tuple(
+        ip
+        for item in (ingress if isinstance(ingress, list) else [])
+        if (ip := _str(_map(item).get("ip"))) is not None
+    )
+    annotations = tuple(
+        sorted(
+            (k, v)
+            for k, v in _map(meta.get("annotations")).items()
+            if isinstance(k, str) and isinstance(v, str) and k.startswith(ANNOTATION_PREFIXES)
+        )
+    )
+    return ServiceInfo(
+        key=_key(meta),
+        uid=_str(meta.get("uid")) or "",
+        type=_str(spec.get("type")) or "ClusterIP",
+        load_balancer_class=_str(spec.get("loadBalancerClass")),
+        load_balancer_ip=_str(spec.get("loadBalancerIP")) or None,
+        external_traffic_policy=_str(spec.get("externalTrafficPolicy")) or "Cluster",
+        ingress_ips=ingress_ips,
+        annotations=annotations,
+        resource_version=_str(meta.get("resourceVersion")) or "",
+    )
+
+
+def parse_endpoint_slice(obj: Mapping[str, Any]) -> EndpointSliceInfo:
+    meta = _map(obj.get("metadata"))
+    key = _key(meta)
+    service_name = _str(_map(meta.get("labels")).get("kubernetes.io/service-name"))
+    raw = obj.get("endpoints")
+    endpoints: list[Endpoint] = []
+    for item in raw if isinstance(raw, list) else []:
+        ep = _map(item)
+        conditions = _map(ep.get("conditions"))
+        ready = conditions.get("ready")
+        serving = conditions.get("serving")
+        endpoints.append(
+            Endpoint(
+                node_name=_str(ep.get("nodeName")),
+                # Unset "ready" means ready (API contract for consumers of EndpointSlices).
+                ready=ready is not False,
+                serving=serving is True,
+            )
+        )
+    return EndpointSliceInfo(
+        key=key,
+        service=ObjectKey(key.namespace, service_name) if service_name else None,
+        endpoints=tuple(endpoints),
+    )
+
+
+def parse_node(obj: Mapping[str, Any]) -> NodeInfo:
+    meta = _map(obj.get("metadata"))
+    spec = _map(obj.get("spec"))
+    status = _map(obj.get("status"))
+    conditions = status.get("conditions")
+    network_unavailable = any(
+        _map(c).get("type") == "NetworkUnavailable" and _map(c).get("status") == "True"
+        for c in (conditions if isinstance(conditions, list) else [])
+    )
+    addrs = status.get("addresses")
+    return NodeInfo(
+        name=_str(meta.get("name")) or "",
+        labels=tuple(
+            sorted(
+                (k, v)
+                for k, v in _map(meta.get("labels")).items()
+                if isinstance(k, str) and isinstance(v, str)
+            )
+        ),
+        unschedulable=spec.get("unschedulable") is True,
+        network_unavailable=network_unavailable,
+        addresses=tuple(
+            a
+            for item in (addrs if isinstance(addrs, list) else [])
+            if (a := _str(_map(item).get("address"))) is not None
+        ),
+    )
