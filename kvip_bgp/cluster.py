@@ -173,7 +173,10 @@ class ClusterState:
 
     def _recompute(self, affected: Iterable[ObjectKey] | None) -> None:
         c = self._c
-        keys = set(c.services) if affected is None else set(affected)
+        if not RESOURCES_LISTED.issubset(c.listed):
+            # Decide nothing on a half-filled cache; the last initial list recomputes all.
+            return
+        keys = set(c.services) if affected is None or not c.announced_synced else set(affected)
         changes: list[ServiceDecision] = []
         for key in keys:
             service = c.services.get(key)
@@ -191,8 +194,6 @@ class ClusterState:
                     decision.verdicts,
                 ):
                     changes.append(decision)
-        if not RESOURCES_LISTED.issubset(c.listed):
-            return
         self._log_changes(changes)
         desired, conflicts = advertisements(c.decisions.values())
         for vip in [v for v in c.published if v not in desired]:

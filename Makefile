@@ -1,0 +1,53 @@
+# kvip-bgp: every target installs what it needs itself (venv, Debian packages).
+# Lab and integration tests need root (network namespaces); CI runs as root.
+
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+PIP     := $(VENV)/bin/pip
+CONFIG  ?=
+APT_PACKAGES := frr iproute2
+
+.PHONY: install system-deps test unit lint lab bench clean help
+
+help:
+	@echo "make lab      run kvip-bgp in a namespace lab against FRR (CONFIG=file.yaml to use yours)"
+	@echo "make test     install everything and run lint + every test"
+	@echo "make unit     only the tests that need neither root nor FRR"
+	@echo "make lint     ruff + mypy"
+	@echo "make install  create $(VENV) with kvip-bgp and its test tools"
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[test,lint]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Debian packages for the lab (FRR as the peer). Only installed when missing.
+system-deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy kvip_bgp
+
+test: install system-deps lint
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+unit: install
+	$(VENV)/bin/pytest -q -m "not lab"
+
+lab: install system-deps
+	$(PY) -m kvip_bgp.testing.scenario $(if $(CONFIG),--config $(CONFIG))
+
+clean:
+	$(PY) -m kvip_bgp.testing.netlab down 2>/dev/null || true
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
