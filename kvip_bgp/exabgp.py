@@ -143,17 +143,31 @@ class NextHopPolicy:
 
     peers: tuple[Peer, ...]
 
-    def v6_targets(self) -> tuple[tuple[str | None, str], ...]:
-        """(neighbor selector or None for all, next-hop text) for IPv6 commands."""
-        if all(p.address.version == 6 for p in self.peers):
-            return ((None, "self"),)
-        targets: list[tuple[str | None, str]] = []
+    def targets(
+        self, version: int, local_asn: int | None = None
+    ) -> tuple[tuple[str | None, str, bool], ...]:
+        """(neighbor selector or None for all, next hop, eBGP?) for one address family.
+
+        With ``local_asn`` the targets are also split by session type, because an
+        explicit AS path is sent verbatim (ExaBGP adds nothing to it): a prepend needs
+        one more copy of our AS on eBGP than on iBGP. One target covers every peer
+        whenever they all agree.
+        """
+        per_peer: list[tuple[str, str, bool]] = []
         for peer in self.peers:
-            if peer.address.version == 6:
-                targets.append((str(peer.address), "self"))
+            if version == 4 or peer.address.version == 6:
+                next_hop = "self"
             elif peer.next_hop_v6 is not None:
-                targets.append((str(peer.address), str(peer.next_hop_v6)))
-        return tuple(targets)
+                next_hop = str(peer.next_hop_v6)
+            else:
+                continue
+            ebgp = local_asn is None or peer.asn != local_asn
+            per_peer.append((str(peer.address), next_hop, ebgp))
+        kinds = {(nh, ebgp) for _, nh, ebgp in per_peer}
+        if len(kinds) == 1 and len(per_peer) == len(self.peers):
+            next_hop, ebgp = kinds.pop()
+            return ((None, next_hop, ebgp),)
+        return tuple(per_peer)
 
     def v6_unreachable_peers(self) -> tuple[Peer, ...]:
         return tuple(p for p in self.peers if p.address.version == 4 and p.next_hop_v6 is None)
@@ -172,7 +186,8 @@ class Command:
             raise ValueError("an ExaBGP command must be one line below 1 MiB")
 
 
-def render_attributes(attributes: RouteAttributes, local_asn: int) -> str:
+def render_attributes(attributes: RouteAttributes, local_asn: int, ebgp: bool = True) -> str:
+    """Attribute text for one command; ``ebgp`` matters only for an AS-path prepend."""
     parts: list[str] = []
     if attributes.communities:
         parts.append("community [" + " ".join(str(c) for c in attributes.communities) + "]")
@@ -185,7 +200,9 @@ def render_attributes(attributes: RouteAttributes, local_asn: int) -> str:
     if attributes.med is not None:
         parts.append(f"med {attributes.med}")
     if attributes.as_path_prepend:
-        parts.append("as-path [ " + " ".join([str(local_asn)] * attributes.as_path_prepend) + " ]")
+        # ExaBGP sends an explicit AS path verbatim: on eBGP it must include our own AS.
+        copies = attributes.as_path_prepend + (1 if ebgp else 0)
+        parts.append("as-path [ " + " ".join([str(local_asn)] * copies) + " ]")
     return " ".join(parts)
 
 
@@ -203,12 +220,10 @@ def announce_commands(
         groups.setdefault((advert.vip.version, advert.attributes), []).append(advert)
     commands: list[Command] = []
     for (version, attributes), members in groups.items():
-        rendered = render_attributes(attributes, local_asn)
-        targets: tuple[tuple[str | None, str], ...] = (
-            ((None, "self"),) if version == 4 else next_hops.v6_targets()
-        )
-        for neighbor, next_hop in targets:
+        split = local_asn if attributes.as_path_prepend else None
+        for neighbor, next_hop, ebgp in next_hops.targets(version, split):
             prefix = f"neighbor {neighbor} " if neighbor else ""
+            rendered = render_attributes(attributes, local_asn, ebgp)
             for chunk in _chunks(members, MAX_PREFIXES_PER_LINE):
                 nlri = " ".join(str(a.prefix) for a in chunk)
                 attrs = f" {rendered}" if rendered else ""
@@ -227,8 +242,7 @@ def withdraw_commands(prefixes: Iterable[IPNetwork], next_hops: NextHopPolicy) -
         by_version.setdefault(prefix.version, []).append(prefix)
     commands: list[Command] = []
     for version, members in by_version.items():
-        targets = ((None, "self"),) if version == 4 else next_hops.v6_targets()
-        for neighbor, next_hop in targets:
+        for neighbor, next_hop, _ebgp in next_hops.targets(version):
             selector = f"neighbor {neighbor} " if neighbor else ""
             for chunk in _chunks(members, MAX_PREFIXES_PER_LINE):
                 nlri = " ".join(str(p) for p in chunk)

@@ -142,8 +142,11 @@ def daemon_config(kubeconfig: Path | None, **overrides: Any) -> dict[str, Any]:
 class Scenario:
     """Owns one lab run. Use as a context manager; ``start_daemon()`` when ready."""
 
-    def __init__(self, kubernetes: bool = True, keep_workdir: bool = False) -> None:
-        self.lab = Lab(keep_workdir=keep_workdir)
+    def __init__(
+        self, kubernetes: bool = True, keep_workdir: bool = False, prefix: str = "kvl-"
+    ) -> None:
+        # Distinct prefixes let several labs run at once (cleanup removes only its own).
+        self.lab = Lab(prefix, keep_workdir=keep_workdir)
         self.kubernetes = kubernetes
         self.api = FakeKubeAPI(bookmark_interval=1.0)
         self.frr: FrrPeer | None = None
