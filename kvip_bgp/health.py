@@ -1,0 +1,389 @@
+"""Health-checked static VIPs: bare-metal anycast that follows the local service.
+
+A static VIP (``static:`` in the config) is announced from every host that runs the
+service behind it. When the service on one host breaks, that host must stop attracting
+traffic (withdraw), or keep announcing with a worse MED (``down_med``) so routers prefer
+the healthy hosts but still have a path if every host is down. An operator drains a host
+by creating the VIP's ``maintenance_file``.
+
+Threading follows the project rule: one ``StaticVipWatcher`` thread per VIP owns that
+VIP's check counters and nothing else; it hands the reconciler only immutable values
+(``Advertisement`` or ``None``) through the ``publish`` callback, and only when the
+desired value changes. The decisions themselves (``CheckState.record``,
+``desired_route``) are pure functions so they can be tested without threads or sockets.
+
+Checks honour their timeout: a server that accepts and never answers, or a command that
+never exits, costs at most ``timeout`` (commands are killed with their whole process
+group), so one slow check never stalls the next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import structlog
+
+from kvip_bgp.config import HealthCheck, StaticVip
+from kvip_bgp.metrics import Metrics
+from kvip_bgp.model import Advertisement, IPAddress, RouteAttributes
+
+log = structlog.get_logger("kvip_bgp.health")
+
+MAINTENANCE_POLL: Final = 1.0
+"""Seconds between looks at the maintenance file of a VIP that has no health check."""
+
+Publish = Callable[[IPAddress, Advertisement | None], None]
+
+
+# -- pure decisions ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckState:
+    """Where a VIP stands in its rise/fall hysteresis.
+
+    Hysteresis keeps one lost packet from withdrawing a route (and one lucky connect from
+    announcing a broken host): ``rise`` consecutive passes are needed to go up, ``fall``
+    consecutive failures to go down. A new state starts DOWN: a host must prove it is
+    healthy before it attracts traffic.
+    """
+
+    rise: int = 2
+    fall: int = 3
+    up: bool = False
+    passes: int = 0
+    failures: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rise < 1 or self.fall < 1:
+            raise ValueError(f"rise and fall must be >= 1, got rise={self.rise} fall={self.fall}")
+
+    @classmethod
+    def for_check(cls, check: HealthCheck) -> CheckState:
+        return cls(rise=check.rise, fall=check.fall)
+
+    def record(self, passed: bool) -> CheckState:
+        """The state after one more check result; counters only count consecutive runs."""
+        if passed:
+            if self.up:
+                return dataclasses.replace(self, passes=0, failures=0)
+            passes = self.passes + 1
+            if passes >= self.rise:
+                return dataclasses.replace(self, up=True, passes=0, failures=0)
+            return dataclasses.replace(self, passes=passes, failures=0)
+        if not self.up:
+            return dataclasses.replace(self, passes=0, failures=0)
+        failures = self.failures + 1
+        if failures >= self.fall:
+            return dataclasses.replace(self, up=False, passes=0, failures=0)
+        return dataclasses.replace(self, passes=0, failures=failures)
+
+
+def desired_route(
+    vip: StaticVip, defaults: RouteAttributes, up: bool, maintenance: bool
+) -> Advertisement | None:
+    """What the reconciler should announce for ``vip``; ``None`` means withdraw.
+
+    Maintenance wins over everything (an operator's drain must drain). A DOWN VIP is
+    withdrawn unless ``down_med`` asks to keep it announced with a worse MED.
+    """
+    if maintenance:
+        return None
+    sources = (f"static:{vip.address}",)
+    if up:
+        return Advertisement(vip.address, defaults, sources)
+    if vip.down_med is not None:
+        return Advertisement(vip.address, dataclasses.replace(defaults, med=vip.down_med), sources)
+    return None
+
+
+# -- checks -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's outcome; ``reason`` is what an operator reads in ``health.down``."""
+
+    passed: bool
+    reason: str
+
+
+def describe(check: HealthCheck) -> str:
+    """A short, stable description of a check for logs (``tcp 127.0.0.1:53``)."""
+    if check.tcp is not None:
+        host, port = check.tcp
+        return f"tcp {_join_host_port(host, port)}"
+    if check.http is not None:
+        return f"http {check.http}"
+    if check.exec_argv is not None:
+        return "exec " + " ".join(check.exec_argv)
+    return "none"
+
+
+def run_check(check: HealthCheck) -> CheckResult:
+    """Run one check of whichever kind is configured, bounded by ``check.timeout``.
+
+    An unexpected exception counts as a failure instead of killing the watcher thread:
+    a VIP whose check cannot run must not stay announced because its watcher died.
+    """
+    try:
+        if check.tcp is not None:
+            return check_tcp(check.tcp[0], check.tcp[1], check.timeout)
+        if check.http is not None:
+            return check_http(check.http, check.expect, check.timeout)
+        if check.exec_argv is not None:
+            return check_exec(check.exec_argv, check.timeout)
+    except Exception as error:  # a bug or an exotic OS error: fail the check, keep going
+        return CheckResult(False, f"check error: {type(error).__name__}: {error}")
+    return CheckResult(False, "no check configured")
+
+
+def check_tcp(host: str, port: int, timeout: float) -> CheckResult:
+    """Pass when a TCP connection to ``host:port`` is established within ``timeout``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return CheckResult(True, "connected")
+    except OSError as error:
+        return CheckResult(False, _os_error_reason(error))
+
+
+def check_http(url: str, expect: int, timeout: float) -> CheckResult:
+    """Pass when ``GET url`` answers with status ``expect`` within ``timeout``.
+
+    ``http.client`` rather than ``urllib``: redirects are not followed (a 301 is an
+    answer, and ``expect: 301`` must be checkable) and ``http_proxy`` from the environment
+    is not used (a health check of a local service must not go through a proxy).
+    Only the status line and headers are read, never the body.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return CheckResult(False, f"bad URL {url!r}")
+    deadline = time.monotonic() + timeout
+    connection: http.client.HTTPConnection
+    if parts.scheme == "https":
+        connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout)
+    else:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    try:
+        connection.connect()
+        if connection.sock is not None:
+            # The budget is for the whole check, not per socket operation.
+            connection.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        connection.request("GET", path, headers={"User-Agent": "kvip-bgp-health"})
+        response = connection.getresponse()
+        status = response.status
+    except (http.client.HTTPException, ValueError) as error:
+        return CheckResult(False, f"bad response: {type(error).__name__}")
+    except OSError as error:
+        return CheckResult(False, _os_error_reason(error))
+    finally:
+        connection.close()
+    return CheckResult(status == expect, f"HTTP {status}")
+
+
+def check_exec(argv: Iterable[str], timeout: float) -> CheckResult:
+    """Pass when ``argv`` exits 0 within ``timeout``; otherwise kill it and fail.
+
+    The command runs in its own session and the whole process group is killed on
+    timeout, so a hung shell script's children (``sh -c 'curl ...'``) do not outlive it
+    and pile up one per interval. Output is discarded: nothing reads it, and a pipe nobody
+    drains could block the command.
+    """
+    argv = tuple(argv)
+    try:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as error:
+        return CheckResult(False, f"cannot run {argv[0]!r}: {_os_error_reason(error)}")
+    try:
+        code = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        return CheckResult(False, "timeout")
+    if code == 0:
+        return CheckResult(True, "exit 0")
+    if code < 0:
+        return CheckResult(False, f"killed by {_signal_name(-code)}")
+    return CheckResult(False, f"exit {code}")
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """Kill the command's process group, then reap the command.
+
+    Only called while the command is still unreaped: its pid (the group id) cannot have
+    been reused, so this never signals an unrelated process.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _os_error_reason(error: OSError) -> str:
+    """Short, stable reasons for the common cases; the OS message for the rest."""
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, ConnectionResetError):
+        return "connection reset"
+    if isinstance(error, socket.gaierror):
+        return f"cannot resolve host: {error.strerror or error}"
+    if error.strerror:
+        return error.strerror.lower()
+    return str(error) or type(error).__name__
+
+
+def _join_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _exists(path: Path) -> bool:
+    """Whether the maintenance file exists; an unreadable directory counts as absent."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+# -- the watcher thread -----------------------------------------------------------------
+
+
+class StaticVipWatcher(threading.Thread):
+    """One thread per static VIP: owns that VIP's check counters; publishes its desired route.
+
+    ``publish(vip, advert_or_none)`` is called at the first evaluation (so the
+    reconciler learns the initial state without waiting ``rise`` intervals) and then only
+    when the desired route changes. ``first_result(vip)`` is called once, right after that
+    first publish: the app marks the ``static`` source synced once every watcher has
+    reported. Both callbacks must only enqueue; they run on this thread.
+
+    ``poll_interval`` overrides how often a VIP without a check looks at its
+    maintenance file (tests use a short one); a checked VIP evaluates every
+    ``check.interval``.
+    """
+
+    def __init__(
+        self,
+        vip: StaticVip,
+        defaults: RouteAttributes,
+        publish: Publish,
+        metrics: Metrics,
+        stop: threading.Event,
+        first_result: Callable[[IPAddress], None] | None = None,
+        *,
+        poll_interval: float | None = None,
+    ) -> None:
+        super().__init__(name=f"health-{vip.address}", daemon=True)
+        self.vip = vip
+        self.defaults = defaults
+        self._publish = publish
+        self._metrics = metrics
+        self._stop_event = stop
+        self._first_result = first_result
+        if poll_interval is not None:
+            self.period = poll_interval
+        elif vip.check is not None:
+            self.period = vip.check.interval
+        else:
+            self.period = MAINTENANCE_POLL
+        # Owned by this thread alone once it runs.
+        self._state = CheckState.for_check(vip.check) if vip.check is not None else None
+        self._maintenance = False
+        self._reported = False
+        self._published: Advertisement | None = None
+
+    def run(self) -> None:
+        """Evaluate every ``period`` seconds, start to start, until ``stop`` is set."""
+        next_at = time.monotonic()
+        while not self._stop_event.is_set():
+            self._evaluate()
+            next_at += self.period
+            now = time.monotonic()
+            if next_at < now:
+                # A check overran its slot (its kill and reap took time): skip the missed
+                # slots rather than firing a burst of catch-up checks.
+                missed = (now - next_at) // self.period + 1
+                next_at += missed * self.period
+            if self._stop_event.wait(next_at - now):
+                break
+
+    def _evaluate(self) -> None:
+        first = not self._reported
+        address = str(self.vip.address)
+        check = self.vip.check
+        up = True
+        if check is not None and self._state is not None:
+            result = run_check(check)
+            if self._stop_event.is_set():
+                return  # shutting down: a check cut short says nothing about the service
+            before = self._state
+            self._state = before.record(result.passed)
+            up = self._state.up
+            if up and not before.up:
+                log.info("health.up", vip=address, check=describe(check), reason=result.reason)
+            elif not up and (before.up or (first and not result.passed)):
+                log.warning("health.down", vip=address, check=describe(check), reason=result.reason)
+            if first or up != before.up:
+                self._metrics.health_check_up.labels(address).set(1 if up else 0)
+        elif first:
+            self._metrics.health_check_up.labels(address).set(1)
+
+        maintenance_file = self.vip.maintenance_file
+        if maintenance_file is not None:
+            maintenance = _exists(maintenance_file)
+            if maintenance and not self._maintenance:
+                log.info("health.maintenance_on", vip=address, file=str(maintenance_file))
+            elif self._maintenance and not maintenance:
+                log.info("health.maintenance_off", vip=address, file=str(maintenance_file))
+            self._maintenance = maintenance
+
+        desired = desired_route(self.vip, self.defaults, up, self._maintenance)
+        if first or desired != self._published:
+            self._reported = True
+            self._published = desired
+            self._publish(self.vip.address, desired)
+            if first and self._first_result is not None:
+                self._first_result(self.vip.address)
+
+
+def static_watchers(
+    statics: Iterable[StaticVip],
+    defaults: RouteAttributes,
+    publish: Publish,
+    metrics: Metrics,
+    stop: threading.Event,
+    first_result: Callable[[IPAddress], None] | None = None,
+) -> list[StaticVipWatcher]:
+    """One (not yet started) watcher per static VIP; the caller starts and joins them."""
+    return [
+        StaticVipWatcher(vip, defaults, publish, metrics, stop, first_result) for vip in statics
+    ]
