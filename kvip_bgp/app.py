@@ -31,6 +31,7 @@ from kvip_bgp.cluster import SOURCE as KUBE_SOURCE
 from kvip_bgp.cluster import ClusterState, ClusterStatus
 from kvip_bgp.cluster import Stop as ClusterStop
 from kvip_bgp.config import Config, Peer
+from kvip_bgp.health import static_watchers
 from kvip_bgp.http import StatusServer
 from kvip_bgp.metrics import Metrics
 from kvip_bgp.model import Advertisement, IPAddress
@@ -41,7 +42,6 @@ from kvip_bgp.reconciler import (
     SourceSynced,
     Stop,
     VipDesired,
-    desired_from_static,
     post,
 )
 from kvip_bgp.snapshot import Snapshot
@@ -49,7 +49,12 @@ from kvip_bgp.workqueue import CoalescingQueue
 
 log = structlog.get_logger("kvip_bgp.app")
 
-STATIC_SOURCE: Final = "static"
+
+def static_source(vip: IPAddress) -> str:
+    """Each static VIP is a source of its own: synced once its first check reported."""
+    return f"static:{vip}"
+
+
 DEFAULT_RUNTIME_DIR: Final = Path("/run/kvip-bgp")
 EXABGP_MAX_BACKOFF: Final = 30.0
 
@@ -143,13 +148,8 @@ class Daemon:
                 process.stop()
                 raise StartupError(str(error)) from error
 
-        sources = tuple(
-            s
-            for s, on in (
-                (STATIC_SOURCE, bool(config.static)),
-                (KUBE_SOURCE, config.kubernetes.enabled),
-            )
-            if on
+        sources = tuple(static_source(s.address) for s in config.static) + (
+            (KUBE_SOURCE,) if config.kubernetes.enabled else ()
         )
         reconciler = Reconciler(
             dataclasses.replace(config, bgp=dataclasses.replace(config.bgp, peers=peers)),
@@ -162,7 +162,7 @@ class Daemon:
         reconciler_thread = threading.Thread(target=reconciler.run, name="reconciler")
         reconciler_thread.start()
 
-        self._start_static()
+        watchers = self._start_static()
         streams, cluster_queue, cluster_thread = self._start_kubernetes()
         http_server = None
         if config.http.listen is not None:
@@ -175,7 +175,7 @@ class Daemon:
                 self._threads_alive,
             )
             http_server.start()
-        self._threads = [reconciler_thread, reader, *streams]
+        self._threads = [reconciler_thread, reader, *streams, *watchers]
         if cluster_thread is not None:
             self._threads.append(cluster_thread)
 
@@ -237,15 +237,30 @@ class Daemon:
 
     # -- sources ----------------------------------------------------------------------
 
-    def _start_static(self) -> None:
-        if not self.config.static:
-            return
-        unchecked = [s for s in self.config.static if s.check is None]
-        if len(unchecked) != len(self.config.static):
-            raise StartupError("static[].check: health checks are not implemented yet")
-        for vip, advert in desired_from_static(self.config).items():
-            post(self.inbox, VipDesired(STATIC_SOURCE, vip, advert))
-        post(self.inbox, SourceSynced(STATIC_SOURCE))
+    def _start_static(self) -> list[threading.Thread]:
+        """One watcher thread per static VIP; each is its own source for the reconciler.
+
+        A watcher reports its first check result before the reconciler may withdraw
+        anything, so a restart never withdraws a healthy static VIP on an empty state.
+        """
+
+        def publish(vip: IPAddress, advert: Advertisement | None) -> None:
+            post(self.inbox, VipDesired(static_source(vip), vip, advert))
+
+        def reported(vip: IPAddress) -> None:
+            post(self.inbox, SourceSynced(static_source(vip)))
+
+        watchers = static_watchers(
+            self.config.static,
+            self.config.advertise,
+            publish,
+            self.metrics,
+            self._stop,
+            reported,
+        )
+        for watcher in watchers:
+            watcher.start()
+        return list(watchers)
 
     def _start_kubernetes(
         self,
