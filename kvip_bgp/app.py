@@ -86,6 +86,22 @@ def peers_for_node(config: Config, labels: dict[str, str] | None) -> tuple[Peer,
     return tuple(chosen)
 
 
+@dataclass(frozen=True)
+class KubernetesThreads:
+    """The Kubernetes side, started together and stopped together."""
+
+    streams: tuple[kube.ResourceStream, ...]
+    events: queue.Queue[Any]
+    cluster: threading.Thread
+    writer: kube.ClusterWriter
+
+    def stop(self) -> None:
+        for stream in self.streams:
+            stream.stop()
+        self.events.put(ClusterStop())
+        self.writer.stop()
+
+
 class Daemon:
     def __init__(self, config: Config, runtime_dir: Path = DEFAULT_RUNTIME_DIR) -> None:
         self.config = config
@@ -163,7 +179,7 @@ class Daemon:
         reconciler_thread.start()
 
         watchers = self._start_static()
-        streams, cluster_queue, cluster_thread = self._start_kubernetes()
+        kubernetes = self._start_kubernetes()
         http_server = None
         if config.http.listen is not None:
             http_server = StatusServer(
@@ -175,19 +191,17 @@ class Daemon:
                 self._threads_alive,
             )
             http_server.start()
-        self._threads = [reconciler_thread, reader, *streams, *watchers]
-        if cluster_thread is not None:
-            self._threads.append(cluster_thread)
+        self._threads = [reconciler_thread, reader, *watchers]
+        if kubernetes is not None:
+            self._threads += [*kubernetes.streams, kubernetes.cluster, kubernetes.writer]
 
         exit_code = self._supervise(process, reconciler_thread)
 
         # -- shutdown, in reverse order --------------------------------------------------
         deadline = time.monotonic() + config.shutdown_timeout
         log.info("app.stopping", signal=self._signal, timeout=config.shutdown_timeout)
-        for stream in streams:
-            stream.stop()
-        if cluster_queue is not None:
-            cluster_queue.put(ClusterStop())
+        if kubernetes is not None:
+            kubernetes.stop()
         # Leave ExaBGP a little time of the budget to be stopped.
         post(self.inbox, Stop(deadline=deadline - min(2.0, config.shutdown_timeout / 4)))
         reconciler_thread.join(max(0.1, deadline - time.monotonic()))
@@ -262,13 +276,19 @@ class Daemon:
             watcher.start()
         return list(watchers)
 
-    def _start_kubernetes(
-        self,
-    ) -> tuple[list[kube.ResourceStream], queue.Queue[Any] | None, threading.Thread | None]:
+    def _start_kubernetes(self) -> KubernetesThreads | None:
         if not self.config.kubernetes.enabled:
-            return [], None, None
+            return None
         api = self._api_client()
         events: queue.Queue[Any] = queue.Queue()
+        writes: CoalescingQueue[tuple[str, ...], kube.WriteRequest] = CoalescingQueue()
+        writer = kube.ClusterWriter(
+            api,
+            self.config.node_name,
+            kube.LeaseSettings(namespace=os.environ.get("POD_NAMESPACE") or "kube-system"),
+            writes,
+        )
+        writer.start()
 
         def publish(vip: IPAddress, advert: Advertisement | None) -> None:
             post(self.inbox, VipDesired(KUBE_SOURCE, vip, advert))
@@ -280,6 +300,7 @@ class Daemon:
             lambda: post(self.inbox, SourceSynced(KUBE_SOURCE)),
             self.metrics,
             self.cluster_status,
+            write=lambda request: writes.put(kube.ClusterWriter.key(request), request),
         )
         cluster_thread = threading.Thread(target=cluster.run, name="cluster-state", daemon=True)
         cluster_thread.start()
@@ -292,7 +313,7 @@ class Daemon:
             )
             stream.start()
             streams.append(stream)
-        return streams, events, cluster_thread
+        return KubernetesThreads(tuple(streams), events, cluster_thread, writer)
 
     def _api_client(self) -> Any:
         try:

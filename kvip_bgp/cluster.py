@@ -21,7 +21,15 @@ from typing import Final
 import structlog
 
 from kvip_bgp.config import Config
-from kvip_bgp.kube import RESOURCES, Changed, Listed, StreamEvent
+from kvip_bgp.kube import (
+    RESOURCES,
+    Changed,
+    Listed,
+    ServiceEvent,
+    StatusWanted,
+    StreamEvent,
+    WriteRequest,
+)
 from kvip_bgp.metrics import Metrics
 from kvip_bgp.model import Advertisement, IPAddress
 from kvip_bgp.policy import ServiceDecision, SharedVipConflict, advertisements, decide
@@ -59,6 +67,8 @@ class _Cache:
     decisions: dict[ObjectKey, ServiceDecision] = field(default_factory=dict)
     published: dict[IPAddress, Advertisement] = field(default_factory=dict)
     announced_synced: bool = False
+    status_wanted: set[ObjectKey] = field(default_factory=set)
+    conflicts_reported: set[SharedVipConflict] = field(default_factory=set)
 
 
 class ClusterState:
@@ -70,7 +80,7 @@ class ClusterState:
         synced: Callable[[], None],
         metrics: Metrics,
         status: Snapshot[ClusterStatus],
-        on_conflict: Callable[[SharedVipConflict], None] | None = None,
+        write: Callable[[WriteRequest], None] | None = None,
     ) -> None:
         self._config = config
         self._events = events
@@ -78,7 +88,7 @@ class ClusterState:
         self._synced = synced
         self._metrics = metrics
         self._status = status
-        self._on_conflict = on_conflict
+        self._write = write
         self._c = _Cache()
 
     def run(self) -> None:
@@ -187,6 +197,7 @@ class ClusterState:
                     changes.append(ServiceDecision(key, "deleted"))
                 continue
             decision = decide(service, self._endpoints(key), c.node, self._config)
+            self._want_status(service, decision)
             if decision != old:
                 c.decisions[key] = decision
                 if old is None or (old.reason, old.verdicts) != (
@@ -195,6 +206,8 @@ class ClusterState:
                 ):
                     changes.append(decision)
         self._log_changes(changes)
+        for decision in changes:
+            self._report(decision)
         desired, conflicts = advertisements(c.decisions.values())
         for vip in [v for v in c.published if v not in desired]:
             del c.published[vip]
@@ -212,9 +225,7 @@ class ClusterState:
                 node_found=c.node is not None,
             )
             self._synced()
-        if self._on_conflict is not None:
-            for conflict in conflicts:
-                self._on_conflict(conflict)
+        self._report_conflicts(conflicts)
         refused = Counter(
             d.reason.split(":")[0] for d in c.decisions.values() if d.reason is not None
         )
@@ -244,6 +255,56 @@ class ClusterState:
             )
         )
 
+    # -- writes (Events, status): requests only; the elected writer thread acts ------
+
+    def _want_status(self, service: ServiceInfo, decision: ServiceDecision) -> None:
+        """Ask for ``status.loadBalancer.ingress`` when the VIP came from us, not an IPAM."""
+        if self._write is None or decision.vip_source is None:
+            return
+        c = self._c
+        wanted: tuple[str, ...] | None = None
+        if decision.vip_source != "status.loadBalancer.ingress" and decision.attributes:
+            ips = tuple(str(v.vip) for v in decision.verdicts if not _address_refusal(v.reason))
+            if ips and ips != service.ingress_ips:
+                wanted = ips
+        if wanted is not None:
+            c.status_wanted.add(service.key)
+            self._write(StatusWanted(str(service.key), wanted))
+        elif service.key in c.status_wanted:
+            c.status_wanted.discard(service.key)
+            self._write(StatusWanted(str(service.key), None))
+
+    def _report(self, decision: ServiceDecision) -> None:
+        """A Warning Event and a metric for refusals a Service owner can fix."""
+        service = self._c.services.get(decision.service)
+        if service is None:
+            return
+        if decision.reason is not None and decision.reason.startswith("invalid-annotation"):
+            annotation = decision.reason.split(":", 1)[1]
+            self._metrics.invalid_annotations.labels(annotation).inc()
+            self._event(service, "InvalidAnnotation", decision.message or decision.reason)
+        for verdict in decision.verdicts:
+            if _address_refusal(verdict.reason):
+                self._event(service, "VIPRefused", f"VIP {verdict.vip} refused: {verdict.reason}")
+
+    def _event(self, service: ServiceInfo, reason: str, message: str) -> None:
+        if self._write is not None:
+            self._write(ServiceEvent(str(service.key), service.uid, reason, message))
+
+    def _report_conflicts(self, conflicts: list[SharedVipConflict]) -> None:
+        c = self._c
+        current = set(conflicts)
+        for conflict in current - c.conflicts_reported:
+            loser = c.services.get(conflict.loser)
+            if loser is not None:
+                self._event(
+                    loser,
+                    "SharedVIPConflict",
+                    f"VIP {conflict.vip} is shared with {conflict.winner}, whose "
+                    f"{conflict.attribute} is used (the Service first by namespace/name wins)",
+                )
+        c.conflicts_reported = current
+
     def _log_changes(self, changes: list[ServiceDecision]) -> None:
         """One line per decision change; a summary instead when a burst is large."""
         if len(changes) <= DETAILED_LOG_LIMIT:
@@ -271,3 +332,8 @@ class ClusterState:
 
 
 RESOURCES_LISTED: Final = frozenset(RESOURCES)
+
+
+def _address_refusal(reason: str | None) -> bool:
+    """Refusals of the VIP itself (not of this node's state): the same on every node."""
+    return reason is not None and reason.startswith(("outside-allowed-ranges", "forbidden-address"))

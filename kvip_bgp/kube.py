@@ -17,10 +17,12 @@ during an outage is missed; nothing is ever withdrawn because the API is unreach
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import json
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -301,3 +303,274 @@ def _error_kind(error: Exception) -> str:
 
 
 RESOURCES: Final = ("services", "endpointslices", "nodes")
+
+
+# ------------------------------------------------------------------------------ writes
+
+
+@dataclass(frozen=True)
+class ServiceEvent:
+    """A Kubernetes Event to put on a Service (only the elected writer posts it)."""
+
+    service: str  # namespace/name
+    uid: str
+    reason: str  # CamelCase, e.g. InvalidAnnotation
+    message: str
+    type: str = "Warning"
+
+
+@dataclass(frozen=True)
+class StatusWanted:
+    """``status.loadBalancer.ingress`` should list ``ips``; None cancels an earlier want."""
+
+    service: str
+    ips: tuple[str, ...] | None
+
+
+WriteRequest = ServiceEvent | StatusWanted
+
+
+@dataclass(frozen=True)
+class LeaseSettings:
+    namespace: str
+    name: str = "kvip-bgp-status-writer"
+    duration: int = 15
+    renew_every: float = 5.0
+
+
+def _now_micro() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000000Z"
+
+
+def _parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+
+    try:
+        return float(calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")))
+    except ValueError:
+        return None
+
+
+class ClusterWriter(threading.Thread):
+    """The one thread that writes to the cluster: Events and Service status.
+
+    80 nodes compute the same refusals and the same status; only the holder of a
+    ``coordination.k8s.io`` Lease acts on them, and it patches a status only when it
+    differs from what the watch last showed (the cluster thread checks that), so a
+    cluster does not see 80 identical PATCHes per Service. Requests arrive through a
+    coalescing queue (latest status per Service wins); a non-leader keeps only the
+    pending status wants, so a new leader finishes the work of a lost one.
+    """
+
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        identity: str,
+        lease: LeaseSettings,
+        requests: Any,  # CoalescingQueue[tuple[str, ...], WriteRequest]
+        on_leader_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        super().__init__(name="cluster-writer", daemon=True)
+        self._core = k8s.CoreV1Api(api)
+        self._coordination = k8s.CoordinationV1Api(api)
+        self._identity = identity
+        self._lease = lease
+        self._requests = requests
+        self._on_leader_change = on_leader_change
+        self._stopping = threading.Event()
+        # Owned by this thread.
+        self._leader = False
+        self._pending_status: dict[str, tuple[str, ...]] = {}
+        self._posted: dict[tuple[str, str, str], tuple[str, int]] = {}
+        self._written: dict[str, tuple[tuple[str, ...], float]] = {}
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._requests.close()
+
+    @staticmethod
+    def key(request: WriteRequest) -> tuple[str, ...]:
+        if isinstance(request, StatusWanted):
+            return ("status", request.service)
+        return ("event", request.service, request.reason, request.message)
+
+    def run(self) -> None:
+        next_renew = 0.0
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            if now >= next_renew:
+                self._elect()
+                next_renew = now + self._lease.renew_every
+            for _key, request in self._requests.drain(max(0.05, next_renew - time.monotonic())):
+                try:
+                    self._handle(request)
+                except Exception as error:  # an API error must not kill the writer
+                    log.warning(
+                        "kube.write_failed", service=request.service, error=str(error)[:300]
+                    )
+            if self._leader:
+                self._flush_status()
+
+    # -- leader election ----------------------------------------------------------
+
+    def _elect(self) -> None:
+        try:
+            leader = self._try_acquire()
+        except Exception as error:
+            log.warning("kube.lease_error", error=str(error)[:300])
+            leader = False
+        if leader != self._leader:
+            self._leader = leader
+            log.info("kube.status_writer", leader=leader, identity=self._identity)
+            if self._on_leader_change is not None:
+                self._on_leader_change(leader)
+
+    def _try_acquire(self) -> bool:
+        lease = self._lease
+        now = _now_micro()
+        try:
+            response: Any = self._coordination.read_namespaced_lease(
+                lease.name, lease.namespace, _preload_content=False, _request_timeout=(5, 10)
+            )
+            current = json.loads(response.data)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            body: Any = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": lease.name, "namespace": lease.namespace},
+                "spec": {
+                    "holderIdentity": self._identity,
+                    "leaseDurationSeconds": lease.duration,
+                    "acquireTime": now,
+                    "renewTime": now,
+                    "leaseTransitions": 0,
+                },
+            }
+            try:
+                self._coordination.create_namespaced_lease(
+                    lease.namespace, body, _preload_content=False, _request_timeout=(5, 10)
+                )
+            except ApiException as create_error:
+                if create_error.status == 409:
+                    return False
+                raise
+            return True
+        spec = current.get("spec") or {}
+        holder = spec.get("holderIdentity")
+        renewed = _parse_time(spec.get("renewTime"))
+        duration = spec.get("leaseDurationSeconds") or lease.duration
+        expired = renewed is None or renewed + float(duration) < time.time()
+        if holder != self._identity and not expired:
+            return False
+        spec = dict(spec)
+        if holder != self._identity:
+            spec["acquireTime"] = now
+            spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
+        spec.update(
+            {
+                "holderIdentity": self._identity,
+                "renewTime": now,
+                "leaseDurationSeconds": lease.duration,
+            }
+        )
+        current["spec"] = spec
+        try:
+            self._coordination.replace_namespaced_lease(
+                lease.name,
+                lease.namespace,
+                current,
+                _preload_content=False,
+                _request_timeout=(5, 10),
+            )
+        except ApiException as error:
+            if error.status == 409:  # someone else renewed or took it first
+                return False
+            raise
+        return True
+
+    # -- requests -------------------------------------------------------------------
+
+    def _handle(self, request: WriteRequest) -> None:
+        if isinstance(request, StatusWanted):
+            if request.ips is None:
+                self._pending_status.pop(request.service, None)
+            else:
+                self._pending_status[request.service] = request.ips
+            return
+        if self._leader:
+            self._post_event(request)
+
+    def _flush_status(self) -> None:
+        for service, ips in list(self._pending_status.items()):
+            last = self._written.get(service)
+            if last is not None and last[0] == ips and time.monotonic() - last[1] < 30:
+                # Written moments ago; the watch just has not shown it yet.
+                del self._pending_status[service]
+                continue
+            namespace, name = service.split("/", 1)
+            body = {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips]}}}
+            try:
+                self._core.patch_namespaced_service_status(
+                    name, namespace, body, _preload_content=False, _request_timeout=(5, 10)
+                )
+            except ApiException as error:
+                if error.status == 404:
+                    del self._pending_status[service]
+                    continue
+                log.warning("kube.status_patch_failed", service=service, error=str(error.reason))
+                return  # keep it pending; retried on the next pass
+            del self._pending_status[service]
+            self._written[service] = (ips, time.monotonic())
+            log.info("kube.status_written", service=service, vip=list(ips))
+
+    def _post_event(self, event: ServiceEvent) -> None:
+        namespace, name = event.service.split("/", 1)
+        key = (event.service, event.reason, event.message)
+        now = _now_micro()
+        previous = self._posted.get(key)
+        if previous is not None:
+            event_name, count = previous
+            try:
+                self._core.patch_namespaced_event(
+                    event_name,
+                    namespace,
+                    {"count": count + 1, "lastTimestamp": now},
+                    _preload_content=False,
+                    _request_timeout=(5, 10),
+                )
+                self._posted[key] = (event_name, count + 1)
+                return
+            except ApiException:
+                pass  # expired or deleted: post a new one
+        body: Any = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{name}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "name": name,
+                "namespace": namespace,
+                "uid": event.uid,
+            },
+            "reason": event.reason,
+            "message": event.message[:1024],
+            "type": event.type,
+            "source": {"component": "kvip-bgp", "host": self._identity},
+            "reportingComponent": "kvip-bgp",
+            "reportingInstance": self._identity,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        response: Any = self._core.create_namespaced_event(
+            namespace, body, _preload_content=False, _request_timeout=(5, 10)
+        )
+        created = json.loads(response.data)
+        if len(self._posted) > 10_000:
+            self._posted.clear()
+        self._posted[key] = (str((created.get("metadata") or {}).get("name") or ""), 1)
+        log.info("kube.event_posted", service=event.service, reason=event.reason)

@@ -174,3 +174,47 @@ def test_watch_410_and_dropped_stream_converge(scenario: Scenario) -> None:
     )
     restarts = [line for line in scenario.log_lines() if line.get("event") == "kube.watch_expired"]
     assert restarts, "the 410 path was not taken"
+
+
+def test_status_written_once_and_events_on_refusals(scenario: Scenario) -> None:
+    vip, outside = "198.51.100.100", "203.0.113.9"
+    scenario.api.put(service("web", vip))
+    scenario.api.put(endpoint_slice("web", [NODE_NAME]))
+    scenario.api.put(service("evil", outside))
+    scenario.api.put(service("bad", "198.51.100.101", annotations={"kvip-bgp.io/med": "-1"}))
+    scenario.start_daemon()
+    scenario.wait_routes(lambda r: _p(vip) in r, "web announced")
+
+    def ingress(name: str) -> list[str]:
+        obj = scenario.api.get("Service", name, "default") or {}
+        items = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        return [item.get("ip") for item in items]
+
+    from kvip_bgp.testing.netlab import wait_until
+
+    wait_until(lambda: ingress("web") == [vip], 15, what="status.loadBalancer written")
+    # Changes that do not change the status cause no further PATCH.
+    scenario.api.put(endpoint_slice("web", [NODE_NAME, "node-2"]))
+    scenario.wait_routes(lambda r: _p(vip) in r, "still announced")
+    import time
+
+    time.sleep(1.5)
+    assert scenario.api.count_requests("PATCH", "/services/web/status") == 1
+    assert ingress("evil") == []  # a refused VIP is never written to status
+
+    lease = scenario.api.get("Lease", "kvip-bgp-status-writer", "kube-system")
+    assert lease is not None and lease["spec"]["holderIdentity"] == NODE_NAME
+
+    def reasons() -> set[tuple[str, str]]:
+        return {
+            (e["involvedObject"]["name"], e["reason"])
+            for e in scenario.api.events()
+            if e.get("involvedObject", {}).get("kind") == "Service"
+        }
+
+    wait_until(
+        lambda: {("evil", "VIPRefused"), ("bad", "InvalidAnnotation")} <= reasons(),
+        10,
+        what="Warning Events on refused Services",
+    )
+    assert ("web", "VIPRefused") not in reasons()

@@ -1,0 +1,105 @@
+"""Exactly one status writer: two ClusterWriters race for the Lease on the fake API."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kvip_bgp import kube
+from kvip_bgp.testing.fakeapi import FakeKubeAPI
+from kvip_bgp.testing.netlab import wait_until
+from kvip_bgp.workqueue import CoalescingQueue
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[tuple[FakeKubeAPI, Path]]:
+    with FakeKubeAPI() as fake:
+        yield fake, fake.write_kubeconfig(tmp_path / "kubeconfig")
+
+
+def _writer(
+    kubeconfig: Path, identity: str, leaders: dict[str, bool], lock: threading.Lock
+) -> kube.ClusterWriter:
+    def changed(leader: bool) -> None:
+        with lock:
+            leaders[identity] = leader
+
+    queue: CoalescingQueue[tuple[str, ...], kube.WriteRequest] = CoalescingQueue()
+    settings = kube.LeaseSettings(namespace="kube-system", duration=2, renew_every=0.2)
+    return kube.ClusterWriter(kube.load_api_client(kubeconfig), identity, settings, queue, changed)
+
+
+def test_one_leader_and_takeover_after_expiry(api: tuple[FakeKubeAPI, Path]) -> None:
+    fake, kubeconfig = api
+    leaders: dict[str, bool] = {}
+    lock = threading.Lock()
+    first = _writer(kubeconfig, "node-a", leaders, lock)
+    second = _writer(kubeconfig, "node-b", leaders, lock)
+    first.start()
+    wait_until(lambda: leaders.get("node-a") is True, 5, what="node-a leads")
+    second.start()
+    try:
+        # node-b keeps trying but never leads while node-a renews.
+        threading.Event().wait(1.0)
+        assert leaders.get("node-b") is not True
+        lease = fake.get("Lease", "kvip-bgp-status-writer", "kube-system")
+        assert lease is not None and lease["spec"]["holderIdentity"] == "node-a"
+        # node-a dies (stops renewing): node-b takes over once the lease expires.
+        first.stop()
+        first.join(5)
+        wait_until(lambda: leaders.get("node-b") is True, 8, what="node-b takes over")
+        lease = fake.get("Lease", "kvip-bgp-status-writer", "kube-system")
+        assert lease is not None and lease["spec"]["holderIdentity"] == "node-b"
+        assert lease["spec"]["leaseTransitions"] == 1
+    finally:
+        first.stop()
+        second.stop()
+        second.join(5)
+
+
+def test_non_leader_writes_nothing_then_finishes_pending_work(
+    api: tuple[FakeKubeAPI, Path],
+) -> None:
+    fake, kubeconfig = api
+    fake.put(
+        {
+            "kind": "Service",
+            "apiVersion": "v1",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {},
+        }
+    )
+    # Someone else holds a fresh lease.
+    holder = _writer(kubeconfig, "node-a", {}, threading.Lock())
+    holder.start()
+    wait_until(
+        lambda: fake.get("Lease", "kvip-bgp-status-writer", "kube-system") is not None,
+        5,
+        what="lease created",
+    )
+    leaders: dict[str, bool] = {}
+    follower = _writer(kubeconfig, "node-b", leaders, threading.Lock())
+    follower._requests.put(
+        ("status", "default/web"), kube.StatusWanted("default/web", ("198.51.100.1",))
+    )
+    follower.start()
+    try:
+        threading.Event().wait(1.0)
+        assert fake.count_requests("PATCH", "/services/web/status") == 0
+        holder.stop()
+        holder.join(5)
+        wait_until(
+            lambda: fake.count_requests("PATCH", "/services/web/status") == 1,
+            8,
+            what="the new leader writes the pending status",
+        )
+        web = fake.get("Service", "web", "default")
+        assert web is not None
+        assert web["status"]["loadBalancer"]["ingress"] == [{"ip": "198.51.100.1"}]
+    finally:
+        holder.stop()
+        follower.stop()
+        follower.join(5)
