@@ -109,7 +109,12 @@ def render_config(
         lines.append(f"    hold-time {bgp.hold_time};")
         if peer.port != 179:
             lines.append(f"    connect {peer.port};")
-        if peer.ttl > 1:
+        if peer.ttl > 1 or peer.asn != bgp.asn:
+            # ttl 1 must mean single hop on eBGP (RFC 4271): without outgoing-ttl ExaBGP
+            # sends with the kernel default (64) and a session to a peer several routers
+            # away comes up although the config says it must not. iBGP sessions are
+            # multihop by nature (loopback to loopback), so only an explicit ttl > 1
+            # limits them.
             lines.append(f"    outgoing-ttl {peer.ttl};")
         if peer.password is not None:
             if show_secrets:
@@ -199,9 +204,12 @@ def render_attributes(attributes: RouteAttributes, local_asn: int, ebgp: bool = 
         parts.append(f"local-preference {attributes.local_preference}")
     if attributes.med is not None:
         parts.append(f"med {attributes.med}")
-    if attributes.as_path_prepend:
+    if attributes.as_path_prepend and ebgp:
         # ExaBGP sends an explicit AS path verbatim: on eBGP it must include our own AS.
-        copies = attributes.as_path_prepend + (1 if ebgp else 0)
+        # On iBGP there is nothing to prepend: a path holding our own AS is an AS loop
+        # to every router of our AS (FRR, BIRD and GoBGP drop the route), and the prepend
+        # takes effect where the route leaves the AS, so iBGP gets the default empty path.
+        copies = attributes.as_path_prepend + 1
         parts.append("as-path [ " + " ".join([str(local_asn)] * copies) + " ]")
     return " ".join(parts)
 
