@@ -232,10 +232,15 @@ class _Reader:
         if value is None:
             return None
         try:
-            return ipaddress.ip_address(str(value))
+            parsed = ipaddress.ip_address(str(value))
         except ValueError:
             self.fail(path, f"must be an IPv4 or IPv6 address, got {value!r}")
             return None
+        if isinstance(parsed, ipaddress.IPv6Address) and parsed.scope_id is not None:
+            # The text after '%' is free-form and would be pasted into ExaBGP's input.
+            self.fail(path, f"must not carry a %zone, got {value!r}")
+            return None
+        return parsed
 
     def listing(self, value: Any, path: str) -> Sequence[Any]:
         if value is None:
@@ -331,10 +336,10 @@ def parse(
         node_name = env.get("NODE_NAME") or socket.gethostname()
 
     vips = _parse_vips(r, top.get("vips"))
-    bgp = _parse_bgp(r, top.get("bgp"))
+    output = r.choice(top.get("output"), "output", ("exabgp", "kernel-table"), "exabgp")
+    bgp = _parse_bgp(r, top.get("bgp"), require_peers=output == "exabgp")
     advertise = _parse_attributes(r, top.get("advertise"), "advertise")
     kubernetes = _parse_kubernetes(r, top.get("kubernetes"))
-    output = r.choice(top.get("output"), "output", ("exabgp", "kernel-table"), "exabgp")
 
     kt = r.mapping(top.get("kernel_table"), "kernel_table", ("table", "protocol"))
     kernel_table = KernelTable(
@@ -361,8 +366,6 @@ def parse(
         level=r.choice(log_map.get("level"), "log.level", LOG_LEVELS, "info"),
     )
 
-    if output == "exabgp" and bgp is not None and not bgp.peers:
-        r.fail("bgp.peers", "at least one peer is required with output: exabgp")
     if not kubernetes.enabled and not static:
         r.fail("static", "nothing to announce: kubernetes.enabled is false and static is empty")
 
@@ -384,25 +387,35 @@ def parse(
     )
 
 
-def _parse_bgp(r: _Reader, value: Any) -> BgpConfig | None:
+def _parse_bgp(r: _Reader, value: Any, require_peers: bool) -> BgpConfig | None:
     if value is None:
         r.fail("bgp", "required")
         return None
+    if not isinstance(value, Mapping):
+        r.mapping(value, "bgp", ())  # records "must be a mapping"; nothing else to check
+        return None
     m = r.mapping(value, "bgp", ("asn", "router_id", "hold_time", "graceful_restart", "peers"))
-    if "asn" not in m:
+    if m.get("asn") is None:
         r.fail("bgp.asn", "required")
     asn = r.integer(m.get("asn"), "bgp.asn", 1, MAX_U32)
     hold_time = r.integer(m.get("hold_time"), "bgp.hold_time", 0, 65535, 30)
     if hold_time is not None and 0 < hold_time < 3:
         r.fail("bgp.hold_time", "must be 0 or 3..65535 (RFC 4271)")
     graceful_restart = r.integer(m.get("graceful_restart"), "bgp.graceful_restart", 0, 4095, 120)
-    peers = tuple(
-        peer
-        for index, item in enumerate(r.listing(m.get("peers"), "bgp.peers"))
+    raw_peers = m.get("peers")
+    peer_items = r.listing(raw_peers, "bgp.peers")
+    peers_listed = raw_peers is None or len(peer_items) > 0 or raw_peers == []
+    if require_peers and not peer_items and peers_listed:
+        r.fail("bgp.peers", "at least one peer is required with output: exabgp")
+    # Keep each peer's index as written, so problems name the right entry.
+    indexed = [
+        (index, peer)
+        for index, item in enumerate(peer_items)
         if (peer := _parse_peer(r, item, f"bgp.peers[{index}]")) is not None
-    )
+    ]
+    peers = tuple(peer for _, peer in indexed)
     seen: set[tuple[IPAddress, int]] = set()
-    for index, peer in enumerate(peers):
+    for index, peer in indexed:
         if (peer.address, peer.port) in seen:
             r.fail(f"bgp.peers[{index}].address", f"{peer.address} is listed twice")
         seen.add((peer.address, peer.port))
@@ -419,7 +432,8 @@ def _parse_bgp(r: _Reader, value: Any) -> BgpConfig | None:
             (p.local_address for p in peers if isinstance(p.local_address, ipaddress.IPv4Address)),
             None,
         )
-        if router_id is None and peers:
+        # A peer that did not parse has its own problem, which may be the reason.
+        if router_id is None and peers_listed and len(peers) == len(peer_items):
             r.fail(
                 "bgp.router_id",
                 "required: no peer has an IPv4 local_address to default it from",
@@ -438,11 +452,11 @@ def _parse_bgp(r: _Reader, value: Any) -> BgpConfig | None:
 def _parse_peer(r: _Reader, value: Any, path: str) -> Peer | None:
     m = r.mapping(value, path, _PEER_KEYS)
     if not m:
-        if value is not None and isinstance(value, Mapping):
+        if value is None or isinstance(value, Mapping):
             r.fail(path, "empty peer")
         return None
     for required in ("address", "asn"):
-        if required not in m:
+        if m.get(required) is None:
             r.fail(f"{path}.{required}", "required")
     address = r.address(m.get("address"), f"{path}.address")
     asn = r.integer(m.get("asn"), f"{path}.asn", 1, MAX_U32)
@@ -548,11 +562,18 @@ def _parse_vips(r: _Reader, value: Any) -> VipConfig | None:
     if value is None:
         r.fail("vips", "required (vips.allowed lists the ranges VIPs may come from)")
         return None
+    if not isinstance(value, Mapping):
+        r.mapping(value, "vips", ())  # records "must be a mapping"; nothing else to check
+        return None
     m = r.mapping(value, "vips", ("allowed", "interface"))
-    if "allowed" not in m:
+    raw_allowed = m.get("allowed")
+    if raw_allowed is None:
         r.fail("vips.allowed", "required: list the ranges VIPs may come from")
+    items = r.listing(raw_allowed, "vips.allowed")
+    if raw_allowed == []:
+        r.fail("vips.allowed", "must list at least one range")
     ranges: list[AllowedRange] = []
-    for i, item in enumerate(r.listing(m.get("allowed"), "vips.allowed")):
+    for i, item in enumerate(items):
         path = f"vips.allowed[{i}]"
         if isinstance(item, Mapping):
             entry = r.mapping(item, path, ("cidr", "namespaces"))
@@ -562,20 +583,17 @@ def _parse_vips(r: _Reader, value: Any) -> VipConfig | None:
                 name = r.string(ns, f"{path}.namespaces[{j}]")
                 if name is not None:
                     namespaces.append(name)
-            if cidr is not None:
-                ranges.append(AllowedRange(cidr, tuple(namespaces)))
         else:
             cidr = _parse_network(r, item, path)
-            if cidr is not None:
-                ranges.append(AllowedRange(cidr))
-    for i, rng in enumerate(ranges):
-        if rng.cidr.prefixlen == 0:
-            r.fail(f"vips.allowed[{i}]", f"{rng.cidr} admits every address; name real ranges")
+            namespaces = []
+        if cidr is None:
+            continue
+        if cidr.prefixlen == 0:
+            r.fail(path, f"{cidr} admits every address; name real ranges")
+        ranges.append(AllowedRange(cidr, tuple(namespaces)))
     interface: str | None = "lo"
     if "interface" in m:
         interface = None if m["interface"] is None else r.string(m["interface"], "vips.interface")
-    if m.get("allowed") is not None and not ranges and not r.problems:
-        r.fail("vips.allowed", "must list at least one range")
     return VipConfig(allowed=tuple(ranges), interface=interface)
 
 
@@ -649,7 +667,7 @@ def _parse_static(r: _Reader, value: Any, vips: VipConfig | None) -> tuple[Stati
     for i, item in enumerate(r.listing(value, "static")):
         path = f"static[{i}]"
         m = r.mapping(item, path, ("address", "check", "down_med", "maintenance_file"))
-        if "address" not in m:
+        if m.get("address") is None:
             r.fail(f"{path}.address", "required")
             continue
         address = r.address(m.get("address"), f"{path}.address")

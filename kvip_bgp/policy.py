@@ -121,6 +121,9 @@ def parse_vip_list(annotation: str, value: str) -> tuple[IPAddress, ...]:
             vip = ipaddress.ip_address(item)
         except ValueError as error:
             raise AnnotationError(annotation, f"{item!r} is not an IP address") from error
+        if isinstance(vip, ipaddress.IPv6Address) and vip.scope_id is not None:
+            # Free text after '%' would otherwise reach ExaBGP's command line.
+            raise AnnotationError(annotation, f"{item!r} carries a %zone")
         if vip not in result:
             result.append(vip)
     return tuple(result)
@@ -201,13 +204,24 @@ def address_refusal(
     """Why this VIP may never be announced (hijack protection), or None if it may."""
     if vip.is_unspecified or vip.is_multicast or vip.is_link_local or vip.is_loopback:
         return f"{FORBIDDEN_ADDRESS}:{_address_class(vip)}"
-    if node is not None and str(vip) in node.addresses:
+    if node is not None and vip in _node_addresses(node):
         return f"{FORBIDDEN_ADDRESS}:node-address"
     if any(vip == peer.address or vip == peer.local_address for peer in config.bgp.peers):
         return f"{FORBIDDEN_ADDRESS}:peer-address"
     if not config.vips.admits(vip, namespace):
         return OUTSIDE_ALLOWED
     return None
+
+
+def _node_addresses(node: NodeInfo) -> set[IPAddress]:
+    """The node's addresses, parsed: the same address may be written several ways."""
+    result: set[IPAddress] = set()
+    for text in node.addresses:
+        try:
+            result.add(ipaddress.ip_address(text.strip()))
+        except ValueError:
+            continue  # a Hostname entry, or junk
+    return result
 
 
 def _address_class(vip: IPAddress) -> str:

@@ -1,4 +1,4 @@
-"""The crash that motivated the project, as a test: 150 Services × 80 nodes under churn.
+"""The crash that motivated the project, as a test: 150 Services x 80 nodes under churn.
 
 At least 10,000 random events (create, delete, endpoints moving between nodes,
 readiness flips, traffic-policy flips, annotation edits, class flips) are pushed through
