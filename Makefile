@@ -6,9 +6,9 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 CONFIG  ?=
-APT_PACKAGES := frr iproute2
+APT_PACKAGES := frr iproute2 systemd
 
-.PHONY: install system-deps test unit lint lab bench clean help
+.PHONY: install system-deps test unit lint lab bench clean help install-systemd
 
 help:
 	@echo "make lab      run kvip-bgp in a namespace lab against FRR (CONFIG=file.yaml to use yours)"
@@ -47,6 +47,10 @@ unit: install
 
 lab: install system-deps
 	$(PY) -m kvip_bgp.testing.scenario $(if $(CONFIG),--config $(CONFIG))
+
+# Bare metal: venv in /opt/kvip-bgp, unit in /etc/systemd/system, example config if absent.
+install-systemd:
+	sh deploy/systemd/install.sh
 
 clean:
 	$(PY) -m kvip_bgp.testing.netlab down 2>/dev/null || true
