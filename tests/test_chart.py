@@ -327,6 +327,9 @@ def test_daemonset_shape(helm: ModuleType) -> None:
     for container in (init, main):
         env = {e["name"]: e.get("valueFrom") for e in container["env"]}
         assert {k: env.get(k) for k in downward} == downward
+    # The daemon takes the status-writer Lease in its own namespace (POD_NAMESPACE).
+    main_env = {e["name"]: e.get("valueFrom") for e in main["env"]}
+    assert main_env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
 
     assert main["args"] == [
         "run",
