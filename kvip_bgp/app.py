@@ -28,13 +28,14 @@ import structlog
 
 from kvip_bgp import exabgp, kube
 from kvip_bgp.cluster import SOURCE as KUBE_SOURCE
-from kvip_bgp.cluster import ClusterState, ClusterStatus
+from kvip_bgp.cluster import ClusterState, ClusterStatus, ExplainRequest
 from kvip_bgp.cluster import Stop as ClusterStop
 from kvip_bgp.config import Config, Peer
 from kvip_bgp.health import static_watchers
 from kvip_bgp.http import StatusServer
 from kvip_bgp.metrics import Metrics
 from kvip_bgp.model import Advertisement, IPAddress
+from kvip_bgp.policy import Explanation
 from kvip_bgp.reconciler import (
     Inbox,
     Reconciler,
@@ -44,6 +45,7 @@ from kvip_bgp.reconciler import (
     VipDesired,
     post,
 )
+from kvip_bgp.resources import ObjectKey
 from kvip_bgp.snapshot import Snapshot
 from kvip_bgp.workqueue import CoalescingQueue
 
@@ -94,6 +96,16 @@ class KubernetesThreads:
     events: queue.Queue[Any]
     cluster: threading.Thread
     writer: kube.ClusterWriter
+
+    def explain(self, service: str, timeout: float = 5.0) -> Explanation | None:
+        """Ask the cluster-state thread (it owns the cache) and wait for its answer."""
+        namespace, _, name = service.partition("/")
+        reply: queue.Queue[Explanation] = queue.Queue(maxsize=1)
+        self.events.put(ExplainRequest(ObjectKey(namespace, name), reply))
+        try:
+            return reply.get(timeout=timeout)
+        except queue.Empty:
+            return None
 
     def stop(self) -> None:
         for stream in self.streams:
@@ -189,6 +201,7 @@ class Daemon:
                 self.cluster_status,
                 lambda: process.running(),
                 self._threads_alive,
+                kubernetes.explain if kubernetes is not None else None,
             )
             http_server.start()
         self._threads = [reconciler_thread, reader, *watchers]

@@ -15,6 +15,8 @@ through ExaBGP, and binds them on a local interface.
   kvip-bgp run --config FILE            the daemon (DaemonSet or systemd)
   kvip-bgp check-config --config FILE   validate; exit 1 listing every problem
   kvip-bgp render-exabgp --config FILE  print the ExaBGP configuration it would use
+  kvip-bgp status                       peers, announced VIPs, refused Services (this node)
+  kvip-bgp explain NAMESPACE/NAME       why this node does or does not announce a Service
 
 The configuration file format is described in README.md.
 """
@@ -62,11 +64,29 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write MD5 passwords into the output (default: name the password file only)",
     )
+    for name, text in (
+        ("status", "print this node's /status as readable tables"),
+        ("explain", "why this node does or does not announce a Service"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        if name == "explain":
+            p.add_argument("service", metavar="NAMESPACE/NAME")
+        p.add_argument(
+            "--url",
+            help="the daemon's HTTP address (default: from --config's http.listen, "
+            "else http://127.0.0.1:9472)",
+        )
+        p.add_argument("--config", "-c", type=Path, metavar="FILE", help="config to find --url")
+        p.add_argument("--json", action="store_true", help="print the raw JSON")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("status", "explain"):
+        from kvip_bgp import report
+
+        return report.main(args)
     try:
         cfg = config_module.load(args.config)
     except config_module.ConfigError as error:

@@ -32,7 +32,14 @@ from kvip_bgp.kube import (
 )
 from kvip_bgp.metrics import Metrics
 from kvip_bgp.model import Advertisement, IPAddress
-from kvip_bgp.policy import ServiceDecision, SharedVipConflict, advertisements, decide
+from kvip_bgp.policy import (
+    Explanation,
+    ServiceDecision,
+    SharedVipConflict,
+    advertisements,
+    decide,
+    explain,
+)
 from kvip_bgp.resources import Endpoint, EndpointSliceInfo, NodeInfo, ObjectKey, ServiceInfo
 from kvip_bgp.snapshot import Snapshot
 
@@ -55,6 +62,14 @@ class Stop:
     """Sentinel put on the cluster queue to end the thread."""
 
 
+@dataclass(frozen=True)
+class ExplainRequest:
+    """Asked by the HTTP thread; answered on ``reply`` (a queue only the asker reads)."""
+
+    service: ObjectKey
+    reply: queue.Queue[Explanation]
+
+
 @dataclass
 class _Cache:
     """Owned by the cluster-state thread alone."""
@@ -75,7 +90,7 @@ class ClusterState:
     def __init__(
         self,
         config: Config,
-        events: queue.Queue[StreamEvent | Stop],
+        events: queue.Queue[StreamEvent | Stop | ExplainRequest],
         publish: Callable[[IPAddress, Advertisement | None], None],
         synced: Callable[[], None],
         metrics: Metrics,
@@ -94,7 +109,7 @@ class ClusterState:
     def run(self) -> None:
         while True:
             first = self._events.get()
-            batch: list[StreamEvent | Stop] = [first]
+            batch: list[StreamEvent | Stop | ExplainRequest] = [first]
             while True:  # take everything already waiting: one recompute per burst
                 try:
                     batch.append(self._events.get_nowait())
@@ -102,15 +117,31 @@ class ClusterState:
                     break
             affected: set[ObjectKey] = set()
             everything = False
+            questions: list[ExplainRequest] = []
             for event in batch:
                 if isinstance(event, Stop):
                     return
+                if isinstance(event, ExplainRequest):
+                    questions.append(event)
+                    continue
                 changed = self._apply(event)
                 if changed is None:
                     everything = True
                 else:
                     affected |= changed
-            self._recompute(None if everything else affected)
+            if affected or everything:
+                self._recompute(None if everything else affected)
+            for question in questions:
+                c = self._c
+                question.reply.put(
+                    explain(
+                        c.services.get(question.service),
+                        self._endpoints(question.service),
+                        c.node,
+                        self._config,
+                        question.service,
+                    )
+                )
 
     # -- cache ------------------------------------------------------------------------
 

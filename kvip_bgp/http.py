@@ -10,13 +10,16 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kvip_bgp.cluster import ClusterStatus
 from kvip_bgp.metrics import Metrics
+from kvip_bgp.policy import Explanation
 from kvip_bgp.reconciler import ReconcilerStatus
 from kvip_bgp.snapshot import Snapshot
 
@@ -77,7 +80,9 @@ class StatusServer:
         cluster: Snapshot[ClusterStatus],
         exabgp_running: Callable[[], bool],
         threads_alive: Callable[[], bool],
+        explain: Callable[[str], Explanation | None] | None = None,
     ) -> None:
+        self._explain = explain
         self._metrics = metrics
         self._reconciler = reconciler
         self._cluster = cluster
@@ -127,13 +132,27 @@ class StatusServer:
             if not any(p.state == "up" for p in status.peers):
                 problems.append("no BGP peer is up")
             self._text(request, 503 if problems else 200, "; ".join(problems) or "ok")
+        elif path == "/explain":
+            query = parse_qs(request.path.partition("?")[2])
+            service = (query.get("service") or [""])[0]
+            if self._explain is None:
+                self._text(request, 404, "explain needs kubernetes.enabled: true")
+            elif "/" not in service:
+                self._text(request, 400, "usage: /explain?service=NAMESPACE/NAME")
+            else:
+                answer = self._explain(service)
+                if answer is None:
+                    self._text(request, 503, "the cluster-state thread did not answer in time")
+                else:
+                    body = json.dumps(asdict(answer), indent=2).encode()
+                    self._reply(request, 200, body, "application/json")
         elif path == "/status":
             document = status_document(self._reconciler.read(), self._cluster.read())
             document["now"] = time.time()
             body = json.dumps(document, indent=2).encode()
             self._reply(request, 200, body, "application/json")
         else:
-            self._text(request, 404, "not found: try /metrics /healthz /readyz /status")
+            self._text(request, 404, "not found: try /metrics /healthz /readyz /status /explain")
 
     def _text(self, request: BaseHTTPRequestHandler, code: int, text: str) -> None:
         self._reply(request, code, (text + "\n").encode(), "text/plain; charset=utf-8")
