@@ -6,7 +6,7 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 CONFIG  ?=
-APT_PACKAGES := frr iproute2 systemd
+APT_PACKAGES := frr iproute2 systemd bird2 gobgpd
 
 .PHONY: install system-deps test unit lint lab bench clean help install-systemd
 

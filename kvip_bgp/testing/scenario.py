@@ -14,13 +14,18 @@ objects directly in memory.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ipaddress
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -143,13 +148,33 @@ class Scenario:
     """Owns one lab run. Use as a context manager; ``start_daemon()`` when ready."""
 
     def __init__(
-        self, kubernetes: bool = True, keep_workdir: bool = False, prefix: str = "kvl-"
+        self,
+        kubernetes: bool = True,
+        keep_workdir: bool = False,
+        prefix: str = "kvl-",
+        *,
+        tor_asn: int = TOR_ASN,
+        tor_neighbors: Sequence[FrrNeighbor] | None = None,
+        topology: Callable[[Lab], object] | None = None,
+        tor: Callable[[Lab], object] | None = None,
     ) -> None:
+        """``tor_asn``/``tor_neighbors`` change the FRR ToR (iBGP, MD5, multihop, IPv6
+        neighbors); ``topology`` runs after the standard node <-> tor link is built and
+        before any peer starts (a router namespace between them, extra namespaces);
+        ``tor`` replaces FRR with another peer: it is called with the lab, starts the
+        peer in ``lab.tor`` (registering its own ``lab.on_exit`` stop) and returns it as
+        ``scenario.tor_peer``.
+        """
         # Distinct prefixes let several labs run at once (cleanup removes only its own).
         self.lab = Lab(prefix, keep_workdir=keep_workdir)
         self.kubernetes = kubernetes
         self.api = FakeKubeAPI(bookmark_interval=1.0)
         self.frr: FrrPeer | None = None
+        self.tor_asn = tor_asn
+        self.tor_neighbors = tuple(tor_neighbors) if tor_neighbors is not None else None
+        self._topology = topology
+        self._tor_factory = tor
+        self.tor_peer: object | None = None
         self.daemon: subprocess.Popen[bytes] | None = None
         self.config_path: Path | None = None
         self.kubeconfig: Path | None = None
@@ -160,7 +185,12 @@ class Scenario:
     def __enter__(self) -> Scenario:
         self.lab.__enter__()
         try:
-            self._start_tor()
+            if self._topology is not None:
+                self._topology(self.lab)
+            if self._tor_factory is not None:
+                self.tor_peer = self._tor_factory(self.lab)
+            else:
+                self._start_tor()
             if self.kubernetes:
                 sock = listen_socket_in_netns(self.lab.node.name, "127.0.0.1", 0)
                 url = self.api.start(sock=sock)
@@ -184,9 +214,9 @@ class Scenario:
         workdir.mkdir(exist_ok=True)
         self.frr = FrrPeer(
             self.lab.tor,
-            TOR_ASN,
+            self.tor_asn,
             Lab.TOR_V4,
-            [FrrNeighbor(Lab.NODE_V4, NODE_ASN)],
+            self.tor_neighbors or [FrrNeighbor(Lab.NODE_V4, NODE_ASN)],
             workdir,
         )
         self.frr.start()
@@ -204,6 +234,8 @@ class Scenario:
 
     def start_daemon(self, config: Mapping[str, Any] | None = None) -> subprocess.Popen[bytes]:
         path = self.write_config(config or daemon_config(self.kubeconfig))
+        if self._log_handle is not None:  # a restart: the previous run's handle is done
+            self._log_handle.close()
         self._log_handle = open(self.log_path, "ab")  # noqa: SIM115 (kept for the run)
         argv = [
             str(Path(sys.executable).parent / "kvip-bgp"),
@@ -373,3 +405,269 @@ def lab_main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(lab_main())
+
+
+# ------------------------------------------------------------------- churn and processes
+#
+# Used by the fault tests (tests/test_faults.py) and the soak run (soak/run.py): a small
+# version of the stress test's churn, with the same independent oracle (it does not use
+# policy.py), runnable in a background thread that tests can pause.
+
+OUR_CLASS = "kvip-bgp.io/bgp"
+ALLOWED_V4 = "198.51.100.0/24"
+
+
+@dataclass
+class ChurnModel:
+    """What the churn itself believes one Service looks like (drives the oracle)."""
+
+    name: str
+    vip: str
+    exists: bool = True
+    local: bool = False
+    lb_class: str | None = None
+    communities: tuple[str, ...] = ()
+    med: int | None = None
+    invalid: bool = False
+    slices: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)
+
+    def service_object(self) -> dict[str, Any]:
+        notes: dict[str, str] = {}
+        if self.communities:
+            notes["kvip-bgp.io/communities"] = ",".join(self.communities)
+        if self.invalid:
+            notes["kvip-bgp.io/med"] = "not-a-number"
+        elif self.med is not None:
+            notes["kvip-bgp.io/med"] = str(self.med)
+        return service(
+            self.name,
+            self.vip,
+            annotations=notes,
+            traffic_policy="Local" if self.local else "Cluster",
+            lb_class=self.lb_class,
+        )
+
+    def expected(self) -> tuple[str, frozenset[str], int | None] | None:
+        """The oracle: ``(prefix, communities, med)`` this node should announce, or None."""
+        if not self.exists or self.invalid:
+            return None
+        if self.lb_class not in (None, OUR_CLASS):
+            return None
+        if ipaddress.ip_address(self.vip) not in ipaddress.ip_network(ALLOWED_V4):
+            return None
+        ready = [n for eps in self.slices.values() for n, ok in eps if ok]
+        if (self.local and NODE_NAME not in ready) or not ready:
+            return None
+        return f"{self.vip}/32", frozenset({"64512:100", *self.communities}), self.med
+
+
+class Churn:
+    """Random Service/EndpointSlice churn against a ``FakeKubeAPI``, with an oracle.
+
+    ``step()`` makes one random change; ``start(rate)`` runs steps in a background thread
+    (``rate`` per second, 0 = as fast as the fake takes them); ``paused()`` stops it
+    while a test compares FRR with ``expected()``. Every tenth Service asks for a VIP
+    outside ``198.51.100.0/24``.
+    """
+
+    def __init__(
+        self,
+        api: FakeKubeAPI,
+        services: int = 30,
+        nodes: int = 10,
+        seed: int = 20261124,
+        name_prefix: str = "churn",
+    ) -> None:
+        self.api = api
+        self.rng = random.Random(seed)
+        self.nodes = [NODE_NAME] + [f"node-{n}" for n in range(2, nodes + 1)]
+        self.models = [
+            ChurnModel(
+                f"{name_prefix}-{i}",
+                f"203.0.113.{i % 250}" if i % 10 == 9 else f"198.51.100.{i % 250 + 1}",
+            )
+            for i in range(services)
+        ]
+        self.events = 0
+        self._lock = threading.Lock()
+        self._running = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.errors: list[BaseException] = []
+
+    def seed_objects(self) -> None:
+        """Put every Node, Service and first EndpointSlice into the fake API."""
+        with self._lock:
+            self.api.put_many([node(n) for n in self.nodes])
+            for model in self.models:
+                model.slices["a"] = [(self.rng.choice(self.nodes), True) for _ in range(3)]
+                self.api.put(model.service_object())
+                self.api.put(endpoint_slice(model.name, model.slices["a"]))
+
+    def step(self, only_if_running: bool = False) -> None:
+        """One random change (same mix as the stress test)."""
+        with self._lock:
+            if only_if_running and not self._running.is_set():
+                return  # paused between the check in the loop and taking the lock
+            rng, api = self.rng, self.api
+            model = rng.choice(self.models)
+            action = rng.randrange(9)
+            if not model.exists:
+                model.exists = True
+                api.put(model.service_object())
+            elif action == 0:
+                model.exists = False
+                api.delete("Service", model.name, "default")
+            elif action in (1, 2):
+                suffix = rng.choice("ab")
+                model.slices[suffix] = [
+                    (rng.choice(self.nodes), rng.random() < 0.8) for _ in range(rng.randint(0, 4))
+                ]
+                api.put(endpoint_slice(model.name, model.slices[suffix], suffix=suffix))
+            elif action == 3:
+                eps = model.slices.get("a") or [(NODE_NAME, True)]
+                eps[0] = (eps[0][0], not eps[0][1])
+                model.slices["a"] = eps
+                api.put(endpoint_slice(model.name, eps))
+            elif action == 4:
+                model.local = not model.local
+                api.put(model.service_object())
+            elif action == 5:
+                model.communities = tuple(
+                    f"64512:{rng.randint(1, 999)}" for _ in range(rng.randint(0, 3))
+                )
+                model.med = rng.choice([None, rng.randint(0, 1000)])
+                api.put(model.service_object())
+            elif action == 6:
+                model.invalid = rng.random() < 0.3
+                api.put(model.service_object())
+            elif action == 7:
+                model.lb_class = rng.choice([None, OUR_CLASS, "example.com/other"])
+                api.put(model.service_object())
+            else:
+                api.put(model.service_object())
+            self.events += 1
+
+    # -- background thread -------------------------------------------------------------
+
+    def start(self, rate: float = 100.0) -> None:
+        self._running.set()
+
+        def loop() -> None:
+            interval = 1.0 / rate if rate > 0 else 0.0
+            while not self._stop.is_set():
+                if not self._running.wait(0.1):
+                    continue
+                try:
+                    self.step(only_if_running=True)
+                except BaseException as error:  # surfaced by the test, not swallowed
+                    self.errors.append(error)
+                    return
+                if interval:
+                    time.sleep(interval)
+
+        self._thread = threading.Thread(target=loop, name="churn", daemon=True)
+        self._thread.start()
+
+    def pause(self) -> None:
+        self._running.clear()
+        with self._lock:  # wait for a step in progress
+            pass
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._running.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self.errors:
+            raise RuntimeError(f"churn thread failed: {self.errors[0]!r}")
+
+    # -- oracle -------------------------------------------------------------------------
+
+    def expected(self) -> dict[str, tuple[str, frozenset[str], int | None]]:
+        with self._lock:
+            return {e[0]: e for m in self.models if (e := m.expected()) is not None}
+
+    def expected_vips(self) -> set[str]:
+        return {prefix.split("/")[0] for prefix in self.expected()}
+
+    def matches(self, routes: Mapping[str, FrrRoute]) -> bool:
+        """FRR's table equals the oracle, attributes included, and nothing is stale."""
+        expected = self.expected()
+        if set(routes) != set(expected):
+            return False
+        return all(
+            frozenset(routes[p].communities) == expected[p][1]
+            and routes[p].med == expected[p][2]
+            and not routes[p].stale
+            for p in expected
+        )
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc)."""
+    result = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        # The command name may contain spaces and parentheses: split after the last ')'.
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            result.append(int(entry))
+    return result
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return [part.decode(errors="replace") for part in handle.read().split(b"\0") if part]
+    except OSError:
+        return []
+
+
+def exabgp_pid(daemon_pid: int) -> int | None:
+    """The ExaBGP process the daemon supervises (``python -m exabgp server ...``)."""
+    for child in child_pids(daemon_pid):
+        argv = cmdline(child)
+        if "exabgp" in argv and "server" in argv:
+            return child
+    return None
+
+
+@dataclass(frozen=True)
+class ProcessSample:
+    """Resource use of one process, from /proc (for the soak run)."""
+
+    rss_kib: int
+    threads: int
+    fds: int
+
+
+def process_sample(pid: int) -> ProcessSample | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+    values: dict[str, str] = {}
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        values[key] = value.strip()
+    rss = int(values.get("VmRSS", "0 kB").split()[0])
+    return ProcessSample(rss_kib=rss, threads=int(values.get("Threads", "0")), fds=fds)
