@@ -89,6 +89,24 @@ def peers_for_node(config: Config, labels: dict[str, str] | None) -> tuple[Peer,
 
 
 @dataclass(frozen=True)
+class Speaker:
+    """ExaBGP and the thread reading its API socket, for ``output: exabgp``."""
+
+    process: exabgp.ExabgpProcess
+    reader: exabgp.ApiReader
+    socket_path: Path
+
+    def running(self) -> bool:
+        return self.process.running()
+
+    def stop(self, timeout: float) -> None:
+        self.process.stop(timeout=timeout)
+        self.reader.stop()
+        with contextlib.suppress(OSError):
+            self.socket_path.unlink()
+
+
+@dataclass(frozen=True)
 class KubernetesThreads:
     """The Kubernetes side, started together and stopped together."""
 
@@ -154,26 +172,22 @@ class Daemon:
             raise StartupError(
                 "no bgp.peers match this node's labels (node_selector); nothing to peer with"
             )
-        self.paths.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.paths.directory, 0o700)
-        _write_private(
-            self.paths.exabgp_config,
-            exabgp.render_config(config, self.paths.api_socket, peers, show_secrets=True),
-        )
-        listener = exabgp.listen_api_socket(self.paths.api_socket)
-        reader = exabgp.ApiReader(listener, lambda m: post(self.inbox, m))
-        reader.start()
-        process = exabgp.ExabgpProcess(self.paths.exabgp_config, exabgp.exabgp_environment())
-        process.start()
+        from kvip_bgp.netif import AddressTable, InterfaceError, RouteTable
+
+        kernel_routes = None
+        speaker = None
+        if config.output == "kernel-table":
+            kernel_routes = RouteTable(config.kernel_table.table, config.kernel_table.protocol)
+        else:
+            speaker = self._start_exabgp(peers)
 
         addresses = None
         if config.vips.interface is not None:
-            from kvip_bgp.netif import AddressTable, InterfaceError
-
             try:
                 addresses = AddressTable(config.vips.interface)
             except InterfaceError as error:
-                process.stop()
+                if speaker is not None:
+                    speaker.stop(5.0)
                 raise StartupError(str(error)) from error
 
         sources = tuple(static_source(s.address) for s in config.static) + (
@@ -186,6 +200,7 @@ class Daemon:
             self.metrics,
             self.reconciler_status,
             sources,
+            kernel_routes,
         )
         reconciler_thread = threading.Thread(target=reconciler.run, name="reconciler")
         reconciler_thread.start()
@@ -199,16 +214,20 @@ class Daemon:
                 self.metrics,
                 self.reconciler_status,
                 self.cluster_status,
-                lambda: process.running(),
+                speaker.running if speaker is not None else lambda: True,
                 self._threads_alive,
                 kubernetes.explain if kubernetes is not None else None,
+                # With output: kernel-table the host's routing daemon owns the sessions.
+                needs_peer=speaker is not None,
             )
             http_server.start()
-        self._threads = [reconciler_thread, reader, *watchers]
+        self._threads = [reconciler_thread, *watchers]
+        if speaker is not None:
+            self._threads.append(speaker.reader)
         if kubernetes is not None:
             self._threads += [*kubernetes.streams, kubernetes.cluster, kubernetes.writer]
 
-        exit_code = self._supervise(process, reconciler_thread)
+        exit_code = self._supervise(speaker.process if speaker else None, reconciler_thread)
 
         # -- shutdown, in reverse order --------------------------------------------------
         deadline = time.monotonic() + config.shutdown_timeout
@@ -221,18 +240,33 @@ class Daemon:
         if reconciler_thread.is_alive():
             log.error("app.reconciler_did_not_stop")
             exit_code = exit_code or 1
-        process.stop(timeout=max(0.5, deadline - time.monotonic()))
-        reader.stop()
+        if speaker is not None:
+            speaker.stop(max(0.5, deadline - time.monotonic()))
+        if kernel_routes is not None:
+            kernel_routes.close()
         if http_server is not None:
             http_server.stop()
         if addresses is not None:
             addresses.close()
-        with contextlib.suppress(OSError):
-            self.paths.api_socket.unlink()
         log.info("app.stopped", exit_code=exit_code)
         return exit_code
 
-    def _supervise(self, process: exabgp.ExabgpProcess, reconciler: threading.Thread) -> int:
+    def _start_exabgp(self, peers: tuple[Peer, ...]) -> Speaker:
+        """ExaBGP's private config (0600: it holds MD5 passwords), the API socket, ExaBGP."""
+        self.paths.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.paths.directory, 0o700)
+        _write_private(
+            self.paths.exabgp_config,
+            exabgp.render_config(self.config, self.paths.api_socket, peers, show_secrets=True),
+        )
+        listener = exabgp.listen_api_socket(self.paths.api_socket)
+        reader = exabgp.ApiReader(listener, lambda m: post(self.inbox, m))
+        reader.start()
+        process = exabgp.ExabgpProcess(self.paths.exabgp_config, exabgp.exabgp_environment())
+        process.start()
+        return Speaker(process, reader, self.paths.api_socket)
+
+    def _supervise(self, process: exabgp.ExabgpProcess | None, reconciler: threading.Thread) -> int:
         """Wait for a signal; restart ExaBGP with backoff; fail fast if the reconciler died."""
         backoff = 1.0
         restart_at: float | None = None
@@ -241,6 +275,8 @@ class Daemon:
                 log.error("app.reconciler_died")
                 self._stop.set()
                 return 1
+            if process is None:
+                continue
             code = process.poll()
             now = time.monotonic()
             if code is not None and restart_at is None:

@@ -81,7 +81,9 @@ class StatusServer:
         exabgp_running: Callable[[], bool],
         threads_alive: Callable[[], bool],
         explain: Callable[[str], Explanation | None] | None = None,
+        needs_peer: bool = True,
     ) -> None:
+        self._needs_peer = needs_peer
         self._explain = explain
         self._metrics = metrics
         self._reconciler = reconciler
@@ -129,7 +131,7 @@ class StatusServer:
             problems = []
             if not status.all_synced:
                 problems.append("first sync not done")
-            if not any(p.state == "up" for p in status.peers):
+            if self._needs_peer and not any(p.state == "up" for p in status.peers):
                 problems.append("no BGP peer is up")
             self._text(request, 503 if problems else 200, "; ".join(problems) or "ok")
         elif path == "/explain":

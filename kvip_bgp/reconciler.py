@@ -94,6 +94,14 @@ def post(inbox: Inbox, message: Message) -> None:
     inbox.put(message_key(message), message)
 
 
+class RouteInstaller(Protocol):
+    """What the reconciler needs from ``netif.RouteTable`` (``output: kernel-table``)."""
+
+    def routes(self) -> set[IPAddress]: ...
+    def install(self, vip: IPAddress) -> bool: ...
+    def remove(self, vip: IPAddress) -> None: ...
+
+
 class AddressBinder(Protocol):
     """What the reconciler needs from ``netif.AddressTable`` (a fake in unit tests)."""
 
@@ -153,7 +161,9 @@ class Reconciler:
         metrics: Metrics,
         status: Snapshot[ReconcilerStatus],
         sources: tuple[str, ...],
+        kernel_routes: RouteInstaller | None = None,
     ) -> None:
+        self._kernel_routes = kernel_routes
         self._config = config
         self._inbox = inbox
         self._addresses = addresses
@@ -177,6 +187,9 @@ class Reconciler:
                     count=len(s.bound),
                     vips=sorted(map(str, s.bound))[:20],
                 )
+        if self._kernel_routes is not None:
+            # Routes of an earlier run: kept until every source synced, then reconciled.
+            s.maybe_present = self._kernel_routes.routes()
         for peer in self._next_hops.v6_unreachable_peers():
             log.warning(
                 "reconciler.peer_without_ipv6_next_hop",
@@ -329,7 +342,9 @@ class Reconciler:
                 s.bound = self._addresses.owned()
 
         self._bind(set(effective) - s.bound)
-        if s.writer is not None and now >= s.retry_at:
+        if self._kernel_routes is not None:
+            self._install_kernel_routes(effective, all_synced)
+        elif s.writer is not None and now >= s.retry_at:
             withdraw = {v for v in s.applied if v not in effective}
             if all_synced:
                 withdraw |= {v for v in s.maybe_present if v not in effective}
@@ -338,6 +353,52 @@ class Reconciler:
         if all_synced:
             # Unbind only what is no longer desired and no longer announced anywhere.
             self._unbind(s.bound - set(effective) - set(s.applied))
+
+    def _install_kernel_routes(
+        self, effective: dict[IPAddress, Advertisement], all_synced: bool
+    ) -> None:
+        """``output: kernel-table``: one host route per VIP; the host's FRR/BIRD exports it.
+
+        BGP attributes cannot travel in a kernel route; the host routing daemon's export
+        policy sets them. Only routes carrying our protocol number are ever removed.
+        """
+        s = self._s
+        routes = self._kernel_routes
+        assert routes is not None
+        remove = {v for v in s.applied if v not in effective}
+        if all_synced:
+            remove |= {v for v in s.maybe_present if v not in effective}
+        for vip in sorted(remove, key=lambda v: (v.version, v)):
+            try:
+                routes.remove(vip)
+                log.info("reconciler.route_removed", vip=str(vip))
+            except OSError as error:
+                s.errors.append(f"remove route {vip}: {error}")
+                log.error("reconciler.route_remove_failed", vip=str(vip), error=str(error))
+                continue
+            s.applied.pop(vip, None)
+            s.maybe_present.discard(vip)
+        for vip, advert in sorted(effective.items(), key=lambda i: (i[0].version, i[0])):
+            if vip in s.applied:
+                s.applied[vip] = advert
+                continue
+            try:
+                if routes.install(vip):
+                    log.info(
+                        "reconciler.route_installed", vip=str(vip), services=list(advert.sources)
+                    )
+                else:
+                    log.warning(
+                        "reconciler.foreign_route",
+                        vip=str(vip),
+                        reason="a route of another protocol exists: left alone",
+                    )
+            except OSError as error:
+                s.errors.append(f"install route {vip}: {error}")
+                log.error("reconciler.route_install_failed", vip=str(vip), error=str(error))
+                continue
+            s.applied[vip] = advert
+            s.maybe_present.discard(vip)
 
     def _send_routes(
         self, announce: list[Advertisement], withdraw: set[IPAddress], all_synced: bool
@@ -450,6 +511,12 @@ class Reconciler:
                         s.in_flight.clear()
             if s.in_flight:
                 log.warning("reconciler.shutdown_unacked", commands=len(s.in_flight))
+        if self._kernel_routes is not None:
+            for vip in self._kernel_routes.routes():
+                try:
+                    self._kernel_routes.remove(vip)
+                except OSError as error:
+                    log.error("reconciler.route_remove_failed", vip=str(vip), error=str(error))
         s.applied.clear()
         s.maybe_present.clear()
         if self._addresses is not None:

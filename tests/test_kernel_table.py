@@ -302,3 +302,50 @@ def test_bird_learns_the_table_both_families(lab: Lab, table: RouteTable, tor: F
         lambda r: f"{V6}/128" not in r, timeout=20, afi="ipv6", what="the IPv6 VIP withdrawn"
     )
     assert set(kernel_routes(lab.node)) == {FOREIGN, FOREIGN_V6}
+
+
+def test_daemon_in_kernel_table_mode(lab_required: None) -> None:
+    """``kvip-bgp run`` with output: kernel-table: no ExaBGP, routes in table 198 only."""
+    from kvip_bgp.testing.scenario import (
+        NODE_NAME,
+        Scenario,
+        daemon_config,
+        endpoint_slice,
+        node,
+        service,
+    )
+
+    with Scenario(prefix=PREFIX) as scenario:
+        ns = scenario.lab.node
+        ns.run("ip", "route", "add", f"{FOREIGN}/32", "dev", "lo", "table", str(TABLE))
+        scenario.api.put(node())
+        scenario.api.put(service("web", str(V4)))
+        scenario.api.put(endpoint_slice("web", [NODE_NAME]))
+        config = daemon_config(
+            scenario.kubeconfig,
+            output="kernel-table",
+            kernel_table={"table": TABLE, "protocol": PROTO},
+        )
+        scenario.start_daemon(config)
+
+        def ours() -> set[str]:
+            return {
+                dst
+                for dst, route in kernel_routes(ns).items()
+                if str(route.get("protocol")) == str(PROTO)
+            }
+
+        wait_until(lambda: ours() == {str(V4)}, 15, what="VIP route in table 198")
+        wait_until(lambda: scenario.http("/readyz")[0] == 200, 10, what="ready without peers")
+        assert "exabgp" not in " ".join(
+            Path(f"/proc/{pid}/cmdline").read_text() for pid in ns.pids() if pid_alive(pid)
+        )
+        scenario.api.delete("Service", "web", "default")
+        wait_until(lambda: ours() == set(), 15, what="route removed with the Service")
+        assert FOREIGN in kernel_routes(ns), "a foreign route in the table is never touched"
+        scenario.api.put(service("web2", "198.51.100.11"))
+        scenario.api.put(endpoint_slice("web2", [NODE_NAME]))
+        wait_until(lambda: ours() == {"198.51.100.11"}, 15, what="second VIP")
+        assert scenario.stop_daemon() == 0
+        assert ours() == set(), "SIGTERM removes our routes"
+        assert FOREIGN in kernel_routes(ns)
