@@ -58,6 +58,7 @@ class Peer:
     ttl: int = 1
     node_selector: tuple[tuple[str, str], ...] = ()
     next_hop_v6: ipaddress.IPv6Address | None = None
+    next_hop_v4: ipaddress.IPv4Address | None = None
 
     @property
     def multihop(self) -> bool:
@@ -304,6 +305,7 @@ _PEER_KEYS: Final = (
     "ttl",
     "node_selector",
     "next_hop_v6",
+    "next_hop_v4",
 )
 
 
@@ -509,6 +511,14 @@ def _parse_peer(r: _Reader, value: Any, path: str) -> Peer | None:
         else:
             r.fail(f"{path}.next_hop_v6", "must be an IPv6 address")
 
+    next_hop_v4: ipaddress.IPv4Address | None = None
+    nh4 = r.address(m.get("next_hop_v4"), f"{path}.next_hop_v4")
+    if nh4 is not None:
+        if isinstance(nh4, ipaddress.IPv4Address):
+            next_hop_v4 = nh4
+        else:
+            r.fail(f"{path}.next_hop_v4", "must be an IPv4 address")
+
     if address is None or asn is None:
         return None
     return Peer(
@@ -521,6 +531,7 @@ def _parse_peer(r: _Reader, value: Any, path: str) -> Peer | None:
         ttl=ttl or 1,
         node_selector=tuple(sorted(selector)),
         next_hop_v6=next_hop_v6,
+        next_hop_v4=next_hop_v4,
     )
 
 

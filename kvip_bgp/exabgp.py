@@ -141,9 +141,11 @@ def render_config(
 class NextHopPolicy:
     """How to set the next hop per address family, per peer.
 
-    IPv4 VIPs always use ``next-hop self``. An IPv6 VIP over an IPv6 session uses ``self``
-    too; over an IPv4 session it needs the peer's configured ``next_hop_v6`` (ExaBGP
-    answers ``error`` to ``self`` there). Peers with neither get no IPv6 routes.
+    A VIP over a session of its own family uses ``next-hop self``. Across families the
+    peer needs an explicit next hop: ``next_hop_v6`` for IPv6 VIPs over an IPv4 session
+    (ExaBGP answers ``error`` to ``self`` there), ``next_hop_v4`` for IPv4 VIPs over an
+    IPv6 session (ExaBGP would silently use the router-id, which need not be an address
+    of this node). A peer without the one it needs gets no routes of that family.
     """
 
     peers: tuple[Peer, ...]
@@ -160,10 +162,11 @@ class NextHopPolicy:
         """
         per_peer: list[tuple[str, str, bool]] = []
         for peer in self.peers:
-            if version == 4 or peer.address.version == 6:
+            cross = peer.next_hop_v6 if version == 6 else peer.next_hop_v4
+            if version == peer.address.version:
                 next_hop = "self"
-            elif peer.next_hop_v6 is not None:
-                next_hop = str(peer.next_hop_v6)
+            elif cross is not None:
+                next_hop = str(cross)
             else:
                 continue
             ebgp = local_asn is None or peer.asn != local_asn
@@ -174,8 +177,15 @@ class NextHopPolicy:
             return ((None, next_hop, ebgp),)
         return tuple(per_peer)
 
-    def v6_unreachable_peers(self) -> tuple[Peer, ...]:
-        return tuple(p for p in self.peers if p.address.version == 4 and p.next_hop_v6 is None)
+    def unreachable(self) -> tuple[tuple[Peer, int], ...]:
+        """(peer, family) pairs that get no routes: a cross-family next hop is missing."""
+        result: list[tuple[Peer, int]] = []
+        for peer in self.peers:
+            if peer.address.version == 4 and peer.next_hop_v6 is None:
+                result.append((peer, 6))
+            if peer.address.version == 6 and peer.next_hop_v4 is None:
+                result.append((peer, 4))
+        return tuple(result)
 
 
 @dataclass(frozen=True)

@@ -190,11 +190,13 @@ class Reconciler:
         if self._kernel_routes is not None:
             # Routes of an earlier run: kept until every source synced, then reconciled.
             s.maybe_present = self._kernel_routes.routes()
-        for peer in self._next_hops.v6_unreachable_peers():
+        for peer, family in self._next_hops.unreachable():
+            missing = "next_hop_v6" if family == 6 else "next_hop_v4"
             log.warning(
-                "reconciler.peer_without_ipv6_next_hop",
+                "reconciler.peer_without_next_hop",
                 peer=str(peer.address),
-                reason="IPv4 session without next_hop_v6: IPv6 VIPs are not sent to it",
+                reason=f"IPv{peer.address.version} session without {missing}: "
+                f"IPv{family} VIPs are not sent to it",
             )
         while True:
             timeout = self._timeout()

@@ -312,11 +312,14 @@ def test_render_attributes_everything_in_order() -> None:
 # --------------------------------------------------------------------------- commands
 
 
-def peer(address: str, next_hop_v6: str | None = None, asn: int = 64500) -> Peer:
+def peer(
+    address: str, next_hop_v6: str | None = None, asn: int = 64500, next_hop_v4: str | None = None
+) -> Peer:
     return Peer(
         address=ipaddress.ip_address(address),
         asn=asn,
         next_hop_v6=ipaddress.IPv6Address(next_hop_v6) if next_hop_v6 else None,
+        next_hop_v4=ipaddress.IPv4Address(next_hop_v4) if next_hop_v4 else None,
     )
 
 
@@ -327,6 +330,7 @@ def adv(vip: str, attributes: RouteAttributes | None = None) -> Advertisement:
 V4_ONLY = NextHopPolicy((peer("192.0.2.2"),))
 V6_ONLY = NextHopPolicy((peer("2001:db8::2"), peer("2001:db8::3")))
 V4_WITH_NH = NextHopPolicy((peer("192.0.2.2", "2001:db8::1"),))
+V6_WITH_NH4 = NextHopPolicy((peer("2001:db8::2", next_hop_v4="192.0.2.1"),))
 MIXED = NextHopPolicy((peer("2001:db8::2"), peer("192.0.2.2", "2001:db8::1"), peer("192.0.2.6")))
 TWO_V4_ONE_NH = NextHopPolicy((peer("192.0.2.2", "2001:db8::1"), peer("192.0.2.6")))
 TWO_V4_SAME_NH = NextHopPolicy((peer("192.0.2.2", "2001:db8::1"), peer("192.0.2.6", "2001:db8::1")))
@@ -365,10 +369,17 @@ ANNOUNCE_CASES = [
         ],
     ),
     (
-        "v4-vip-on-v6-only-peers-still-self",
+        # ExaBGP's "self" would be the router-id there, not necessarily our address.
+        "v4-vip-on-v6-only-peers-without-next-hop-v4",
         [adv("198.51.100.1")],
         V6_ONLY,
-        ["announce attributes next-hop self nlri 198.51.100.1/32"],
+        [],
+    ),
+    (
+        "v4-vip-on-v6-session-with-next-hop-v4",
+        [adv("198.51.100.1")],
+        V6_WITH_NH4,
+        ["announce attributes next-hop 192.0.2.1 nlri 198.51.100.1/32"],
     ),
     (
         "v6-over-v6-sessions-self",
@@ -436,7 +447,8 @@ ANNOUNCE_CASES = [
         [adv("2001:db8:100::1"), adv("198.51.100.1")],
         MIXED,
         [
-            "announce attributes next-hop self nlri 198.51.100.1/32",
+            "neighbor 192.0.2.2 announce attributes next-hop self nlri 198.51.100.1/32",
+            "neighbor 192.0.2.6 announce attributes next-hop self nlri 198.51.100.1/32",
             "neighbor 2001:db8::2 announce attributes next-hop self nlri 2001:db8:100::1/128",
             "neighbor 192.0.2.2 announce attributes next-hop 2001:db8::1 nlri 2001:db8:100::1/128",
         ],
@@ -507,7 +519,8 @@ WITHDRAW_CASES = [
         ["2001:db8:100::1/128", "198.51.100.1/32"],
         MIXED,
         [
-            "withdraw attributes next-hop self nlri 198.51.100.1/32",
+            "neighbor 192.0.2.2 withdraw attributes next-hop self nlri 198.51.100.1/32",
+            "neighbor 192.0.2.6 withdraw attributes next-hop self nlri 198.51.100.1/32",
             "neighbor 2001:db8::2 withdraw attributes next-hop self nlri 2001:db8:100::1/128",
             "neighbor 192.0.2.2 withdraw attributes next-hop 2001:db8::1 nlri 2001:db8:100::1/128",
         ],
@@ -553,9 +566,9 @@ def test_commands_are_chunked(count: int, sizes: list[int]) -> None:
 
 
 def test_next_hop_policy_reports_unreachable_peers() -> None:
-    assert MIXED.v6_unreachable_peers() == (peer("192.0.2.6"),)
-    assert V6_ONLY.v6_unreachable_peers() == ()
-    assert MIXED.targets(4) == ((None, "self", True),)
+    assert MIXED.unreachable() == ((peer("2001:db8::2"), 4), (peer("192.0.2.6"), 6))
+    assert V6_WITH_NH4.unreachable() == ()
+    assert MIXED.targets(4) == (("192.0.2.2", "self", True), ("192.0.2.6", "self", True))
     assert MIXED.targets(6) == (("2001:db8::2", "self", True), ("192.0.2.2", "2001:db8::1", True))
     assert EBGP_AND_IBGP.targets(4, 64512) == (
         ("192.0.2.2", "self", True),
