@@ -13,6 +13,7 @@ cache must never look like "these Services are gone".
 from __future__ import annotations
 
 import queue
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -47,6 +48,21 @@ log = structlog.get_logger("kvip_bgp.cluster")
 
 SOURCE: Final = "kubernetes"
 DETAILED_LOG_LIMIT: Final = 20  # above this many decision changes in a batch, summarise
+STATUS_INTERVAL: Final = 0.5  # seconds between /status snapshots (each is O(Services))
+CHEAP_SNAPSHOT: Final = 1000  # below this many Services a snapshot per batch is cheap
+REFUSAL_REASONS: Final = (
+    "not-load-balancer",
+    "class-mismatch",
+    "ignored",
+    "no-vip",
+    "invalid-annotation",
+    "outside-allowed-ranges",
+    "forbidden-address",
+    "no-local-endpoint",
+    "no-ready-endpoint",
+    "node-excluded",
+    "node-not-found",
+)
 
 
 @dataclass(frozen=True)
@@ -83,7 +99,10 @@ class _Cache:
     published: dict[IPAddress, Advertisement] = field(default_factory=dict)
     announced_synced: bool = False
     status_wanted: set[ObjectKey] = field(default_factory=set)
-    conflicts_reported: set[SharedVipConflict] = field(default_factory=set)
+    conflicts: dict[IPAddress, frozenset[SharedVipConflict]] = field(default_factory=dict)
+    services_by_vip: dict[IPAddress, set[ObjectKey]] = field(default_factory=dict)
+    status_dirty: bool = False
+    status_published_at: float = 0.0
 
 
 class ClusterState:
@@ -108,7 +127,11 @@ class ClusterState:
 
     def run(self) -> None:
         while True:
-            first = self._events.get()
+            try:
+                first = self._events.get(timeout=STATUS_INTERVAL if self._c.status_dirty else None)
+            except queue.Empty:
+                self._publish_status()
+                continue
             batch: list[StreamEvent | Stop | ExplainRequest] = [first]
             while True:  # take everything already waiting: one recompute per burst
                 try:
@@ -131,6 +154,14 @@ class ClusterState:
                     affected |= changed
             if affected or everything:
                 self._recompute(None if everything else affected)
+            c = self._c
+            # A snapshot costs O(Services): with few Services publish after every batch,
+            # at scale at most every STATUS_INTERVAL (a timeout above flushes the last).
+            if c.status_dirty and (
+                len(c.decisions) < CHEAP_SNAPSHOT
+                or time.monotonic() - c.status_published_at >= STATUS_INTERVAL
+            ):
+                self._publish_status()
             for question in questions:
                 c = self._c
                 question.reply.put(
@@ -152,7 +183,6 @@ class ClusterState:
             c.listed.add(event.resource)
             if event.resource == "services":
                 c.services = {o.key: o for o in event.objects if isinstance(o, ServiceInfo)}
-                c.decisions = {k: d for k, d in c.decisions.items() if k in c.services}
             elif event.resource == "endpointslices":
                 c.slices = {}
                 c.slices_by_service = {}
@@ -217,20 +247,25 @@ class ClusterState:
         if not RESOURCES_LISTED.issubset(c.listed):
             # Decide nothing on a half-filled cache; the last initial list recomputes all.
             return
-        keys = set(c.services) if affected is None or not c.announced_synced else set(affected)
+        first = not c.announced_synced
+        everything = affected is None or first
+        keys = set(c.services) | set(c.decisions) if everything else set(affected or ())
         changes: list[ServiceDecision] = []
+        touched: set[IPAddress] = set()
         for key in keys:
             service = c.services.get(key)
             old = c.decisions.get(key)
             if service is None:
                 if old is not None:
                     del c.decisions[key]
+                    touched |= self._index(key, old, None)
                     changes.append(ServiceDecision(key, "deleted"))
                 continue
             decision = decide(service, self._endpoints(key), c.node, self._config)
             self._want_status(service, decision)
             if decision != old:
                 c.decisions[key] = decision
+                touched |= self._index(key, old, decision)
                 if old is None or (old.reason, old.verdicts) != (
                     decision.reason,
                     decision.verdicts,
@@ -239,40 +274,74 @@ class ClusterState:
         self._log_changes(changes)
         for decision in changes:
             self._report(decision)
-        desired, conflicts = advertisements(c.decisions.values())
-        for vip in [v for v in c.published if v not in desired]:
-            del c.published[vip]
-            self._publish_vip(vip, None)
-        for vip, advert in desired.items():
-            if c.published.get(vip) != advert:
-                c.published[vip] = advert
-                self._publish_vip(vip, advert)
-        if not c.announced_synced:
+        self._merge(None if affected is None or first else touched)
+        if first:
             c.announced_synced = True
             log.info(
                 "cluster.synced",
                 services=len(c.services),
-                vips=len(desired),
+                vips=len(c.published),
                 node_found=c.node is not None,
             )
             self._synced()
-        self._report_conflicts(conflicts)
+        c.status_dirty = True
+
+    def _merge(self, vips: set[IPAddress] | None) -> None:
+        """Re-merge the routes of ``vips`` (None: all) and publish those that changed.
+
+        Only Services that claim a VIP take part in its merge (``services_by_vip``), so
+        one change costs the Services sharing that VIP, not all 10,000.
+        """
+        c = self._c
+        if vips is None:
+            vips = set(c.services_by_vip) | set(c.published)
+            decisions = list(c.decisions.values())
+        else:
+            keys = {k for v in vips for k in c.services_by_vip.get(v, ())}
+            decisions = [c.decisions[k] for k in keys if k in c.decisions]
+        desired, conflicts = advertisements(decisions)
+        for vip in vips:
+            advert = desired.get(vip)
+            if advert is None:
+                if c.published.pop(vip, None) is not None:
+                    self._publish_vip(vip, None)
+            elif c.published.get(vip) != advert:
+                c.published[vip] = advert
+                self._publish_vip(vip, advert)
+            mine = frozenset(x for x in conflicts if x.vip == vip)
+            for conflict in mine - c.conflicts.get(vip, frozenset()):
+                self._report_conflict(conflict)
+            if mine:
+                c.conflicts[vip] = mine
+            else:
+                c.conflicts.pop(vip, None)
+
+    def _index(
+        self, key: ObjectKey, old: ServiceDecision | None, new: ServiceDecision | None
+    ) -> set[IPAddress]:
+        """Keep ``services_by_vip`` current; return the VIPs whose claimants changed."""
+        c = self._c
+        before = set(old.announced) if old is not None and old.attributes is not None else set()
+        after = set(new.announced) if new is not None and new.attributes is not None else set()
+        for vip in before - after:
+            claimants = c.services_by_vip.get(vip)
+            if claimants is not None:
+                claimants.discard(key)
+                if not claimants:
+                    del c.services_by_vip[vip]
+        for vip in after - before:
+            c.services_by_vip.setdefault(vip, set()).add(key)
+        return before | after
+
+    def _publish_status(self) -> None:
+        """The frozen view for /status and the refusal metrics, at most every 0.5 s."""
+        c = self._c
+        c.status_dirty = False
+        c.status_published_at = time.monotonic()
         refused = Counter(
             d.reason.split(":")[0] for d in c.decisions.values() if d.reason is not None
         )
-        for reason in (
-            "not-load-balancer",
-            "class-mismatch",
-            "ignored",
-            "no-vip",
-            "invalid-annotation",
-            "outside-allowed-ranges",
-            "forbidden-address",
-            "no-local-endpoint",
-            "no-ready-endpoint",
-            "node-excluded",
-            "node-not-found",
-        ):
+        for reason in REFUSAL_REASONS:
             self._metrics.services_refused.labels(reason).set(refused.get(reason, 0))
         self._status.publish(
             ClusterStatus(
@@ -322,19 +391,15 @@ class ClusterState:
         if self._write is not None:
             self._write(ServiceEvent(str(service.key), service.uid, reason, message))
 
-    def _report_conflicts(self, conflicts: list[SharedVipConflict]) -> None:
-        c = self._c
-        current = set(conflicts)
-        for conflict in current - c.conflicts_reported:
-            loser = c.services.get(conflict.loser)
-            if loser is not None:
-                self._event(
-                    loser,
-                    "SharedVIPConflict",
-                    f"VIP {conflict.vip} is shared with {conflict.winner}, whose "
-                    f"{conflict.attribute} is used (the Service first by namespace/name wins)",
-                )
-        c.conflicts_reported = current
+    def _report_conflict(self, conflict: SharedVipConflict) -> None:
+        loser = self._c.services.get(conflict.loser)
+        if loser is not None:
+            self._event(
+                loser,
+                "SharedVIPConflict",
+                f"VIP {conflict.vip} is shared with {conflict.winner}, whose "
+                f"{conflict.attribute} is used (the Service first by namespace/name wins)",
+            )
 
     def _log_changes(self, changes: list[ServiceDecision]) -> None:
         """One line per decision change; a summary instead when a burst is large."""
