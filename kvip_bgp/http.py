@@ -45,9 +45,9 @@ def status_document(reconciler: ReconcilerStatus, cluster: ClusterStatus) -> dic
                 "med": a.attributes.med,
                 "as_path_prepend": a.attributes.as_path_prepend,
             }
-            for a in reconciler.announced
+            for a in sorted(reconciler.announced, key=lambda a: (a.vip.version, a.vip))
         ],
-        "bound": [str(v) for v in reconciler.bound],
+        "bound": [str(v) for v in sorted(reconciler.bound, key=lambda v: (v.version, v))],
         "services": [
             {
                 "service": str(d.service),

@@ -533,8 +533,9 @@ class Reconciler:
         s = self._s
         self._status.publish(
             ReconcilerStatus(
-                announced=tuple(sorted(s.applied.values(), key=lambda a: (a.vip.version, a.vip))),
-                bound=tuple(sorted(s.bound, key=lambda v: (v.version, v))),
+                # Unsorted: the readers sort; this runs after every pass.
+                announced=tuple(s.applied.values()),
+                bound=tuple(s.bound),
                 peers=tuple(sorted(s.peers.values(), key=lambda p: p.address)),
                 synced_sources=tuple(sorted(s.synced)),
                 all_synced=self._all_synced(),
