@@ -281,8 +281,16 @@ class Daemon:
             now = time.monotonic()
             if code is not None and restart_at is None:
                 lived = now - process.started_at
-                backoff = 1.0 if lived > 60 else min(EXABGP_MAX_BACKOFF, backoff * 2)
-                restart_at = now + (0.2 if lived > 60 else backoff)
+                # A process that brought a BGP session up was healthy: restart it at once.
+                # Backoff is for a crash loop (bad config, port taken), where none comes up.
+                started_wall = time.time() - lived
+                was_up = any(
+                    p.state == "up" and p.since >= started_wall
+                    for p in self.reconciler_status.read().peers
+                )
+                healthy = lived > 60 or was_up
+                backoff = 1.0 if healthy else min(EXABGP_MAX_BACKOFF, backoff * 2)
+                restart_at = now + (0.2 if healthy else backoff)
                 log.error(
                     "app.exabgp_exited",
                     exit_code=code,
@@ -359,6 +367,7 @@ class Daemon:
                 resource,
                 events.put,
                 lambda res, why: self.metrics.watch_restarts.labels(res, why).inc(),
+                kube.WatchTimeouts(read_seconds=self.config.kubernetes.watch_read_timeout),
             )
             stream.start()
             streams.append(stream)

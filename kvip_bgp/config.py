@@ -93,7 +93,13 @@ class VipConfig:
     interface: str | None = "lo"
 
     def admits(self, vip: IPAddress, namespace: str | None = None) -> bool:
-        return any(r.admits(vip, namespace) for r in self.allowed)
+        """The most specific range containing ``vip`` decides (a namespaced range
+        nested in a wider one stays reserved to its namespaces)."""
+        containing = [r for r in self.allowed if r.cidr.version == vip.version and vip in r.cidr]
+        if not containing:
+            return False
+        longest = max(r.cidr.prefixlen for r in containing)
+        return any(r.admits(vip, namespace) for r in containing if r.cidr.prefixlen == longest)
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class KubernetesConfig:
     load_balancer_class: str = "kvip-bgp.io/bgp"
     legacy_class_handling: bool = True
     withdraw_when_cordoned: bool = False
+    watch_read_timeout: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -479,10 +486,12 @@ def _parse_peer(r: _Reader, value: Any, path: str) -> Peer | None:
             r.fail(f"{path}.password_file", f"cannot read {password_file}: {error.strerror}")
         except UnicodeDecodeError:
             r.fail(f"{path}.password_file", f"{password_file} is not UTF-8 text")
+        except ValueError:  # a NUL byte in the path: open() refuses it
+            r.fail(f"{path}.password_file", f"{raw_pw!r} is not a valid path")
         else:
             if not password:
                 r.fail(f"{path}.password_file", f"{password_file} is empty")
-            elif len(password) > 80 or any(c in password for c in '"\n\r\\'):
+            elif len(password.encode()) > 80 or any(c in password for c in "\"'\n\r\\"):
                 # Checked without echoing the password: it goes into ExaBGP's config file.
                 r.fail(
                     f"{path}.password_file",
@@ -618,6 +627,7 @@ def _parse_kubernetes(r: _Reader, value: Any) -> KubernetesConfig:
             "load_balancer_class",
             "legacy_class_handling",
             "withdraw_when_cordoned",
+            "watch_read_timeout",
         ),
     )
     kubeconfig = r.string(m.get("kubeconfig"), "kubernetes.kubeconfig")
@@ -633,6 +643,9 @@ def _parse_kubernetes(r: _Reader, value: Any) -> KubernetesConfig:
         ),
         withdraw_when_cordoned=r.boolean(
             m.get("withdraw_when_cordoned"), "kubernetes.withdraw_when_cordoned", False
+        ),
+        watch_read_timeout=r.number(
+            m.get("watch_read_timeout"), "kubernetes.watch_read_timeout", 1, 3600, 120.0
         ),
     )
 

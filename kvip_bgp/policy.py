@@ -399,11 +399,21 @@ def explain(
         vips = ", ".join(str(v.vip) for v in decision.verdicts)
         steps.append(f"VIP source: {decision.vip_source} -> {vips}")
     for verdict in decision.verdicts:
-        matched = next(
-            (str(r.cidr) for r in config.vips.allowed if r.admits(verdict.vip, key.namespace)),
-            None,
+        containing = sorted(
+            (
+                r
+                for r in config.vips.allowed
+                if r.cidr.version == verdict.vip.version and verdict.vip in r.cidr
+            ),
+            key=lambda r: r.cidr.prefixlen,
         )
-        range_text = f"allowed by {matched}" if matched else "in no allowed range"
+        if not containing:
+            range_text = "in no allowed range"
+        elif config.vips.admits(verdict.vip, key.namespace):
+            range_text = f"allowed by {containing[-1].cidr}"
+        else:
+            owners = ", ".join(containing[-1].namespaces)
+            range_text = f"in {containing[-1].cidr}, reserved to namespaces {owners}"
         result = "announce" if verdict.announce else f"not announced: {verdict.reason}"
         steps.append(f"VIP {verdict.vip}: {range_text}; {result}")
     if node is None:

@@ -146,6 +146,7 @@ class _State:
     peers: dict[str, PeerView] = field(default_factory=dict)
     writer: ApiWriter | None = None
     eor_pending: set[str] = field(default_factory=set)
+    announced_ever: set[IPAddress] = field(default_factory=set)
     retry_at: float = 0.0
     backoff: float = 0.5
     errors: deque[str] = field(default_factory=lambda: deque(maxlen=20))
@@ -313,6 +314,10 @@ class Reconciler:
                 # ExaBGP re-sends its RIB to a fresh session; we close it with End-of-RIB
                 # once every desired route is in (manual-eor: hitless restarts).
                 s.eor_pending.add(message.peer)
+                # ExaBGP 5.0.15 also replays to the new session routes that were
+                # announced and then withdrawn while it was down: withdraw, before the
+                # End-of-RIB, everything we ever announced that is not applied now.
+                s.maybe_present |= s.announced_ever - set(s.applied)
             else:
                 s.eor_pending.discard(message.peer)
             log.info(
@@ -434,6 +439,7 @@ class Reconciler:
         for advert in announce:
             s.applied[advert.vip] = advert
             s.maybe_present.discard(advert.vip)
+            s.announced_ever.add(advert.vip)
         s.eor_pending.difference_update(eor_peers)
         peers = [str(p.address) for p in self._config.bgp.peers]
         for peer in peers:
