@@ -8,7 +8,8 @@ PIP     := $(VENV)/bin/pip
 CONFIG  ?=
 APT_PACKAGES := frr iproute2 systemd bird2 gobgpd
 
-.PHONY: install system-deps test unit lint lab bench clean help install-systemd
+.PHONY: install system-deps test unit lint lab bench clean help install-systemd soak
+DURATION ?= 30m
 
 help:
 	@echo "make lab      run kvip-bgp in a namespace lab against FRR (CONFIG=file.yaml to use yours)"
@@ -16,6 +17,7 @@ help:
 	@echo "make unit     only the tests that need neither root nor FRR"
 	@echo "make lint     ruff + mypy"
 	@echo "make install  create $(VENV) with kvip-bgp and its test tools"
+	@echo "make soak     DURATION=30m: churn in the lab; print RSS/thread/fd growth (not in CI)"
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +53,9 @@ lab: install system-deps
 # Bare metal: venv in /opt/kvip-bgp, unit in /etc/systemd/system, example config if absent.
 install-systemd:
 	sh deploy/systemd/install.sh
+
+soak: install system-deps
+	$(PY) soak/run.py --duration $(DURATION)
 
 clean:
 	$(PY) -m kvip_bgp.testing.netlab down 2>/dev/null || true
