@@ -13,7 +13,7 @@ import pytest
 
 from kvip_bgp import config as config_module
 from kvip_bgp.app import peers_for_node
-from kvip_bgp.exabgp import ApiConnected, CommandAck, PeerState
+from kvip_bgp.exabgp import ApiConnected, ApiDisconnected, CommandAck, PeerState
 from kvip_bgp.metrics import Metrics
 from kvip_bgp.model import Advertisement, IPAddress, RouteAttributes
 from kvip_bgp.reconciler import (
@@ -140,8 +140,7 @@ def test_nothing_withdrawn_or_unbound_before_every_source_synced(harness: Harnes
 
 
 def test_changes_are_diffs_grouped_by_attributes(harness: Harness) -> None:
-    for source in ("kubernetes", "static:x"):
-        post(harness.inbox, SourceSynced(source))
+    # Both VIPs wait for their source's sync, so one pass sees them together.
     for ip in ("198.51.100.1", "198.51.100.2"):
         post(
             harness.inbox, VipDesired("kubernetes", ipaddress.ip_address(ip), advert(ip, "64512:1"))
@@ -191,9 +190,10 @@ def test_reconnect_resends_everything_then_end_of_rib(harness: Harness) -> None:
         VipDesired("kubernetes", ipaddress.ip_address("198.51.100.8"), advert("198.51.100.8")),
     )
     harness.ack(len(harness.lines()))
-    # ExaBGP restarts; meanwhile .8 stopped being wanted.
-    harness.connect()
+    # ExaBGP goes away; while it is gone .8 stops being wanted; then it is back.
+    post(harness.inbox, ApiDisconnected(harness.generation))
     post(harness.inbox, VipDesired("kubernetes", ipaddress.ip_address("198.51.100.8"), None))
+    harness.connect()
     post(harness.inbox, PeerState("192.0.2.2", "up", None, time.time()))
     lines = harness.lines()
     assert "withdraw attributes next-hop self nlri 198.51.100.8/32" in lines
