@@ -145,6 +145,8 @@ def test_changes_are_diffs_grouped_by_attributes(harness: Harness) -> None:
         post(
             harness.inbox, VipDesired("kubernetes", ipaddress.ip_address(ip), advert(ip, "64512:1"))
         )
+    for source in ("kubernetes", "static:x"):
+        post(harness.inbox, SourceSynced(source))
     lines = harness.lines()
     assert (
         "announce attributes next-hop self community [64512:1] nlri 198.51.100.1/32 198.51.100.2/32"
