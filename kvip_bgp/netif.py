@@ -55,6 +55,9 @@ class AddressTable:
         self.interface = interface
         self._ipr: Any = IPRoute()
         self._index = self._lookup_or_create(create)
+        # Addresses this table knows to be ours (refreshed by every owned() dump), so that
+        # unbind needs no dump of the whole interface: that is O(addresses) per VIP.
+        self._owned: set[IPAddress] = set()
 
     def close(self) -> None:
         self._ipr.close()
@@ -93,7 +96,8 @@ class AddressTable:
         return result
 
     def owned(self) -> set[IPAddress]:
-        return {a.address for a in self.addresses().values() if a.owned}
+        self._owned = {a.address for a in self.addresses().values() if a.owned}
+        return set(self._owned)
 
     def bind(self, vip: IPAddress) -> bool:
         """Add the VIP as ours. False if it already exists as someone else's address."""
@@ -108,20 +112,40 @@ class AddressTable:
             )
         except NetlinkError as error:
             if error.code == _EEXIST:
-                return self.addresses().get(vip, LocalAddress(vip, False)).owned
+                mine = self.addresses().get(vip, LocalAddress(vip, False)).owned
+                if mine:
+                    self._owned.add(vip)
+                return mine
             raise
+        self._owned.add(vip)
         return True
 
-    def unbind(self, vip: IPAddress) -> None:
-        """Remove the VIP only if it is ours (carries our protocol mark)."""
-        current = self.addresses().get(vip)
-        if current is None or not current.owned:
-            return
-        try:
-            self._ipr.addr("del", index=self._index, address=str(vip), prefixlen=vip.max_prefixlen)
-        except NetlinkError as error:
-            if error.code not in (_EADDRNOTAVAIL, _ENOENT):
-                raise
+    def unbind_many(self, vips: set[IPAddress]) -> dict[IPAddress, OSError]:
+        """Remove those of ``vips`` that are ours, without dumping the interface per VIP.
+
+        Ownership comes from the set the last ``owned()`` dump and our own binds built
+        (the kernel ignores the protocol mark on delete). The window this leaves: an
+        address of ours deleted and re-added by someone else between two dumps would be
+        removed. Returns the VIPs that could not be removed, with the error.
+        """
+        owned = self._owned
+        failed: dict[IPAddress, OSError] = {}
+        for vip in vips:
+            if vip not in owned:
+                continue
+            try:
+                self._ipr.addr(
+                    "del", index=self._index, address=str(vip), prefixlen=vip.max_prefixlen
+                )
+            except NetlinkError as error:
+                if error.code not in (_EADDRNOTAVAIL, _ENOENT):
+                    failed[vip] = error
+                    continue
+            except OSError as error:
+                failed[vip] = error
+                continue
+            owned.discard(vip)
+        return failed
 
 
 class RouteTable:

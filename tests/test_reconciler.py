@@ -54,9 +54,11 @@ class FakeAddresses:
         self.log.append(f"bind {vip}")
         return True
 
-    def unbind(self, vip: IPAddress) -> None:
-        self.bound.discard(vip)
-        self.log.append(f"unbind {vip}")
+    def unbind_many(self, vips: set[IPAddress]) -> dict[IPAddress, OSError]:
+        for vip in vips:
+            self.bound.discard(vip)
+            self.log.append(f"unbind {vip}")
+        return {}
 
 
 class Harness:
