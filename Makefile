@@ -17,6 +17,7 @@ help:
 	@echo "make unit     only the tests that need neither root nor FRR"
 	@echo "make lint     ruff + mypy"
 	@echo "make install  create $(VENV) with kvip-bgp and its test tools"
+	@echo "make bench    convergence, latency, memory, CPU at 150/1,000/10,000 Services (~12 min)"
 	@echo "make soak     DURATION=30m: churn in the lab; print RSS/thread/fd growth (not in CI)"
 
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -53,6 +54,12 @@ lab: install system-deps
 # Bare metal: venv in /opt/kvip-bgp, unit in /etc/systemd/system, example config if absent.
 install-systemd:
 	sh deploy/systemd/install.sh
+
+# Convergence, latency, memory and CPU at 150 / 1,000 / 10,000 Services against raw
+# ExaBGP measured in the same run (root, ~12 min). BENCH_ARGS="--sizes 150" for less.
+bench: install system-deps
+	$(PIP) install --quiet -e '.[bench]'
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 soak: install system-deps
 	$(PY) soak/run.py --duration $(DURATION)

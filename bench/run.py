@@ -1,0 +1,829 @@
+"""``make bench``: convergence, single-change latency, memory and CPU of kvip-bgp (issue 7).
+
+Everything runs in the namespace lab, with the real parts:
+
+    kvb-node: kvip-bgp (+ its ExaBGP), the fake Kubernetes API socket, VIPs on lo
+        | 192.0.2.1 <-> 192.0.2.2            | 203.0.113.1 <-> 203.0.113.2
+    kvb-tor:  FRR bgpd, AS 64500            kvb-rcv: passive ExaBGP, AS 64600, whose
+                                                     helper timestamps every UPDATE
+
+For each N (Services, each with an EndpointSlice, VIPs 100.64.0.1 upwards, which exist
+only inside these namespaces):
+
+- baseline: ExaBGP alone, same config and FRR, fed the N prefixes by ``bench/feeder.py``
+  in ``announce attributes ... nlri`` batches. "cold" = from starting ExaBGP to N
+  prefixes at FRR; "warm" = from the first command line (session already up) to N.
+- cold start: the API holds N Services; from ``kvip-bgp run`` to N prefixes at FRR.
+  Then resident memory and idle CPU (utime+stime from /proc) of kvip-bgp, ExaBGP and the
+  relay, over ``--idle-seconds`` without changes.
+- burst: the daemon is up and synced with 0 Services; N Services + slices are written to
+  the API one by one as fast as it takes them; from the first write to N at FRR.
+- single-change latency (at the largest N): the receiver is a second peer of the
+  daemon; ``--changes`` endpoint readiness flips, one at a time (ready -> not ready:
+  withdraw; back: announce); latency = receiver's arrival time - API write time.
+
+"N at FRR" is FRR's ``pfxRcd`` for the node, polled every 50 ms (a vtysh call), so
+convergence times carry up to ~60 ms of observation delay; the baseline carries the same.
+Results go to ``bench-results/`` as CSV and JSON; ``--profile`` additionally samples the
+daemon and its children with py-spy (not used for the timing table: it slows them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import ipaddress
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kvip_bgp.exabgp import exabgp_environment
+from kvip_bgp.testing.frr import FrrPeer
+from kvip_bgp.testing.netlab import Lab, wait_until
+from kvip_bgp.testing.scenario import (
+    NODE_ASN,
+    NODE_NAME,
+    TOR_ASN,
+    Scenario,
+    daemon_config,
+    endpoint_slice,
+    node,
+    service,
+)
+
+PREFIX = "kvb-"
+BENCH_DIR = Path(__file__).resolve().parent
+VIP_FIRST = ipaddress.ip_address("100.64.0.1")
+VIP_ALLOWED = "100.64.0.0/18"  # 16,382 usable /32s; shared address space, lab-only
+RCV_LOCAL = "203.0.113.1"  # the node's end of the link to the receiver
+RCV_PEER = "203.0.113.2"
+RCV_ASN = 64600
+POLL = 0.05
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def vip(index: int) -> str:
+    return str(VIP_FIRST + index)
+
+
+def service_objects(count: int) -> Iterator[dict[str, Any]]:
+    """Service then its EndpointSlice (one ready endpoint on this node), for each index."""
+    for index in range(count):
+        name = f"svc-{index:05d}"
+        yield service(name, vip(index))
+        yield endpoint_slice(name, [NODE_NAME])
+
+
+# ------------------------------------------------------------------------- /proc
+
+
+def children(pid: int) -> list[int]:
+    result: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return result
+    for tid in tasks:
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/children").read_text()
+        except OSError:
+            continue
+        result += [int(tok) for tok in text.split()]
+    return result
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def process_roles(daemon_pid: int) -> dict[str, int]:
+    """``kvip-bgp`` itself, its ``exabgp`` and ExaBGP's ``relay`` helper."""
+    roles = {"kvip-bgp": daemon_pid}
+    pending = [daemon_pid]
+    while pending:
+        for child in children(pending.pop()):
+            line = cmdline(child)
+            if "kvip_bgp.relay" in line:
+                roles["relay"] = child
+            elif "exabgp" in line and "server" in line:
+                roles["exabgp"] = child
+            pending.append(child)
+    return roles
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+# ------------------------------------------------------------------------- FRR
+
+
+def frr_prefixes(frr: FrrPeer, neighbor: str = Lab.NODE_V4) -> int:
+    data = frr.vtysh_json("show bgp ipv4 unicast summary json")
+    peers = data.get("peers") or (data.get("ipv4Unicast") or {}).get("peers") or {}
+    entry = peers.get(neighbor) or {}
+    return int(entry.get("pfxRcd", 0)) if entry.get("state") == "Established" else -1
+
+
+def wait_prefixes(
+    frr: FrrPeer,
+    count: int,
+    timeout: float,
+    alive: Callable[[], None] = lambda: None,
+) -> float:
+    """Poll FRR until it holds ``count`` prefixes from the node; return when it did."""
+    deadline = time.monotonic() + timeout
+    last = -1
+    while True:
+        last = frr_prefixes(frr)
+        now = time.monotonic()
+        if last >= count:
+            return now
+        alive()
+        if now > deadline:
+            raise TimeoutError(f"FRR has {last} of {count} prefixes after {timeout:g}s")
+        time.sleep(POLL)
+
+
+def fresh_frr(frr: FrrPeer) -> None:
+    """A restarted bgpd: no stale routes from the previous phase (graceful restart)."""
+    frr.restart()
+
+
+# ------------------------------------------------------------------------- ExaBGP alone
+
+
+def exabgp_neighbor(peer: str, local: str, peer_asn: int, process: str) -> list[str]:
+    """The same neighbor block kvip-bgp renders for the lab node (see exabgp.render_config)."""
+    return [
+        f"neighbor {peer} {{",
+        f"    router-id {Lab.NODE_V4};",
+        f"    local-address {local};",
+        f"    local-as {NODE_ASN};",
+        f"    peer-as {peer_asn};",
+        "    hold-time 9;",
+        "    outgoing-ttl 1;",
+        "    family { ipv4 unicast; ipv6 unicast; }",
+        "    capability { graceful-restart 30; }",
+        "    manual-eor true;",
+        "    adj-rib-in false;",
+        f"    api {{ processes [ {process} ]; neighbor-changes; }}",
+        "}",
+    ]
+
+
+def run_baseline(
+    scenario: Scenario, count: int, batch: int, delay: float, timeout: float
+) -> tuple[float, float]:
+    """(seconds from starting ExaBGP, seconds from the first command) to N at FRR."""
+    lab, frr = scenario.lab, scenario.frr
+    assert frr is not None
+    fresh_frr(frr)
+    workdir = lab.workdir / "baseline"
+    workdir.mkdir(exist_ok=True)
+    stamp = workdir / "first-write"
+    stamp.unlink(missing_ok=True)
+    script = BENCH_DIR / "feeder.py"
+    feeder = f"{sys.executable} {script} {count} {VIP_FIRST} {batch} {delay} {stamp}"
+    conf = workdir / "exabgp.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                "process feeder {",
+                f"    run {feeder};",
+                "    encoder json;",
+                "}",
+                "",
+                *exabgp_neighbor(Lab.TOR_V4, Lab.NODE_V4, TOR_ASN, "feeder"),
+            ]
+        )
+        + "\n"
+    )
+    with open(workdir / "exabgp.log", "ab") as logfile:
+        started = time.monotonic()
+        proc = lab.popen(
+            lab.node,
+            [sys.executable, "-m", "exabgp", "server", str(conf)],
+            env=exabgp_environment(),
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+        )
+
+        def alive() -> None:
+            if proc.poll() is not None:
+                raise RuntimeError(f"baseline ExaBGP exited {proc.returncode}; see {workdir}")
+
+        try:
+            done = wait_prefixes(frr, count, timeout, alive)
+            first = float(stamp.read_text())
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    return done - started, done - first
+
+
+# ------------------------------------------------------------------------- receiver
+
+
+@dataclass
+class ReceiverLog:
+    """Tails the receiver helper's output: prefix -> [(time, 'A'|'W')]."""
+
+    path: Path
+    events: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
+    present: set[str] = field(default_factory=set)
+    states: list[tuple[float, str]] = field(default_factory=list)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        self.path.touch()
+        threading.Thread(target=self._tail, daemon=True, name="receiver-tail").start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _tail(self) -> None:
+        with open(self.path) as handle:
+            partial = ""
+            while not self._stop.is_set():
+                chunk = handle.read()
+                if not chunk:
+                    time.sleep(0.002)
+                    continue
+                partial += chunk
+                *lines, partial = partial.split("\n")
+                with self._cond:
+                    for line in lines:
+                        stamp, kind, what = line.split(" ", 2)
+                        if kind == "S":
+                            self.states.append((float(stamp), what))
+                            continue
+                        self.events.setdefault(what, []).append((float(stamp), kind))
+                        if kind == "A":
+                            self.present.add(what)
+                        else:
+                            self.present.discard(what)
+                    self._cond.notify_all()
+
+    def wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        with self._cond:
+            if not self._cond.wait_for(predicate, timeout):
+                raise TimeoutError(f"receiver: timed out after {timeout:g}s waiting for {what}")
+
+    def arrival(self, prefix: str, kind: str, after: float, timeout: float) -> float:
+        """The first ``kind`` event for ``prefix`` timestamped at or after ``after``."""
+        found: list[float] = []
+
+        def seen() -> bool:
+            for stamp, got in self.events.get(prefix, ()):
+                if got == kind and stamp >= after:
+                    found.append(stamp)
+                    return True
+            return False
+
+        self.wait(seen, timeout, f"{kind} {prefix}")
+        return found[0]
+
+
+def add_receiver_link(lab: Lab) -> None:
+    rcv = lab.add_netns("rcv")
+    lab.add_link(lab.node, "rcv0", rcv, "rcv1", (f"{RCV_LOCAL}/30",), (f"{RCV_PEER}/30",))
+
+
+def start_receiver(scenario: Scenario) -> ReceiverLog:
+    lab = scenario.lab
+    workdir = lab.workdir / "receiver"
+    workdir.mkdir(exist_ok=True)
+    out = workdir / "updates.log"
+    out.unlink(missing_ok=True)
+    log = ReceiverLog(out)
+    log.start()
+    conf = workdir / "exabgp.conf"
+    helper = f"{sys.executable} {BENCH_DIR / 'receiver.py'} {out}"
+    conf.write_text(
+        f"""process receiver {{
+    run {helper};
+    encoder json;
+}}
+
+neighbor {RCV_LOCAL} {{
+    router-id {RCV_PEER};
+    local-address {RCV_PEER};
+    local-as {RCV_ASN};
+    peer-as {NODE_ASN};
+    hold-time 9;
+    passive true;
+    listen 179;
+    family {{ ipv4 unicast; }}
+    api {{ processes [ receiver ]; neighbor-changes; receive {{ parsed; update; }} }}
+}}
+"""
+    )
+    logfile = open(workdir / "exabgp.log", "ab")  # noqa: SIM115 (closed with the lab)
+    lab.popen(
+        lab.namespaces["rcv"],
+        [sys.executable, "-m", "exabgp", "server", str(conf)],
+        env=exabgp_environment(),
+        stdout=logfile,
+        stderr=subprocess.STDOUT,
+    )
+    lab.on_exit(logfile.close)
+    lab.on_exit(log.stop)
+    return log
+
+
+# ------------------------------------------------------------------------- daemon
+
+
+def bench_config(scenario: Scenario, receiver: bool = False) -> dict[str, Any]:
+    config = daemon_config(scenario.kubeconfig)
+    config["vips"] = {"allowed": [VIP_ALLOWED], "interface": "lo"}
+    config["shutdown_timeout"] = 30
+    if receiver:
+        config["bgp"]["peers"].append(
+            {"address": RCV_PEER, "asn": RCV_ASN, "local_address": RCV_LOCAL}
+        )
+    return config
+
+
+class Profiler:
+    """py-spy on the daemon and its children (ExaBGP, relay) while a phase runs."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, pid: int, name: str) -> None:
+        if self.directory is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        pyspy = Path(sys.executable).parent / "py-spy"
+        self._proc = subprocess.Popen(
+            [
+                str(pyspy),
+                "record",
+                "--pid",
+                str(pid),
+                "--subprocesses",
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--output",
+                str(self.directory / f"{name}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGINT)
+            self._proc.wait(30)
+            self._proc = None
+
+
+def start_daemon(scenario: Scenario, config: dict[str, Any]) -> int:
+    if scenario._log_handle is not None:
+        scenario._log_handle.close()
+    proc = scenario.start_daemon(config)
+    return proc.pid
+
+
+def stop_daemon(scenario: Scenario, result: Result | None = None) -> None:
+    """SIGTERM and wait; record how long the shutdown took (``stop_s``); SIGKILL after 90 s.
+
+    Then remove whatever VIP addresses are left on the node's lo, so the next phase binds
+    from scratch like a fresh node.
+    """
+    started = time.monotonic()
+    try:
+        scenario.stop_daemon(timeout=90)
+    except subprocess.TimeoutExpired:
+        say("kvip-bgp did not stop within 90 s of SIGTERM; killed")
+    if result is not None:
+        result.stop_s = max(
+            result.stop_s if result.stop_s == result.stop_s else 0.0, time.monotonic() - started
+        )
+    scenario.lab.node.run("ip", "addr", "flush", "dev", "lo", "scope", "global", timeout=120)
+
+
+def wait_status_writes(scenario: Scenario, count: int, timeout: float) -> None:
+    """Wait until the daemon (Lease holder) wrote status.loadBalancer of every Service."""
+    api = scenario.api
+    wait_until(
+        lambda: (
+            sum(
+                1
+                for s in api.items("Service")
+                if (s.get("status") or {}).get("loadBalancer", {}).get("ingress")
+            )
+            >= count
+        ),
+        timeout,
+        interval=0.5,
+        what=f"status.loadBalancer on {count} Services",
+    )
+
+
+def clear_services(scenario: Scenario) -> None:
+    api = scenario.api
+    for kind in ("EndpointSlice", "Service"):
+        for obj in api.items(kind):
+            meta = obj["metadata"]
+            api.delete(kind, meta["name"], meta.get("namespace"))
+
+
+def measure_idle(roles: dict[str, int], seconds: float) -> dict[str, float]:
+    before = {role: cpu_seconds(pid) for role, pid in roles.items()}
+    started = time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - started
+    return {
+        role: 100.0 * (cpu_seconds(pid) - before[role]) / elapsed for role, pid in roles.items()
+    }
+
+
+def foreign_lease() -> dict[str, Any]:
+    """The status-writer Lease, held by another node until 2099: this node never writes
+    status.loadBalancer (like 79 of 80 nodes of a real cluster)."""
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "kvip-bgp-status-writer", "namespace": "kube-system"},
+        "spec": {
+            "holderIdentity": "node-2",
+            "leaseDurationSeconds": 15,
+            "acquireTime": "2099-01-01T00:00:00.000000Z",
+            "renewTime": "2099-01-01T00:00:00.000000Z",
+            "leaseTransitions": 0,
+        },
+    }
+
+
+# ------------------------------------------------------------------------- phases
+
+
+@dataclass
+class Result:
+    n: int
+    baseline_cold_s: float = float("nan")
+    baseline_warm_s: float = float("nan")
+    cold_s: float = float("nan")
+    burst_s: float = float("nan")
+    burst_api_s: float = float("nan")
+    cold_ratio: float = float("nan")
+    burst_ratio: float = float("nan")
+    rss_kvip_mb: float = float("nan")
+    rss_exabgp_mb: float = float("nan")
+    rss_relay_mb: float = float("nan")
+    idle_cpu_kvip_pct: float = float("nan")
+    idle_cpu_exabgp_pct: float = float("nan")
+    idle_cpu_relay_pct: float = float("nan")
+    idle_seconds: float = float("nan")
+    changes: int = 0
+    latency_p50_ms: float = float("nan")
+    latency_p99_ms: float = float("nan")
+    latency_max_ms: float = float("nan")
+    withdraw_p50_ms: float = float("nan")
+    announce_p50_ms: float = float("nan")
+    stop_s: float = float("nan")
+
+
+def say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def phase_cold(
+    scenario: Scenario, result: Result, args: argparse.Namespace, profiler: Profiler
+) -> None:
+    n = result.n
+    assert scenario.frr is not None
+    clear_services(scenario)
+    scenario.api.put_many(service_objects(n))
+    fresh_frr(scenario.frr)
+    started = time.monotonic()
+    pid = start_daemon(scenario, bench_config(scenario))
+    profiler.start(pid, f"cold-{n}")
+    try:
+        done = wait_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
+    finally:
+        profiler.stop()
+    result.cold_s = done - started
+    say(f"N={n} cold start: {result.cold_s:.2f} s")
+    if args.idle_seconds > 0:
+        # Idle means after the Lease holder has written every Service's status (the
+        # MODIFIED events those writes cause are part of converging, not of idling).
+        if not args.not_leader:
+            wait_status_writes(scenario, n, args.timeout)
+        time.sleep(2.0)
+        roles = process_roles(pid)
+        profiler.start(pid, f"idle-{n}")
+        try:
+            cpu = measure_idle(roles, args.idle_seconds)
+        finally:
+            profiler.stop()
+        result.idle_seconds = args.idle_seconds
+        result.rss_kvip_mb = rss_mb(roles["kvip-bgp"])
+        result.rss_exabgp_mb = rss_mb(roles["exabgp"])
+        result.rss_relay_mb = rss_mb(roles["relay"]) if "relay" in roles else float("nan")
+        result.idle_cpu_kvip_pct = cpu["kvip-bgp"]
+        result.idle_cpu_exabgp_pct = cpu["exabgp"]
+        result.idle_cpu_relay_pct = cpu.get("relay", float("nan"))
+        say(
+            f"N={n} RSS kvip-bgp {result.rss_kvip_mb:.1f} MB, ExaBGP {result.rss_exabgp_mb:.1f}"
+            f" MB; idle CPU kvip-bgp {result.idle_cpu_kvip_pct:.2f}%, ExaBGP "
+            f"{result.idle_cpu_exabgp_pct:.2f}% of a core over {args.idle_seconds:g} s"
+        )
+    stop_daemon(scenario, result)
+
+
+def phase_burst(
+    scenario: Scenario, result: Result, args: argparse.Namespace, profiler: Profiler
+) -> None:
+    n = result.n
+    assert scenario.frr is not None
+    clear_services(scenario)
+    fresh_frr(scenario.frr)
+    pid = start_daemon(scenario, bench_config(scenario))
+    try:
+        wait_until(
+            lambda: scenario.http("/readyz")[0] == 200,
+            60,
+            what="kvip-bgp ready (synced, session up)",
+        )
+    except TimeoutError as error:
+        raise TimeoutError(f"{error}\n{scenario.log_tail()}") from None
+    time.sleep(1.0)
+    objects = list(service_objects(n))
+    api = scenario.api
+    profiler.start(pid, f"burst-{n}")
+    try:
+        started = time.monotonic()
+        for obj in objects:
+            api.put(obj)
+        result.burst_api_s = time.monotonic() - started
+        done = wait_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
+    finally:
+        profiler.stop()
+    result.burst_s = done - started
+    say(f"N={n} burst: {result.burst_s:.2f} s (API took the writes in {result.burst_api_s:.2f} s)")
+    stop_daemon(scenario, result)
+
+
+def phase_latency(
+    scenario: Scenario, result: Result, args: argparse.Namespace, profiler: Profiler
+) -> None:
+    n = result.n
+    assert scenario.frr is not None
+    clear_services(scenario)
+    scenario.api.put_many(service_objects(n))
+    receiver = start_receiver(scenario)
+    fresh_frr(scenario.frr)
+    pid = start_daemon(scenario, bench_config(scenario, receiver=True))
+    wait_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
+    receiver.wait(lambda: len(receiver.present) >= n, args.timeout, f"{n} prefixes")
+    if not args.not_leader:
+        wait_status_writes(scenario, n, args.timeout)
+    time.sleep(2.0)
+    api = scenario.api
+    samples: list[tuple[str, float]] = []
+    profiler.start(pid, f"latency-{n}")
+    try:
+        for k in range(args.changes):
+            index = (k // 2) * max(1, n // max(1, args.changes // 2)) % n
+            ready = k % 2 == 1  # first flip: not ready (withdraw), then back (announce)
+            name = f"svc-{index:05d}"
+            prefix = f"{vip(index)}/32"
+            written = time.monotonic()
+            api.put(endpoint_slice(name, [(NODE_NAME, ready)]))
+            kind = "A" if ready else "W"
+            arrived = receiver.arrival(prefix, kind, written, 10.0)
+            samples.append((kind, arrived - written))
+            scenario.assert_daemon_alive()
+            time.sleep(args.gap)
+    finally:
+        profiler.stop()
+    latencies = sorted(s for _, s in samples)
+    result.changes = len(samples)
+    result.latency_p50_ms = 1000 * percentile(latencies, 50)
+    result.latency_p99_ms = 1000 * percentile(latencies, 99)
+    result.latency_max_ms = 1000 * latencies[-1]
+    result.withdraw_p50_ms = 1000 * statistics.median(s for k, s in samples if k == "W")
+    announce = [s for k, s in samples if k == "A"]
+    result.announce_p50_ms = 1000 * statistics.median(announce) if announce else float("nan")
+    say(
+        f"N={n} single-change latency over {len(samples)} changes: p50 "
+        f"{result.latency_p50_ms:.1f} ms, p99 {result.latency_p99_ms:.1f} ms, max "
+        f"{result.latency_max_ms:.1f} ms"
+    )
+    stop_daemon(scenario, result)
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile of sorted ``values``."""
+    rank = max(1, -(-len(values) * pct // 100))
+    return values[int(rank) - 1]
+
+
+# ------------------------------------------------------------------------- report
+
+
+TARGETS = {
+    "burst_ratio": ("<=", 1.1),
+    "cold_ratio": ("<=", 1.3),
+    "latency_p99_ms": ("<", 100.0),
+    "rss_kvip_mb": ("<", 120.0),
+    "idle_cpu_kvip_pct": ("<", 1.0),
+}
+
+
+def machine() -> dict[str, str]:
+    def sh(*argv: str) -> str:
+        return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip()
+
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": sh("nproc"),
+        "memory_gib": sh("free", "-g").splitlines()[1].split()[1],
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "git": sh("git", "-C", str(BENCH_DIR.parent), "describe", "--always", "--dirty"),
+        "loadavg_at_start": Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__(),
+        "exabgp": _version("exabgp"),
+        "frr": sh("/usr/lib/frr/bgpd", "--version").splitlines()[0]
+        if Path("/usr/lib/frr/bgpd").exists()
+        else "",
+    }
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    try:
+        return version(package)
+    except Exception:
+        return "?"
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    return "-" if value != value else f"{value:.{digits}f}"
+
+
+def table(results: Sequence[Result]) -> str:
+    head = (
+        "| N | baseline cold s | cold start s | ratio | baseline warm s | burst s | ratio | "
+        "kvip-bgp RSS MB | ExaBGP RSS MB | idle CPU kvip-bgp % | idle CPU ExaBGP % | "
+        "change p50/p99/max ms | SIGTERM->exit s |"
+    )
+    rows = [head, "|" + "---|" * 13]
+    for r in results:
+        latency = (
+            f"{fmt(r.latency_p50_ms, 1)} / {fmt(r.latency_p99_ms, 1)} / {fmt(r.latency_max_ms, 1)}"
+            if r.changes
+            else "-"
+        )
+        rows.append(
+            f"| {r.n:,} | {fmt(r.baseline_cold_s)} | {fmt(r.cold_s)} | {fmt(r.cold_ratio)} | "
+            f"{fmt(r.baseline_warm_s)} | {fmt(r.burst_s)} | {fmt(r.burst_ratio)} | "
+            f"{fmt(r.rss_kvip_mb, 1)} | {fmt(r.rss_exabgp_mb, 1)} | "
+            f"{fmt(r.idle_cpu_kvip_pct)} | {fmt(r.idle_cpu_exabgp_pct)} | {latency} | "
+            f"{fmt(r.stop_s, 1)} |"
+        )
+    return "\n".join(rows)
+
+
+def verdicts(result: Result) -> list[str]:
+    lines = []
+    for key, (op, limit) in TARGETS.items():
+        value = getattr(result, key)
+        if value != value:
+            continue
+        ok = value <= limit if op == "<=" else value < limit
+        verdict = "met" if ok else "MISSED"
+        lines.append(f"N={result.n:,} {key} = {value:.2f} (target {op} {limit:g}): {verdict}")
+    return lines
+
+
+def write_results(out: Path, meta: dict[str, Any], results: Sequence[Result]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    rows = [asdict(r) for r in results]
+    with open(out / f"bench-{stamp}.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    document = {"machine": meta, "results": rows, "targets": TARGETS}
+    (out / f"bench-{stamp}.json").write_text(json.dumps(document, indent=2) + "\n")
+    (out / "latest.json").write_text(json.dumps(document, indent=2) + "\n")
+    return out / f"bench-{stamp}.json"
+
+
+# ------------------------------------------------------------------------- main
+
+
+def run(args: argparse.Namespace) -> list[Result]:
+    results: list[Result] = []
+    profiler = Profiler(args.profile)
+    with Scenario(prefix=PREFIX, topology=add_receiver_link, keep_workdir=args.keep) as scenario:
+        say(f"lab work directory: {scenario.lab.workdir}")
+        scenario.api.put(node())
+        if args.not_leader:
+            scenario.api.put(foreign_lease())
+        for n in args.sizes:
+            result = Result(n)
+            results.append(result)
+            batch = args.batch or n
+            if "baseline" in args.phases:
+                result.baseline_cold_s, _ = run_baseline(scenario, n, batch, 0.0, args.timeout)
+                _, result.baseline_warm_s = run_baseline(scenario, n, batch, 1.0, args.timeout)
+                say(
+                    f"N={n} baseline (ExaBGP alone, {batch} prefixes/line): cold "
+                    f"{result.baseline_cold_s:.2f} s, warm {result.baseline_warm_s:.2f} s"
+                )
+            if "cold" in args.phases:
+                phase_cold(scenario, result, args, profiler)
+            if "burst" in args.phases:
+                phase_burst(scenario, result, args, profiler)
+            result.cold_ratio = result.cold_s / result.baseline_cold_s
+            result.burst_ratio = result.burst_s / result.baseline_warm_s
+            if "latency" in args.phases and n == max(args.sizes) and args.changes > 0:
+                phase_latency(scenario, result, args, profiler)
+    return results
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[150, 1000, 10000]
+    )
+    parser.add_argument("--changes", type=int, default=200, help="single changes at the largest N")
+    parser.add_argument("--gap", type=float, default=0.05, help="pause between single changes (s)")
+    parser.add_argument("--idle-seconds", type=float, default=35.0, help="0: skip RSS/idle CPU")
+    parser.add_argument(
+        "--batch", type=int, default=2000, help="baseline prefixes per line (0: all in one)"
+    )
+    parser.add_argument("--timeout", type=float, default=180.0)
+    parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument(
+        "--phases",
+        type=lambda s: set(s.split(",")),
+        default={"baseline", "cold", "burst", "latency"},
+        help="comma-separated subset of baseline,cold,burst,latency",
+    )
+    parser.add_argument(
+        "--not-leader",
+        action="store_true",
+        help="another node holds the status-writer Lease: no status.loadBalancer writes",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the lab's work directory")
+    parser.add_argument("--profile", type=Path, help="also write py-spy raw profiles here")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("make bench needs root (network namespaces)", file=sys.stderr)
+        return 1
+    meta = machine()
+    results = run(args)
+    path = write_results(args.out, meta, results)
+    print()
+    print(
+        f"kvip-bgp bench, {meta['date']}: {meta['nproc']} cores, {meta['memory_gib']} GiB, "
+        f"Linux {meta['kernel']}, Python {meta['python']}, ExaBGP {meta['exabgp']}, {meta['frr']}"
+    )
+    print(table(results))
+    for result in results:
+        for line in verdicts(result):
+            print(line)
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
