@@ -228,17 +228,6 @@ def test_frr_zebra_redistributes_the_table(lab: Lab, table: RouteTable, tor: Frr
     lab.on_exit(host.stop)
     tor.wait_established(Lab.NODE_V4, timeout=20)
 
-    def kernel_protocols_up() -> bool:
-        lines = host.birdc("show", "protocols").splitlines()
-        return all(
-            any(ln.split()[:1] == [p] and " up " in f" {ln} " for ln in lines)
-            for p in ("kt4", "kt6")
-        )
-
-    # Under load BIRD's kernel protocols may still be starting: a route installed before
-    # kt6 is up waits for its next scan. (A CI run under bench load once missed the IPv6
-    # route for 20 s; this wait is the likeliest cause, not a proven one.)
-    wait_until(kernel_protocols_up, 20, what="BIRD's kernel protocols up")
     started = time.monotonic()
     assert table.install(V4)
     routes = tor.wait_routes(lambda r: f"{V4}/32" in r, timeout=20, what="the VIP via zebra")
