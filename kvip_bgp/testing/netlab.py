@@ -5,9 +5,9 @@ without touching the host's own interfaces: everything lives in network namespac
 names start with a reserved prefix (``kvl-``), so :func:`cleanup` can always remove the
 leftovers of a crashed run without guessing.
 
-This module drives the ``ip`` command line only. The project allows exactly one module to
-import pyroute2 (the daemon's own interface code), and test plumbing must not become a
-second one.
+This module drives the ``ip`` command line only. In this project exactly one module uses
+pyroute2 (``netif.py``, the daemon's own interface code), and test plumbing must not
+become a second one.
 
 Run ``python -m kvip_bgp.testing.netlab up`` to build the standard two-namespace topology
 for manual poking, and ``... down`` to remove every ``kvl-`` namespace again.
