@@ -31,6 +31,7 @@ from kvip_bgp.model import (
 )
 
 T = TypeVar("T")
+A = TypeVar("A", ipaddress.IPv4Address, ipaddress.IPv6Address)
 
 OutputMode = Literal["exabgp", "kernel-table"]
 LogFormat = Literal["json", "console"]
@@ -247,6 +248,16 @@ class _Reader:
         if isinstance(parsed, ipaddress.IPv6Address) and parsed.scope_id is not None:
             # The text after '%' is free-form and would be pasted into ExaBGP's input.
             self.fail(path, f"must not carry a %zone, got {value!r}")
+            return None
+        return parsed
+
+    def address_of(self, value: Any, path: str, kind: type[A]) -> A | None:
+        """An address that must be of one IP version (a next hop of a given family)."""
+        parsed = self.address(value, path)
+        if parsed is None:
+            return None
+        if not isinstance(parsed, kind):
+            self.fail(path, f"must be an IPv{6 if kind is ipaddress.IPv6Address else 4} address")
             return None
         return parsed
 
@@ -512,21 +523,8 @@ def _parse_peer(r: _Reader, value: Any, path: str) -> Peer | None:
                 else:
                     selector.append((key, val))
 
-    next_hop_v6: ipaddress.IPv6Address | None = None
-    nh = r.address(m.get("next_hop_v6"), f"{path}.next_hop_v6")
-    if nh is not None:
-        if isinstance(nh, ipaddress.IPv6Address):
-            next_hop_v6 = nh
-        else:
-            r.fail(f"{path}.next_hop_v6", "must be an IPv6 address")
-
-    next_hop_v4: ipaddress.IPv4Address | None = None
-    nh4 = r.address(m.get("next_hop_v4"), f"{path}.next_hop_v4")
-    if nh4 is not None:
-        if isinstance(nh4, ipaddress.IPv4Address):
-            next_hop_v4 = nh4
-        else:
-            r.fail(f"{path}.next_hop_v4", "must be an IPv4 address")
+    next_hop_v6 = r.address_of(m.get("next_hop_v6"), f"{path}.next_hop_v6", ipaddress.IPv6Address)
+    next_hop_v4 = r.address_of(m.get("next_hop_v4"), f"{path}.next_hop_v4", ipaddress.IPv4Address)
 
     if address is None or asn is None:
         return None
