@@ -141,7 +141,6 @@ class Daemon:
         self.reconciler_status: Snapshot[ReconcilerStatus] = Snapshot(ReconcilerStatus())
         self.cluster_status: Snapshot[ClusterStatus] = Snapshot(ClusterStatus())
         self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
         self._signal: int | None = None
 
     # -- signals --------------------------------------------------------------------
@@ -207,6 +206,18 @@ class Daemon:
 
         watchers = self._start_static()
         kubernetes = self._start_kubernetes()
+        # Built once, before the HTTP thread exists, and immutable: /healthz reads it from
+        # that thread, so it must never see a half-filled or changing collection.
+        threads: tuple[threading.Thread, ...] = (
+            reconciler_thread,
+            *watchers,
+            *((speaker.reader,) if speaker is not None else ()),
+            *(
+                (*kubernetes.streams, kubernetes.cluster, kubernetes.writer)
+                if kubernetes is not None
+                else ()
+            ),
+        )
         http_server = None
         if config.http.listen is not None:
             http_server = StatusServer(
@@ -215,17 +226,12 @@ class Daemon:
                 self.reconciler_status,
                 self.cluster_status,
                 speaker.running if speaker is not None else lambda: True,
-                self._threads_alive,
+                lambda: all(t.is_alive() for t in threads),
                 kubernetes.explain if kubernetes is not None else None,
                 # With output: kernel-table the host's routing daemon owns the sessions.
                 needs_peer=speaker is not None,
             )
             http_server.start()
-        self._threads = [reconciler_thread, *watchers]
-        if speaker is not None:
-            self._threads.append(speaker.reader)
-        if kubernetes is not None:
-            self._threads += [*kubernetes.streams, kubernetes.cluster, kubernetes.writer]
 
         exit_code = self._supervise(speaker.process if speaker else None, reconciler_thread)
 
@@ -302,9 +308,6 @@ class Daemon:
                 self.metrics.exabgp_restarts.inc()
                 process.start()
         return 0
-
-    def _threads_alive(self) -> bool:
-        return all(t.is_alive() for t in self._threads)
 
     # -- sources ----------------------------------------------------------------------
 
