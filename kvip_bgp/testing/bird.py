@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvip_bgp.testing.netlab import Netns, pid_alive, terminate_pids, wait_until
+from kvip_bgp.testing.netlab import Netns, pid_alive, terminate_pids, wait_for_value, wait_until
 
 __all__ = ["BIRD", "BIRDC", "BirdError", "BirdNeighbor", "BirdPeer", "BirdRoute", "parse_routes"]
 
@@ -289,11 +289,6 @@ class BirdPeer:
         timeout: float = 20.0,
         what: str = "routes",
     ) -> dict[str, BirdRoute]:
-        seen: dict[str, dict[str, BirdRoute]] = {}
-
-        def check() -> bool:
-            seen["last"] = self.routes()
-            return predicate(seen["last"])
-
-        wait_until(check, timeout, 0.2, what=f"{what} at bird in {self.ns.name}")
-        return seen["last"]
+        return wait_for_value(
+            self.routes, predicate, timeout, what=f"{what} at bird in {self.ns.name}"
+        )

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvip_bgp.testing.netlab import Netns, pid_alive, send_signal, wait_until
+from kvip_bgp.testing.netlab import Netns, pid_alive, send_signal, wait_for_value, wait_until
 
 __all__ = [
     "BGPD",
@@ -432,14 +432,9 @@ class FrrPeer:
         what: str = "routes",
     ) -> dict[str, FrrRoute]:
         """Poll :meth:`routes` until ``predicate`` holds; return the table that passed."""
-        seen: dict[str, dict[str, FrrRoute]] = {}
-
-        def check() -> bool:
-            seen["last"] = self.routes(afi)
-            return predicate(seen["last"])
-
-        wait_until(check, timeout, 0.2, what=f"{what} at {self.ns.name}")
-        return seen["last"]
+        return wait_for_value(
+            lambda: self.routes(afi), predicate, timeout, what=f"{what} at {self.ns.name}"
+        )
 
 
 def time_routes(peer: FrrPeer, afi: str = "ipv4") -> tuple[int, float]:

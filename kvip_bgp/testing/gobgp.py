@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvip_bgp.testing.netlab import Netns, pid_alive, terminate_pids, wait_until
+from kvip_bgp.testing.netlab import Netns, pid_alive, terminate_pids, wait_for_value, wait_until
 
 __all__ = ["GOBGP", "GOBGPD", "GobgpError", "GobgpNeighbor", "GobgpPeer", "GobgpRoute"]
 
@@ -259,11 +259,6 @@ class GobgpPeer:
         afi: str = "ipv4",
         what: str = "routes",
     ) -> dict[str, GobgpRoute]:
-        seen: dict[str, dict[str, GobgpRoute]] = {}
-
-        def check() -> bool:
-            seen["last"] = self.routes(afi)
-            return predicate(seen["last"])
-
-        wait_until(check, timeout, 0.2, what=f"{what} at gobgpd in {self.ns.name}")
-        return seen["last"]
+        return wait_for_value(
+            lambda: self.routes(afi), predicate, timeout, what=f"{what} at gobgpd in {self.ns.name}"
+        )

@@ -34,7 +34,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -53,6 +53,8 @@ __all__ = [
     "terminate_pids",
     "wait_until",
 ]
+
+T = TypeVar("T")
 
 DEFAULT_PREFIX = "kvl-"
 """Namespace/link name prefix reserved for this lab; :func:`cleanup` owns everything under it."""
@@ -91,6 +93,28 @@ def wait_until(
             detail = f" (last error: {last_error!r})" if last_error is not None else ""
             raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}{detail}")
         time.sleep(interval)
+
+
+def wait_for_value(
+    fetch: Callable[[], T],
+    predicate: Callable[[T], bool],
+    timeout: float,
+    interval: float = 0.2,
+    *,
+    what: str = "condition",
+) -> T:
+    """Poll ``fetch()`` until ``predicate`` holds for its result; return that result.
+
+    The routing-table waits of every peer harness (FRR, BIRD, GoBGP) are this.
+    """
+    seen: list[T] = []
+
+    def check() -> bool:
+        seen[:] = [fetch()]
+        return predicate(seen[0])
+
+    wait_until(check, timeout, interval, what=what)
+    return seen[0]
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -33,7 +33,12 @@ import yaml
 
 from kvip_bgp.testing.fakeapi import FakeKubeAPI
 from kvip_bgp.testing.frr import FrrNeighbor, FrrPeer, FrrRoute
-from kvip_bgp.testing.netlab import Lab, http_get_in_netns, listen_socket_in_netns, wait_until
+from kvip_bgp.testing.netlab import (
+    Lab,
+    http_get_in_netns,
+    listen_socket_in_netns,
+    wait_for_value,
+)
 
 NODE_NAME = "node-1"
 NODE_ASN = 64512
@@ -276,19 +281,18 @@ class Scenario:
         afi: str = "ipv4",
     ) -> dict[str, FrrRoute]:
         """Wait for FRR's table to satisfy ``predicate``; the failure names the last table."""
-        seen: dict[str, dict[str, FrrRoute]] = {}
+        seen: list[dict[str, FrrRoute]] = [{}]
 
-        def check() -> bool:
+        def fetch() -> dict[str, FrrRoute]:
             self.assert_daemon_alive()
-            seen["last"] = self.routes(afi)
-            return predicate(seen["last"])
+            seen[0] = self.routes(afi)
+            return seen[0]
 
         try:
-            wait_until(check, timeout, interval=0.2, what=what)
+            return wait_for_value(fetch, predicate, timeout, what=what)
         except TimeoutError as error:
-            table = sorted(seen.get("last", {}))
+            table = sorted(seen[0])
             raise TimeoutError(f"{error}; FRR has {table}\n{self.log_tail()}") from None
-        return seen["last"]
 
     def addresses(self) -> set[str]:
         """Host addresses on the node's lo (VIPs), with their protocol mark."""
