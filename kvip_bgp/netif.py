@@ -11,19 +11,36 @@ host route in a configured table with a configured route protocol number, and on
 carrying that number are ever listed or removed (the kernel itself refuses a delete whose
 protocol does not match, so a foreign route in the same table is safe even from a race).
 
-Used by the reconciler thread only; the netlink socket is never shared.
+Addresses are added and removed in batches: many requests go to the kernel in one
+``send`` on a socket of this table's own, each with its own sequence number, so that
+every ack is matched to its address. Measured at 10,000 addresses on the lab machine:
+one ``IPRoute.addr()`` round trip each took 4.3 s, pyroute2's ``nlm_request_batch`` 2.4 s
+(and it stops at the first error without saying which request failed), batches of
+pyroute2-encoded messages 1.2 s, of which 0.6 s was pyroute2 building and encoding the
+messages. ``ifaddrmsg`` is a small fixed kernel ABI, so :func:`address_request` packs
+it with ``struct`` (a unit test checks it byte for byte against pyroute2's encoder);
+dumps, links and routes still go through pyroute2.
+
+Used by the reconciler thread only; the netlink sockets are never shared.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
 import socket
+import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
 from pyroute2 import IPRoute
+from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_NEWADDR
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
 from kvip_bgp.model import IPAddress
 
@@ -36,6 +53,49 @@ _EADDRNOTAVAIL: Final = 99
 _EOPNOTSUPP: Final = 95
 _ESRCH: Final = 3
 _RT_SCOPE_LINK: Final = 253
+# Requests per send: their acks (36 bytes each with NETLINK_CAP_ACK) must fit the
+# receive buffer, and one send must fit the send buffer (~60 bytes per request).
+BATCH_SIZE: Final = 500
+ACK_TIMEOUT: Final = 5.0
+_NLMSG_ERROR: Final = 2
+_NLMSG_HEADER: Final = struct.Struct("=IHHII")  # length, type, flags, sequence, port
+_SOL_NETLINK: Final = 270
+_NETLINK_CAP_ACK: Final = 10
+_IFADDRMSG: Final = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
+_RTATTR: Final = struct.Struct("=HH")  # length, type
+_IFA_ADDRESS: Final = 1
+_IFA_LOCAL: Final = 2
+_IFA_FLAGS: Final = 8
+_IFA_PROTO: Final = 11
+
+
+def _attribute(kind: int, payload: bytes) -> bytes:
+    length = _RTATTR.size + len(payload)
+    return _RTATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
+
+
+def address_request(kind: int, vip: IPAddress, index: int, sequence: int) -> bytes:
+    """One ``RTM_NEWADDR`` (ours: marked ``ADDRESS_PROTO``, IPv6 without DAD) or
+    ``RTM_DELADDR`` request for host address ``vip`` on interface ``index``, acked."""
+    flags = NLM_F_REQUEST | NLM_F_ACK
+    v6 = vip.version == 6
+    address = vip.packed
+    adding = kind == RTM_NEWADDR
+    body = _IFADDRMSG.pack(
+        socket.AF_INET6 if v6 else socket.AF_INET,
+        vip.max_prefixlen,
+        IFA_F_NODAD if adding and v6 else 0,
+        0,
+        index,
+    )
+    body += _attribute(_IFA_LOCAL, address) + _attribute(_IFA_ADDRESS, address)
+    if adding:
+        flags |= NLM_F_CREATE | NLM_F_EXCL
+        body += _attribute(_IFA_PROTO, bytes([ADDRESS_PROTO]))
+        if v6:
+            # No duplicate address detection: a VIP must be usable at once.
+            body += _attribute(_IFA_FLAGS, struct.pack("=I", IFA_F_NODAD))
+    return _NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(body), kind, flags, sequence, 0) + body
 
 
 class InterfaceError(Exception):
@@ -48,18 +108,88 @@ class LocalAddress:
     owned: bool
 
 
+@dataclass(frozen=True)
+class BindResult:
+    """What one ``bind_many`` did: ours now, someone else's (left alone), failed."""
+
+    bound: frozenset[IPAddress]
+    foreign: frozenset[IPAddress]
+    failed: tuple[tuple[IPAddress, OSError], ...]
+
+
+class _AddressBatch:
+    """Many address requests per ``send``, each ack matched by its sequence number.
+
+    A socket of its own: pyroute2's sequence numbers and response queue stay undisturbed.
+    """
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self._sock.bind((0, 0))
+        # Acks carry only the request's header, not the whole request back.
+        self._sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        # The kernel acks every request at once; never hang the reconciler on a lost one.
+        self._sock.settimeout(ACK_TIMEOUT)
+        self._sequence = 0
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def request(self, kind: int, vips: Sequence[IPAddress], index: int) -> list[int]:
+        """``kind`` (add or delete) for each of ``vips``: the errno of each, 0 for success.
+
+        A socket error (a timeout, ENOBUFS) counts for every request of its batch; acks
+        of an abandoned batch that arrive later carry old sequence numbers and are skipped.
+        """
+        results: list[int] = []
+        for start in range(0, len(vips), BATCH_SIZE):
+            chunk = vips[start : start + BATCH_SIZE]
+            try:
+                results += self._request_chunk(kind, chunk, index)
+            except OSError as error:
+                results += [error.errno or errno.EIO] * len(chunk)
+        return results
+
+    def _request_chunk(self, kind: int, vips: Sequence[IPAddress], index: int) -> list[int]:
+        first = self._sequence + 1
+        self._sequence += len(vips)
+        self._sock.send(
+            b"".join(
+                address_request(kind, vip, index, first + offset) for offset, vip in enumerate(vips)
+            )
+        )
+        errors: dict[int, int] = {}
+        while len(errors) < len(vips):
+            buffer = self._sock.recv(1 << 20)
+            offset = 0
+            while offset + _NLMSG_HEADER.size <= len(buffer):
+                length, message_type, _flags, sequence, _port = _NLMSG_HEADER.unpack_from(
+                    buffer, offset
+                )
+                if length < _NLMSG_HEADER.size:
+                    raise OSError(errno.EPROTO, "malformed netlink message from the kernel")
+                if message_type == _NLMSG_ERROR and first <= sequence < first + len(vips):
+                    (code,) = struct.unpack_from("=i", buffer, offset + _NLMSG_HEADER.size)
+                    errors[sequence] = -code
+                offset += (length + 3) & ~3
+        return [errors[first + offset] for offset in range(len(vips))]
+
+
 class AddressTable:
     """The VIP addresses on one interface."""
 
     def __init__(self, interface: str, create: bool = True) -> None:
         self.interface = interface
         self._ipr: Any = IPRoute()
+        self._batch = _AddressBatch()
         self._index = self._lookup_or_create(create)
         # Addresses this table knows to be ours (refreshed by every owned() dump), so that
         # unbind needs no dump of the whole interface: that is O(addresses) per VIP.
         self._owned: set[IPAddress] = set()
 
     def close(self) -> None:
+        self._batch.close()
         self._ipr.close()
 
     def _lookup_or_create(self, create: bool) -> int:
@@ -99,52 +229,55 @@ class AddressTable:
         self._owned = {a.address for a in self.addresses().values() if a.owned}
         return set(self._owned)
 
-    def bind(self, vip: IPAddress) -> bool:
-        """Add the VIP as ours. False if it already exists as someone else's address."""
-        try:
-            self._ipr.addr(
-                "add",
-                index=self._index,
-                address=str(vip),
-                prefixlen=vip.max_prefixlen,
-                IFA_PROTO=ADDRESS_PROTO,
-                **({"nodad": True} if vip.version == 6 else {}),
-            )
-        except NetlinkError as error:
-            if error.code == _EEXIST:
-                mine = self.addresses().get(vip, LocalAddress(vip, False)).owned
-                if mine:
-                    self._owned.add(vip)
-                return mine
-            raise
-        self._owned.add(vip)
-        return True
+    def bind_many(self, vips: Iterable[IPAddress]) -> BindResult:
+        """Add ``vips`` as ours, in batches.
+
+        An address that already exists is ours if it carries our protocol mark (an
+        earlier run's) and someone else's otherwise: one dump of the interface settles
+        every such address of the batch.
+        """
+        wanted = list(vips)
+        codes = self._batch.request(RTM_NEWADDR, wanted, self._index)
+        bound: set[IPAddress] = set()
+        existing: list[IPAddress] = []
+        failed: list[tuple[IPAddress, OSError]] = []
+        for vip, code in zip(wanted, codes, strict=True):
+            if code == 0:
+                bound.add(vip)
+            elif code == _EEXIST:
+                existing.append(vip)
+            else:
+                failed.append((vip, OSError(code, os.strerror(code))))
+        foreign: set[IPAddress] = set()
+        if existing:
+            present = self.addresses()
+            for vip in existing:
+                entry = present.get(vip)
+                if entry is not None and entry.owned:
+                    bound.add(vip)
+                elif entry is not None:
+                    foreign.add(vip)
+                else:  # deleted again between the add and the dump: try next time
+                    failed.append((vip, OSError(_ENOENT, "address vanished while binding")))
+        self._owned |= bound
+        return BindResult(frozenset(bound), frozenset(foreign), tuple(failed))
 
     def unbind_many(self, vips: set[IPAddress]) -> dict[IPAddress, OSError]:
-        """Remove those of ``vips`` that are ours, without dumping the interface per VIP.
+        """Remove those of ``vips`` that are ours, in batches, without dumping the interface.
 
         Ownership comes from the set the last ``owned()`` dump and our own binds built
         (the kernel ignores the protocol mark on delete). The window this leaves: an
         address of ours deleted and re-added by someone else between two dumps would be
         removed. Returns the VIPs that could not be removed, with the error.
         """
-        owned = self._owned
+        ours = [vip for vip in vips if vip in self._owned]
+        codes = self._batch.request(RTM_DELADDR, ours, self._index)
         failed: dict[IPAddress, OSError] = {}
-        for vip in vips:
-            if vip not in owned:
-                continue
-            try:
-                self._ipr.addr(
-                    "del", index=self._index, address=str(vip), prefixlen=vip.max_prefixlen
-                )
-            except NetlinkError as error:
-                if error.code not in (_EADDRNOTAVAIL, _ENOENT):
-                    failed[vip] = error
-                    continue
-            except OSError as error:
-                failed[vip] = error
-                continue
-            owned.discard(vip)
+        for vip, code in zip(ours, codes, strict=True):
+            if code in (0, _EADDRNOTAVAIL, _ENOENT):
+                self._owned.discard(vip)
+            else:
+                failed[vip] = OSError(code, os.strerror(code))
         return failed
 
 

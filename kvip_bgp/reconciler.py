@@ -9,13 +9,19 @@ A coalesced or lost message can therefore never leave a stale route. Two safety 
 - nothing is withdrawn or unbound until every source has delivered its first full state
   (an empty cache at startup must not look like "withdraw everything");
 - an address is bound before its route is announced and unbound after it is withdrawn.
+
+Binding and announcing are pipelined: a pass binds at most ``BIND_CHUNK`` new addresses
+and announces what is bound, and the next pass follows at once. ExaBGP, a process of its
+own, encodes and sends one chunk while this thread binds the next, so a cold start with
+10,000 VIPs no longer waits for every address before the first route goes out.
+End-of-RIB waits for the last chunk (a graceful-restart peer drops stale routes on it).
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -38,6 +44,7 @@ from kvip_bgp.exabgp import (
 )
 from kvip_bgp.metrics import Metrics
 from kvip_bgp.model import Advertisement, IPAddress, host_prefix
+from kvip_bgp.netif import BindResult
 from kvip_bgp.policy import merge_sources
 from kvip_bgp.snapshot import Snapshot
 from kvip_bgp.workqueue import CoalescingQueue
@@ -49,6 +56,13 @@ RESYNC_INTERVAL: Final = 30.0
 # addresses changed behind our back every 5 minutes, not on every resync.
 ADDRESS_REPAIR_INTERVAL: Final = 300.0
 DETAILED_LOG_LIMIT: Final = 20
+BIND_CHUNK: Final = 1000
+# ExaBGP acks a command once parsed, not once its UPDATE is on the wire, and its API has
+# nothing that reports the send. Stopped too soon after the acks, it closes the session
+# silently (graceful restart) and the peer keeps our withdrawn routes as stale for the
+# restart time. Its reactor sends parsed changes within a few turns; without this wait
+# the lab saw it once, on a machine loaded by two other labs (not reproduced on demand).
+WITHDRAW_FLUSH_GRACE: Final = 1.0
 MAX_BACKOFF: Final = 30.0
 
 
@@ -110,7 +124,7 @@ class AddressBinder(Protocol):
     """What the reconciler needs from ``netif.AddressTable`` (a fake in unit tests)."""
 
     def owned(self) -> set[IPAddress]: ...
-    def bind(self, vip: IPAddress) -> bool: ...
+    def bind_many(self, vips: Iterable[IPAddress]) -> BindResult: ...
     def unbind_many(self, vips: set[IPAddress]) -> dict[IPAddress, OSError]: ...
 
 
@@ -146,6 +160,10 @@ class _State:
     applied: dict[IPAddress, Advertisement] = field(default_factory=dict)
     maybe_present: set[IPAddress] = field(default_factory=set)
     bound: set[IPAddress] = field(default_factory=set)
+    # Binds that failed: announced anyway, retried at the next resync (not every pass).
+    bind_failed: set[IPAddress] = field(default_factory=set)
+    # New addresses left for the next pass (BIND_CHUNK): that pass comes at once.
+    bind_backlog: int = 0
     in_flight: deque[Command] = field(default_factory=deque)
     peers: dict[str, PeerView] = field(default_factory=dict)
     writer: ApiWriter | None = None
@@ -220,6 +238,8 @@ class Reconciler:
             self._publish()
 
     def _timeout(self) -> float:
+        if self._s.bind_backlog:
+            return 0.0
         now = time.monotonic()
         wait = RESYNC_INTERVAL - (now - self._last_resync)
         if self._s.retry_at > now:
@@ -349,26 +369,33 @@ class Reconciler:
         all_synced = self._all_synced()
         if now - self._last_resync >= RESYNC_INTERVAL:
             self._last_resync = now
+            s.bind_failed.clear()
             if self._addresses is not None and now - self._last_repair >= ADDRESS_REPAIR_INTERVAL:
                 # Repair anything changed behind our back (an address deleted by hand).
                 self._last_repair = now
                 s.bound = self._addresses.owned()
 
-        self._bind(set(effective) - s.bound)
+        # Not yet bound (next pass): not announced yet, but not withdrawn either.
+        deferred = self._bind(effective)
         if self._kernel_routes is not None:
-            self._install_kernel_routes(effective, all_synced)
+            self._install_kernel_routes(effective, deferred, all_synced)
         elif s.writer is not None and now >= s.retry_at:
             withdraw = {v for v in s.applied if v not in effective}
             if all_synced:
                 withdraw |= {v for v in s.maybe_present if v not in effective}
-            announce = [a for v, a in effective.items() if s.applied.get(v) != a]
-            self._send_routes(announce, withdraw, all_synced)
+            announce = [
+                a for v, a in effective.items() if s.applied.get(v) != a and v not in deferred
+            ]
+            self._send_routes(announce, withdraw, all_synced and not deferred)
         if all_synced:
             # Unbind only what is no longer desired and no longer announced anywhere.
             self._unbind(s.bound - set(effective) - set(s.applied))
 
     def _install_kernel_routes(
-        self, effective: dict[IPAddress, Advertisement], all_synced: bool
+        self,
+        effective: dict[IPAddress, Advertisement],
+        deferred: set[IPAddress],
+        all_synced: bool,
     ) -> None:
         """``output: kernel-table``: one host route per VIP; the host's FRR/BIRD exports it.
 
@@ -392,6 +419,8 @@ class Reconciler:
             s.applied.pop(vip, None)
             s.maybe_present.discard(vip)
         for vip, advert in sorted(effective.items(), key=lambda i: (i[0].version, i[0])):
+            if vip in deferred:
+                continue
             if vip in s.applied:
                 s.applied[vip] = advert
                 continue
@@ -469,28 +498,43 @@ class Reconciler:
         for peer in eor_peers:
             log.info("reconciler.end_of_rib", peer=peer, routes=len(s.applied))
 
-    def _bind(self, vips: set[IPAddress]) -> None:
+    def _bind(self, effective: Mapping[IPAddress, Advertisement]) -> set[IPAddress]:
+        """Bind up to ``BIND_CHUNK`` desired addresses; return those left for later passes.
+
+        A failed bind is logged and the VIP announced anyway (traffic may still be
+        handled, e.g. by kube-proxy); it is retried at the next resync. An address that
+        exists as someone else's is announced and never unbound.
+        """
+        s = self._s
         if self._addresses is None:
-            return
-        for vip in sorted(vips, key=lambda v: (v.version, v)):
-            try:
-                if self._addresses.bind(vip):
-                    self._s.bound.add(vip)
-                    if len(vips) <= DETAILED_LOG_LIMIT:
-                        log.info("reconciler.bound", vip=str(vip))
-                else:
-                    log.warning(
-                        "reconciler.foreign_address",
-                        vip=str(vip),
-                        reason="address exists and is not ours: left alone",
-                    )
-                    self._s.bound.add(vip)  # announce anyway; never unbind (not owned)
-            except OSError as error:
-                self._s.errors.append(f"bind {vip}: {error}")
-                log.error("reconciler.bind_failed", vip=str(vip), error=str(error))
-        if len(vips) > DETAILED_LOG_LIMIT:
-            log.info("reconciler.bound_many", count=len(vips))
-        self._metrics.addresses_bound.set(len(self._s.bound))
+            return set()
+        pending = sorted(
+            (v for v in effective if v not in s.bound and v not in s.bind_failed),
+            key=lambda v: (v.version, v),
+        )
+        chunk, rest = pending[:BIND_CHUNK], pending[BIND_CHUNK:]
+        s.bind_backlog = len(rest)
+        if not chunk:
+            return set()
+        result = self._addresses.bind_many(chunk)
+        s.bound |= result.bound | result.foreign
+        if len(chunk) <= DETAILED_LOG_LIMIT:
+            for vip in sorted(result.bound, key=lambda v: (v.version, v)):
+                log.info("reconciler.bound", vip=str(vip))
+        else:
+            log.info("reconciler.bound_many", count=len(result.bound), left=len(rest))
+        for vip in sorted(result.foreign, key=lambda v: (v.version, v)):
+            log.warning(
+                "reconciler.foreign_address",
+                vip=str(vip),
+                reason="address exists and is not ours: left alone",
+            )
+        for vip, error in result.failed:
+            s.bind_failed.add(vip)
+            s.errors.append(f"bind {vip}: {error}")
+            log.error("reconciler.bind_failed", vip=str(vip), error=str(error))
+        self._metrics.addresses_bound.set(len(s.bound))
+        return set(rest)
 
     def _unbind(self, vips: set[IPAddress]) -> None:
         if self._addresses is None or not vips:
@@ -531,6 +575,9 @@ class Reconciler:
                         s.in_flight.clear()
             if s.in_flight:
                 log.warning("reconciler.shutdown_unacked", commands=len(s.in_flight))
+            else:
+                # Addresses stay bound meanwhile: traffic may arrive until peers converge.
+                time.sleep(max(0.0, min(WITHDRAW_FLUSH_GRACE, stop.deadline - time.monotonic())))
         if self._kernel_routes is not None:
             for vip in self._kernel_routes.routes():
                 try:

@@ -7,7 +7,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import pytest
 
@@ -16,7 +16,9 @@ from kvip_bgp.app import peers_for_node
 from kvip_bgp.exabgp import ApiConnected, ApiDisconnected, CommandAck, PeerState
 from kvip_bgp.metrics import Metrics
 from kvip_bgp.model import Advertisement, IPAddress, RouteAttributes
+from kvip_bgp.netif import BindResult
 from kvip_bgp.reconciler import (
+    BIND_CHUNK,
     Inbox,
     Reconciler,
     ReconcilerStatus,
@@ -45,14 +47,27 @@ class FakeAddresses:
     def __init__(self, owned: set[IPAddress]) -> None:
         self.bound = set(owned)
         self.log: list[str] = []
+        self.events: list[tuple[str, int]] = []  # ("bind", chunk size) in call order
+        self.foreign: set[IPAddress] = set()  # exist as someone else's address
+        self.broken: set[IPAddress] = set()  # the kernel refuses them
+        self.delay = 0.0
 
     def owned(self) -> set[IPAddress]:
         return set(self.bound)
 
-    def bind(self, vip: IPAddress) -> bool:
-        self.bound.add(vip)
-        self.log.append(f"bind {vip}")
-        return True
+    def bind_many(self, vips: Iterable[IPAddress]) -> BindResult:
+        wanted = list(vips)
+        if self.delay:
+            time.sleep(self.delay)
+        ok = {v for v in wanted if v not in self.foreign and v not in self.broken}
+        self.bound |= ok
+        self.log.extend(f"bind {vip}" for vip in wanted if vip in ok)
+        self.events.append(("bind", len(wanted)))
+        return BindResult(
+            frozenset(ok),
+            frozenset(v for v in wanted if v in self.foreign),
+            tuple((v, OSError(19, "No such device")) for v in wanted if v in self.broken),
+        )
 
     def unbind_many(self, vips: set[IPAddress]) -> dict[IPAddress, OSError]:
         for vip in vips:
@@ -224,6 +239,84 @@ def test_stop_withdraws_waits_for_acks_and_unbinds(harness: Harness) -> None:
     assert not harness.thread.is_alive()
     assert harness.addresses.bound == set()
     assert harness.status.read().stopped
+
+
+def test_binding_is_pipelined_with_announcing_and_end_of_rib_waits_for_the_last_chunk(
+    harness: Harness,
+) -> None:
+    count = 2 * BIND_CHUNK + 500
+    first = ipaddress.ip_address("10.20.0.1")
+    vips = [first + i for i in range(count)]
+    harness.addresses.delay = 0.2  # a slow kernel: the reader sees each chunk go out
+    events = harness.addresses.events
+    reader_done = threading.Event()
+
+    def read() -> None:
+        # Lines land in the same list as the fake's bind calls, in arrival order.
+        assert harness.exabgp is not None
+        harness.exabgp.settimeout(5)
+        buffer = b""
+        while not reader_done.is_set():
+            try:
+                data = harness.exabgp.recv(1 << 20)
+            except TimeoutError:
+                break
+            buffer += data
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                text = line.decode()
+                if " nlri " in text:
+                    events.append(("announce", len(text.split(" nlri ")[1].split())))
+                elif "eor" in text:
+                    events.append(("eor", 0))
+                    if text.endswith("ipv6 unicast"):
+                        return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    post(harness.inbox, PeerState("192.0.2.2", "up", None, time.time()))
+    for vip in vips:
+        post(harness.inbox, VipDesired("kubernetes", vip, advert(str(vip))))
+    for source in ("kubernetes", "static:x"):
+        post(harness.inbox, SourceSynced(source))
+    reader.join(10)
+    reader_done.set()
+    kinds = [kind for kind, _ in events]
+    assert [n for kind, n in events if kind == "bind"] == [BIND_CHUNK, BIND_CHUNK, 500]
+    assert sum(n for kind, n in events if kind == "announce") == count
+    # Nothing announced beyond what was bound at that moment.
+    bound = announced = 0
+    for kind, n in events:
+        bound += n if kind == "bind" else 0
+        announced += n if kind == "announce" else 0
+        assert announced <= bound, events
+    # Pipelined: the first routes left before the last chunk was bound.
+    assert kinds.index("announce") < len(kinds) - 1 - kinds[::-1].index("bind"), kinds
+    # End-of-RIB only after the last announce (a GR peer flushes stale routes on it).
+    assert kinds[-2:] == ["eor", "eor"], kinds
+    assert "announce" not in kinds[kinds.index("eor") :], kinds
+
+
+def test_failed_and_foreign_binds_are_announced_anyway_and_not_retried_every_pass(
+    harness: Harness,
+) -> None:
+    broken, foreign, fine = (ipaddress.ip_address(f"198.51.100.{i}") for i in (11, 12, 13))
+    harness.addresses.broken.add(broken)
+    harness.addresses.foreign.add(foreign)
+    for source in ("kubernetes", "static:x"):
+        post(harness.inbox, SourceSynced(source))
+    for vip in (broken, foreign, fine):
+        post(harness.inbox, VipDesired("kubernetes", vip, advert(str(vip))))
+    lines = harness.lines()
+    announced = {p for line in lines for p in line.split(" nlri ")[1].split()}
+    assert announced == {"198.51.100.11/32", "198.51.100.12/32", "198.51.100.13/32"}
+    harness.ack(len(lines))
+    assert any("bind 198.51.100.11" in e for e in harness.status.read().last_errors)
+    # Another pass (a new VIP): the broken one waits for the resync, not every pass.
+    calls = len(harness.addresses.events)
+    post(harness.inbox, VipDesired("kubernetes", first := fine + 1, advert(str(first))))
+    harness.ack(len(harness.lines()))
+    assert harness.addresses.events[calls:] == [("bind", 1)]
 
 
 @pytest.mark.parametrize(

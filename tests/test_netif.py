@@ -1,0 +1,147 @@
+"""``netif.AddressTable`` on a real interface in a namespace of its own.
+
+The batched netlink path (many requests per send, acks matched by sequence number) is
+checked against the kernel: which addresses end up on the interface with our protocol
+mark, that an existing foreign address is reported and left alone, that one refused
+request in the middle of a batch is attributed to its own address, and that the
+batches are split so that more than ``BATCH_SIZE`` requests work.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+from conftest import require_lab
+from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
+from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_NEWADDR
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, ifaddrmsg
+
+from kvip_bgp.model import IPAddress
+from kvip_bgp.netif import ADDRESS_PROTO, BATCH_SIZE, AddressTable, address_request
+from kvip_bgp.testing.netlab import Netns, cleanup, in_netns
+
+PREFIX = "kvn-"  # a prefix of its own: cleanup removes every namespace of a prefix
+
+
+@pytest.fixture
+def netns() -> Iterator[Netns]:
+    require_lab()
+    cleanup(PREFIX)
+    ns = Netns.create(f"{PREFIX}{os.getpid()}")
+    try:
+        # A veth end: this kernel may lack the dummy driver, and lo has 127/8 on it.
+        ns.run("ip", "link", "add", "vip0", "type", "veth", "peer", "name", "vip1")
+        ns.run("ip", "link", "set", "vip0", "up")
+        yield ns
+    finally:
+        ns.delete()
+
+
+def table_in(ns: Netns, interface: str = "vip0") -> AddressTable:
+    # The netlink sockets keep the namespace they were opened in.
+    with in_netns(ns.name):
+        return AddressTable(interface, create=False)
+
+
+def ip(text: str) -> IPAddress:
+    return ipaddress.ip_address(text)
+
+
+@pytest.mark.lab
+def test_bind_many_marks_ours_reports_foreign_and_splits_batches(netns: Netns) -> None:
+    netns.run("ip", "addr", "add", "10.1.0.7/32", "dev", "vip0")  # someone else's
+    v4 = [ip("10.1.0.0") + i for i in range(1, BATCH_SIZE * 2 + 50)]
+    v6 = [ip("2001:db8::10"), ip("2001:db8::11")]
+    table = table_in(netns)
+    try:
+        result = table.bind_many(v4 + v6)
+        assert result.foreign == {ip("10.1.0.7")}
+        assert result.failed == ()
+        assert result.bound == set(v4 + v6) - {ip("10.1.0.7")}
+        present = table.addresses()
+        assert {a for a, e in present.items() if e.owned} == result.bound
+        assert present[ip("10.1.0.7")].owned is False
+        # A VIP must work at once: no duplicate address detection on IPv6.
+        shown = netns.run("ip", "-6", "addr", "show", "dev", "vip0").stdout
+        assert "2001:db8::10/128 scope global nodad" in shown, shown
+    finally:
+        table.close()
+
+    # A new table (a restarted daemon) finds its own addresses by the protocol mark,
+    # and binding them again is not an error.
+    again = table_in(netns)
+    try:
+        assert again.owned() == set(v4 + v6) - {ip("10.1.0.7")}
+        second = again.bind_many([*v4[:3], ip("10.1.0.7")])
+        assert second.bound == set(v4[:3]) and second.foreign == {ip("10.1.0.7")}
+    finally:
+        again.close()
+
+
+@pytest.mark.lab
+def test_one_refused_request_is_attributed_to_its_own_address(netns: Netns) -> None:
+    table = table_in(netns)
+    try:
+        # The interface goes away under us: every add is refused (ENODEV), each named.
+        netns.run("ip", "link", "del", "vip0")
+        vips = [ip("10.2.0.1"), ip("10.2.0.2")]
+        result = table.bind_many(vips)
+        assert result.bound == set()
+        assert [(v, e.errno) for v, e in result.failed] == [(v, 19) for v in vips]
+    finally:
+        table.close()
+
+
+@pytest.mark.lab
+def test_unbind_many_removes_only_ours(netns: Netns) -> None:
+    netns.run("ip", "addr", "add", "10.3.0.9/32", "dev", "vip0")  # someone else's
+    ours = [ip("10.3.0.0") + i for i in range(1, 600)]
+    table = table_in(netns)
+    try:
+        table.bind_many(ours)
+        table.owned()
+        # One of ours vanished behind our back: deleting it again is not an error.
+        netns.run("ip", "addr", "del", "10.3.0.1/32", "dev", "vip0")
+        failed = table.unbind_many({*ours, ip("10.3.0.9")})
+        assert failed == {}
+        left = table.addresses()
+        assert set(left) == {ip("10.3.0.9")}, sorted(map(str, left))[:5]
+    finally:
+        table.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "vip"),
+    [
+        ("add", "198.51.100.7"),
+        ("del", "198.51.100.7"),
+        ("add", "2001:db8::7"),
+        ("del", "2001:db8::7"),
+    ],
+)
+def test_address_request_encodes_what_pyroute2_encodes(kind: str, vip: str) -> None:
+    """Our struct-packed request, byte for byte against pyroute2's own encoder."""
+    address = ip(vip)
+    message = ifaddrmsg()
+    message["family"] = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    message["prefixlen"] = address.max_prefixlen
+    message["index"] = 42
+    attrs: list[tuple[str, object]] = [("IFA_LOCAL", vip), ("IFA_ADDRESS", vip)]
+    flags = NLM_F_REQUEST | NLM_F_ACK
+    if kind == "add":
+        flags |= NLM_F_CREATE | NLM_F_EXCL
+        attrs.append(("IFA_PROTO", ADDRESS_PROTO))
+        if address.version == 6:
+            message["flags"] = IFA_F_NODAD
+            attrs.append(("IFA_FLAGS", IFA_F_NODAD))
+    message["attrs"] = attrs
+    message["header"]["type"] = RTM_NEWADDR if kind == "add" else RTM_DELADDR
+    message["header"]["flags"] = flags
+    message["header"]["sequence_number"] = 7
+    message.encode()
+    ours = address_request(message["header"]["type"], address, 42, 7)
+    assert ours == bytes(message.data)
