@@ -63,6 +63,13 @@ def exabgp_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
             "exabgp.api.respawn": "true",
             "exabgp.log.destination": "stdout",
             "exabgp.log.level": env.get("exabgp.log.level", "INFO"),
+            # Off by default: at INFO ExaBGP logs a line per route for every command
+            # ("route added to neighbor ..."), 20,000 lines for a 10,000-VIP start that
+            # ExaBGP formats and we forward. Our own logs say what was announced, and a
+            # refused command comes back as an error ack. Set it to "true" to debug.
+            "exabgp.log.processes": env.get("exabgp.log.processes", "false"),
+            # Also off: a line per BGP message sent or received ("send-update counter 41").
+            "exabgp.log.statistics": env.get("exabgp.log.statistics", "false"),
         }
     )
     return env
