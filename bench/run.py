@@ -748,7 +748,9 @@ def write_results(out: Path, meta: dict[str, Any], results: Sequence[Result]) ->
 def run(args: argparse.Namespace) -> list[Result]:
     results: list[Result] = []
     profiler = Profiler(args.profile)
-    with Scenario(prefix=PREFIX, topology=add_receiver_link, keep_workdir=args.keep) as scenario:
+    with Scenario(
+        prefix=args.prefix, topology=add_receiver_link, keep_workdir=args.keep
+    ) as scenario:
         say(f"lab work directory: {scenario.lab.workdir}")
         scenario.api.put(node())
         if args.not_leader:
@@ -798,6 +800,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--not-leader",
         action="store_true",
         help="another node holds the status-writer Lease: no status.loadBalancer writes",
+    )
+    parser.add_argument(
+        "--prefix",
+        default=PREFIX,
+        help=f"namespace prefix of the lab (default {PREFIX}); two benches need two prefixes",
     )
     parser.add_argument("--keep", action="store_true", help="keep the lab's work directory")
     parser.add_argument("--profile", type=Path, help="also write py-spy raw profiles here")
