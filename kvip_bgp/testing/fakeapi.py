@@ -23,6 +23,11 @@ Semantics, modelled on the real API server:
   current object.
 * With ``allowWatchBookmarks=true`` a BOOKMARK is sent every ``bookmark_interval``
   seconds while the stream is otherwise idle.
+* A list with ``limit`` is served in pages of one consistent snapshot: each page carries
+  the snapshot's resourceVersion and, while items remain, ``metadata.continue`` and
+  ``remainingItemCount``. A continue token dies with the history (``expire_history``,
+  ``restart``, like etcd compaction) or when ``max_list_snapshots`` newer paged lists
+  pushed its snapshot out; it is then answered with 410 Expired.
 * A write through HTTP that changes nothing is a no-op (no new resourceVersion, no
   event), like the real server. ``put`` from Python always writes: tests use it to
   force a MODIFIED event.
@@ -171,6 +176,16 @@ class _Change:
     prev_labels: Mapping[str, str] | None  # labels before a MODIFIED, for selectors
     raw: bytes
     line: bytes
+
+
+@dataclass(frozen=True)
+class _ListSnapshot:
+    """What a paged list's continue tokens read from: the items as of ``rv``."""
+
+    kind: str
+    selector: _Selector
+    rv: int
+    raws: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
@@ -400,6 +415,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        if self.connection.family in (socket.AF_INET, socket.AF_INET6):
+            # Headers and body leave in two writes; with Nagle the body waits for the
+            # client's delayed ACK, 40 ms per request on a kept-alive connection. Go's
+            # net/http (the real API server) sets TCP_NODELAY too.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.api._track(self.connection, add=True)
 
     def finish(self) -> None:
@@ -464,9 +484,12 @@ class FakeKubeAPI:
     while handler threads serve the client.
     """
 
-    def __init__(self, bookmark_interval: float = 1.0, history: int = 100_000) -> None:
+    def __init__(
+        self, bookmark_interval: float = 1.0, history: int = 100_000, max_list_snapshots: int = 32
+    ) -> None:
         self.bookmark_interval = bookmark_interval
         self._history_len = history
+        self._max_list_snapshots = max_list_snapshots
         self._cond = threading.Condition()
         self._rv = 0
         self._objects: dict[str, dict[tuple[str, str], _Stored]] = {
@@ -478,6 +501,11 @@ class FakeKubeAPI:
         # Oldest resourceVersion a watch of this kind may resume from.
         self._floor: dict[str, int] = {rt.kind: 0 for rt in RESOURCE_TYPES}
         self._watchers: set[_Watcher] = set()
+        # Paged lists in progress, oldest first: snapshot id -> snapshot.
+        self._list_snapshots: collections.OrderedDict[int, _ListSnapshot] = (
+            collections.OrderedDict()
+        )
+        self._next_snapshot = 0
         self._conns: set[socket.socket] = set()
         self._requests: list[RequestRecord] = []
         self._fail_count = 0
@@ -616,7 +644,8 @@ class FakeKubeAPI:
             self._cond.notify_all()
 
     def expire_history(self) -> None:
-        """Forget the watch history: resuming from any older resourceVersion gets 410."""
+        """Forget the watch history: resuming from any older resourceVersion, or
+        continuing any paged list, gets 410."""
         with self._cond:
             self._expire_locked()
 
@@ -815,6 +844,7 @@ class FakeKubeAPI:
         for rt in RESOURCE_TYPES:
             self._history[rt.kind].clear()
             self._floor[rt.kind] = self._rv
+        self._list_snapshots.clear()  # compaction: every continue token is now too old
 
     def _track(self, conn: socket.socket, add: bool) -> None:
         with self._cond:
@@ -880,7 +910,7 @@ class FakeKubeAPI:
                 )
                 if watch:
                     return self._open_watch(rt, selector, query, conn)
-                return self._list(rt, selector)
+                return self._list(rt, selector, query)
             if method == "POST" and (namespace is not None or not rt.namespaced):
                 return self._create(rt, namespace, _parse_body(body, dict))
             raise _ApiError(405, f"method {method} not allowed on {path}", "MethodNotAllowed")
@@ -977,20 +1007,65 @@ class FakeKubeAPI:
             "resources": entries,
         }
 
-    def _list(self, rt: ResourceType, selector: _Selector) -> _Reply:
+    def _list(self, rt: ResourceType, selector: _Selector, query: Mapping[str, str]) -> _Reply:
+        """A list, or one page of it with ``limit`` (and ``continue`` after the first)."""
+        try:
+            limit = int(query.get("limit") or 0)
+        except ValueError:
+            raise _ApiError(400, f"invalid limit: {query.get('limit')!r}") from None
+        token = query.get("continue", "")
+        if token:
+            snapshot, offset = self._continued(rt, selector, token)
+        else:
+            with self._cond:
+                rv = self._rv
+                stored = list(self._objects[rt.kind].items())
+            stored.sort(key=lambda item: item[0])
+            raws = tuple(s.raw for (ns, name), s in stored if selector.matches(ns, name, s.labels))
+            snapshot, offset = _ListSnapshot(rt.kind, selector, rv, raws), 0
+        end = len(snapshot.raws) if limit <= 0 else min(len(snapshot.raws), offset + limit)
+        meta: JSONObject = {"resourceVersion": str(snapshot.rv)}
+        if end < len(snapshot.raws):
+            meta["continue"] = self._continue_token(snapshot, token, end)
+            meta["remainingItemCount"] = len(snapshot.raws) - end
+        head = _dumps({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta})
+        items = b",".join(snapshot.raws[offset:end])
+        return _Reply(200, head[:-1] + b',"items":[' + items + b"]}")
+
+    def _continued(
+        self, rt: ResourceType, selector: _Selector, token: str
+    ) -> tuple[_ListSnapshot, int]:
+        """The snapshot and offset a continue token points at; 410 once it is gone."""
+        try:
+            ident_text, offset_text = token.split("-", 1)
+            ident, offset = int(ident_text), int(offset_text)
+        except ValueError:
+            raise _ApiError(400, f"invalid continue token: {token!r}") from None
         with self._cond:
-            rv = self._rv
-            stored = list(self._objects[rt.kind].items())
-        stored.sort(key=lambda item: item[0])
-        raws = [s.raw for (ns, name), s in stored if selector.matches(ns, name, s.labels)]
-        head = _dumps(
-            {
-                "kind": rt.list_kind,
-                "apiVersion": rt.api_version,
-                "metadata": {"resourceVersion": str(rv)},
-            }
-        )
-        return _Reply(200, head[:-1] + b',"items":[' + b",".join(raws) + b"]}")
+            snapshot = self._list_snapshots.get(ident)
+        if snapshot is None:
+            raise _ApiError(
+                410,
+                "The provided continue parameter is too old to display a consistent list "
+                "result. You can start a new list without the continue parameter.",
+                "Expired",
+            )
+        if (snapshot.kind, snapshot.selector) != (rt.kind, selector) or offset < 0:
+            raise _ApiError(400, "continue token does not match the request's parameters")
+        return snapshot, offset
+
+    def _continue_token(self, snapshot: _ListSnapshot, token: str, end: int) -> str:
+        """``<snapshot id>-<offset>``; the first page of a list registers its snapshot."""
+        with self._cond:
+            if token:
+                ident = int(token.split("-", 1)[0])
+            else:
+                ident = self._next_snapshot
+                self._next_snapshot += 1
+                self._list_snapshots[ident] = snapshot
+                while len(self._list_snapshots) > self._max_list_snapshots:
+                    self._list_snapshots.popitem(last=False)
+        return f"{ident}-{end}"
 
     def _create(self, rt: ResourceType, namespace: str | None, body: JSONObject) -> _Reply:
         meta = dict(body.get("metadata") or {})
