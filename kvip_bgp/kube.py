@@ -4,9 +4,12 @@ Stream threads list and then watch one resource each and push frozen, parsed obj
 the cluster-state thread. They own no cluster state: all they remember is the
 ``resourceVersion`` to resume from.
 
-Payloads are read as raw JSON (``_preload_content=False``) and parsed by
+Requests go through the client's own ``ApiClient`` (kubeconfig and in-cluster loading,
+auth and token refresh, TLS, urllib3, ``ApiException``) but not through its generated
+``CoreV1Api``-style classes (see ``request``). Payloads are read as raw JSON and parsed by
 ``resources.py``: the client's model deserialisation costs seconds for a list of 10,000
-Services, and we need a dozen fields of each.
+Services, and we need a dozen fields of each. Initial lists are read in pages
+(``LIST_PAGE_SIZE``) so that the whole list never exists as JSON dicts at once.
 
 Robustness against real API servers: watches resume from the last ``resourceVersion``
 (bookmarks keep it fresh); ``410 Gone`` triggers a relist; a read timeout longer than the
@@ -23,10 +26,11 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import quote
 
 import structlog
 from kubernetes import client as k8s
@@ -86,13 +90,75 @@ class KubeError(Exception):
     """A request the daemon cannot start without failed; the message says which."""
 
 
+LIST_PAGE_SIZE: Final = 500
+JSON: Final = "application/json"
+# What the generated client sends for a dict body to PATCH on built-in kinds.
+STRATEGIC_MERGE_PATCH: Final = "application/strategic-merge-patch+json"
+
+
+def api_path(template: str, *names: str) -> str:
+    """``template`` with each ``{}`` replaced by one name, percent-encoded as a path segment."""
+    return template.format(*(quote(name, safe="") for name in names))
+
+
+def request(
+    api: k8s.ApiClient,
+    method: str,
+    path: str,
+    query: Sequence[tuple[str, str]] = (),
+    body: Any = None,
+    content_type: str = JSON,
+    timeout: tuple[float, float] = (5.0, 10.0),
+) -> Any:
+    """One API call; the streaming urllib3 response, or ``ApiException`` for non-2xx.
+
+    Why not ``CoreV1Api`` and friends: in this client the first use of a generated API
+    class imports the pydantic models of its whole group and builds their validators,
+    about 24 MB resident for the three classes we need, to check parameters we build
+    ourselves. ``ApiClient.param_serialize``/``call_api`` are the layer those classes call,
+    so auth (bearer token, exec plugins, refresh), TLS and the host come from the same
+    configuration, and errors raise the same ``ApiException`` subclasses as the generated
+    methods do with ``_preload_content=False``. The caller must read the response and
+    ``release_conn()`` it (``request_json`` does both).
+    """
+    headers = {"Accept": JSON}
+    if body is not None:
+        headers["Content-Type"] = content_type
+    serialized = api.param_serialize(
+        method,
+        path,
+        query_params=list(query),
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    response: Any = api.call_api(*serialized, _request_timeout=timeout)
+    if not 200 <= response.status <= 299:
+        response.read()
+        raise ApiException.from_response(http_resp=response, body=None, data=None)
+    return response.response
+
+
+def request_json(
+    api: k8s.ApiClient,
+    method: str,
+    path: str,
+    body: Any = None,
+    content_type: str = JSON,
+    timeout: tuple[float, float] = (5.0, 10.0),
+) -> Any:
+    """``request``, with the reply body parsed and the connection back in the pool."""
+    response = request(api, method, path, body=body, content_type=content_type, timeout=timeout)
+    try:
+        return json.loads(response.data)
+    finally:
+        response.release_conn()
+
+
 def node_labels(api: k8s.ApiClient, node_name: str) -> dict[str, str]:
     """This node's labels (for per-rack peer selection at startup)."""
     try:
-        response: Any = k8s.CoreV1Api(api).read_node(
-            node_name, _preload_content=False, _request_timeout=(10, 30)
-        )
-        body = json.loads(response.data)
+        body = request_json(api, "GET", api_path("/api/v1/nodes/{}", node_name), timeout=(10, 30))
     except ApiException as error:
         raise KubeError(
             f"cannot read Node {node_name!r}: HTTP {error.status} {error.reason}"
@@ -136,27 +202,32 @@ def load_api_client(kubeconfig: Path | None) -> k8s.ApiClient:
 
 @dataclass(frozen=True)
 class Resource:
-    """How to list/watch one resource kind and parse its objects."""
+    """How to list/watch one resource kind (``path``: its collection) and parse its objects."""
 
     name: str
-    call: Callable[..., Any]
+    api: k8s.ApiClient
+    path: str
     parse: Callable[[Mapping[str, Any]], KubeObject]
     params: tuple[tuple[str, str], ...] = ()
 
+    def get(self, query: Sequence[tuple[str, str]], timeout: tuple[float, float]) -> Any:
+        """A list or watch request; the streaming response (see ``request``)."""
+        return request(self.api, "GET", self.path, (*self.params, *query), timeout=timeout)
+
 
 def resources(api: k8s.ApiClient, node_name: str) -> tuple[Resource, ...]:
-    core = k8s.CoreV1Api(api)
-    discovery = k8s.DiscoveryV1Api(api)
     return (
-        Resource("services", core.list_service_for_all_namespaces, parse_service),
+        Resource("services", api, "/api/v1/services", parse_service),
         Resource(
-            "endpointslices",
-            discovery.list_endpoint_slice_for_all_namespaces,
-            parse_endpoint_slice,
+            "endpointslices", api, "/apis/discovery.k8s.io/v1/endpointslices", parse_endpoint_slice
         ),
         # Only our own Node matters; the selector saves watching all 80 of them.
         Resource(
-            "nodes", core.list_node, parse_node, (("field_selector", f"metadata.name={node_name}"),)
+            "nodes",
+            api,
+            "/api/v1/nodes",
+            parse_node,
+            (("fieldSelector", f"metadata.name={node_name}"),),
         ),
     )
 
@@ -242,33 +313,69 @@ class ResourceStream(threading.Thread):
         return (self._timeouts.connect_seconds, self._timeouts.read_seconds)
 
     def _list(self) -> str:
-        response = self.resource.call(
-            _preload_content=False,
-            _request_timeout=self._request_timeout(),
-            **dict(self.resource.params),
-        )
-        try:
-            body = json.loads(response.data)
-        finally:
-            response.release_conn()
-        items = body.get("items") or []
-        version = str((body.get("metadata") or {}).get("resourceVersion") or "")
-        objects = tuple(self.resource.parse(item) for item in items if isinstance(item, dict))
+        """List in pages of ``LIST_PAGE_SIZE``, following ``metadata.continue``; deliver once.
+
+        Why pages: 10,000 Services in one response are ~4 MB of JSON that become ~40 MB
+        of dicts all alive at once, between the long-lived parsed objects; the allocator
+        cannot give that peak back (measured: the daemon stayed ~20 MB bigger). One page
+        at a time keeps at most ``LIST_PAGE_SIZE`` raw objects alive.
+
+        The pages are one consistent snapshot; the resourceVersion to watch from is the
+        last page's (the API server sends the snapshot's on each). A 410 on a continue
+        token (the snapshot was compacted away) propagates as ``ApiException``, and
+        ``run`` relists from scratch: mixing pages of two snapshots could miss changes.
+        """
+        objects: list[KubeObject] = []
+        token = ""
+        version = ""
+        pages = 0
+        while True:
+            query = [("limit", str(LIST_PAGE_SIZE))]
+            if token:
+                query.append(("continue", token))
+            try:
+                response = self.resource.get(query, self._request_timeout())
+            except ApiException as error:
+                if error.status == 410 and token:
+                    log.info(
+                        "kube.list_expired",
+                        resource=self.resource.name,
+                        pages=pages,
+                        reason="continue token expired: relisting from scratch",
+                    )
+                raise
+            try:
+                body = json.loads(response.data)
+            finally:
+                response.release_conn()
+            pages += 1
+            meta = body.get("metadata") or {}
+            version = str(meta.get("resourceVersion") or "")
+            token = str(meta.get("continue") or "")
+            items = body.get("items") or []
+            objects.extend(self.resource.parse(item) for item in items if isinstance(item, dict))
+            del body, items  # the next page is not parsed while this one is still alive
+            if not token:
+                break
         log.info(
-            "kube.listed", resource=self.resource.name, count=len(objects), resource_version=version
+            "kube.listed",
+            resource=self.resource.name,
+            count=len(objects),
+            pages=pages,
+            resource_version=version,
         )
-        self._deliver(Listed(self.resource.name, objects, version))
+        self._deliver(Listed(self.resource.name, tuple(objects), version))
         return version
 
     def _watch(self, resource_version: str) -> str:
-        response = self.resource.call(
-            watch=True,
-            resource_version=resource_version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=self._timeouts.watch_seconds,
-            _preload_content=False,
-            _request_timeout=self._request_timeout(),
-            **dict(self.resource.params),
+        response = self.resource.get(
+            (
+                ("watch", "true"),
+                ("resourceVersion", resource_version),
+                ("allowWatchBookmarks", "true"),
+                ("timeoutSeconds", str(self._timeouts.watch_seconds)),
+            ),
+            self._request_timeout(),
         )
         self._response = response
         try:
@@ -353,6 +460,9 @@ def _parse_time(text: str | None) -> float | None:
 
 
 STATUS_WRITES_PER_SECOND: Final = 200
+RECENT_WRITE: Final = 30.0  # seconds a written status is trusted over a stale watch
+LEASES: Final = "/apis/coordination.k8s.io/v1/namespaces/{}/leases"
+EVENTS: Final = "/api/v1/namespaces/{}/events"
 
 
 class ClusterWriter(threading.Thread):
@@ -375,8 +485,7 @@ class ClusterWriter(threading.Thread):
         on_leader_change: Callable[[bool], None] | None = None,
     ) -> None:
         super().__init__(name="cluster-writer", daemon=True)
-        self._core = k8s.CoreV1Api(api)
-        self._coordination = k8s.CoordinationV1Api(api)
+        self._api = api
         self._identity = identity
         self._lease = lease
         self._requests = requests
@@ -386,6 +495,7 @@ class ClusterWriter(threading.Thread):
         self._leader = False
         self._pending_status: dict[str, tuple[str, ...]] = {}
         self._posted: dict[tuple[str, str, str], tuple[str, int]] = {}
+        # Statuses written in the last RECENT_WRITE seconds (pruned at each renewal).
         self._written: dict[str, tuple[tuple[str, ...], float]] = {}
 
     def stop(self) -> None:
@@ -404,6 +514,7 @@ class ClusterWriter(threading.Thread):
             now = time.monotonic()
             if now >= next_renew:
                 self._elect()
+                self._forget_old_writes()
                 next_renew = now + self._lease.renew_every
             # While statuses are pending, come back at once after the flush below.
             wait = 0.01 if self._leader and self._pending_status else next_renew - time.monotonic()
@@ -434,11 +545,10 @@ class ClusterWriter(threading.Thread):
     def _try_acquire(self) -> bool:
         lease = self._lease
         now = _now_micro()
+        leases = api_path(LEASES, lease.namespace)
+        this_lease = api_path(LEASES + "/{}", lease.namespace, lease.name)
         try:
-            response: Any = self._coordination.read_namespaced_lease(
-                lease.name, lease.namespace, _preload_content=False, _request_timeout=(5, 10)
-            )
-            current = json.loads(response.data)
+            current = request_json(self._api, "GET", this_lease)
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -455,9 +565,7 @@ class ClusterWriter(threading.Thread):
                 },
             }
             try:
-                self._coordination.create_namespaced_lease(
-                    lease.namespace, body, _preload_content=False, _request_timeout=(5, 10)
-                )
+                request_json(self._api, "POST", leases, body)
             except ApiException as create_error:
                 if create_error.status == 409:
                     return False
@@ -483,13 +591,7 @@ class ClusterWriter(threading.Thread):
         )
         current["spec"] = spec
         try:
-            self._coordination.replace_namespaced_lease(
-                lease.name,
-                lease.namespace,
-                current,
-                _preload_content=False,
-                _request_timeout=(5, 10),
-            )
+            request_json(self._api, "PUT", this_lease, current)
         except ApiException as error:
             if error.status == 409:  # someone else renewed or took it first
                 return False
@@ -520,16 +622,15 @@ class ClusterWriter(threading.Thread):
             if time.monotonic() >= deadline or self._stopping.is_set():
                 return
             last = self._written.get(service)
-            if last is not None and last[0] == ips and time.monotonic() - last[1] < 30:
+            if last is not None and last[0] == ips and time.monotonic() - last[1] < RECENT_WRITE:
                 # Written moments ago; the watch just has not shown it yet.
                 del self._pending_status[service]
                 continue
             namespace, name = service.split("/", 1)
             body = {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips]}}}
+            path = api_path("/api/v1/namespaces/{}/services/{}/status", namespace, name)
             try:
-                self._core.patch_namespaced_service_status(
-                    name, namespace, body, _preload_content=False, _request_timeout=(5, 10)
-                )
+                request_json(self._api, "PATCH", path, body, STRATEGIC_MERGE_PATCH)
             except ApiException as error:
                 if error.status == 404:
                     del self._pending_status[service]
@@ -541,6 +642,13 @@ class ClusterWriter(threading.Thread):
             log.debug("kube.status_written", service=service, vip=list(ips))
             self._stopping.wait(1.0 / STATUS_WRITES_PER_SECOND)
 
+    def _forget_old_writes(self) -> None:
+        """Drop writes older than RECENT_WRITE: past that they are never consulted, and
+        after a cold start with 10,000 Services they would otherwise stay forever."""
+        cutoff = time.monotonic() - RECENT_WRITE
+        if any(at < cutoff for _ips, at in self._written.values()):
+            self._written = {s: w for s, w in self._written.items() if w[1] >= cutoff}
+
     def _post_event(self, event: ServiceEvent) -> None:
         namespace, name = event.service.split("/", 1)
         key = (event.service, event.reason, event.message)
@@ -549,12 +657,12 @@ class ClusterWriter(threading.Thread):
         if previous is not None:
             event_name, count = previous
             try:
-                self._core.patch_namespaced_event(
-                    event_name,
-                    namespace,
+                request_json(
+                    self._api,
+                    "PATCH",
+                    api_path(EVENTS + "/{}", namespace, event_name),
                     {"count": count + 1, "lastTimestamp": now},
-                    _preload_content=False,
-                    _request_timeout=(5, 10),
+                    STRATEGIC_MERGE_PATCH,
                 )
                 self._posted[key] = (event_name, count + 1)
                 return
@@ -581,10 +689,7 @@ class ClusterWriter(threading.Thread):
             "lastTimestamp": now,
             "count": 1,
         }
-        response: Any = self._core.create_namespaced_event(
-            namespace, body, _preload_content=False, _request_timeout=(5, 10)
-        )
-        created = json.loads(response.data)
+        created = request_json(self._api, "POST", api_path(EVENTS, namespace), body)
         if len(self._posted) > 10_000:
             self._posted.clear()
         self._posted[key] = (str((created.get("metadata") or {}).get("name") or ""), 1)
