@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar
 
 import structlog
 
@@ -88,11 +88,16 @@ class ExplainRequest:
 
 @dataclass
 class _Cache:
-    """Owned by the cluster-state thread alone."""
+    """Owned by the cluster-state thread alone.
+
+    The two indexes hold tuples, not sets: nearly every Service has one EndpointSlice and
+    nearly every VIP one Service, and a one-element set costs ~200 bytes more than a
+    one-element tuple, 10,000 times over (``_with``/``_without`` keep them current).
+    """
 
     services: dict[ObjectKey, ServiceInfo] = field(default_factory=dict)
     slices: dict[ObjectKey, EndpointSliceInfo] = field(default_factory=dict)
-    slices_by_service: dict[ObjectKey, set[ObjectKey]] = field(default_factory=dict)
+    slices_by_service: dict[ObjectKey, tuple[ObjectKey, ...]] = field(default_factory=dict)
     node: NodeInfo | None = None
     listed: set[str] = field(default_factory=set)
     decisions: dict[ObjectKey, ServiceDecision] = field(default_factory=dict)
@@ -100,7 +105,7 @@ class _Cache:
     announced_synced: bool = False
     status_wanted: set[ObjectKey] = field(default_factory=set)
     conflicts: dict[IPAddress, frozenset[SharedVipConflict]] = field(default_factory=dict)
-    services_by_vip: dict[IPAddress, set[ObjectKey]] = field(default_factory=dict)
+    services_by_vip: dict[IPAddress, tuple[ObjectKey, ...]] = field(default_factory=dict)
     status_dirty: bool = False
     status_published_at: float = 0.0
 
@@ -215,7 +220,7 @@ class ClusterState:
             affected = set()
             old = c.slices.pop(obj.key, None)
             if old is not None and old.service is not None:
-                c.slices_by_service.get(old.service, set()).discard(obj.key)
+                _without(c.slices_by_service, old.service, obj.key)
                 affected.add(old.service)
             if not deleted:
                 self._put_slice(obj)
@@ -230,7 +235,7 @@ class ClusterState:
     def _put_slice(self, obj: EndpointSliceInfo) -> None:
         self._c.slices[obj.key] = obj
         if obj.service is not None:
-            self._c.slices_by_service.setdefault(obj.service, set()).add(obj.key)
+            _with(self._c.slices_by_service, obj.service, obj.key)
 
     # -- decisions ----------------------------------------------------------------------
 
@@ -324,13 +329,9 @@ class ClusterState:
         before = set(old.announced) if old is not None and old.attributes is not None else set()
         after = set(new.announced) if new is not None and new.attributes is not None else set()
         for vip in before - after:
-            claimants = c.services_by_vip.get(vip)
-            if claimants is not None:
-                claimants.discard(key)
-                if not claimants:
-                    del c.services_by_vip[vip]
+            _without(c.services_by_vip, vip, key)
         for vip in after - before:
-            c.services_by_vip.setdefault(vip, set()).add(key)
+            _with(c.services_by_vip, vip, key)
         return before | after
 
     def _publish_status(self) -> None:
@@ -428,6 +429,27 @@ class ClusterState:
 
 
 RESOURCES_LISTED: Final = frozenset(RESOURCES)
+
+K = TypeVar("K")
+
+
+def _with(index: dict[K, tuple[ObjectKey, ...]], at: K, key: ObjectKey) -> None:
+    """Add ``key`` to the tuple ``index[at]`` (created if missing); no duplicates."""
+    keys = index.get(at, ())
+    if key not in keys:
+        index[at] = (*keys, key)
+
+
+def _without(index: dict[K, tuple[ObjectKey, ...]], at: K, key: ObjectKey) -> None:
+    """Remove ``key`` from the tuple ``index[at]``; an emptied entry goes away."""
+    keys = index.get(at)
+    if keys is None:
+        return
+    rest = tuple(k for k in keys if k != key)
+    if rest:
+        index[at] = rest
+    else:
+        del index[at]
 
 
 def _address_refusal(reason: str | None) -> bool:

@@ -6,10 +6,18 @@ never sees a raw dict from the cluster. Parsing is total: a field of the wrong t
 treated as absent, so a strange object can never raise in a thread that serves every
 other Service. Annotation *values* are kept as strings here; the policy parses them
 strictly and turns a bad one into a reason.
+
+Memory: the cluster thread keeps one of these per Service and per EndpointSlice, 10,000 of
+each at scale, so the classes use ``__slots__`` (one allocation per object instead of an
+object and its attribute array) and strings that repeat across objects (namespaces, node
+names, types, annotation keys) are ``sys.intern``ed: the JSON parser makes a new copy of
+each for every object and every watch event. Names, uids and addresses are not interned:
+they are unique, and interning them would only add an entry to the interpreter's table.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -17,7 +25,7 @@ from typing import Any, Final
 ANNOTATION_PREFIXES: Final = ("kvip-bgp.io/", "kube-vip.io/")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObjectKey:
     """``namespace/name`` (namespace empty for cluster-scoped objects)."""
 
@@ -28,7 +36,7 @@ class ObjectKey:
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServiceInfo:
     key: ObjectKey
     uid: str
@@ -47,7 +55,7 @@ class ServiceInfo:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Endpoint:
     node_name: str | None
     ready: bool
@@ -59,14 +67,14 @@ class Endpoint:
         return self.ready or self.serving
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EndpointSliceInfo:
     key: ObjectKey
     service: ObjectKey | None
     endpoints: tuple[Endpoint, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NodeInfo:
     name: str
     labels: tuple[tuple[str, str], ...]
@@ -86,8 +94,16 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _shared(value: Any) -> str | None:
+    """``_str`` for values that repeat across objects: one copy for all of them.
+
+    ``str(value)``: ``sys.intern`` refuses str subclasses, and parsing must never raise.
+    """
+    return sys.intern(str(value)) if isinstance(value, str) else None
+
+
 def _key(meta: Mapping[str, Any]) -> ObjectKey:
-    return ObjectKey(_str(meta.get("namespace")) or "", _str(meta.get("name")) or "")
+    return ObjectKey(_shared(meta.get("namespace")) or "", _str(meta.get("name")) or "")
 
 
 def parse_service(obj: Mapping[str, Any]) -> ServiceInfo:
@@ -102,7 +118,7 @@ def parse_service(obj: Mapping[str, Any]) -> ServiceInfo:
     )
     annotations = tuple(
         sorted(
-            (k, v)
+            (sys.intern(str(k)), v)
             for k, v in _map(meta.get("annotations")).items()
             if isinstance(k, str) and isinstance(v, str) and k.startswith(ANNOTATION_PREFIXES)
         )
@@ -110,10 +126,10 @@ def parse_service(obj: Mapping[str, Any]) -> ServiceInfo:
     return ServiceInfo(
         key=_key(meta),
         uid=_str(meta.get("uid")) or "",
-        type=_str(spec.get("type")) or "ClusterIP",
-        load_balancer_class=_str(spec.get("loadBalancerClass")),
+        type=_shared(spec.get("type")) or "ClusterIP",
+        load_balancer_class=_shared(spec.get("loadBalancerClass")),
         load_balancer_ip=_str(spec.get("loadBalancerIP")) or None,
-        external_traffic_policy=_str(spec.get("externalTrafficPolicy")) or "Cluster",
+        external_traffic_policy=_shared(spec.get("externalTrafficPolicy")) or "Cluster",
         ingress_ips=ingress_ips,
         annotations=annotations,
         resource_version=_str(meta.get("resourceVersion")) or "",
@@ -133,7 +149,7 @@ def parse_endpoint_slice(obj: Mapping[str, Any]) -> EndpointSliceInfo:
         serving = conditions.get("serving")
         endpoints.append(
             Endpoint(
-                node_name=_str(ep.get("nodeName")),
+                node_name=_shared(ep.get("nodeName")),
                 # Unset "ready" means ready (API contract for consumers of EndpointSlices).
                 ready=ready is not False,
                 serving=serving is True,
