@@ -13,6 +13,7 @@ ExaBGP is stopped. The peer sees withdrawals, not a hold-timer expiry.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import os
 import queue
@@ -353,11 +354,15 @@ class Daemon:
         def publish(vip: IPAddress, advert: Advertisement | None) -> None:
             post(self.inbox, VipDesired(KUBE_SOURCE, vip, advert))
 
+        def synced() -> None:
+            post(self.inbox, SourceSynced(KUBE_SOURCE))
+            trim_c_heap()
+
         cluster = ClusterState(
             self.config,
             events,
             publish,
-            lambda: post(self.inbox, SourceSynced(KUBE_SOURCE)),
+            synced,
             self.metrics,
             self.cluster_status,
             write=lambda request: writes.put(kube.ClusterWriter.key(request), request),
@@ -395,6 +400,22 @@ class Daemon:
             return kube.node_labels(self._api_client(), self.config.node_name)
         except kube.KubeError as error:
             raise StartupError(str(error)) from error
+
+
+def trim_c_heap() -> None:
+    """Hand the C heap's free pages back to the kernel, once, after the initial sync.
+
+    The initial lists are read and parsed in bursts whose freed memory glibc keeps for
+    reuse; ``malloc_trim`` returns it (measured: ~1.5 MB less resident at 10,000
+    Services). A no-op where the C library has no ``malloc_trim`` (musl, non-Linux).
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
 
 
 def _write_private(path: Path, text: str) -> None:
