@@ -100,10 +100,11 @@ class Harness:
         ours.close()
 
     def lines(self, wait: float = 0.3) -> list[str]:
-        """Every command line ExaBGP received within ``wait`` seconds of quiet."""
+        """Every command line ExaBGP received until ``wait`` seconds of quiet (5 s at most)."""
         assert self.exabgp is not None
         self.exabgp.settimeout(wait)
-        while True:
+        deadline = time.monotonic() + max(5.0, wait)
+        while time.monotonic() < deadline:
             try:
                 data = self.exabgp.recv(65536)
             except TimeoutError:
@@ -341,3 +342,31 @@ def test_peers_for_node_by_selector(labels: dict[str, str] | None, expected: lis
     }
     cfg = config_module.parse(doc)
     assert [str(p.address) for p in peers_for_node(cfg, labels)] == expected
+
+
+def test_a_withdraw_is_repeated_once_at_the_next_resync(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kvip_bgp import reconciler as reconciler_module
+
+    monkeypatch.setattr(reconciler_module, "RESYNC_INTERVAL", 1.0)
+    h = Harness(("kubernetes",), owned=set())
+    h.thread.start()
+    h.connect()
+    try:
+        vip = ipaddress.ip_address("198.51.100.21")
+        post(h.inbox, SourceSynced("kubernetes"))
+        post(h.inbox, VipDesired("kubernetes", vip, advert(str(vip))))
+        h.ack(len(h.lines()))
+        post(h.inbox, VipDesired("kubernetes", vip, None))
+        withdraw = "withdraw attributes next-hop self nlri 198.51.100.21/32"
+        assert h.lines() == [withdraw]
+        h.ack(1)
+        # The safety net: once more at the next resync, then never again.
+        assert h.lines(wait=1.5) == [withdraw]
+        h.ack(1)
+        time.sleep(2.5)  # two more resyncs
+        assert h.lines(wait=0.3) == []
+    finally:
+        post(h.inbox, Stop(deadline=time.monotonic() + 2))
+        h.thread.join(5)
