@@ -13,7 +13,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -67,13 +66,26 @@ def _diff(scenario: Scenario, churn: Churn) -> str:
     )
 
 
-def _problems(scenario: Scenario) -> list[dict[str, Any]]:
-    """Tracebacks and unparsable lines in the daemon log (errors are expected here)."""
-    return [
-        line
-        for line in scenario.log_lines()
-        if "Traceback" in str(line) or line.get("event") == "unparsed"
-    ]
+def _problems(scenario: Scenario) -> list[str]:
+    """Tracebacks and unparsable lines in the daemon log (errors are expected here).
+
+    A traceback is returned whole (the lines that follow it, up to the next event that
+    is not a forwarded ExaBGP line), so that a failure names the exception, not just
+    "Traceback (most recent call last):".
+    """
+    found: list[str] = []
+    lines = scenario.log_lines()
+    for index, line in enumerate(lines):
+        if line.get("event") == "unparsed":
+            found.append(str(line))
+        elif "Traceback" in str(line):
+            block = [str(line.get("line", line))]
+            for after in lines[index + 1 : index + 40]:
+                if after.get("event") != "exabgp.log":
+                    break
+                block.append(str(after.get("line", "")))
+            found.append("\n".join(block))
+    return found
 
 
 @pytest.fixture
