@@ -52,7 +52,13 @@ def _copy_socket_to_stdout(sock: socket.socket) -> None:
             os._exit(0)
         view = memoryview(data)
         while view:
-            written = os.write(out, view)
+            try:
+                written = os.write(out, view)
+            except OSError:
+                # ExaBGP went away (EPIPE: it was killed or is stopping). Our stderr is
+                # ExaBGP's, which the daemon logs, so leave without a traceback; the main
+                # thread may be blocked reading stdin, hence _exit.
+                os._exit(0)
             view = view[written:]
 
 
