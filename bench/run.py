@@ -358,9 +358,11 @@ neighbor {RCV_LOCAL} {{
 # ------------------------------------------------------------------------- daemon
 
 
-def bench_config(scenario: Scenario, receiver: bool = False) -> dict[str, Any]:
+def bench_config(
+    scenario: Scenario, args: argparse.Namespace, receiver: bool = False
+) -> dict[str, Any]:
     config = daemon_config(scenario.kubeconfig)
-    config["vips"] = {"allowed": [VIP_ALLOWED], "interface": "lo"}
+    config["vips"] = {"allowed": [VIP_ALLOWED], "interface": args.bind_interface}
     config["shutdown_timeout"] = 30
     if receiver:
         config["bgp"]["peers"].append(
@@ -388,6 +390,7 @@ class Profiler:
                 "--pid",
                 str(pid),
                 "--subprocesses",
+                "--threads",
                 "--rate",
                 "200",
                 "--format",
@@ -526,7 +529,7 @@ def phase_cold(
     scenario.api.put_many(service_objects(n))
     fresh_frr(scenario.frr)
     started = time.monotonic()
-    pid = start_daemon(scenario, bench_config(scenario))
+    pid = start_daemon(scenario, bench_config(scenario, args))
     profiler.start(pid, f"cold-{n}")
     try:
         done = wait_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
@@ -568,7 +571,7 @@ def phase_burst(
     assert scenario.frr is not None
     clear_services(scenario)
     fresh_frr(scenario.frr)
-    pid = start_daemon(scenario, bench_config(scenario))
+    pid = start_daemon(scenario, bench_config(scenario, args))
     try:
         wait_until(
             lambda: scenario.http("/readyz")[0] == 200,
@@ -603,7 +606,7 @@ def phase_latency(
     scenario.api.put_many(service_objects(n))
     receiver = start_receiver(scenario)
     fresh_frr(scenario.frr)
-    pid = start_daemon(scenario, bench_config(scenario, receiver=True))
+    pid = start_daemon(scenario, bench_config(scenario, args, receiver=True))
     wait_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
     receiver.wait(lambda: len(receiver.present) >= n, args.timeout, f"{n} prefixes")
     if not args.not_leader:
@@ -805,6 +808,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--prefix",
         default=PREFIX,
         help=f"namespace prefix of the lab (default {PREFIX}); two benches need two prefixes",
+    )
+    parser.add_argument(
+        "--bind-interface",
+        type=lambda s: None if s == "none" else s,
+        default="lo",
+        help="vips.interface of the daemon (default lo); 'none' binds nothing, to measure "
+        "what binding costs",
     )
     parser.add_argument("--keep", action="store_true", help="keep the lab's work directory")
     parser.add_argument("--profile", type=Path, help="also write py-spy raw profiles here")

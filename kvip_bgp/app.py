@@ -348,6 +348,7 @@ class Daemon:
             self.config.node_name,
             kube.LeaseSettings(namespace=os.environ.get("POD_NAMESPACE") or "kube-system"),
             writes,
+            routes_busy=lambda: self.reconciler_status.read().bind_backlog > 0,
         )
         writer.start()
 

@@ -149,6 +149,8 @@ class ReconcilerStatus:
     last_errors: tuple[str, ...] = ()
     updated_at: float = 0.0
     stopped: bool = False
+    bind_backlog: int = 0
+    """Desired addresses not bound yet (so not announced yet): the pipeline is busy."""
 
 
 @dataclass
@@ -622,6 +624,7 @@ class Reconciler:
                 last_errors=tuple(s.errors),
                 updated_at=time.time(),
                 stopped=stopped,
+                bind_backlog=s.bind_backlog,
             )
         )
 

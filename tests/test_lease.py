@@ -103,3 +103,55 @@ def test_non_leader_writes_nothing_then_finishes_pending_work(
         holder.stop()
         follower.stop()
         follower.join(5)
+
+
+@pytest.mark.parametrize(
+    ("busy_for", "yield_max", "written_while_busy"),
+    [
+        # The route pipeline is busy for 1.5 s: no status is written until it is done.
+        (1.5, 10.0, False),
+        # Busy for longer than the cap: the status is written anyway, after the cap.
+        (30.0, 0.5, True),
+    ],
+)
+def test_status_writes_wait_for_the_route_pipeline(
+    api: tuple[FakeKubeAPI, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    busy_for: float,
+    yield_max: float,
+    written_while_busy: bool,
+) -> None:
+    fake, kubeconfig = api
+    monkeypatch.setattr(kube, "STATUS_YIELD_MAX", yield_max)
+    fake.put(
+        {
+            "kind": "Service",
+            "apiVersion": "v1",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {},
+        }
+    )
+    busy = threading.Event()
+    busy.set()
+    queue: CoalescingQueue[tuple[str, ...], kube.WriteRequest] = CoalescingQueue()
+    writer = kube.ClusterWriter(
+        kube.load_api_client(kubeconfig),
+        "node-a",
+        kube.LeaseSettings(namespace="kube-system", duration=2, renew_every=0.2),
+        queue,
+        routes_busy=busy.is_set,
+    )
+    queue.put(("status", "default/web"), kube.StatusWanted("default/web", ("198.51.100.1",)))
+    writer.start()
+    timer = threading.Timer(busy_for, busy.clear)
+    timer.start()
+    try:
+        patches = lambda: fake.count_requests("PATCH", "/services/web/status")  # noqa: E731
+        wait_until(patches, busy_for + 5, what="the status written")
+        assert busy.is_set() is written_while_busy
+        if not written_while_busy:
+            assert fake.count_requests("PATCH", "/services/web/status") == 1
+    finally:
+        timer.cancel()
+        writer.stop()
+        writer.join(5)
