@@ -17,6 +17,7 @@ they are unique, and interning them would only add an entry to the interpreter's
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -81,6 +82,9 @@ class NodeInfo:
     unschedulable: bool
     network_unavailable: bool
     addresses: tuple[str, ...]
+    ips: frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address] = frozenset()
+    """``addresses`` parsed (Hostname entries and junk left out), once per Node event,
+    not once per VIP: the policy checks every VIP of every Service against them."""
 
     def label(self, name: str) -> str | None:
         return dict(self.labels).get(name)
@@ -172,6 +176,11 @@ def parse_node(obj: Mapping[str, Any]) -> NodeInfo:
         for c in (conditions if isinstance(conditions, list) else [])
     )
     addrs = status.get("addresses")
+    addresses = tuple(
+        a
+        for item in (addrs if isinstance(addrs, list) else [])
+        if (a := _str(_map(item).get("address"))) is not None
+    )
     return NodeInfo(
         name=_str(meta.get("name")) or "",
         labels=tuple(
@@ -183,9 +192,14 @@ def parse_node(obj: Mapping[str, Any]) -> NodeInfo:
         ),
         unschedulable=spec.get("unschedulable") is True,
         network_unavailable=network_unavailable,
-        addresses=tuple(
-            a
-            for item in (addrs if isinstance(addrs, list) else [])
-            if (a := _str(_map(item).get("address"))) is not None
-        ),
+        addresses=addresses,
+        ips=frozenset(ip for a in addresses if (ip := _ip(a)) is not None),
     )
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address in ``text`` (the same address may be written several ways), or None."""
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None  # a Hostname entry, or junk
