@@ -35,7 +35,13 @@ from typing import Any, Final
 import structlog
 
 from kvip_bgp.config import Config, Peer
-from kvip_bgp.model import Advertisement, IPNetwork, RouteAttributes
+from kvip_bgp.model import (
+    Advertisement,
+    IPNetwork,
+    RouteAttributes,
+    address_order,
+    network_order,
+)
 
 log = structlog.get_logger("kvip_bgp.exabgp")
 
@@ -241,7 +247,7 @@ def announce_commands(
 ) -> list[Command]:
     """Batched announce lines, one per (family, attributes) group and chunk."""
     groups: dict[tuple[int, RouteAttributes], list[Advertisement]] = {}
-    for advert in sorted(adverts, key=lambda a: (a.vip.version, a.vip)):
+    for advert in sorted(adverts, key=lambda a: address_order(a.vip)):
         groups.setdefault((advert.vip.version, advert.attributes), []).append(advert)
     commands: list[Command] = []
     for (version, attributes), members in groups.items():
@@ -263,7 +269,7 @@ def announce_commands(
 
 def withdraw_commands(prefixes: Iterable[IPNetwork], next_hops: NextHopPolicy) -> list[Command]:
     by_version: dict[int, list[IPNetwork]] = {}
-    for prefix in sorted(prefixes, key=lambda p: (p.version, p)):
+    for prefix in sorted(prefixes, key=network_order):
         by_version.setdefault(prefix.version, []).append(prefix)
     commands: list[Command] = []
     for version, members in by_version.items():

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kvip_bgp.cluster import ClusterStatus
 from kvip_bgp.metrics import Metrics
+from kvip_bgp.model import address_order
 from kvip_bgp.policy import Explanation
 from kvip_bgp.reconciler import ReconcilerStatus
 from kvip_bgp.snapshot import Snapshot
@@ -45,9 +46,9 @@ def status_document(reconciler: ReconcilerStatus, cluster: ClusterStatus) -> dic
                 "med": a.attributes.med,
                 "as_path_prepend": a.attributes.as_path_prepend,
             }
-            for a in sorted(reconciler.announced, key=lambda a: (a.vip.version, a.vip))
+            for a in sorted(reconciler.announced, key=lambda a: address_order(a.vip))
         ],
-        "bound": [str(v) for v in sorted(reconciler.bound, key=lambda v: (v.version, v))],
+        "bound": [str(v) for v in sorted(reconciler.bound, key=address_order)],
         "services": [
             {
                 "service": str(d.service),

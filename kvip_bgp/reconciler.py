@@ -43,7 +43,7 @@ from kvip_bgp.exabgp import (
     withdraw_commands,
 )
 from kvip_bgp.metrics import Metrics
-from kvip_bgp.model import Advertisement, IPAddress, host_prefix
+from kvip_bgp.model import Advertisement, IPAddress, address_order, host_prefix
 from kvip_bgp.netif import BindResult
 from kvip_bgp.policy import merge_sources
 from kvip_bgp.snapshot import Snapshot
@@ -423,7 +423,7 @@ class Reconciler:
         remove = {v for v in s.applied if v not in effective}
         if all_synced:
             remove |= {v for v in s.maybe_present if v not in effective}
-        for vip in sorted(remove, key=lambda v: (v.version, v)):
+        for vip in sorted(remove, key=address_order):
             try:
                 routes.remove(vip)
                 log.info("reconciler.route_removed", vip=str(vip))
@@ -433,7 +433,7 @@ class Reconciler:
                 continue
             s.applied.pop(vip, None)
             s.maybe_present.discard(vip)
-        for vip, advert in sorted(effective.items(), key=lambda i: (i[0].version, i[0])):
+        for vip, advert in sorted(effective.items(), key=lambda i: address_order(i[0])):
             if vip in deferred:
                 continue
             if vip in s.applied:
@@ -526,7 +526,7 @@ class Reconciler:
             return set()
         pending = sorted(
             (v for v in effective if v not in s.bound and v not in s.bind_failed),
-            key=lambda v: (v.version, v),
+            key=address_order,
         )
         chunk, rest = pending[:BIND_CHUNK], pending[BIND_CHUNK:]
         s.bind_backlog = len(rest)
@@ -535,11 +535,11 @@ class Reconciler:
         result = self._addresses.bind_many(chunk)
         s.bound |= result.bound | result.foreign
         if len(chunk) <= DETAILED_LOG_LIMIT:
-            for vip in sorted(result.bound, key=lambda v: (v.version, v)):
+            for vip in sorted(result.bound, key=address_order):
                 log.info("reconciler.bound", vip=str(vip))
         else:
             log.info("reconciler.bound_many", count=len(result.bound), left=len(rest))
-        for vip in sorted(result.foreign, key=lambda v: (v.version, v)):
+        for vip in sorted(result.foreign, key=address_order):
             log.warning(
                 "reconciler.foreign_address",
                 vip=str(vip),
@@ -573,7 +573,7 @@ class Reconciler:
     def _shutdown(self, stop: Stop) -> None:
         """Withdraw every route, wait for ExaBGP's acks, then remove our addresses."""
         s = self._s
-        withdraw = sorted(set(s.applied) | s.maybe_present, key=lambda v: (v.version, v))
+        withdraw = sorted(set(s.applied) | s.maybe_present, key=address_order)
         log.info("reconciler.shutdown", withdrawing=len(withdraw))
         if s.writer is not None and withdraw:
             commands = withdraw_commands([host_prefix(v) for v in withdraw], self._next_hops)
