@@ -273,15 +273,29 @@ def test_binding_is_pipelined_with_announcing_and_end_of_rib_waits_for_the_last_
                     if text.endswith("ipv6 unicast"):
                         return
 
+    backlogs: set[int] = set()  # what the status writer would have seen, sampled
+
+    def sample() -> None:
+        while not reader_done.is_set():
+            backlogs.add(harness.status.read().bind_backlog)
+            time.sleep(0.01)
+
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     post(harness.inbox, PeerState("192.0.2.2", "up", None, time.time()))
     for vip in vips:
         post(harness.inbox, VipDesired("kubernetes", vip, advert(str(vip))))
     for source in ("kubernetes", "static:x"):
         post(harness.inbox, SourceSynced(source))
     reader.join(10)
+    time.sleep(0.1)  # the pass that sent End-of-RIB publishes its status right after
     reader_done.set()
+    sampler.join(5)
+    # The backlog the status writer yields to: published while chunks remain, then 0.
+    assert {count - BIND_CHUNK, count - 2 * BIND_CHUNK} <= backlogs, backlogs
+    assert harness.status.read().bind_backlog == 0
     kinds = [kind for kind, _ in events]
     assert [n for kind, n in events if kind == "bind"] == [BIND_CHUNK, BIND_CHUNK, 500]
     assert sum(n for kind, n in events if kind == "announce") == count
