@@ -32,6 +32,18 @@ def _writer(
     return kube.ClusterWriter(kube.load_api_client(kubeconfig), identity, settings, queue, changed)
 
 
+def _put_web_service(fake: FakeKubeAPI) -> None:
+    """The Service whose status the writers are asked to write."""
+    fake.put(
+        {
+            "kind": "Service",
+            "apiVersion": "v1",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {},
+        }
+    )
+
+
 def test_one_leader_and_takeover_after_expiry(api: tuple[FakeKubeAPI, Path]) -> None:
     fake, kubeconfig = api
     leaders: dict[str, bool] = {}
@@ -64,14 +76,7 @@ def test_non_leader_writes_nothing_then_finishes_pending_work(
     api: tuple[FakeKubeAPI, Path],
 ) -> None:
     fake, kubeconfig = api
-    fake.put(
-        {
-            "kind": "Service",
-            "apiVersion": "v1",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {},
-        }
-    )
+    _put_web_service(fake)
     # Someone else holds a fresh lease.
     holder = _writer(kubeconfig, "node-a", {}, threading.Lock())
     holder.start()
@@ -123,14 +128,7 @@ def test_status_writes_wait_for_the_route_pipeline(
 ) -> None:
     fake, kubeconfig = api
     monkeypatch.setattr(kube, "STATUS_YIELD_MAX", yield_max)
-    fake.put(
-        {
-            "kind": "Service",
-            "apiVersion": "v1",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {},
-        }
-    )
+    _put_web_service(fake)
     busy = threading.Event()
     busy.set()
     queue: CoalescingQueue[tuple[str, ...], kube.WriteRequest] = CoalescingQueue()
@@ -146,8 +144,11 @@ def test_status_writes_wait_for_the_route_pipeline(
     timer = threading.Timer(busy_for, busy.clear)
     timer.start()
     try:
-        patches = lambda: fake.count_requests("PATCH", "/services/web/status")  # noqa: E731
-        wait_until(patches, busy_for + 5, what="the status written")
+        wait_until(
+            lambda: fake.count_requests("PATCH", "/services/web/status") > 0,
+            busy_for + 5,
+            what="the status written",
+        )
         assert busy.is_set() is written_while_busy
         if not written_while_busy:
             assert fake.count_requests("PATCH", "/services/web/status") == 1
