@@ -348,7 +348,7 @@ class Daemon:
             self.config.node_name,
             kube.LeaseSettings(namespace=os.environ.get("POD_NAMESPACE") or "kube-system"),
             writes,
-            routes_busy=lambda: self.reconciler_status.read().bind_backlog > 0,
+            routes_busy=self._kubernetes_routes_busy,
         )
         writer.start()
 
@@ -381,6 +381,14 @@ class Daemon:
             stream.start()
             streams.append(stream)
         return KubernetesThreads(tuple(streams), events, cluster_thread, writer)
+
+    def _kubernetes_routes_busy(self) -> bool:
+        """Status writes wait (see ``kube.ClusterWriter._flush_status``) until the cluster's
+        routes are out: its first full state reached the reconciler and nothing is left
+        to bind. Before that sync the writer would compete for the CPU with the cluster
+        thread's first pass, which is on the critical path of a cold start."""
+        status = self.reconciler_status.read()
+        return KUBE_SOURCE not in status.synced_sources or status.bind_backlog > 0
 
     def _api_client(self) -> Any:
         try:

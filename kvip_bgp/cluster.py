@@ -7,7 +7,9 @@ desired route per VIP, and publishes only the VIPs whose desired value changed t
 reconciler's coalescing queue.
 
 Nothing is published before every watched resource has been listed once: a half-filled
-cache must never look like "these Services are gone".
+cache must never look like "these Services are gone". The first pass then publishes
+each VIP as soon as its value is final (see ``_first_pass``) and tells the reconciler
+when it is complete.
 """
 
 from __future__ import annotations
@@ -40,8 +42,16 @@ from kvip_bgp.policy import (
     advertisements,
     decide,
     explain,
+    named_vips,
 )
-from kvip_bgp.resources import Endpoint, EndpointSliceInfo, NodeInfo, ObjectKey, ServiceInfo
+from kvip_bgp.resources import (
+    Endpoint,
+    EndpointSliceInfo,
+    NodeInfo,
+    ObjectKey,
+    ServiceInfo,
+    key_order,
+)
 from kvip_bgp.snapshot import Snapshot
 
 log = structlog.get_logger("kvip_bgp.cluster")
@@ -50,6 +60,7 @@ SOURCE: Final = "kubernetes"
 DETAILED_LOG_LIMIT: Final = 20  # above this many decision changes in a batch, summarise
 STATUS_INTERVAL: Final = 0.5  # seconds between /status snapshots (each is O(Services))
 CHEAP_SNAPSHOT: Final = 1000  # below this many Services a snapshot per batch is cheap
+FIRST_PASS_CHUNK: Final = 1000  # Services decided between two publishes in the first pass
 REFUSAL_REASONS: Final = (
     "not-load-balancer",
     "class-mismatch",
@@ -252,9 +263,54 @@ class ClusterState:
         if not RESOURCES_LISTED.issubset(c.listed):
             # Decide nothing on a half-filled cache; the last initial list recomputes all.
             return
-        first = not c.announced_synced
-        everything = affected is None or first
-        keys = set(c.services) | set(c.decisions) if everything else set(affected or ())
+        if not c.announced_synced:
+            self._first_pass()
+            return
+        keys = set(c.services) | set(c.decisions) if affected is None else set(affected)
+        changes, touched = self._decide(keys)
+        self._log_changes(changes)
+        self._merge(None if affected is None else touched)
+        c.status_dirty = True
+
+    def _first_pass(self) -> None:
+        """Decide every Service in chunks; publish each VIP as soon as its value is final.
+
+        Why: the reconciler binds and announces what a source publishes before that
+        source's sync (only withdrawals wait for it), so the first routes go out while
+        the rest of the Services are still being decided. Every value published here is
+        final for this listing: a VIP goes out once every Service that names it (read
+        before the pass with ``named_vips``) is decided, so its merge is the one a single
+        pass would make, and the conflicts of a shared VIP are reported once.
+        """
+        c = self._c
+        keys = list(c.services)
+        named = {key: named_vips(c.services[key]) for key in keys}
+        undecided: Counter[IPAddress] = Counter(vip for vips in named.values() for vip in vips)
+        held: set[IPAddress] = set()  # touched, but a Service naming it is still undecided
+        changes: list[ServiceDecision] = []
+        for start in range(0, len(keys), FIRST_PASS_CHUNK):
+            chunk = keys[start : start + FIRST_PASS_CHUNK]
+            chunk_changes, touched = self._decide(chunk)
+            changes += chunk_changes
+            undecided.subtract(vip for key in chunk for vip in named[key])
+            held |= touched
+            ready = {vip for vip in held if undecided[vip] <= 0}
+            held -= ready
+            self._merge(ready)
+        self._log_changes(changes)
+        c.announced_synced = True
+        log.info(
+            "cluster.synced",
+            services=len(c.services),
+            vips=len(c.published),
+            node_found=c.node is not None,
+        )
+        self._synced()
+        c.status_dirty = True
+
+    def _decide(self, keys: Iterable[ObjectKey]) -> tuple[list[ServiceDecision], set[IPAddress]]:
+        """Decide ``keys`` again; return the changed decisions and the VIPs they touch."""
+        c = self._c
         changes: list[ServiceDecision] = []
         touched: set[IPAddress] = set()
         for key in keys:
@@ -276,20 +332,9 @@ class ClusterState:
                     decision.verdicts,
                 ):
                     changes.append(decision)
-        self._log_changes(changes)
         for decision in changes:
             self._report(decision)
-        self._merge(None if affected is None or first else touched)
-        if first:
-            c.announced_synced = True
-            log.info(
-                "cluster.synced",
-                services=len(c.services),
-                vips=len(c.published),
-                node_found=c.node is not None,
-            )
-            self._synced()
-        c.status_dirty = True
+        return changes, touched
 
     def _merge(self, vips: set[IPAddress] | None) -> None:
         """Re-merge the routes of ``vips`` (None: all) and publish those that changed.
@@ -346,11 +391,7 @@ class ClusterState:
             self._metrics.services_refused.labels(reason).set(refused.get(reason, 0))
         self._status.publish(
             ClusterStatus(
-                decisions=tuple(
-                    sorted(
-                        c.decisions.values(), key=lambda d: (d.service.namespace, d.service.name)
-                    )
-                ),
+                decisions=tuple(sorted(c.decisions.values(), key=lambda d: key_order(d.service))),
                 synced=True,
                 node=c.node,
             )

@@ -26,7 +26,7 @@ from kvip_bgp.model import (
     LargeCommunity,
     RouteAttributes,
 )
-from kvip_bgp.resources import Endpoint, NodeInfo, ObjectKey, ServiceInfo
+from kvip_bgp.resources import Endpoint, NodeInfo, ObjectKey, ServiceInfo, key_order
 
 PREFIX: Final = "kvip-bgp.io/"
 KUBE_VIP_PREFIX: Final = "kube-vip.io/"
@@ -202,6 +202,18 @@ def service_vips(service: ServiceInfo) -> tuple[tuple[IPAddress, ...], str | Non
     return (), None
 
 
+def named_vips(service: ServiceInfo) -> tuple[IPAddress, ...]:
+    """Every VIP ``service`` names, before any check; () when its VIP annotation is bad.
+
+    What ``decide`` may announce for it is a subset: the cluster's first pass holds a VIP
+    back until every Service naming it has been decided.
+    """
+    try:
+        return service_vips(service)[0]
+    except AnnotationError:
+        return ()
+
+
 def address_refusal(
     vip: IPAddress, namespace: str | None, config: Config, node: NodeInfo | None
 ) -> str | None:
@@ -307,7 +319,7 @@ def advertisements(
     merged: dict[IPAddress, Advertisement] = {}
     winners: dict[IPAddress, ServiceDecision] = {}
     conflicts: list[SharedVipConflict] = []
-    ordered = sorted(decisions, key=lambda d: (d.service.namespace, d.service.name))
+    ordered = sorted(decisions, key=lambda d: key_order(d.service))
     for decision in ordered:
         if decision.attributes is None:
             continue

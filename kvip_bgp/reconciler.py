@@ -7,7 +7,8 @@ It is level-triggered: each pass compares the full desired set (merged from ever
 source: Kubernetes, static VIPs) with what it has applied, and sends only the difference.
 A coalesced or lost message can therefore never leave a stale route. Two safety rules:
 - nothing is withdrawn or unbound until every source has delivered its first full state
-  (an empty cache at startup must not look like "withdraw everything");
+  (an empty cache at startup must not look like "withdraw everything"); what a source
+  publishes before that is final and announced at once;
 - an address is bound before its route is announced and unbound after it is withdrawn.
 
 Binding and announcing are pipelined: a pass binds at most ``BIND_CHUNK`` new addresses
@@ -363,8 +364,14 @@ class Reconciler:
         return all(source in self._s.synced for source in self._sources)
 
     def _effective(self) -> dict[IPAddress, Advertisement]:
-        s = self._s
-        return merge_sources({src: s.desired.get(src, {}) for src in s.synced})
+        """What every source desires, synced or not.
+
+        A source publishes only final values, also before its sync (the cluster's first
+        pass publishes a VIP once every Service naming it is decided), so they can be
+        bound and announced at once; the sync only gates withdrawing and unbinding what
+        no source has claimed yet.
+        """
+        return merge_sources(self._s.desired)
 
     def _reconcile(self) -> None:
         s = self._s

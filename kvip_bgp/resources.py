@@ -37,6 +37,11 @@ class ObjectKey:
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
 
+def key_order(key: ObjectKey) -> tuple[str, str]:
+    """Sort key: namespace, then name (the order in which a shared VIP's winner is chosen)."""
+    return (key.namespace, key.name)
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceInfo:
     key: ObjectKey

@@ -51,8 +51,13 @@ class FakeAddresses:
         self.foreign: set[IPAddress] = set()  # exist as someone else's address
         self.broken: set[IPAddress] = set()  # the kernel refuses them
         self.delay = 0.0
+        # Cleared: the reconciler thread waits at its start (in ``owned``) until set, so a
+        # test can queue several messages that its first pass must see together.
+        self.released = threading.Event()
+        self.released.set()
 
     def owned(self) -> set[IPAddress]:
+        assert self.released.wait(10)
         return set(self.bound)
 
     def bind_many(self, vips: Iterable[IPAddress]) -> BindResult:
@@ -139,6 +144,19 @@ def harness() -> Iterator[Harness]:
     h.thread.join(5)
 
 
+@pytest.fixture
+def held_harness() -> Iterator[Harness]:
+    """A harness whose reconciler waits until ``addresses.released`` is set."""
+    h = Harness(("kubernetes", "static:x"), owned=set())
+    h.addresses.released.clear()
+    h.thread.start()
+    h.connect()
+    yield h
+    h.addresses.released.set()
+    post(h.inbox, Stop(deadline=time.monotonic() + 2))
+    h.thread.join(5)
+
+
 def test_nothing_withdrawn_or_unbound_before_every_source_synced(harness: Harness) -> None:
     post(
         harness.inbox, VipDesired("kubernetes", advert("198.51.100.1").vip, advert("198.51.100.1"))
@@ -157,14 +175,15 @@ def test_nothing_withdrawn_or_unbound_before_every_source_synced(harness: Harnes
         time.sleep(0.02)
 
 
-def test_changes_are_diffs_grouped_by_attributes(harness: Harness) -> None:
-    # Both VIPs wait for their source's sync, so one pass sees them together.
+def test_changes_are_diffs_grouped_by_attributes(held_harness: Harness) -> None:
+    harness = held_harness  # one pass sees both VIPs
     for ip in ("198.51.100.1", "198.51.100.2"):
         post(
             harness.inbox, VipDesired("kubernetes", ipaddress.ip_address(ip), advert(ip, "64512:1"))
         )
     for source in ("kubernetes", "static:x"):
         post(harness.inbox, SourceSynced(source))
+    harness.addresses.released.set()
     lines = harness.lines()
     assert (
         "announce attributes next-hop self community [64512:1] nlri 198.51.100.1/32 198.51.100.2/32"
@@ -243,8 +262,9 @@ def test_stop_withdraws_waits_for_acks_and_unbinds(harness: Harness) -> None:
 
 
 def test_binding_is_pipelined_with_announcing_and_end_of_rib_waits_for_the_last_chunk(
-    harness: Harness,
+    held_harness: Harness,
 ) -> None:
+    harness = held_harness  # every VIP and both syncs reach its first pass together
     count = 2 * BIND_CHUNK + 500
     first = ipaddress.ip_address("10.20.0.1")
     vips = [first + i for i in range(count)]
@@ -289,6 +309,7 @@ def test_binding_is_pipelined_with_announcing_and_end_of_rib_waits_for_the_last_
         post(harness.inbox, VipDesired("kubernetes", vip, advert(str(vip))))
     for source in ("kubernetes", "static:x"):
         post(harness.inbox, SourceSynced(source))
+    harness.addresses.released.set()
     reader.join(10)
     time.sleep(0.1)  # the pass that sent End-of-RIB publishes its status right after
     reader_done.set()
@@ -310,6 +331,32 @@ def test_binding_is_pipelined_with_announcing_and_end_of_rib_waits_for_the_last_
     # End-of-RIB only after the last announce (a GR peer flushes stale routes on it).
     assert kinds[-2:] == ["eor", "eor"], kinds
     assert "announce" not in kinds[kinds.index("eor") :], kinds
+
+
+def test_a_source_is_announced_before_its_sync_but_stale_state_waits_for_every_sync(
+    harness: Harness,
+) -> None:
+    # The cluster's first pass publishes final values before its sync: they go out at
+    # once. The address an earlier run left (198.51.100.99) and End-of-RIB wait.
+    vips = [ipaddress.ip_address("10.30.0.1") + i for i in range(BIND_CHUNK + 10)]
+    post(harness.inbox, PeerState("192.0.2.2", "up", None, time.time()))
+    for vip in vips:
+        post(harness.inbox, VipDesired("kubernetes", vip, advert(str(vip))))
+    lines = harness.lines()
+    announced = {p for line in lines if " nlri " in line for p in line.split(" nlri ")[1].split()}
+    assert announced == {f"{vip}/32" for vip in vips}
+    assert not any("eor" in line for line in lines), lines
+    assert set(vips) <= harness.addresses.bound
+    harness.ack(len(lines))
+    post(harness.inbox, SourceSynced("kubernetes"))
+    assert not any("eor" in line for line in harness.lines()), "End-of-RIB before every sync"
+    assert ipaddress.ip_address("198.51.100.99") in harness.addresses.bound
+    post(harness.inbox, SourceSynced("static:x"))
+    assert [line for line in harness.lines() if "eor" in line]
+    deadline = time.monotonic() + 2
+    while ipaddress.ip_address("198.51.100.99") in harness.addresses.bound:
+        assert time.monotonic() < deadline, "orphaned address never unbound after every sync"
+        time.sleep(0.02)
 
 
 def test_failed_and_foreign_binds_are_announced_anyway_and_not_retried_every_pass(

@@ -1,0 +1,122 @@
+"""The cluster-state thread on its own: parsed objects in, published VIPs and Events out."""
+
+from __future__ import annotations
+
+import ipaddress
+import queue
+import threading
+from pathlib import Path
+from typing import Any
+
+from kvip_bgp import config as config_module
+from kvip_bgp.cluster import FIRST_PASS_CHUNK, ClusterState, ClusterStatus, Stop
+from kvip_bgp.kube import Listed, ServiceEvent, WriteRequest
+from kvip_bgp.metrics import Metrics
+from kvip_bgp.model import Advertisement, IPAddress
+from kvip_bgp.resources import parse_endpoint_slice, parse_node, parse_service
+from kvip_bgp.snapshot import Snapshot
+from kvip_bgp.testing.scenario import daemon_config, endpoint_slice, node, service
+
+SHARED = "198.51.100.200"
+
+
+def _vip(index: int) -> str:
+    return str(ipaddress.ip_address("10.40.0.1") + index)
+
+
+def _first_pass(tmp_path: Path, objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """Run the thread over one complete listing; record what it published, in order."""
+    raw = daemon_config(tmp_path / "kubeconfig")
+    raw["vips"] = {"allowed": ["10.40.0.0/16", "198.51.100.0/24"]}
+    (tmp_path / "kubeconfig").write_text("unused")
+    config = config_module.parse(raw)
+    events: queue.Queue[Any] = queue.Queue()
+    # ("vip", (vip, advert)), ("write", request) and ("synced", None), in call order.
+    trace: list[tuple[str, Any]] = []
+    writes: list[WriteRequest] = []
+
+    def write(request: WriteRequest) -> None:
+        writes.append(request)
+        trace.append(("write", request))
+
+    done = threading.Event()
+
+    def publish(vip: IPAddress, advert: Advertisement | None) -> None:
+        trace.append(("vip", (vip, advert)))
+
+    def synced() -> None:
+        trace.append(("synced", None))
+        done.set()
+
+    state = ClusterState(
+        config, events, publish, synced, Metrics(), Snapshot(ClusterStatus()), write
+    )
+    kinds = {"Service": parse_service, "EndpointSlice": parse_endpoint_slice}
+    events.put(Listed("nodes", (parse_node(node()),), "1"))
+    for resource, kind in (("services", "Service"), ("endpointslices", "EndpointSlice")):
+        parsed = tuple(kinds[kind](o) for o in objects if o["kind"] == kind)
+        events.put(Listed(resource, parsed, "1"))
+    thread = threading.Thread(target=state.run, daemon=True)
+    thread.start()
+    assert done.wait(30), "never synced"
+    events.put(Stop())
+    thread.join(5)
+    return {"trace": trace, "writes": writes}
+
+
+def test_first_pass_publishes_each_vip_once_final_and_before_the_sync(tmp_path: Path) -> None:
+    count = 2 * FIRST_PASS_CHUNK + 500
+    objects: list[dict[str, Any]] = []
+    for index in range(count):
+        name = f"svc-{index:05d}"
+        objects += [service(name, _vip(index)), endpoint_slice(name, ["node-1"])]
+    # One VIP named by the first Service listed and by the last one: it must wait for
+    # the last chunk, then carry both communities and the MED of "aaa/first" (the first
+    # by namespace/name), and the conflict goes to "zzz/last" once.
+    objects[:0] = [
+        service(
+            "last",
+            SHARED,
+            namespace="zzz",
+            annotations={"kvip-bgp.io/communities": "64512:2", "kvip-bgp.io/med": "20"},
+        ),
+        endpoint_slice("last", ["node-1"], namespace="zzz"),
+    ]
+    objects += [
+        service(
+            "first",
+            SHARED,
+            namespace="aaa",
+            annotations={"kvip-bgp.io/communities": "64512:1", "kvip-bgp.io/med": "10"},
+        ),
+        endpoint_slice("first", ["node-1"], namespace="aaa"),
+    ]
+    result = _first_pass(tmp_path, objects)
+    trace = result["trace"]
+    kinds = [kind for kind, _ in trace]
+    assert kinds[-1] == "synced"
+    # Chunked: routes were published while later Services were still being decided
+    # (each decision asks for its status write); a single pass would publish after all.
+    assert kinds.index("vip") < len(kinds) - 1 - kinds[::-1].index("write")
+    published = [value for kind, value in trace if kind == "vip"]
+    # Every VIP once, with its final value: nothing partial to overwrite later.
+    assert len(published) == count + 1
+    final = dict(published)
+    assert len(final) == count + 1
+    shared = final[ipaddress.ip_address(SHARED)]
+    assert shared is not None
+    assert {"64512:1", "64512:2"} <= {str(c) for c in shared.attributes.communities}
+    assert shared.attributes.med == 10
+    assert shared.sources == ("aaa/first", "zzz/last")
+    conflicts = [
+        w
+        for w in result["writes"]
+        if isinstance(w, ServiceEvent) and w.reason == "SharedVIPConflict"
+    ]
+    assert [(c.service, "aaa/first" in c.message) for c in conflicts] == [("zzz/last", True)]
+
+
+def test_first_pass_of_a_small_cluster_is_one_chunk(tmp_path: Path) -> None:
+    objects = [service("web", _vip(0)), endpoint_slice("web", ["node-1"])]
+    trace = _first_pass(tmp_path, objects)["trace"]
+    assert [kind for kind, _ in trace if kind != "write"] == ["vip", "synced"]
