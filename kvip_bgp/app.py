@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import gc
 import os
 import queue
 import signal
@@ -60,6 +61,22 @@ def static_source(vip: IPAddress) -> str:
 
 DEFAULT_RUNTIME_DIR: Final = Path("/run/kvip-bgp")
 EXABGP_MAX_BACKOFF: Final = 30.0
+# Young-generation threshold of the cyclic garbage collector (Python's default: 700).
+GC_THRESHOLDS: Final = (10_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """Collect cyclic garbage less often: the daemon's objects are nearly all acyclic.
+
+    A cold start parses and decides 10,000 Services, each a few dozen long-lived objects.
+    With the default threshold a collection starts every 700 allocations and the older
+    generations are walked again and again: 837 young, 75 middle and 7 full collections
+    while parsing the listed objects and running the cluster's first pass, 348-463 ms
+    inside the collector (3 runs, measured with ``gc.callbacks``); with 10,000: 71, 6 and
+    1 collections, 102-164 ms. Memory is still freed by reference counting; only cycles
+    wait a little longer.
+    """
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class StartupError(Exception):
@@ -153,6 +170,7 @@ class Daemon:
     # -- main -------------------------------------------------------------------------
 
     def run(self) -> int:
+        tune_gc()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         config = self.config

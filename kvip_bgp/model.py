@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -116,6 +117,21 @@ class RouteAttributes:
             med=self.med,
             as_path_prepend=self.as_path_prepend,
         )
+
+
+def parse_ip(text: str) -> IPAddress:
+    """``ipaddress.ip_address(text)``, with a fast path for plain IPv4.
+
+    ``ipaddress`` parses in Python, octet by octet (~6 us); ``inet_pton`` in C. A cold start
+    parses one address per Service (10,000). The C parser is only trusted to accept: the
+    dotted-quad IPv4 it accepts (four decimal octets, no leading zeros, nothing around
+    them) is exactly the set ``ipaddress`` accepts, and anything it refuses goes through
+    ``ipaddress`` for the same value or the same ``ValueError``.
+    """
+    try:
+        return ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, text))
+    except (OSError, ValueError, TypeError):
+        return ipaddress.ip_address(text)
 
 
 def host_prefix(vip: IPAddress) -> IPNetwork:

@@ -25,6 +25,7 @@ from kvip_bgp.model import (
     IPAddress,
     LargeCommunity,
     RouteAttributes,
+    parse_ip,
 )
 from kvip_bgp.resources import Endpoint, NodeInfo, ObjectKey, ServiceInfo, key_order
 
@@ -122,7 +123,7 @@ def parse_vip_list(annotation: str, value: str) -> tuple[IPAddress, ...]:
     result: list[IPAddress] = []
     for item in items:
         try:
-            vip = ipaddress.ip_address(item)
+            vip = parse_ip(item)
         except ValueError as error:
             raise AnnotationError(annotation, f"{item!r} is not an IP address") from error
         if isinstance(vip, ipaddress.IPv6Address) and vip.scope_id is not None:

@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from kvip_bgp.model import parse_ip
+
 ANNOTATION_PREFIXES: Final = ("kvip-bgp.io/", "kube-vip.io/")
 
 
@@ -205,6 +207,6 @@ def parse_node(obj: Mapping[str, Any]) -> NodeInfo:
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The address in ``text`` (the same address may be written several ways), or None."""
     try:
-        return ipaddress.ip_address(text.strip())
+        return parse_ip(text.strip())
     except ValueError:
         return None  # a Hostname entry, or junk

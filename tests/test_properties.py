@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 from exabgp_grammar import GrammarError, validate_command, validate_config
@@ -27,7 +27,7 @@ from kvip_bgp.exabgp import (
     render_config,
     withdraw_commands,
 )
-from kvip_bgp.model import Advertisement, Community, LargeCommunity, RouteAttributes
+from kvip_bgp.model import Advertisement, Community, LargeCommunity, RouteAttributes, parse_ip
 from kvip_bgp.policy import (
     AnnotationError,
     address_refusal,
@@ -718,3 +718,37 @@ def test_grammar_config_accepts_real_render_and_rejects_tampering(tmp_path: Path
             validate_config(tampered)
     # A sanity check on the addresses the grammar sees.
     assert ipaddress.ip_address("192.0.2.2")
+
+
+def _ip_or_error(parse: Any, text: str) -> str:
+    try:
+        return repr(parse(text))
+    except ValueError:
+        return "ValueError"
+
+
+_DOTTED: Final = st.lists(
+    st.one_of(
+        st.integers(0, 300).map(str),
+        st.sampled_from(["00", "01", "007", "0x1", "-1", "+1", " 1", "1 ", "\u0661", "", "1e1"]),
+    ),
+    min_size=1,
+    max_size=6,
+).map(".".join)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1.2.3.4", "01.2.3.4", "1.2.3.00", "255.255.255.255", "256.0.0.1", "1.2.3", "127.1",
+     "1.2.3.4 ", "\t1.2.3.4", "1.2.3.4\n", "1.2.3.4\x00", "1.2.3.4/32", "1.2.3.4%eth0",
+     "0x7f.0.0.1", "\u0661.\u0662.\u0663.\u0664", "", "::1", "::ffff:1.2.3.4",
+     "fe80::1%eth0", "1.2.3.4."],
+)  # fmt: skip
+def test_fast_ip_parser_agrees_with_ipaddress_on_tricky_text(text: str) -> None:
+    assert _ip_or_error(parse_ip, text) == _ip_or_error(ipaddress.ip_address, text)
+
+
+@given(st.one_of(_DOTTED, st.text(max_size=20)))
+@settings(max_examples=500)
+def test_fast_ip_parser_agrees_with_ipaddress_on_any_text(text: str) -> None:
+    assert _ip_or_error(parse_ip, text) == _ip_or_error(ipaddress.ip_address, text)
