@@ -363,6 +363,8 @@ def bench_config(
 ) -> dict[str, Any]:
     config = daemon_config(scenario.kubeconfig)
     config["vips"] = {"allowed": [VIP_ALLOWED], "interface": args.bind_interface}
+    if args.bind_interface is not None:
+        config["vips"]["bind"] = args.bind
     config["shutdown_timeout"] = 30
     if receiver:
         config["bgp"]["peers"].append(
@@ -816,6 +818,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="vips.interface of the daemon (default lo); 'none' binds nothing, to measure "
         "what binding costs",
     )
+    parser.add_argument(
+        "--bind",
+        choices=("address", "local-route"),
+        default="address",
+        help="vips.bind of the daemon (default address, the daemon's default)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the lab's work directory")
     parser.add_argument("--profile", type=Path, help="also write py-spy raw profiles here")
     return parser.parse_args(argv)
@@ -827,12 +835,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("make bench needs root (network namespaces)", file=sys.stderr)
         return 1
     meta = machine()
+    meta["binding"] = (
+        "none" if args.bind_interface is None else f"{args.bind} on {args.bind_interface}"
+    )
     results = run(args)
     path = write_results(args.out, meta, results)
     print()
     print(
         f"kvip-bgp bench, {meta['date']}: {meta['nproc']} cores, {meta['memory_gib']} GiB, "
-        f"Linux {meta['kernel']}, Python {meta['python']}, ExaBGP {meta['exabgp']}, {meta['frr']}"
+        f"Linux {meta['kernel']}, Python {meta['python']}, ExaBGP {meta['exabgp']}, {meta['frr']}; "
+        f"VIP binding: {meta['binding']}"
     )
     print(table(results))
     for result in results:

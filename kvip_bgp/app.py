@@ -190,7 +190,7 @@ class Daemon:
             raise StartupError(
                 "no bgp.peers match this node's labels (node_selector); nothing to peer with"
             )
-        from kvip_bgp.netif import AddressTable, InterfaceError, RouteTable
+        from kvip_bgp.netif import AddressTable, InterfaceError, LocalRouteTable, RouteTable
 
         kernel_routes = None
         speaker = None
@@ -202,7 +202,8 @@ class Daemon:
         addresses = None
         if config.vips.interface is not None:
             try:
-                addresses = AddressTable(config.vips.interface)
+                table = LocalRouteTable if config.vips.bind == "local-route" else AddressTable
+                addresses = table(config.vips.interface)
             except InterfaceError as error:
                 if speaker is not None:
                     speaker.stop(5.0)

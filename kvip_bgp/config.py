@@ -34,6 +34,7 @@ T = TypeVar("T")
 A = TypeVar("A", ipaddress.IPv4Address, ipaddress.IPv6Address)
 
 OutputMode = Literal["exabgp", "kernel-table"]
+BindMode = Literal["address", "local-route"]
 LogFormat = Literal["json", "console"]
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 
@@ -92,6 +93,10 @@ class AllowedRange:
 class VipConfig:
     allowed: tuple[AllowedRange, ...]
     interface: str | None = "lo"
+    # "address": each VIP an address on ``interface`` (seen in ``ip addr``); "local-route":
+    # a ``local`` route in table ``local`` via ``interface`` (seen in ``ip route show
+    # table local``), which the kernel adds in constant time (see netif.LocalRouteTable).
+    bind: BindMode = "address"
 
     def admits(self, vip: IPAddress, namespace: str | None = None) -> bool:
         """The most specific range containing ``vip`` decides (a namespaced range
@@ -583,7 +588,7 @@ def _parse_vips(r: _Reader, value: Any) -> VipConfig | None:
     if not isinstance(value, Mapping):
         r.mapping(value, "vips", ())  # records "must be a mapping"; nothing else to check
         return None
-    m = r.mapping(value, "vips", ("allowed", "interface"))
+    m = r.mapping(value, "vips", ("allowed", "interface", "bind"))
     raw_allowed = m.get("allowed")
     if raw_allowed is None:
         r.fail("vips.allowed", "required: list the ranges VIPs may come from")
@@ -612,7 +617,14 @@ def _parse_vips(r: _Reader, value: Any) -> VipConfig | None:
     interface: str | None = "lo"
     if "interface" in m:
         interface = None if m["interface"] is None else r.string(m["interface"], "vips.interface")
-    return VipConfig(allowed=tuple(ranges), interface=interface)
+    bind = r.choice(m.get("bind"), "vips.bind", ("address", "local-route"), "address")
+    if bind == "local-route" and interface is None:
+        r.fail("vips.bind", "local-route needs vips.interface (the device of the local routes)")
+    return VipConfig(
+        allowed=tuple(ranges),
+        interface=interface,
+        bind="local-route" if bind == "local-route" else "address",
+    )
 
 
 def _parse_kubernetes(r: _Reader, value: Any) -> KubernetesConfig:

@@ -6,6 +6,9 @@ restart the daemon therefore knows exactly which addresses are its own, and an a
 someone else added to the same interface (protocol 0) is never touched, even if it is a
 VIP we also want.
 
+With ``vips.bind: local-route`` (:class:`LocalRouteTable`) a VIP is a ``local`` route in
+table ``local`` instead, marked by the same number as its route protocol.
+
 The same holds for ``output: kernel-table``: :class:`RouteTable` installs each VIP as a
 host route in a configured table with a configured route protocol number, and only routes
 carrying that number are ever listed or removed (the kernel itself refuses a delete whose
@@ -33,7 +36,7 @@ import ipaddress
 import os
 import socket
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -41,7 +44,7 @@ import structlog
 from pyroute2 import IPRoute
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_NEWADDR
+from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_DELROUTE, RTM_NEWADDR, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
 from kvip_bgp.model import IPAddress
@@ -69,6 +72,12 @@ _IFA_ADDRESS: Final = 1
 _IFA_LOCAL: Final = 2
 _IFA_FLAGS: Final = 8
 _IFA_PROTO: Final = 11
+_RTMSG: Final = struct.Struct("=BBBBBBBBI")  # family, dst/src len, tos, table, proto, scope, type
+_RT_TABLE_LOCAL: Final = 255
+_RT_SCOPE_HOST: Final = 254
+_RTN_LOCAL: Final = 2
+_RTA_DST: Final = 1
+_RTA_OIF: Final = 4
 
 
 def _attribute(kind: int, payload: bytes) -> bytes:
@@ -100,6 +109,31 @@ def address_request(kind: int, vip: IPAddress, index: int, sequence: int) -> byt
     return _NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(body), kind, flags, sequence, 0) + body
 
 
+RequestBuilder = Callable[[IPAddress, int], bytes]  # (vip, sequence) -> one request
+
+
+def local_route_request(kind: int, vip: IPAddress, index: int, sequence: int) -> bytes:
+    """One ``RTM_NEWROUTE`` or ``RTM_DELROUTE`` for ``local VIP dev <index> table local``,
+    with route protocol ``ADDRESS_PROTO`` (on delete the kernel matches it, so a route of
+    anyone else, such as the kernel's own for an address, is never removed)."""
+    flags = NLM_F_REQUEST | NLM_F_ACK
+    if kind == RTM_NEWROUTE:
+        flags |= NLM_F_CREATE | NLM_F_EXCL
+    body = _RTMSG.pack(
+        socket.AF_INET6 if vip.version == 6 else socket.AF_INET,
+        vip.max_prefixlen,
+        0,  # src_len
+        0,  # tos
+        _RT_TABLE_LOCAL,
+        ADDRESS_PROTO,
+        _RT_SCOPE_HOST,
+        _RTN_LOCAL,
+        0,  # flags
+    )
+    body += _attribute(_RTA_DST, vip.packed) + _attribute(_RTA_OIF, struct.pack("=i", index))
+    return _NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(body), kind, flags, sequence, 0) + body
+
+
 class InterfaceError(Exception):
     """The VIP interface is missing and cannot be created; the message says what to do."""
 
@@ -119,8 +153,8 @@ class BindResult:
     failed: tuple[tuple[IPAddress, OSError], ...]
 
 
-class _AddressBatch:
-    """Many address requests per ``send``, each ack matched by its sequence number.
+class _NetlinkBatch:
+    """Many address or route requests per ``send``, each ack matched by its sequence number.
 
     A socket of its own: pyroute2's sequence numbers and response queue stay undisturbed.
     """
@@ -138,8 +172,8 @@ class _AddressBatch:
     def close(self) -> None:
         self._sock.close()
 
-    def request(self, kind: int, vips: Sequence[IPAddress], index: int) -> list[int]:
-        """``kind`` (add or delete) for each of ``vips``: the errno of each, 0 for success.
+    def request(self, build: RequestBuilder, vips: Sequence[IPAddress]) -> list[int]:
+        """``build(vip, sequence)`` sent for each of ``vips``: the errno of each, 0 for success.
 
         A socket error (a timeout, ENOBUFS) counts for every request of its batch; acks
         of an abandoned batch that arrive later carry old sequence numbers and are skipped.
@@ -148,19 +182,15 @@ class _AddressBatch:
         for start in range(0, len(vips), BATCH_SIZE):
             chunk = vips[start : start + BATCH_SIZE]
             try:
-                results += self._request_chunk(kind, chunk, index)
+                results += self._request_chunk(build, chunk)
             except OSError as error:
                 results += [error.errno or errno.EIO] * len(chunk)
         return results
 
-    def _request_chunk(self, kind: int, vips: Sequence[IPAddress], index: int) -> list[int]:
+    def _request_chunk(self, build: RequestBuilder, vips: Sequence[IPAddress]) -> list[int]:
         first = self._sequence + 1
         self._sequence += len(vips)
-        self._sock.send(
-            b"".join(
-                address_request(kind, vip, index, first + offset) for offset, vip in enumerate(vips)
-            )
-        )
+        self._sock.send(b"".join(build(vip, first + offset) for offset, vip in enumerate(vips)))
         errors: dict[int, int] = {}
         while len(errors) < len(vips):
             buffer = self._sock.recv(1 << 20)
@@ -184,7 +214,7 @@ class AddressTable:
     def __init__(self, interface: str, create: bool = True) -> None:
         self.interface = interface
         self._ipr: Any = IPRoute()
-        self._batch = _AddressBatch()
+        self._batch = _NetlinkBatch()
         self._index = self._lookup_or_create(create)
         # Addresses this table knows to be ours (refreshed by every owned() dump), so that
         # unbind needs no dump of the whole interface: that is O(addresses) per VIP.
@@ -227,6 +257,10 @@ class AddressTable:
             result[address] = LocalAddress(address, owned)
         return result
 
+    def _request_builder(self, adding: bool) -> RequestBuilder:
+        kind = RTM_NEWADDR if adding else RTM_DELADDR
+        return lambda vip, sequence: address_request(kind, vip, self._index, sequence)
+
     def owned(self) -> set[IPAddress]:
         self._owned = {a.address for a in self.addresses().values() if a.owned}
         return set(self._owned)
@@ -239,7 +273,7 @@ class AddressTable:
         every such address of the batch.
         """
         wanted = list(vips)
-        codes = self._batch.request(RTM_NEWADDR, wanted, self._index)
+        codes = self._batch.request(self._request_builder(adding=True), wanted)
         bound: set[IPAddress] = set()
         existing: list[IPAddress] = []
         failed: list[tuple[IPAddress, OSError]] = []
@@ -273,14 +307,51 @@ class AddressTable:
         removed. Returns the VIPs that could not be removed, with the error.
         """
         ours = [vip for vip in vips if vip in self._owned]
-        codes = self._batch.request(RTM_DELADDR, ours, self._index)
+        codes = self._batch.request(self._request_builder(adding=False), ours)
         failed: dict[IPAddress, OSError] = {}
         for vip, code in zip(ours, codes, strict=True):
-            if code in (0, _EADDRNOTAVAIL, _ENOENT):
+            if code in (0, _EADDRNOTAVAIL, _ENOENT, _ESRCH):  # ESRCH: no such route
                 self._owned.discard(vip)
             else:
                 failed[vip] = OSError(code, os.strerror(code))
         return failed
+
+
+class LocalRouteTable(AddressTable):
+    """VIPs as ``local`` routes in table ``local`` via the interface (``vips.bind:
+    local-route``), not as addresses on it.
+
+    A local route is what an address adds under the hood to make the kernel accept
+    traffic for it, and the kernel adds one in constant time. Each IPv4 address, in
+    contrast, walks the interface's whole address list (``__inet_insert_ifa``): on the
+    lab machine 10 chunks of 1,000 addresses on ``lo`` took 0.034 s for the first and
+    0.340 s for the tenth (1.70 s in all), 10,000 local routes 0.14 s (``ip -batch``).
+    The costs: operators find the VIPs with ``ip route show table local``, not ``ip
+    addr``; an IPv6 service cannot ``bind()`` to such a VIP (only to ``[::]``) unless
+    ``net.ipv6.ip_nonlocal_bind=1``; IPv4 binds work. Ownership is the route protocol
+    ``ADDRESS_PROTO``; a local route anyone else made (the kernel's for an address, a
+    foreign one) is never touched.
+    """
+
+    def addresses(self) -> dict[IPAddress, LocalAddress]:
+        """Every host local route through the interface, and whether it is ours."""
+        result: dict[IPAddress, LocalAddress] = {}
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for msg in self._ipr.get_routes(family=family, table=_RT_TABLE_LOCAL):
+                raw = msg.get("RTA_DST")
+                if raw is None or msg["type"] != _RTN_LOCAL:
+                    continue
+                if msg.get("RTA_OIF") != self._index:
+                    continue
+                address = ipaddress.ip_address(raw)
+                if msg["dst_len"] != address.max_prefixlen:
+                    continue
+                result[address] = LocalAddress(address, msg["proto"] == ADDRESS_PROTO)
+        return result
+
+    def _request_builder(self, adding: bool) -> RequestBuilder:
+        kind = RTM_NEWROUTE if adding else RTM_DELROUTE
+        return lambda vip, sequence: local_route_request(kind, vip, self._index, sequence)
 
 
 class RouteTable:

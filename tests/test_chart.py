@@ -517,6 +517,15 @@ def test_vips_interface_null_means_do_not_bind(helm: ModuleType, tmp_path: Path)
     assert config_module.load(rendered).vips.interface is None
 
 
+@pytest.mark.parametrize("bind", ["address", "local-route"])
+def test_vips_bind_reaches_the_config(helm: ModuleType, tmp_path: Path, bind: str) -> None:
+    values = copy.deepcopy(MINIMAL)
+    values["vips"]["bind"] = bind
+    result, rendered = run_init_container(render(helm, values), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert config_module.load(rendered).vips.bind == bind
+
+
 # --------------------------------------------------------------------------- monitoring
 
 

@@ -238,6 +238,16 @@ BAD_DOCUMENTS = [
         ["vips.allowed[0].cidr: must be a CIDR string, got nothing"],
     ),
     ("interface-empty", {"vips.interface": ""}, ["vips.interface: must be a non-empty string"]),
+    (
+        "bind-unknown",
+        {"vips.bind": "route"},
+        ["vips.bind: must be one of address, local-route, got 'route'"],
+    ),
+    (
+        "bind-local-route-without-interface",
+        {"vips.bind": "local-route", "vips.interface": None},
+        ["vips.bind: local-route needs vips.interface"],
+    ),
     # peers and router_id
     (
         "duplicate-peer",
@@ -516,6 +526,8 @@ GOOD_DOCUMENTS = [
     ("hold-time-zero", {"bgp.hold_time": 0}, lambda c: c.bgp.hold_time == 0),
     ("graceful-restart-off", {"bgp.graceful_restart": 0}, lambda c: c.bgp.graceful_restart == 0),
     ("interface-null", {"vips.interface": None}, lambda c: c.vips.interface is None),
+    ("bind-default", {}, lambda c: c.vips.bind == "address"),
+    ("bind-local-route", {"vips.bind": "local-route"}, lambda c: c.vips.bind == "local-route"),
     (
         "same-address-other-port-is-not-a-duplicate",
         {"bgp.peers[1]": {"address": "192.0.2.2", "asn": 64500, "port": 1179}},

@@ -36,6 +36,27 @@ def scenario(lab_required: None) -> Iterator[Scenario]:
         yield running
 
 
+def test_local_route_binding_lifecycle(scenario: Scenario) -> None:
+    """``vips.bind: local-route``: the VIP is a local route of ours, never an address."""
+    config = daemon_config(scenario.kubeconfig)
+    config["vips"]["bind"] = "local-route"
+    scenario.api.put(endpoint_slice("web", [NODE_NAME]))
+    scenario.api.put(service("web", V1))
+    scenario.start_daemon(config)
+    scenario.wait_routes(lambda r: f"{V1}/32" in r, "web's VIP at FRR")
+    assert scenario.local_routes() == {V1}
+    assert scenario.addresses() == set()
+    scenario.api.put(service("web", V2))
+    scenario.wait_routes(lambda r: f"{V2}/32" in r and f"{V1}/32" not in r, "VIP moved")
+    assert scenario.local_routes() == {V2}
+    scenario.api.delete("Service", "web", "default")
+    scenario.wait_routes(lambda r: f"{V2}/32" not in r, "deleted Service withdrawn")
+    deadline = time.monotonic() + 5
+    while scenario.local_routes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert scenario.local_routes() == set()
+
+
 def test_service_lifecycle_reaches_frr_and_interface(scenario: Scenario) -> None:
     scenario.api.put(endpoint_slice("web", [NODE_NAME]))
     scenario.api.put(service("web", V1))

@@ -1,4 +1,5 @@
-"""``netif.AddressTable`` on a real interface in a namespace of its own.
+"""``netif.AddressTable`` and ``netif.LocalRouteTable`` on a real interface in a namespace
+of its own.
 
 The batched netlink path (many requests per send, acks matched by sequence number) is
 checked against the kernel: which addresses end up on the interface with our protocol
@@ -17,11 +18,19 @@ from collections.abc import Iterator
 import pytest
 from conftest import require_lab
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
-from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_NEWADDR
+from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_DELROUTE, RTM_NEWADDR, RTM_NEWROUTE
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, ifaddrmsg
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from kvip_bgp.model import IPAddress
-from kvip_bgp.netif import ADDRESS_PROTO, BATCH_SIZE, AddressTable, address_request
+from kvip_bgp.netif import (
+    ADDRESS_PROTO,
+    BATCH_SIZE,
+    AddressTable,
+    LocalRouteTable,
+    address_request,
+    local_route_request,
+)
 from kvip_bgp.testing.netlab import Netns, cleanup, in_netns
 
 PREFIX = "kvn-"  # a prefix of its own: cleanup removes every namespace of a prefix
@@ -41,10 +50,12 @@ def netns() -> Iterator[Netns]:
         ns.delete()
 
 
-def table_in(ns: Netns, interface: str = "vip0") -> AddressTable:
+def table_in(
+    ns: Netns, interface: str = "vip0", kind: type[AddressTable] = AddressTable
+) -> AddressTable:
     # The netlink sockets keep the namespace they were opened in.
     with in_netns(ns.name):
-        return AddressTable(interface, create=False)
+        return kind(interface, create=False)
 
 
 def ip(text: str) -> IPAddress:
@@ -144,4 +155,85 @@ def test_address_request_encodes_what_pyroute2_encodes(kind: str, vip: str) -> N
     message["header"]["sequence_number"] = 7
     message.encode()
     ours = address_request(message["header"]["type"], address, 42, 7)
+    assert ours == bytes(message.data)
+
+
+def _local_routes(ns: Netns) -> str:
+    return "\n".join(
+        ns.run("ip", *family, "route", "show", "table", "local").stdout for family in ([], ["-6"])
+    )
+
+
+@pytest.mark.lab
+def test_local_routes_are_ours_by_protocol_and_take_traffic(netns: Netns) -> None:
+    netns.run("ip", "link", "set", "lo", "up")
+    # Someone else's: an address (its kernel local route) and a local route of another
+    # protocol. Both are reported foreign and survive our unbind.
+    netns.run("ip", "addr", "add", "10.4.0.7/32", "dev", "vip0")
+    netns.run("ip", "route", "add", "local", "10.4.0.8/32", "dev", "vip0", "table", "local")
+    v4 = [ip("10.4.0.0") + i for i in range(1, BATCH_SIZE + 50)]
+    v6 = [ip("2001:db8::20"), ip("2001:db8::21")]
+    table = table_in(netns, kind=LocalRouteTable)
+    try:
+        result = table.bind_many(v4 + v6)
+        assert result.foreign == {ip("10.4.0.7"), ip("10.4.0.8")}
+        assert result.failed == ()
+        assert result.bound == set(v4 + v6) - result.foreign
+        shown = _local_routes(netns)
+        assert f"local 10.4.0.1 dev vip0 proto {ADDRESS_PROTO} scope host" in shown, shown
+        assert f"local 2001:db8::20 dev vip0 proto {ADDRESS_PROTO}" in shown, shown
+        # Not an address: `ip addr` shows only the foreign one.
+        assert "10.4.0.1/32" not in netns.run("ip", "addr", "show", "dev", "vip0").stdout
+        # The kernel accepts traffic for the VIP: an IPv4 service binds to it directly,
+        # an IPv6 one through [::] (a specific bind needs ip_nonlocal_bind).
+        netns.run(
+            "python3",
+            "-c",
+            "import socket\n"
+            "s = socket.create_server(('10.4.0.1', 0))\n"
+            "socket.create_connection(s.getsockname(), timeout=2).close()\n"
+            "s6 = socket.create_server(('::', 0), family=socket.AF_INET6)\n"
+            "socket.create_connection(('2001:db8::20', s6.getsockname()[1]), timeout=2).close()\n",
+        )
+    finally:
+        table.close()
+
+    again = table_in(netns, kind=LocalRouteTable)  # a restarted daemon
+    try:
+        assert again.owned() == set(v4 + v6) - {ip("10.4.0.7"), ip("10.4.0.8")}
+        netns.run("ip", "route", "del", "local", "10.4.0.1/32", "dev", "vip0", "table", "local")
+        failed = again.unbind_many(set(v4 + v6))
+        assert failed == {}
+        assert set(again.addresses()) == {ip("10.4.0.7"), ip("10.4.0.8")}
+    finally:
+        again.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "vip"),
+    [
+        ("add", "198.51.100.7"),
+        ("del", "198.51.100.7"),
+        ("add", "2001:db8::7"),
+        ("del", "2001:db8::7"),
+    ],
+)
+def test_local_route_request_encodes_what_pyroute2_encodes(kind: str, vip: str) -> None:
+    address = ip(vip)
+    message = rtmsg()
+    message["family"] = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    message["dst_len"] = address.max_prefixlen
+    message["table"] = 255
+    message["proto"] = ADDRESS_PROTO
+    message["scope"] = 254
+    message["type"] = 2  # RTN_LOCAL
+    message["attrs"] = [("RTA_DST", vip), ("RTA_OIF", 42)]
+    flags = NLM_F_REQUEST | NLM_F_ACK
+    if kind == "add":
+        flags |= NLM_F_CREATE | NLM_F_EXCL
+    message["header"]["type"] = RTM_NEWROUTE if kind == "add" else RTM_DELROUTE
+    message["header"]["flags"] = flags
+    message["header"]["sequence_number"] = 7
+    message.encode()
+    ours = local_route_request(message["header"]["type"], address, 42, 7)
     assert ours == bytes(message.data)

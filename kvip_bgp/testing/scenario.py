@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from kvip_bgp.netif import ADDRESS_PROTO
 from kvip_bgp.testing.fakeapi import FakeKubeAPI
 from kvip_bgp.testing.frr import FrrNeighbor, FrrPeer, FrrRoute
 from kvip_bgp.testing.netlab import (
@@ -293,6 +294,16 @@ class Scenario:
         except TimeoutError as error:
             table = sorted(seen[0])
             raise TimeoutError(f"{error}; FRR has {table}\n{self.log_tail()}") from None
+
+    def local_routes(self) -> set[str]:
+        """VIPs bound as local routes of ours on the node's lo (``vips.bind: local-route``)."""
+        result = set()
+        for family in ("-4", "-6"):
+            out = self.lab.node.run(
+                "ip", "-j", family, "route", "show", "table", "local", "proto", str(ADDRESS_PROTO)
+            ).stdout
+            result |= {entry["dst"] for entry in json.loads(out or "[]")}
+        return result
 
     def addresses(self) -> set[str]:
         """Host addresses on the node's lo (VIPs), with their protocol mark."""
