@@ -624,8 +624,9 @@ class ClusterWriter(threading.Thread):
         once, competing with convergence (measured: cold start 21 s vs 12 s); and the
         loop must return in time to renew the Lease.
 
-        Routes come first: while the reconciler still has addresses to bind and routes to
-        announce (``routes_busy``), no status is written, for at most STATUS_YIELD_MAX
+        Routes come first: while the routes are not out yet (``routes_busy``; the app
+        says so until the cluster's first full state reached the reconciler and while
+        addresses are left to bind), no status is written, for at most STATUS_YIELD_MAX
         seconds in a row. On 2 cores the PATCHes (ours and the API server's side) took
         CPU from ExaBGP and the reconciler: cold start at 10,000 was ~0.3 s slower with
         them than without (bench, leader vs --not-leader). A status also reads better once
