@@ -36,50 +36,40 @@ def scenario(lab_required: None) -> Iterator[Scenario]:
         yield running
 
 
-def test_local_route_binding_lifecycle(scenario: Scenario) -> None:
-    """``vips.bind: local-route``: the VIP is a local route of ours, never an address."""
+@pytest.mark.parametrize("bind", ["address", "local-route"])
+def test_service_lifecycle_reaches_frr_and_interface(scenario: Scenario, bind: str) -> None:
+    # address: the VIP is an address on lo; local-route: a local route of ours, never an
+    # address. Either way it comes, moves and goes with the route.
     config = daemon_config(scenario.kubeconfig)
-    config["vips"]["bind"] = "local-route"
+    config["vips"]["bind"] = bind
+    bound, other = (
+        (scenario.addresses, scenario.local_routes)
+        if bind == "address"
+        else (scenario.local_routes, scenario.addresses)
+    )
     scenario.api.put(endpoint_slice("web", [NODE_NAME]))
     scenario.api.put(service("web", V1))
     scenario.start_daemon(config)
-    scenario.wait_routes(lambda r: f"{V1}/32" in r, "web's VIP at FRR")
-    assert scenario.local_routes() == {V1}
-    assert scenario.addresses() == set()
-    scenario.api.put(service("web", V2))
-    scenario.wait_routes(lambda r: f"{V2}/32" in r and f"{V1}/32" not in r, "VIP moved")
-    assert scenario.local_routes() == {V2}
-    scenario.api.delete("Service", "web", "default")
-    scenario.wait_routes(lambda r: f"{V2}/32" not in r, "deleted Service withdrawn")
-    deadline = time.monotonic() + 5
-    while scenario.local_routes() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert scenario.local_routes() == set()
-
-
-def test_service_lifecycle_reaches_frr_and_interface(scenario: Scenario) -> None:
-    scenario.api.put(endpoint_slice("web", [NODE_NAME]))
-    scenario.api.put(service("web", V1))
-    scenario.start_daemon()
 
     routes = scenario.wait_routes(lambda r: f"{V1}/32" in r, "web's VIP at FRR")
     assert routes[f"{V1}/32"].communities == ("64512:100",)
     assert routes[f"{V1}/32"].as_path == (64512,)
     assert routes[f"{V1}/32"].next_hop == "192.0.2.1"
-    assert V1 in scenario.addresses()
+    assert bound() == {V1}
+    assert other() == set()
 
     # Patch the VIP: the old route and address go, the new ones come.
     scenario.api.put(service("web", V2))
     scenario.wait_routes(lambda r: f"{V2}/32" in r and f"{V1}/32" not in r, "VIP moved")
-    assert scenario.addresses() == {V2}
+    assert bound() == {V2}
 
     # Delete the Service: withdrawn and unbound.
     scenario.api.delete("Service", "web", "default")
     scenario.wait_routes(lambda r: f"{V2}/32" not in r, "deleted Service withdrawn")
     deadline = time.monotonic() + 5
-    while scenario.addresses() and time.monotonic() < deadline:
+    while bound() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert scenario.addresses() == set()
+    assert bound() == set()
 
 
 def test_type_change_withdraws(scenario: Scenario) -> None:

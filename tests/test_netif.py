@@ -14,6 +14,7 @@ import ipaddress
 import os
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from conftest import require_lab
@@ -150,12 +151,8 @@ def test_address_request_encodes_what_pyroute2_encodes(kind: str, vip: str) -> N
             message["flags"] = IFA_F_NODAD
             attrs.append(("IFA_FLAGS", IFA_F_NODAD))
     message["attrs"] = attrs
-    message["header"]["type"] = RTM_NEWADDR if kind == "add" else RTM_DELADDR
-    message["header"]["flags"] = flags
-    message["header"]["sequence_number"] = 7
-    message.encode()
-    ours = address_request(message["header"]["type"], address, 42, 7)
-    assert ours == bytes(message.data)
+    kind_code = RTM_NEWADDR if kind == "add" else RTM_DELADDR
+    assert address_request(kind_code, address, 42, 7) == _encoded(message, kind_code, flags)
 
 
 def _local_routes(ns: Netns) -> str:
@@ -231,9 +228,14 @@ def test_local_route_request_encodes_what_pyroute2_encodes(kind: str, vip: str) 
     flags = NLM_F_REQUEST | NLM_F_ACK
     if kind == "add":
         flags |= NLM_F_CREATE | NLM_F_EXCL
-    message["header"]["type"] = RTM_NEWROUTE if kind == "add" else RTM_DELROUTE
+    kind_code = RTM_NEWROUTE if kind == "add" else RTM_DELROUTE
+    assert local_route_request(kind_code, address, 42, 7) == _encoded(message, kind_code, flags)
+
+
+def _encoded(message: Any, kind: int, flags: int) -> bytes:
+    """pyroute2's own encoding of ``message`` as request ``kind``, sequence number 7."""
+    message["header"]["type"] = kind
     message["header"]["flags"] = flags
     message["header"]["sequence_number"] = 7
     message.encode()
-    ours = local_route_request(message["header"]["type"], address, 42, 7)
-    assert ours == bytes(message.data)
+    return bytes(message.data)
