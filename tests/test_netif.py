@@ -59,6 +59,15 @@ def table_in(
         return kind(interface, create=False)
 
 
+# Each request kind, for both families: our struct packing against pyroute2's encoder.
+ENCODER_CASES = [
+    ("add", "198.51.100.7"),
+    ("del", "198.51.100.7"),
+    ("add", "2001:db8::7"),
+    ("del", "2001:db8::7"),
+]
+
+
 def ip(text: str) -> IPAddress:
     return ipaddress.ip_address(text)
 
@@ -126,15 +135,7 @@ def test_unbind_many_removes_only_ours(netns: Netns) -> None:
         table.close()
 
 
-@pytest.mark.parametrize(
-    ("kind", "vip"),
-    [
-        ("add", "198.51.100.7"),
-        ("del", "198.51.100.7"),
-        ("add", "2001:db8::7"),
-        ("del", "2001:db8::7"),
-    ],
-)
+@pytest.mark.parametrize(("kind", "vip"), ENCODER_CASES)
 def test_address_request_encodes_what_pyroute2_encodes(kind: str, vip: str) -> None:
     """Our struct-packed request, byte for byte against pyroute2's own encoder."""
     address = ip(vip)
@@ -143,16 +144,14 @@ def test_address_request_encodes_what_pyroute2_encodes(kind: str, vip: str) -> N
     message["prefixlen"] = address.max_prefixlen
     message["index"] = 42
     attrs: list[tuple[str, object]] = [("IFA_LOCAL", vip), ("IFA_ADDRESS", vip)]
-    flags = NLM_F_REQUEST | NLM_F_ACK
     if kind == "add":
-        flags |= NLM_F_CREATE | NLM_F_EXCL
         attrs.append(("IFA_PROTO", ADDRESS_PROTO))
         if address.version == 6:
             message["flags"] = IFA_F_NODAD
             attrs.append(("IFA_FLAGS", IFA_F_NODAD))
     message["attrs"] = attrs
     kind_code = RTM_NEWADDR if kind == "add" else RTM_DELADDR
-    assert address_request(kind_code, address, 42, 7) == _encoded(message, kind_code, flags)
+    assert address_request(kind_code, address, 42, 7) == _encoded(message, kind_code, kind)
 
 
 def _local_routes(ns: Netns) -> str:
@@ -206,15 +205,7 @@ def test_local_routes_are_ours_by_protocol_and_take_traffic(netns: Netns) -> Non
         again.close()
 
 
-@pytest.mark.parametrize(
-    ("kind", "vip"),
-    [
-        ("add", "198.51.100.7"),
-        ("del", "198.51.100.7"),
-        ("add", "2001:db8::7"),
-        ("del", "2001:db8::7"),
-    ],
-)
+@pytest.mark.parametrize(("kind", "vip"), ENCODER_CASES)
 def test_local_route_request_encodes_what_pyroute2_encodes(kind: str, vip: str) -> None:
     address = ip(vip)
     message = rtmsg()
@@ -225,15 +216,16 @@ def test_local_route_request_encodes_what_pyroute2_encodes(kind: str, vip: str) 
     message["scope"] = 254
     message["type"] = 2  # RTN_LOCAL
     message["attrs"] = [("RTA_DST", vip), ("RTA_OIF", 42)]
-    flags = NLM_F_REQUEST | NLM_F_ACK
-    if kind == "add":
-        flags |= NLM_F_CREATE | NLM_F_EXCL
     kind_code = RTM_NEWROUTE if kind == "add" else RTM_DELROUTE
-    assert local_route_request(kind_code, address, 42, 7) == _encoded(message, kind_code, flags)
+    assert local_route_request(kind_code, address, 42, 7) == _encoded(message, kind_code, kind)
 
 
-def _encoded(message: Any, kind: int, flags: int) -> bytes:
-    """pyroute2's own encoding of ``message`` as request ``kind``, sequence number 7."""
+def _encoded(message: Any, kind: int, action: str) -> bytes:
+    """pyroute2's own encoding of ``message`` as request ``kind``, sequence number 7,
+    acked; an "add" creates exclusively (an existing entry is an error, not replaced)."""
+    flags = NLM_F_REQUEST | NLM_F_ACK
+    if action == "add":
+        flags |= NLM_F_CREATE | NLM_F_EXCL
     message["header"]["type"] = kind
     message["header"]["flags"] = flags
     message["header"]["sequence_number"] = 7
