@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kvip_bgp.exabgp import exabgp_environment
+from kvip_bgp.bgp.config import exabgp_environment
 from kvip_bgp.testing.frr import FrrPeer
 from kvip_bgp.testing.netlab import Lab, wait_until
 from kvip_bgp.testing.scenario import (
@@ -117,7 +117,7 @@ def process_roles(daemon_pid: int) -> dict[str, int]:
     while pending:
         for child in children(pending.pop()):
             line = cmdline(child)
-            if "kvip_bgp.relay" in line:
+            if "kvip_bgp.bgp.relay" in line:
                 roles["relay"] = child
             elif "exabgp" in line and "server" in line:
                 roles["exabgp"] = child

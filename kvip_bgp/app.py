@@ -28,28 +28,34 @@ from typing import Any, Final
 
 import structlog
 
-from kvip_bgp import exabgp, kube
-from kvip_bgp.cluster import SOURCE as KUBE_SOURCE
-from kvip_bgp.cluster import ClusterState, ClusterStatus, ExplainRequest
-from kvip_bgp.cluster import Stop as ClusterStop
-from kvip_bgp.config import Config, Peer
-from kvip_bgp.health import static_watchers
-from kvip_bgp.http import StatusServer
-from kvip_bgp.metrics import Metrics
-from kvip_bgp.model import Advertisement, IPAddress
-from kvip_bgp.policy import Explanation
-from kvip_bgp.reconciler import (
+from kvip_bgp.bgp import process as exabgp
+from kvip_bgp.bgp.api import ApiReader, listen_api_socket
+from kvip_bgp.bgp.config import exabgp_environment, render_config
+from kvip_bgp.domain.config import Config, Peer
+from kvip_bgp.domain.explain import Explanation
+from kvip_bgp.domain.model import Advertisement, IPAddress
+from kvip_bgp.domain.objects import ObjectKey
+from kvip_bgp.kube import watch as kube
+from kvip_bgp.kube.client import KubeConfigError, KubeError, load_api_client, node_labels
+from kvip_bgp.kube.writer import ClusterWriter, LeaseSettings
+from kvip_bgp.ops.http import StatusServer
+from kvip_bgp.runtime.cluster import SOURCE as KUBE_SOURCE
+from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus
+from kvip_bgp.runtime.messages import (
+    ClusterStop,
+    ExplainRequest,
     Inbox,
-    Reconciler,
-    ReconcilerStatus,
     SourceSynced,
     Stop,
     VipDesired,
+    WriteRequest,
     post,
 )
-from kvip_bgp.resources import ObjectKey
-from kvip_bgp.snapshot import Snapshot
-from kvip_bgp.workqueue import CoalescingQueue
+from kvip_bgp.runtime.metrics import Metrics
+from kvip_bgp.runtime.reconciler import Reconciler, ReconcilerStatus
+from kvip_bgp.runtime.snapshot import Snapshot
+from kvip_bgp.runtime.static import static_watchers
+from kvip_bgp.runtime.workqueue import CoalescingQueue
 
 log = structlog.get_logger("kvip_bgp.app")
 
@@ -111,7 +117,7 @@ class Speaker:
     """ExaBGP and the thread reading its API socket, for ``output: exabgp``."""
 
     process: exabgp.ExabgpProcess
-    reader: exabgp.ApiReader
+    reader: ApiReader
     socket_path: Path
 
     def running(self) -> bool:
@@ -131,7 +137,7 @@ class KubernetesThreads:
     streams: tuple[kube.ResourceStream, ...]
     events: queue.Queue[Any]
     cluster: threading.Thread
-    writer: kube.ClusterWriter
+    writer: ClusterWriter
 
     def explain(self, service: str, timeout: float = 5.0) -> Explanation | None:
         """Ask the cluster-state thread (it owns the cache) and wait for its answer."""
@@ -190,7 +196,9 @@ class Daemon:
             raise StartupError(
                 "no bgp.peers match this node's labels (node_selector); nothing to peer with"
             )
-        from kvip_bgp.netif import AddressTable, InterfaceError, LocalRouteTable, RouteTable
+        from kvip_bgp.netif.addresses import AddressTable, LocalRouteTable
+        from kvip_bgp.netif.netlink import InterfaceError
+        from kvip_bgp.netif.routes import RouteTable
 
         kernel_routes = None
         speaker = None
@@ -283,12 +291,12 @@ class Daemon:
         os.chmod(self.paths.directory, 0o700)
         _write_private(
             self.paths.exabgp_config,
-            exabgp.render_config(self.config, self.paths.api_socket, peers, show_secrets=True),
+            render_config(self.config, self.paths.api_socket, peers, show_secrets=True),
         )
-        listener = exabgp.listen_api_socket(self.paths.api_socket)
-        reader = exabgp.ApiReader(listener, lambda m: post(self.inbox, m))
+        listener = listen_api_socket(self.paths.api_socket)
+        reader = ApiReader(listener, lambda m: post(self.inbox, m))
         reader.start()
-        process = exabgp.ExabgpProcess(self.paths.exabgp_config, exabgp.exabgp_environment())
+        process = exabgp.ExabgpProcess(self.paths.exabgp_config, exabgp_environment())
         process.start()
         return Speaker(process, reader, self.paths.api_socket)
 
@@ -361,11 +369,11 @@ class Daemon:
             return None
         api = self._api_client()
         events: queue.Queue[Any] = queue.Queue()
-        writes: CoalescingQueue[tuple[str, ...], kube.WriteRequest] = CoalescingQueue()
-        writer = kube.ClusterWriter(
+        writes: CoalescingQueue[tuple[str, ...], WriteRequest] = CoalescingQueue()
+        writer = ClusterWriter(
             api,
             self.config.node_name,
-            kube.LeaseSettings(namespace=os.environ.get("POD_NAMESPACE") or "kube-system"),
+            LeaseSettings(namespace=os.environ.get("POD_NAMESPACE") or "kube-system"),
             writes,
             routes_busy=self._kubernetes_routes_busy,
         )
@@ -385,7 +393,7 @@ class Daemon:
             synced,
             self.metrics,
             self.cluster_status,
-            write=lambda request: writes.put(kube.ClusterWriter.key(request), request),
+            write=lambda request: writes.put(ClusterWriter.key(request), request),
         )
         cluster_thread = threading.Thread(target=cluster.run, name="cluster-state", daemon=True)
         cluster_thread.start()
@@ -411,8 +419,8 @@ class Daemon:
 
     def _api_client(self) -> Any:
         try:
-            return kube.load_api_client(self.config.kubernetes.kubeconfig)
-        except kube.KubeConfigError as error:
+            return load_api_client(self.config.kubernetes.kubeconfig)
+        except KubeConfigError as error:
             raise StartupError(str(error)) from error
 
     def _node_labels(self) -> dict[str, str] | None:
@@ -425,8 +433,8 @@ class Daemon:
                 "this node's Node object)"
             )
         try:
-            return kube.node_labels(self._api_client(), self.config.node_name)
-        except kube.KubeError as error:
+            return node_labels(self._api_client(), self.config.node_name)
+        except KubeError as error:
             raise StartupError(str(error)) from error
 
 

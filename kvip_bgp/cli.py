@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from kvip_bgp import config as config_module
+from kvip_bgp.configfile import reader as config_module
+from kvip_bgp.configfile.load import load
+from kvip_bgp.domain.config import Config
 
 DESCRIPTION = """\
 kvip-bgp announces Service VIPs (and static VIPs) as /32 and /128 routes to BGP peers
@@ -84,11 +86,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ("status", "explain"):
-        from kvip_bgp import report
+        from kvip_bgp.ops import report
 
         return report.main(args)
     try:
-        cfg = config_module.load(args.config)
+        cfg = load(args.config)
     except config_module.ConfigError as error:
         print(f"kvip-bgp: {args.config}: {len(error.problems)} problem(s):", file=sys.stderr)
         for problem in error.problems:
@@ -101,16 +103,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     if args.command == "render-exabgp":
-        from kvip_bgp.exabgp import render_config
+        from kvip_bgp.bgp.config import render_config
 
         sys.stdout.write(render_config(cfg, args.api_socket, show_secrets=args.show_secrets))
         return 0
     return _run(cfg, args.runtime_dir)
 
 
-def _run(cfg: config_module.Config, runtime_dir: Path) -> int:
-    from kvip_bgp import log
+def _run(cfg: Config, runtime_dir: Path) -> int:
     from kvip_bgp.app import Daemon, StartupError
+    from kvip_bgp.ops import log
 
     log.configure(
         cfg.log.format,

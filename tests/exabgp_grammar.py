@@ -1,6 +1,6 @@
 """A validator of the ExaBGP text our code may emit: API command lines and config files.
 
-Independent of ``kvip_bgp.exabgp``: it encodes what ExaBGP 5 accepts (lab-facts.md and
+Independent of ``kvip_bgp.bgp``: it encodes what ExaBGP 5 accepts (lab-facts.md and
 ExaBGP's own tokenizer) restricted to the forms kvip-bgp uses, so a property test can
 check that every line the daemon could ever write is one of them. Anything else is
 refused: an unknown keyword, a second command smuggled in by a newline, a ``;``, ``#``,

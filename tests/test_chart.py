@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kvip_bgp import config as config_module
-from kvip_bgp.metrics import Metrics
+from kvip_bgp.configfile import load as config_module
+from kvip_bgp.runtime.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "kvip-bgp"

@@ -8,13 +8,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from kvip_bgp import config as config_module
-from kvip_bgp.cluster import FIRST_PASS_CHUNK, ClusterState, ClusterStatus, Stop
-from kvip_bgp.kube import Listed, ServiceEvent, WriteRequest
-from kvip_bgp.metrics import Metrics
-from kvip_bgp.model import Advertisement, IPAddress
-from kvip_bgp.resources import parse_endpoint_slice, parse_node, parse_service
-from kvip_bgp.snapshot import Snapshot
+from kvip_bgp.configfile import load as config_module
+from kvip_bgp.domain.model import Advertisement, IPAddress
+from kvip_bgp.domain.objects import parse_endpoint_slice, parse_node, parse_service
+from kvip_bgp.runtime.cluster import FIRST_PASS_CHUNK, ClusterState, ClusterStatus
+from kvip_bgp.runtime.messages import ClusterStop as Stop
+from kvip_bgp.runtime.messages import Listed, ServiceEvent, WriteRequest
+from kvip_bgp.runtime.metrics import Metrics
+from kvip_bgp.runtime.snapshot import Snapshot
 from kvip_bgp.testing.scenario import daemon_config, endpoint_slice, node, service
 
 SHARED = "198.51.100.200"

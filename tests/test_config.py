@@ -5,14 +5,16 @@ from __future__ import annotations
 import copy
 import ipaddress
 import re
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kvip_bgp import config
-from kvip_bgp.config import AllowedRange, ConfigError, HealthCheck
+from kvip_bgp.configfile import load as config
+from kvip_bgp.configfile.reader import ConfigError
+from kvip_bgp.domain.config import AllowedRange, HealthCheck, KernelTable, LogConfig
 
 REPO = Path(__file__).resolve().parent.parent
 DELETE = object()
@@ -517,10 +519,10 @@ GOOD_DOCUMENTS = [
             and c.kubernetes.legacy_class_handling
             and not c.kubernetes.withdraw_when_cordoned
             and c.output == "exabgp"
-            and c.kernel_table == config.KernelTable(198, 248)
+            and c.kernel_table == KernelTable(198, 248)
             and c.shutdown_timeout == 10.0
             and c.http.listen == ("127.0.0.1", 9472)
-            and c.log == config.LogConfig("json", "info")
+            and c.log == LogConfig("json", "info")
         ),
     ),
     ("hold-time-zero", {"bgp.hold_time": 0}, lambda c: c.bgp.hold_time == 0),
@@ -634,7 +636,7 @@ GOOD_DOCUMENTS = [
     (
         "log-console",
         {"log": {"format": "console", "level": "debug"}},
-        lambda c: c.log == config.LogConfig("console", "debug"),
+        lambda c: c.log == LogConfig("console", "debug"),
     ),
 ]
 
@@ -664,7 +666,7 @@ def test_good_document(edits: dict[str, Any], check: Any) -> None:
 def test_node_name_sources(
     monkeypatch: pytest.MonkeyPatch, in_file: Any, environ: dict[str, str], expected: str
 ) -> None:
-    monkeypatch.setattr(config.socket, "gethostname", lambda: "from-hostname")
+    monkeypatch.setattr(socket, "gethostname", lambda: "from-hostname")
     parsed = config.parse(build({"node_name": in_file}), environ=environ)
     assert parsed.node_name == expected
 

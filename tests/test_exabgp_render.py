@@ -16,24 +16,24 @@ from typing import Any
 
 import pytest
 
-from kvip_bgp import config, exabgp
-from kvip_bgp.config import Peer
-from kvip_bgp.exabgp import (
+from kvip_bgp.bgp import config as exabgp
+from kvip_bgp.bgp.api import parse_api_line
+from kvip_bgp.bgp.commands import (
     MAX_LINE_BYTES,
     MAX_PREFIXES_PER_LINE,
     Command,
-    CommandAck,
-    ExabgpShutdown,
     NextHopPolicy,
-    PeerState,
     announce_commands,
     end_of_rib_commands,
-    parse_api_line,
     render_attributes,
-    render_config,
     withdraw_commands,
 )
-from kvip_bgp.model import Advertisement, Community, LargeCommunity, RouteAttributes
+from kvip_bgp.bgp.config import render_config
+from kvip_bgp.configfile.load import parse
+from kvip_bgp.domain import config
+from kvip_bgp.domain.config import Peer
+from kvip_bgp.domain.model import Advertisement, Community, LargeCommunity, RouteAttributes
+from kvip_bgp.runtime.messages import CommandAck, ExabgpShutdown, PeerState
 
 API_SOCKET = Path("/run/kvip-bgp/api.sock")
 PASSWORD = "s3cret-Md5_pw"
@@ -58,7 +58,7 @@ def make_config(tmp_path: Path, bgp: dict[str, Any] | None = None, **peer: Any) 
         secret.write_text(PASSWORD + "\n", encoding="utf-8")
         peer["password_file"] = str(secret)
     document["bgp"]["peers"][0].update(peer)
-    return config.parse(document, environ={})
+    return parse(document, environ={})
 
 
 def neighbor_block(text: str, address: str) -> str:
@@ -76,7 +76,7 @@ RENDER_CASES = [
         False,
         [
             "process kvip-bgp {",
-            f"run {sys.executable} -m kvip_bgp.relay {API_SOCKET};",
+            f"run {sys.executable} -m kvip_bgp.bgp.relay {API_SOCKET};",
             "encoder json;",
             "neighbor 192.0.2.2 {",
             "router-id 192.0.2.1;",
@@ -194,7 +194,7 @@ def test_render_config_narrows_peers(tmp_path: Path) -> None:
     only_second = render_config(cfg, API_SOCKET, peers=cfg.bgp.peers[1:], python="/usr/bin/py")
     assert "neighbor 192.0.2.2 {" not in only_second
     assert "neighbor 192.0.2.6 {" in only_second
-    assert "run /usr/bin/py -m kvip_bgp.relay" in only_second
+    assert "run /usr/bin/py -m kvip_bgp.bgp.relay" in only_second
 
 
 VALIDATE_CASES = [

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from kvip_bgp import config as config_module
+from kvip_bgp.configfile import load as config_module
 from kvip_bgp.testing.netlab import wait_until
 from kvip_bgp.testing.scenario import (
     NODE_NAME,

@@ -23,8 +23,10 @@ from typing import Any
 import pytest
 import structlog
 
-from kvip_bgp.config import HealthCheck, StaticVip
-from kvip_bgp.health import (
+from kvip_bgp.domain.config import HealthCheck, StaticVip
+from kvip_bgp.domain.model import Advertisement, Community, IPAddress, RouteAttributes
+from kvip_bgp.runtime.metrics import Metrics
+from kvip_bgp.runtime.static import (
     CheckResult,
     CheckState,
     StaticVipWatcher,
@@ -35,8 +37,6 @@ from kvip_bgp.health import (
     run_check,
     static_watchers,
 )
-from kvip_bgp.metrics import Metrics
-from kvip_bgp.model import Advertisement, Community, IPAddress, RouteAttributes
 
 VIP = ipaddress.ip_address("198.51.100.53")
 DEFAULTS = RouteAttributes(communities=(Community.parse("64512:100"),), med=10)

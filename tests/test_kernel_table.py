@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 from conftest import require_lab
 
-from kvip_bgp.netif import RouteTable
+from kvip_bgp.netif.routes import RouteTable
 from kvip_bgp.testing.bird import BirdNeighbor, BirdPeer
 from kvip_bgp.testing.frr import FrrNeighbor, FrrPeer
 from kvip_bgp.testing.netlab import Lab, Netns, in_netns, pid_alive, send_signal, wait_until

@@ -23,10 +23,13 @@ from urllib.parse import urlencode
 import pytest
 from kubernetes import client
 
-from kvip_bgp import kube
-from kvip_bgp.resources import ServiceInfo, parse_service
+from kvip_bgp.domain.objects import ServiceInfo, parse_service
+from kvip_bgp.kube.client import LIST_PAGE_SIZE, load_api_client
+from kvip_bgp.kube.watch import Resource, ResourceStream, resources
+from kvip_bgp.kube.writer import ClusterWriter, LeaseSettings
+from kvip_bgp.runtime import messages as kube
+from kvip_bgp.runtime.workqueue import CoalescingQueue
 from kvip_bgp.testing.fakeapi import FakeKubeAPI
-from kvip_bgp.workqueue import CoalescingQueue
 
 
 def service(name: str, namespace: str = "default") -> dict[str, Any]:
@@ -50,7 +53,7 @@ def api() -> Iterator[FakeKubeAPI]:
 
 @pytest.fixture
 def api_client(api: FakeKubeAPI, tmp_path: Path) -> client.ApiClient:
-    return kube.load_api_client(api.write_kubeconfig(tmp_path / "kubeconfig"))
+    return load_api_client(api.write_kubeconfig(tmp_path / "kubeconfig"))
 
 
 def get(api: FakeKubeAPI, path: str, **query: str) -> tuple[int, dict[str, Any]]:
@@ -172,7 +175,7 @@ class FakeResponse:
 
 
 @dataclass(frozen=True)
-class CannedResource(kube.Resource):
+class CannedResource(Resource):
     """Answers list requests from ``replies`` in order and records each query."""
 
     replies: list[dict[str, Any]] = field(default_factory=list)
@@ -226,7 +229,7 @@ def test_stream_lists_every_page_and_delivers_once(
 ) -> None:
     resource = CannedResource("services", None, "/api/v1/services", parse_service, (), replies)
     delivered: list[kube.StreamEvent] = []
-    stream = kube.ResourceStream(resource, delivered.append, lambda res, why: None)
+    stream = ResourceStream(resource, delivered.append, lambda res, why: None)
     assert stream._list() == expected_rv
     assert len(delivered) == 1
     listed = delivered[0]
@@ -234,7 +237,7 @@ def test_stream_lists_every_page_and_delivers_once(
     assert listed.resource_version == expected_rv
     assert [o.key.name for o in listed.objects if isinstance(o, ServiceInfo)] == expected_names
     # limit on every page; each page continues from the token of the one before.
-    limit = str(kube.LIST_PAGE_SIZE)
+    limit = str(LIST_PAGE_SIZE)
     tokens = [r["metadata"].get("continue") for r in replies[:-1]]
     assert resource.queries == [
         {"limit": limit},
@@ -253,12 +256,12 @@ def drain_until_listed(events: queue.Queue[kube.StreamEvent]) -> kube.Listed:
 def test_stream_pages_through_the_fake_then_watches_from_its_version(
     api: FakeKubeAPI, api_client: client.ApiClient
 ) -> None:
-    count = kube.LIST_PAGE_SIZE * 2 + 7
+    count = LIST_PAGE_SIZE * 2 + 7
     api.put_many(service(name) for name in names(count))
     rv = str(api.resource_version)
-    services = kube.resources(api_client, "node-1")[0]
+    services = resources(api_client, "node-1")[0]
     events: queue.Queue[kube.StreamEvent] = queue.Queue()
-    stream = kube.ResourceStream(services, events.put, lambda res, why: None)
+    stream = ResourceStream(services, events.put, lambda res, why: None)
     stream.start()
     try:
         listed = drain_until_listed(events)
@@ -281,7 +284,7 @@ def test_stream_pages_through_the_fake_then_watches_from_its_version(
 
 
 @dataclass(frozen=True)
-class ExpiringResource(kube.Resource):
+class ExpiringResource(Resource):
     """Compacts the fake's history once, right after the first page was served."""
 
     fake: FakeKubeAPI | None = None
@@ -299,7 +302,7 @@ class ExpiringResource(kube.Resource):
 def test_expired_continue_token_relists_from_scratch(
     api: FakeKubeAPI, api_client: client.ApiClient
 ) -> None:
-    count = kube.LIST_PAGE_SIZE + 3  # two pages
+    count = LIST_PAGE_SIZE + 3  # two pages
     api.put_many(service(name) for name in names(count))
     resource = ExpiringResource("services", api_client, "/api/v1/services", parse_service, (), api)
     events: queue.Queue[kube.StreamEvent] = queue.Queue()
@@ -310,7 +313,7 @@ def test_expired_continue_token_relists_from_scratch(
         with lock:
             restarts.append((res, why))
 
-    stream = kube.ResourceStream(resource, events.put, restarted)
+    stream = ResourceStream(resource, events.put, restarted)
     stream.start()
     try:
         listed = drain_until_listed(events)
@@ -344,10 +347,10 @@ def test_writer_posts_an_event_then_counts_repeats(
     api.put(service("web"))
     leader = threading.Event()
     requests: CoalescingQueue[tuple[str, ...], kube.WriteRequest] = CoalescingQueue()
-    writer = kube.ClusterWriter(
+    writer = ClusterWriter(
         api_client,
         "node-a",
-        kube.LeaseSettings(namespace="kube-system", renew_every=0.2),
+        LeaseSettings(namespace="kube-system", renew_every=0.2),
         requests,
         lambda is_leader: leader.set() if is_leader else None,
     )
@@ -356,7 +359,7 @@ def test_writer_posts_an_event_then_counts_repeats(
         assert leader.wait(5)
         event = kube.ServiceEvent("default/web", "uid-1", "VIPRefused", "VIP 192.0.2.1 refused")
         for expected_count in (1, 2):
-            requests.put(kube.ClusterWriter.key(event), event)
+            requests.put(ClusterWriter.key(event), event)
             for _ in range(100):
                 posted = api.events()
                 if posted and posted[0]["count"] == expected_count:

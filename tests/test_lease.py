@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from kvip_bgp import kube
+from kvip_bgp.kube import writer as kube
+from kvip_bgp.kube.client import load_api_client
+from kvip_bgp.runtime.messages import StatusWanted, WriteRequest
+from kvip_bgp.runtime.workqueue import CoalescingQueue
 from kvip_bgp.testing.fakeapi import FakeKubeAPI
 from kvip_bgp.testing.netlab import wait_until
-from kvip_bgp.workqueue import CoalescingQueue
 
 
 @pytest.fixture
@@ -27,9 +29,9 @@ def _writer(
         with lock:
             leaders[identity] = leader
 
-    queue: CoalescingQueue[tuple[str, ...], kube.WriteRequest] = CoalescingQueue()
+    queue: CoalescingQueue[tuple[str, ...], WriteRequest] = CoalescingQueue()
     settings = kube.LeaseSettings(namespace="kube-system", duration=2, renew_every=0.2)
-    return kube.ClusterWriter(kube.load_api_client(kubeconfig), identity, settings, queue, changed)
+    return kube.ClusterWriter(load_api_client(kubeconfig), identity, settings, queue, changed)
 
 
 def _put_web_service(fake: FakeKubeAPI) -> None:
@@ -88,7 +90,7 @@ def test_non_leader_writes_nothing_then_finishes_pending_work(
     leaders: dict[str, bool] = {}
     follower = _writer(kubeconfig, "node-b", leaders, threading.Lock())
     follower._requests.put(
-        ("status", "default/web"), kube.StatusWanted("default/web", ("198.51.100.1",))
+        ("status", "default/web"), StatusWanted("default/web", ("198.51.100.1",))
     )
     follower.start()
     try:
@@ -131,15 +133,15 @@ def test_status_writes_wait_for_the_route_pipeline(
     _put_web_service(fake)
     busy = threading.Event()
     busy.set()
-    queue: CoalescingQueue[tuple[str, ...], kube.WriteRequest] = CoalescingQueue()
+    queue: CoalescingQueue[tuple[str, ...], WriteRequest] = CoalescingQueue()
     writer = kube.ClusterWriter(
-        kube.load_api_client(kubeconfig),
+        load_api_client(kubeconfig),
         "node-a",
         kube.LeaseSettings(namespace="kube-system", duration=2, renew_every=0.2),
         queue,
         routes_busy=busy.is_set,
     )
-    queue.put(("status", "default/web"), kube.StatusWanted("default/web", ("198.51.100.1",)))
+    queue.put(("status", "default/web"), StatusWanted("default/web", ("198.51.100.1",)))
     writer.start()
     timer = threading.Timer(busy_for, busy.clear)
     timer.start()

@@ -23,15 +23,9 @@ from pyroute2.netlink.rtnl import RTM_DELADDR, RTM_DELROUTE, RTM_NEWADDR, RTM_NE
 from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, ifaddrmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from kvip_bgp.model import IPAddress
-from kvip_bgp.netif import (
-    ADDRESS_PROTO,
-    BATCH_SIZE,
-    AddressTable,
-    LocalRouteTable,
-    address_request,
-    local_route_request,
-)
+from kvip_bgp.domain.model import IPAddress
+from kvip_bgp.netif.addresses import AddressTable, LocalRouteTable
+from kvip_bgp.netif.netlink import ADDRESS_PROTO, BATCH_SIZE, address_request, local_route_request
 from kvip_bgp.testing.netlab import Netns, cleanup, in_netns
 
 PREFIX = "kvn-"  # a prefix of its own: cleanup removes every namespace of a prefix

@@ -8,16 +8,17 @@ from typing import Any
 
 import pytest
 
-from kvip_bgp import config, policy
-from kvip_bgp.model import Advertisement, Community, LargeCommunity, RouteAttributes
-from kvip_bgp.policy import ServiceDecision, SharedVipConflict, advertisements, decide
-from kvip_bgp.resources import (
+from kvip_bgp.configfile.load import parse
+from kvip_bgp.domain import config, policy
+from kvip_bgp.domain.model import Advertisement, Community, LargeCommunity, RouteAttributes
+from kvip_bgp.domain.objects import (
     Endpoint,
     ObjectKey,
     parse_endpoint_slice,
     parse_node,
     parse_service,
 )
+from kvip_bgp.domain.policy import ServiceDecision, SharedVipConflict, advertisements, decide
 
 NODE = "worker-1"
 VIP4 = "198.51.100.10"
@@ -25,7 +26,7 @@ VIP6 = "2001:db8:100::10"
 
 
 def make_config(**kubernetes: Any) -> config.Config:
-    return config.parse(
+    return parse(
         {
             "node_name": NODE,
             "bgp": {

@@ -18,26 +18,32 @@ from exabgp_grammar import GrammarError, validate_command, validate_config
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from kvip_bgp import config as config_module
-from kvip_bgp.exabgp import (
+from kvip_bgp.bgp.api import parse_api_line
+from kvip_bgp.bgp.commands import (
     NextHopPolicy,
     announce_commands,
     end_of_rib_commands,
-    parse_api_line,
-    render_config,
     withdraw_commands,
 )
-from kvip_bgp.model import Advertisement, Community, LargeCommunity, RouteAttributes, parse_ip
-from kvip_bgp.policy import (
+from kvip_bgp.bgp.config import render_config
+from kvip_bgp.configfile import load as config_load
+from kvip_bgp.configfile.reader import ConfigError
+from kvip_bgp.domain import config as config_module
+from kvip_bgp.domain.annotations import (
     AnnotationError,
-    address_refusal,
-    advertisements,
-    decide,
     parse_service_attributes,
     parse_uint,
     parse_vip_list,
 )
-from kvip_bgp.resources import parse_endpoint_slice, parse_node, parse_service
+from kvip_bgp.domain.model import (
+    Advertisement,
+    Community,
+    LargeCommunity,
+    RouteAttributes,
+    parse_ip,
+)
+from kvip_bgp.domain.objects import parse_endpoint_slice, parse_node, parse_service
+from kvip_bgp.domain.policy import address_refusal, advertisements, decide
 
 SETTINGS = settings(
     max_examples=300,
@@ -302,7 +308,7 @@ NODE = st.fixed_dictionaries(
 
 def _policy_config(**kubernetes: Any) -> config_module.Config:
     """Peers of every kind, so the commands cover every next-hop and session type."""
-    return config_module.parse(
+    return config_load.parse(
         {
             "node_name": "node-1",
             "bgp": {
@@ -542,8 +548,8 @@ def _set(document: Any, path: tuple[Any, ...], value: Any) -> None:
 
 def _parse_only_config_errors(document: Any) -> config_module.Config | None:
     try:
-        return config_module.parse(document, environ={})
-    except config_module.ConfigError as error:
+        return config_load.parse(document, environ={})
+    except ConfigError as error:
         assert error.problems, "a ConfigError must name at least one problem"
         for problem in error.problems:
             assert ": " in problem

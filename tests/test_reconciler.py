@@ -11,24 +11,24 @@ from collections.abc import Iterable, Iterator
 
 import pytest
 
-from kvip_bgp import config as config_module
 from kvip_bgp.app import peers_for_node
-from kvip_bgp.exabgp import ApiConnected, ApiDisconnected, CommandAck, PeerState
-from kvip_bgp.metrics import Metrics
-from kvip_bgp.model import Advertisement, IPAddress, RouteAttributes
-from kvip_bgp.netif import BindResult
-from kvip_bgp.reconciler import (
-    BIND_CHUNK,
+from kvip_bgp.configfile import load as config_module
+from kvip_bgp.domain.model import Advertisement, BindResult, IPAddress, RouteAttributes
+from kvip_bgp.runtime.messages import (
+    ApiConnected,
+    ApiDisconnected,
+    CommandAck,
     Inbox,
-    Reconciler,
-    ReconcilerStatus,
+    PeerState,
     SourceSynced,
     Stop,
     VipDesired,
     post,
 )
-from kvip_bgp.snapshot import Snapshot
-from kvip_bgp.workqueue import CoalescingQueue
+from kvip_bgp.runtime.metrics import Metrics
+from kvip_bgp.runtime.reconciler import BIND_CHUNK, Reconciler, ReconcilerStatus
+from kvip_bgp.runtime.snapshot import Snapshot
+from kvip_bgp.runtime.workqueue import CoalescingQueue
 
 CONFIG = {
     "node_name": "n1",
@@ -127,7 +127,7 @@ class Harness:
 
 
 def advert(ip: str, *communities: str) -> Advertisement:
-    from kvip_bgp.model import Community
+    from kvip_bgp.domain.model import Community
 
     vip = ipaddress.ip_address(ip)
     attrs = RouteAttributes(communities=tuple(Community.parse(c) for c in communities))
@@ -408,7 +408,7 @@ def test_peers_for_node_by_selector(labels: dict[str, str] | None, expected: lis
 def test_a_withdraw_is_repeated_once_at_the_next_resync(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from kvip_bgp import reconciler as reconciler_module
+    from kvip_bgp.runtime import reconciler as reconciler_module
 
     monkeypatch.setattr(reconciler_module, "RESYNC_INTERVAL", 1.0)
     h = Harness(("kubernetes",), owned=set())

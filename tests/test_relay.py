@@ -1,4 +1,4 @@
-"""The relay process on its own: a real ``python -m kvip_bgp.relay`` between pipes and a socket.
+"""The relay process on its own: a real ``python -m kvip_bgp.bgp.relay`` between pipes and a socket.
 
 The relay's stderr is ExaBGP's stderr, which the daemon forwards into its own log as
 ``exabgp.log`` lines. So whichever side goes away first, the relay must leave quietly: a
@@ -49,7 +49,7 @@ def relay(tmp_path: Path) -> Iterator[Relay]:
     stdin_r, stdin_w = os.pipe()
     stdout_r, stdout_w = os.pipe()
     process = subprocess.Popen(
-        [sys.executable, "-m", "kvip_bgp.relay", str(path)],
+        [sys.executable, "-m", "kvip_bgp.bgp.relay", str(path)],
         stdin=stdin_r,
         stdout=stdout_w,
         stderr=subprocess.PIPE,

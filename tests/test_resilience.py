@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from kvip_bgp.netif import AddressTable
+from kvip_bgp.netif.addresses import AddressTable
 from kvip_bgp.testing.netlab import in_netns, pid_alive, send_signal, wait_until
 from kvip_bgp.testing.scenario import (
     NODE_NAME,
@@ -168,7 +168,7 @@ def test_relay_sigkill_keeps_routes_fresh(static_scenario: Scenario) -> None:
     scenario.start_daemon(daemon_config(None, static=[{"address": V1}]))
     prefixes = {f"{V1}/32"}
     scenario.wait_routes(lambda r: f"{V1}/32" in r and not r[f"{V1}/32"].stale, "fresh VIP")
-    relays = node_pids(scenario, "kvip_bgp.relay")
+    relays = node_pids(scenario, "kvip_bgp.bgp.relay")
     assert len(relays) == 1, relays
     exabgp = exabgp_pid(scenario)
 
@@ -191,7 +191,7 @@ def test_relay_sigkill_keeps_routes_fresh(static_scenario: Scenario) -> None:
     print(f"relay SIGKILL: {story}")
     assert {obs.state for obs in seen} == {"fresh"}, story
     assert exabgp_pid(scenario) == exabgp  # ExaBGP itself never restarted
-    new_relays = node_pids(scenario, "kvip_bgp.relay")
+    new_relays = node_pids(scenario, "kvip_bgp.bgp.relay")
     assert len(new_relays) == 1 and new_relays != relays
 
 

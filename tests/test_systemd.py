@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from kvip_bgp import config as config_module
+from kvip_bgp.configfile import load as config_module
+from kvip_bgp.domain.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMD_DIR = ROOT / "deploy" / "systemd"
@@ -127,9 +128,7 @@ def test_unit_hardening(systemd_analyze: str, tmp_path: Path) -> None:
     assert match, timeout
     example = config_module.load(EXAMPLE, environ={})
     assert int(match.group(1)) > example.shutdown_timeout
-    assert (
-        int(match.group(1)) > config_module.Config.__dataclass_fields__["shutdown_timeout"].default
-    )
+    assert int(match.group(1)) > Config.__dataclass_fields__["shutdown_timeout"].default
 
     # systemd's own exposure score for the unit as shipped (10 = unprotected). It runs in
     # the host network namespace with CAP_NET_ADMIN by design, so it cannot reach 0.

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from kvip_bgp.workqueue import CoalescingQueue
+from kvip_bgp.runtime.workqueue import CoalescingQueue
 
 
 @pytest.mark.parametrize(

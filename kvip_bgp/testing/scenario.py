@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from kvip_bgp.netif import ADDRESS_PROTO
+from kvip_bgp.netif.netlink import ADDRESS_PROTO
 from kvip_bgp.testing.fakeapi import FakeKubeAPI
 from kvip_bgp.testing.frr import FrrNeighbor, FrrPeer, FrrRoute
 from kvip_bgp.testing.netlab import (

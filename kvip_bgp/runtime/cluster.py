@@ -23,28 +23,11 @@ from typing import Final, TypeVar
 
 import structlog
 
-from kvip_bgp.config import Config
-from kvip_bgp.kube import (
-    RESOURCES,
-    Changed,
-    Listed,
-    ServiceEvent,
-    StatusWanted,
-    StreamEvent,
-    WriteRequest,
-)
-from kvip_bgp.metrics import Metrics
-from kvip_bgp.model import Advertisement, IPAddress
-from kvip_bgp.policy import (
-    Explanation,
-    ServiceDecision,
-    SharedVipConflict,
-    advertisements,
-    decide,
-    explain,
-    named_vips,
-)
-from kvip_bgp.resources import (
+from kvip_bgp.domain.annotations import named_vips
+from kvip_bgp.domain.config import Config
+from kvip_bgp.domain.explain import explain
+from kvip_bgp.domain.model import Advertisement, IPAddress
+from kvip_bgp.domain.objects import (
     Endpoint,
     EndpointSliceInfo,
     NodeInfo,
@@ -52,7 +35,20 @@ from kvip_bgp.resources import (
     ServiceInfo,
     key_order,
 )
-from kvip_bgp.snapshot import Snapshot
+from kvip_bgp.domain.policy import ServiceDecision, SharedVipConflict, advertisements, decide
+from kvip_bgp.runtime.messages import (
+    RESOURCES,
+    Changed,
+    ClusterStop,
+    ExplainRequest,
+    Listed,
+    ServiceEvent,
+    StatusWanted,
+    StreamEvent,
+    WriteRequest,
+)
+from kvip_bgp.runtime.metrics import Metrics
+from kvip_bgp.runtime.snapshot import Snapshot
 
 log = structlog.get_logger("kvip_bgp.cluster")
 
@@ -85,18 +81,6 @@ class ClusterStatus:
     node: NodeInfo | None = None
 
 
-class Stop:
-    """Sentinel put on the cluster queue to end the thread."""
-
-
-@dataclass(frozen=True)
-class ExplainRequest:
-    """Asked by the HTTP thread; answered on ``reply`` (a queue only the asker reads)."""
-
-    service: ObjectKey
-    reply: queue.Queue[Explanation]
-
-
 @dataclass
 class _Cache:
     """Owned by the cluster-state thread alone.
@@ -125,7 +109,7 @@ class ClusterState:
     def __init__(
         self,
         config: Config,
-        events: queue.Queue[StreamEvent | Stop | ExplainRequest],
+        events: queue.Queue[StreamEvent | ClusterStop | ExplainRequest],
         publish: Callable[[IPAddress, Advertisement | None], None],
         synced: Callable[[], None],
         metrics: Metrics,
@@ -148,7 +132,7 @@ class ClusterState:
             except queue.Empty:
                 self._publish_status()
                 continue
-            batch: list[StreamEvent | Stop | ExplainRequest] = [first]
+            batch: list[StreamEvent | ClusterStop | ExplainRequest] = [first]
             while True:  # take everything already waiting: one recompute per burst
                 try:
                     batch.append(self._events.get_nowait())
@@ -158,7 +142,7 @@ class ClusterState:
             everything = False
             questions: list[ExplainRequest] = []
             for event in batch:
-                if isinstance(event, Stop):
+                if isinstance(event, ClusterStop):
                     return
                 if isinstance(event, ExplainRequest):
                     questions.append(event)

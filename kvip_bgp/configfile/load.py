@@ -5,7 +5,7 @@ A bad config must stop startup with *every* problem listed, each named by its ke
 Unknown keys are errors: a misspelt ``graceful_restrat`` silently ignored would hide a
 mistake until the day it matters.
 
-Parsing goes through a small ``_Reader`` that walks the YAML tree, records problems with
+Parsing goes through a small ``Reader`` that walks the YAML tree, records problems with
 their paths and returns a placeholder so that checking continues past the first error.
 """
 
@@ -14,14 +14,28 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final
 
 import yaml
 
-from kvip_bgp.model import (
+from kvip_bgp.configfile.reader import ConfigError, Reader, type_name
+from kvip_bgp.domain.config import (
+    LOG_LEVELS,
+    AllowedRange,
+    BgpConfig,
+    Config,
+    HealthCheck,
+    HttpConfig,
+    KernelTable,
+    KubernetesConfig,
+    LogConfig,
+    Peer,
+    StaticVip,
+    VipConfig,
+)
+from kvip_bgp.domain.model import (
     MAX_U32,
     Community,
     IPAddress,
@@ -29,282 +43,6 @@ from kvip_bgp.model import (
     LargeCommunity,
     RouteAttributes,
 )
-
-T = TypeVar("T")
-A = TypeVar("A", ipaddress.IPv4Address, ipaddress.IPv6Address)
-
-OutputMode = Literal["exabgp", "kernel-table"]
-BindMode = Literal["address", "local-route"]
-LogFormat = Literal["json", "console"]
-LOG_LEVELS: Final = ("debug", "info", "warning", "error")
-
-
-class ConfigError(Exception):
-    """Raised with every problem found; ``problems`` lists them as ``path: message``."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = tuple(problems)
-        super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
-
-
-@dataclass(frozen=True)
-class Peer:
-    """One BGP neighbor. ``password`` is read from ``password_file`` and never logged."""
-
-    address: IPAddress
-    asn: int
-    port: int = 179
-    local_address: IPAddress | None = None
-    password_file: Path | None = None
-    password: str | None = field(default=None, repr=False)
-    ttl: int = 1
-    node_selector: tuple[tuple[str, str], ...] = ()
-    next_hop_v6: ipaddress.IPv6Address | None = None
-    next_hop_v4: ipaddress.IPv4Address | None = None
-
-    @property
-    def multihop(self) -> bool:
-        return self.ttl > 1
-
-
-@dataclass(frozen=True)
-class BgpConfig:
-    asn: int
-    router_id: ipaddress.IPv4Address
-    hold_time: int = 30
-    graceful_restart: int = 120
-    peers: tuple[Peer, ...] = ()
-
-
-@dataclass(frozen=True)
-class AllowedRange:
-    """A range VIPs may come from; ``namespaces`` empty means every namespace."""
-
-    cidr: IPNetwork
-    namespaces: tuple[str, ...] = ()
-
-    def admits(self, vip: IPAddress, namespace: str | None) -> bool:
-        if vip.version != self.cidr.version or vip not in self.cidr:
-            return False
-        return not self.namespaces or namespace in self.namespaces
-
-
-@dataclass(frozen=True)
-class VipConfig:
-    allowed: tuple[AllowedRange, ...]
-    interface: str | None = "lo"
-    # "address": each VIP an address on ``interface`` (seen in ``ip addr``); "local-route":
-    # a ``local`` route in table ``local`` via ``interface`` (seen in ``ip route show
-    # table local``), which the kernel adds in constant time (see netif.LocalRouteTable).
-    bind: BindMode = "address"
-
-    def admits(self, vip: IPAddress, namespace: str | None = None) -> bool:
-        """The most specific range containing ``vip`` decides (a namespaced range
-        nested in a wider one stays reserved to its namespaces)."""
-        containing = [r for r in self.allowed if r.cidr.version == vip.version and vip in r.cidr]
-        if not containing:
-            return False
-        longest = max(r.cidr.prefixlen for r in containing)
-        return any(r.admits(vip, namespace) for r in containing if r.cidr.prefixlen == longest)
-
-
-@dataclass(frozen=True)
-class KubernetesConfig:
-    enabled: bool = True
-    kubeconfig: Path | None = None
-    load_balancer_class: str = "kvip-bgp.io/bgp"
-    legacy_class_handling: bool = True
-    withdraw_when_cordoned: bool = False
-    watch_read_timeout: float = 120.0
-
-
-@dataclass(frozen=True)
-class KernelTable:
-    table: int = 198
-    protocol: int = 248
-
-
-@dataclass(frozen=True)
-class HealthCheck:
-    """How a static VIP is checked. Exactly one of ``tcp``, ``http``, ``exec`` is set."""
-
-    tcp: tuple[str, int] | None = None
-    http: str | None = None
-    expect: int = 200
-    exec_argv: tuple[str, ...] | None = None
-    interval: float = 2.0
-    timeout: float = 1.0
-    rise: int = 2
-    fall: int = 3
-
-
-@dataclass(frozen=True)
-class StaticVip:
-    address: IPAddress
-    check: HealthCheck | None = None
-    down_med: int | None = None
-    maintenance_file: Path | None = None
-
-
-@dataclass(frozen=True)
-class HttpConfig:
-    listen: tuple[str, int] | None = ("127.0.0.1", 9472)
-
-
-@dataclass(frozen=True)
-class LogConfig:
-    format: LogFormat = "json"
-    level: str = "info"
-
-
-@dataclass(frozen=True)
-class Config:
-    node_name: str
-    bgp: BgpConfig
-    advertise: RouteAttributes
-    vips: VipConfig
-    kubernetes: KubernetesConfig
-    output: OutputMode = "exabgp"
-    kernel_table: KernelTable = KernelTable()
-    shutdown_timeout: float = 10.0
-    static: tuple[StaticVip, ...] = ()
-    http: HttpConfig = HttpConfig()
-    log: LogConfig = LogConfig()
-    source: Path | None = None
-
-
-class _Reader:
-    """Walks a parsed YAML tree, collecting problems instead of stopping at the first."""
-
-    def __init__(self) -> None:
-        self.problems: list[str] = []
-
-    def fail(self, path: str, message: str) -> None:
-        self.problems.append(f"{path}: {message}")
-
-    def mapping(self, value: Any, path: str, allowed: Sequence[str]) -> Mapping[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.fail(path or "(top level)", f"must be a mapping, got {_type_name(value)}")
-            return {}
-        for key in value:
-            if key not in allowed:
-                where = f"{path}.{key}" if path else str(key)
-                self.fail(where, f"unknown key (allowed: {', '.join(allowed)})")
-        return value
-
-    def integer(
-        self, value: Any, path: str, low: int, high: int, default: int | None = None
-    ) -> int | None:
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.fail(path, f"must be an integer {low}..{high}, got {_type_name(value)}")
-            return default
-        if not low <= value <= high:
-            self.fail(path, f"must be {low}..{high}, got {value}")
-            return default
-        return value
-
-    def number(self, value: Any, path: str, low: float, high: float, default: float) -> float:
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self.fail(path, f"must be a number {low}..{high}, got {_type_name(value)}")
-            return default
-        if not low <= value <= high:
-            self.fail(path, f"must be {low}..{high}, got {value}")
-            return default
-        return float(value)
-
-    def boolean(self, value: Any, path: str, default: bool) -> bool:
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self.fail(path, f"must be true or false, got {_type_name(value)}")
-            return default
-        return value
-
-    def string(self, value: Any, path: str, default: str | None = None) -> str | None:
-        if value is None:
-            return default
-        if not isinstance(value, str) or not value:
-            self.fail(path, f"must be a non-empty string, got {_type_name(value)}")
-            return default
-        return value
-
-    def choice(self, value: Any, path: str, choices: Sequence[str], default: str) -> str:
-        if value is None:
-            return default
-        if value not in choices:
-            self.fail(path, f"must be one of {', '.join(choices)}, got {value!r}")
-            return default
-        return str(value)
-
-    def address(self, value: Any, path: str) -> IPAddress | None:
-        if value is None:
-            return None
-        try:
-            parsed = ipaddress.ip_address(str(value))
-        except ValueError:
-            self.fail(path, f"must be an IPv4 or IPv6 address, got {value!r}")
-            return None
-        if isinstance(parsed, ipaddress.IPv6Address) and parsed.scope_id is not None:
-            # The text after '%' is free-form and would be pasted into ExaBGP's input.
-            self.fail(path, f"must not carry a %zone, got {value!r}")
-            return None
-        return parsed
-
-    def address_of(self, value: Any, path: str, kind: type[A]) -> A | None:
-        """An address that must be of one IP version (a next hop of a given family)."""
-        parsed = self.address(value, path)
-        if parsed is None:
-            return None
-        if not isinstance(parsed, kind):
-            self.fail(path, f"must be an IPv{6 if kind is ipaddress.IPv6Address else 4} address")
-            return None
-        return parsed
-
-    def listing(self, value: Any, path: str) -> Sequence[Any]:
-        if value is None:
-            return ()
-        if isinstance(value, str) or not isinstance(value, Sequence):
-            self.fail(path, f"must be a list, got {_type_name(value)}")
-            return ()
-        return value
-
-    def parsed(self, value: Any, path: str, parse: Callable[[str], T]) -> T | None:
-        if not isinstance(value, str):
-            self.fail(path, f"must be a string, got {_type_name(value)}")
-            return None
-        try:
-            return parse(value)
-        except ValueError as error:
-            self.fail(path, str(error))
-            return None
-
-    def host_port(self, value: Any, path: str) -> tuple[str, int] | None:
-        if not isinstance(value, str) or ":" not in value:
-            self.fail(path, f"must be 'HOST:PORT', got {value!r}")
-            return None
-        host, _, port_text = value.rpartition(":")
-        host = host.strip("[]")
-        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-            self.fail(path, f"port must be 0..65535, got {port_text!r}")
-            return None
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            if not host:
-                self.fail(path, "host is empty")
-                return None
-        return host, int(port_text)
-
-
-def _type_name(value: Any) -> str:
-    return "nothing" if value is None else type(value).__name__
-
 
 _TOP_KEYS: Final = (
     "node_name",
@@ -351,7 +89,7 @@ def parse(
 ) -> Config:
     """Validate an already-parsed YAML document (a dict) into a ``Config``."""
     env = os.environ if environ is None else environ
-    r = _Reader()
+    r = Reader()
     top = r.mapping(document, "", _TOP_KEYS)
     if document is None:
         r.fail("(top level)", "the file is empty")
@@ -412,7 +150,7 @@ def parse(
     )
 
 
-def _parse_bgp(r: _Reader, value: Any, require_peers: bool) -> BgpConfig | None:
+def _parse_bgp(r: Reader, value: Any, require_peers: bool) -> BgpConfig | None:
     if value is None:
         r.fail("bgp", "required")
         return None
@@ -474,7 +212,7 @@ def _parse_bgp(r: _Reader, value: Any, require_peers: bool) -> BgpConfig | None:
     )
 
 
-def _parse_peer(r: _Reader, value: Any, path: str) -> Peer | None:
+def _parse_peer(r: Reader, value: Any, path: str) -> Peer | None:
     m = r.mapping(value, path, _PEER_KEYS)
     if not m:
         if value is None or isinstance(value, Mapping):
@@ -520,7 +258,7 @@ def _parse_peer(r: _Reader, value: Any, path: str) -> Peer | None:
     sel = m.get("node_selector")
     if sel is not None:
         if not isinstance(sel, Mapping):
-            r.fail(f"{path}.node_selector", f"must be a mapping, got {_type_name(sel)}")
+            r.fail(f"{path}.node_selector", f"must be a mapping, got {type_name(sel)}")
         else:
             for key, val in sel.items():
                 if not isinstance(key, str) or not isinstance(val, str):
@@ -547,7 +285,7 @@ def _parse_peer(r: _Reader, value: Any, path: str) -> Peer | None:
     )
 
 
-def _parse_attributes(r: _Reader, value: Any, path: str) -> RouteAttributes | None:
+def _parse_attributes(r: Reader, value: Any, path: str) -> RouteAttributes | None:
     m = r.mapping(value, path, ("communities", "large_communities", "local_preference", "med"))
     communities = [
         c
@@ -570,9 +308,9 @@ def _parse_attributes(r: _Reader, value: Any, path: str) -> RouteAttributes | No
     )
 
 
-def _parse_network(r: _Reader, value: Any, path: str) -> IPNetwork | None:
+def _parse_network(r: Reader, value: Any, path: str) -> IPNetwork | None:
     if not isinstance(value, str):
-        r.fail(path, f"must be a CIDR string, got {_type_name(value)}")
+        r.fail(path, f"must be a CIDR string, got {type_name(value)}")
         return None
     try:
         return ipaddress.ip_network(value, strict=True)
@@ -581,7 +319,7 @@ def _parse_network(r: _Reader, value: Any, path: str) -> IPNetwork | None:
         return None
 
 
-def _parse_vips(r: _Reader, value: Any) -> VipConfig | None:
+def _parse_vips(r: Reader, value: Any) -> VipConfig | None:
     if value is None:
         r.fail("vips", "required (vips.allowed lists the ranges VIPs may come from)")
         return None
@@ -627,7 +365,7 @@ def _parse_vips(r: _Reader, value: Any) -> VipConfig | None:
     )
 
 
-def _parse_kubernetes(r: _Reader, value: Any) -> KubernetesConfig:
+def _parse_kubernetes(r: Reader, value: Any) -> KubernetesConfig:
     m = r.mapping(
         value,
         "kubernetes",
@@ -660,7 +398,7 @@ def _parse_kubernetes(r: _Reader, value: Any) -> KubernetesConfig:
     )
 
 
-def _parse_check(r: _Reader, value: Any, path: str) -> HealthCheck | None:
+def _parse_check(r: Reader, value: Any, path: str) -> HealthCheck | None:
     m = r.mapping(
         value, path, ("tcp", "http", "expect", "exec", "interval", "timeout", "rise", "fall")
     )
@@ -695,7 +433,7 @@ def _parse_check(r: _Reader, value: Any, path: str) -> HealthCheck | None:
     )
 
 
-def _parse_static(r: _Reader, value: Any, vips: VipConfig | None) -> tuple[StaticVip, ...]:
+def _parse_static(r: Reader, value: Any, vips: VipConfig | None) -> tuple[StaticVip, ...]:
     result: list[StaticVip] = []
     seen: set[IPAddress] = set()
     for i, item in enumerate(r.listing(value, "static")):

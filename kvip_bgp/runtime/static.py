@@ -36,9 +36,9 @@ from typing import Final
 
 import structlog
 
-from kvip_bgp.config import HealthCheck, StaticVip
-from kvip_bgp.metrics import Metrics
-from kvip_bgp.model import Advertisement, IPAddress, RouteAttributes
+from kvip_bgp.domain.config import HealthCheck, StaticVip
+from kvip_bgp.domain.model import Advertisement, IPAddress, RouteAttributes
+from kvip_bgp.runtime.metrics import Metrics
 
 log = structlog.get_logger("kvip_bgp.health")
 

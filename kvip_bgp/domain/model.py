@@ -171,3 +171,12 @@ class Advertisement:
     @property
     def prefix(self) -> IPNetwork:
         return host_prefix(self.vip)
+
+
+@dataclass(frozen=True)
+class BindResult:
+    """What one ``bind_many`` did: ours now, someone else's (left alone), failed."""
+
+    bound: frozenset[IPAddress]
+    foreign: frozenset[IPAddress]
+    failed: tuple[tuple[IPAddress, OSError], ...]

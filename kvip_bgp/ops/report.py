@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from kvip_bgp import config as config_module
+from kvip_bgp.configfile import load as config_module
 
 DEFAULT_URL = "http://127.0.0.1:9472"
 

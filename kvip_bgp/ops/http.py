@@ -17,12 +17,12 @@ from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from kvip_bgp.cluster import ClusterStatus
-from kvip_bgp.metrics import Metrics
-from kvip_bgp.model import address_order
-from kvip_bgp.policy import Explanation
-from kvip_bgp.reconciler import ReconcilerStatus
-from kvip_bgp.snapshot import Snapshot
+from kvip_bgp.domain.explain import Explanation
+from kvip_bgp.domain.model import address_order
+from kvip_bgp.runtime.cluster import ClusterStatus
+from kvip_bgp.runtime.metrics import Metrics
+from kvip_bgp.runtime.reconciler import ReconcilerStatus
+from kvip_bgp.runtime.snapshot import Snapshot
 
 
 def status_document(reconciler: ReconcilerStatus, cluster: ClusterStatus) -> dict[str, Any]:

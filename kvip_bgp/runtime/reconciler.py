@@ -28,27 +28,31 @@ from typing import Final, Protocol
 
 import structlog
 
-from kvip_bgp.config import Config
-from kvip_bgp.exabgp import (
-    ApiConnected,
-    ApiDisconnected,
-    ApiMessage,
-    ApiWriter,
+from kvip_bgp.bgp.api import ApiWriter
+from kvip_bgp.bgp.commands import (
     Command,
-    CommandAck,
-    ExabgpShutdown,
     NextHopPolicy,
-    PeerState,
     announce_commands,
     end_of_rib_commands,
     withdraw_commands,
 )
-from kvip_bgp.metrics import Metrics
-from kvip_bgp.model import Advertisement, IPAddress, address_order, host_prefix
-from kvip_bgp.netif import BindResult
-from kvip_bgp.policy import merge_sources
-from kvip_bgp.snapshot import Snapshot
-from kvip_bgp.workqueue import CoalescingQueue
+from kvip_bgp.domain.config import Config
+from kvip_bgp.domain.model import Advertisement, BindResult, IPAddress, address_order, host_prefix
+from kvip_bgp.domain.policy import merge_sources
+from kvip_bgp.runtime.messages import (
+    ApiConnected,
+    ApiDisconnected,
+    CommandAck,
+    ExabgpShutdown,
+    Inbox,
+    Message,
+    PeerState,
+    SourceSynced,
+    Stop,
+    VipDesired,
+)
+from kvip_bgp.runtime.metrics import Metrics
+from kvip_bgp.runtime.snapshot import Snapshot
 
 log = structlog.get_logger("kvip_bgp.reconciler")
 
@@ -65,52 +69,6 @@ BIND_CHUNK: Final = 1000
 # the lab saw it once, on a machine loaded by two other labs (not reproduced on demand).
 WITHDRAW_FLUSH_GRACE: Final = 1.0
 MAX_BACKOFF: Final = 30.0
-
-
-@dataclass(frozen=True)
-class VipDesired:
-    """Source ``source`` wants ``vip`` announced as ``advert`` (None: no longer wants it)."""
-
-    source: str
-    vip: IPAddress
-    advert: Advertisement | None
-
-
-@dataclass(frozen=True)
-class SourceSynced:
-    """``source`` has delivered its complete state at least once."""
-
-    source: str
-
-
-@dataclass(frozen=True)
-class Stop:
-    """Withdraw everything, wait for acks, unbind, then end; give up at ``deadline``."""
-
-    deadline: float
-
-
-Message = VipDesired | SourceSynced | Stop | ApiMessage
-Inbox = CoalescingQueue[tuple[object, ...], Message]
-
-
-def message_key(message: Message) -> tuple[object, ...]:
-    """The coalescing key: only a newer value *about the same thing* replaces an older one."""
-    if isinstance(message, VipDesired):
-        return ("vip", message.source, message.vip)
-    if isinstance(message, SourceSynced):
-        return ("synced", message.source)
-    if isinstance(message, PeerState):
-        return ("peer", message.peer)
-    if isinstance(message, CommandAck):
-        return ("ack", message.generation, message.index)
-    if isinstance(message, ApiConnected | ApiDisconnected | ExabgpShutdown):
-        return (type(message).__name__, message.generation)
-    return ("stop",)
-
-
-def post(inbox: Inbox, message: Message) -> None:
-    inbox.put(message_key(message), message)
 
 
 class RouteInstaller(Protocol):

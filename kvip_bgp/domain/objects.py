@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from kvip_bgp.model import parse_ip
+from kvip_bgp.domain.model import parse_ip
 
 ANNOTATION_PREFIXES: Final = ("kvip-bgp.io/", "kube-vip.io/")
 

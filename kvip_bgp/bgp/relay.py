@@ -9,7 +9,7 @@ new connection and re-sends the full desired set.
 It always drains its stdin: a full pipe blocks ExaBGP and with it every BGP session.
 
 Usage (written into ExaBGP's config by ``kvip-bgp render-exabgp``):
-    python -m kvip_bgp.relay /run/kvip-bgp/exabgp-api.sock
+    python -m kvip_bgp.bgp.relay /run/kvip-bgp/exabgp-api.sock
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _copy_socket_to_stdout(sock: socket.socket) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m kvip_bgp.relay SOCKET_PATH", file=sys.stderr)
+        print("usage: python -m kvip_bgp.bgp.relay SOCKET_PATH", file=sys.stderr)
         return 2
     try:
         sock = _connect(args[0], CONNECT_TIMEOUT)

@@ -1,0 +1,1 @@
+"""Everything that speaks ExaBGP: its config file, its command lines, its pipe, its process."""

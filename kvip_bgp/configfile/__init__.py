@@ -1,0 +1,1 @@
+"""Reading and validating the YAML configuration file into ``domain.config`` values."""

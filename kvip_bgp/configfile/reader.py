@@ -1,0 +1,158 @@
+"""A walker over the YAML tree that records every problem with its key path.
+
+It returns a placeholder after a problem so that checking continues past the first one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from kvip_bgp.domain.model import (
+    IPAddress,
+)
+
+T = TypeVar("T")
+A = TypeVar("A", ipaddress.IPv4Address, ipaddress.IPv6Address)
+
+
+class ConfigError(Exception):
+    """Raised with every problem found; ``problems`` lists them as ``path: message``."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class Reader:
+    """Walks a parsed YAML tree, collecting problems instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}")
+
+    def mapping(self, value: Any, path: str, allowed: Sequence[str]) -> Mapping[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.fail(path or "(top level)", f"must be a mapping, got {type_name(value)}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                where = f"{path}.{key}" if path else str(key)
+                self.fail(where, f"unknown key (allowed: {', '.join(allowed)})")
+        return value
+
+    def integer(
+        self, value: Any, path: str, low: int, high: int, default: int | None = None
+    ) -> int | None:
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(path, f"must be an integer {low}..{high}, got {type_name(value)}")
+            return default
+        if not low <= value <= high:
+            self.fail(path, f"must be {low}..{high}, got {value}")
+            return default
+        return value
+
+    def number(self, value: Any, path: str, low: float, high: float, default: float) -> float:
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.fail(path, f"must be a number {low}..{high}, got {type_name(value)}")
+            return default
+        if not low <= value <= high:
+            self.fail(path, f"must be {low}..{high}, got {value}")
+            return default
+        return float(value)
+
+    def boolean(self, value: Any, path: str, default: bool) -> bool:
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.fail(path, f"must be true or false, got {type_name(value)}")
+            return default
+        return value
+
+    def string(self, value: Any, path: str, default: str | None = None) -> str | None:
+        if value is None:
+            return default
+        if not isinstance(value, str) or not value:
+            self.fail(path, f"must be a non-empty string, got {type_name(value)}")
+            return default
+        return value
+
+    def choice(self, value: Any, path: str, choices: Sequence[str], default: str) -> str:
+        if value is None:
+            return default
+        if value not in choices:
+            self.fail(path, f"must be one of {', '.join(choices)}, got {value!r}")
+            return default
+        return str(value)
+
+    def address(self, value: Any, path: str) -> IPAddress | None:
+        if value is None:
+            return None
+        try:
+            parsed = ipaddress.ip_address(str(value))
+        except ValueError:
+            self.fail(path, f"must be an IPv4 or IPv6 address, got {value!r}")
+            return None
+        if isinstance(parsed, ipaddress.IPv6Address) and parsed.scope_id is not None:
+            # The text after '%' is free-form and would be pasted into ExaBGP's input.
+            self.fail(path, f"must not carry a %zone, got {value!r}")
+            return None
+        return parsed
+
+    def address_of(self, value: Any, path: str, kind: type[A]) -> A | None:
+        """An address that must be of one IP version (a next hop of a given family)."""
+        parsed = self.address(value, path)
+        if parsed is None:
+            return None
+        if not isinstance(parsed, kind):
+            self.fail(path, f"must be an IPv{6 if kind is ipaddress.IPv6Address else 4} address")
+            return None
+        return parsed
+
+    def listing(self, value: Any, path: str) -> Sequence[Any]:
+        if value is None:
+            return ()
+        if isinstance(value, str) or not isinstance(value, Sequence):
+            self.fail(path, f"must be a list, got {type_name(value)}")
+            return ()
+        return value
+
+    def parsed(self, value: Any, path: str, parse: Callable[[str], T]) -> T | None:
+        if not isinstance(value, str):
+            self.fail(path, f"must be a string, got {type_name(value)}")
+            return None
+        try:
+            return parse(value)
+        except ValueError as error:
+            self.fail(path, str(error))
+            return None
+
+    def host_port(self, value: Any, path: str) -> tuple[str, int] | None:
+        if not isinstance(value, str) or ":" not in value:
+            self.fail(path, f"must be 'HOST:PORT', got {value!r}")
+            return None
+        host, _, port_text = value.rpartition(":")
+        host = host.strip("[]")
+        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            self.fail(path, f"port must be 0..65535, got {port_text!r}")
+            return None
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not host:
+                self.fail(path, "host is empty")
+                return None
+        return host, int(port_text)
+
+
+def type_name(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__

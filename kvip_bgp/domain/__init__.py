@@ -1,0 +1,1 @@
+"""Frozen values and pure decisions; imports only the standard library."""

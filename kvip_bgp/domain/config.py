@@ -1,0 +1,145 @@
+"""The validated configuration as frozen values (read by ``configfile``)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+from kvip_bgp.domain.model import (
+    IPAddress,
+    IPNetwork,
+    RouteAttributes,
+)
+
+OutputMode = Literal["exabgp", "kernel-table"]
+BindMode = Literal["address", "local-route"]
+LogFormat = Literal["json", "console"]
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One BGP neighbor. ``password`` is read from ``password_file`` and never logged."""
+
+    address: IPAddress
+    asn: int
+    port: int = 179
+    local_address: IPAddress | None = None
+    password_file: Path | None = None
+    password: str | None = field(default=None, repr=False)
+    ttl: int = 1
+    node_selector: tuple[tuple[str, str], ...] = ()
+    next_hop_v6: ipaddress.IPv6Address | None = None
+    next_hop_v4: ipaddress.IPv4Address | None = None
+
+    @property
+    def multihop(self) -> bool:
+        return self.ttl > 1
+
+
+@dataclass(frozen=True)
+class BgpConfig:
+    asn: int
+    router_id: ipaddress.IPv4Address
+    hold_time: int = 30
+    graceful_restart: int = 120
+    peers: tuple[Peer, ...] = ()
+
+
+@dataclass(frozen=True)
+class AllowedRange:
+    """A range VIPs may come from; ``namespaces`` empty means every namespace."""
+
+    cidr: IPNetwork
+    namespaces: tuple[str, ...] = ()
+
+    def admits(self, vip: IPAddress, namespace: str | None) -> bool:
+        if vip.version != self.cidr.version or vip not in self.cidr:
+            return False
+        return not self.namespaces or namespace in self.namespaces
+
+
+@dataclass(frozen=True)
+class VipConfig:
+    allowed: tuple[AllowedRange, ...]
+    interface: str | None = "lo"
+    # "address": each VIP an address on ``interface`` (seen in ``ip addr``); "local-route":
+    # a ``local`` route in table ``local`` via ``interface`` (seen in ``ip route show
+    # table local``), which the kernel adds in constant time (see netif.LocalRouteTable).
+    bind: BindMode = "address"
+
+    def admits(self, vip: IPAddress, namespace: str | None = None) -> bool:
+        """The most specific range containing ``vip`` decides (a namespaced range
+        nested in a wider one stays reserved to its namespaces)."""
+        containing = [r for r in self.allowed if r.cidr.version == vip.version and vip in r.cidr]
+        if not containing:
+            return False
+        longest = max(r.cidr.prefixlen for r in containing)
+        return any(r.admits(vip, namespace) for r in containing if r.cidr.prefixlen == longest)
+
+
+@dataclass(frozen=True)
+class KubernetesConfig:
+    enabled: bool = True
+    kubeconfig: Path | None = None
+    load_balancer_class: str = "kvip-bgp.io/bgp"
+    legacy_class_handling: bool = True
+    withdraw_when_cordoned: bool = False
+    watch_read_timeout: float = 120.0
+
+
+@dataclass(frozen=True)
+class KernelTable:
+    table: int = 198
+    protocol: int = 248
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """How a static VIP is checked. Exactly one of ``tcp``, ``http``, ``exec`` is set."""
+
+    tcp: tuple[str, int] | None = None
+    http: str | None = None
+    expect: int = 200
+    exec_argv: tuple[str, ...] | None = None
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 3
+
+
+@dataclass(frozen=True)
+class StaticVip:
+    address: IPAddress
+    check: HealthCheck | None = None
+    down_med: int | None = None
+    maintenance_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: tuple[str, int] | None = ("127.0.0.1", 9472)
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    format: LogFormat = "json"
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    node_name: str
+    bgp: BgpConfig
+    advertise: RouteAttributes
+    vips: VipConfig
+    kubernetes: KubernetesConfig
+    output: OutputMode = "exabgp"
+    kernel_table: KernelTable = KernelTable()
+    shutdown_timeout: float = 10.0
+    static: tuple[StaticVip, ...] = ()
+    http: HttpConfig = HttpConfig()
+    log: LogConfig = LogConfig()
+    source: Path | None = None

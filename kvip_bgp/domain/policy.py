@@ -1,0 +1,226 @@
+"""Which VIPs this node announces, with which attributes, and why not.
+
+Pure functions of frozen inputs and the config: no I/O, no clock, no Kubernetes or
+netlink imports. Every "no" carries a stable reason string (``class-mismatch``,
+``no-local-endpoint``, ``invalid-annotation:kvip-bgp.io/med``...) that goes unchanged into
+logs, Kubernetes Events, ``/status`` and ``kvip-bgp explain``.
+
+Annotation values come from whoever may edit a Service, so they are parsed strictly into
+typed values here; nothing from the cluster is ever pasted into an ExaBGP command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from kvip_bgp.domain.annotations import (
+    EXCLUDE_LABEL,
+    KUBE_VIP_PREFIX,
+    PREFIX,
+    AnnotationError,
+    parse_service_attributes,
+    service_vips,
+)
+from kvip_bgp.domain.config import Config
+from kvip_bgp.domain.model import (
+    Advertisement,
+    IPAddress,
+    RouteAttributes,
+)
+from kvip_bgp.domain.objects import Endpoint, NodeInfo, ObjectKey, ServiceInfo, key_order
+from kvip_bgp.domain.reasons import (
+    CLASS_MISMATCH,
+    FORBIDDEN_ADDRESS,
+    IGNORED,
+    INVALID_ANNOTATION,
+    NO_LOCAL_ENDPOINT,
+    NO_READY_ENDPOINT,
+    NO_VIP,
+    NODE_EXCLUDED,
+    NODE_NOT_FOUND,
+    NOT_LOAD_BALANCER,
+    OUTSIDE_ALLOWED,
+)
+
+
+@dataclass(frozen=True)
+class VipVerdict:
+    vip: IPAddress
+    announce: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ServiceDecision:
+    """What this node does for one Service, and the chain of reasons behind it."""
+
+    service: ObjectKey
+    reason: str | None
+    verdicts: tuple[VipVerdict, ...] = ()
+    attributes: RouteAttributes | None = None
+    vip_source: str | None = None
+    message: str | None = None
+
+    @property
+    def announced(self) -> tuple[IPAddress, ...]:
+        return tuple(v.vip for v in self.verdicts if v.announce)
+
+
+@dataclass(frozen=True)
+class SharedVipConflict:
+    """Two Services share a VIP but disagree on a scalar attribute; ``winner`` decides."""
+
+    vip: IPAddress
+    winner: ObjectKey
+    loser: ObjectKey
+    attribute: str
+
+
+def address_refusal(
+    vip: IPAddress, namespace: str | None, config: Config, node: NodeInfo | None
+) -> str | None:
+    """Why this VIP may never be announced (hijack protection), or None if it may."""
+    if vip.is_unspecified or vip.is_multicast or vip.is_link_local or vip.is_loopback:
+        return f"{FORBIDDEN_ADDRESS}:{_address_class(vip)}"
+    if node is not None and vip in node.ips:
+        return f"{FORBIDDEN_ADDRESS}:node-address"
+    if any(vip == peer.address or vip == peer.local_address for peer in config.bgp.peers):
+        return f"{FORBIDDEN_ADDRESS}:peer-address"
+    if not config.vips.admits(vip, namespace):
+        return OUTSIDE_ALLOWED
+    return None
+
+
+def _address_class(vip: IPAddress) -> str:
+    if vip.is_unspecified:
+        return "unspecified"
+    if vip.is_multicast:
+        return "multicast"
+    if vip.is_link_local:
+        return "link-local"
+    return "loopback"
+
+
+def node_refusal(node: NodeInfo | None, config: Config) -> str | None:
+    """Why this node must announce nothing from the cluster right now, or None."""
+    if node is None:
+        return NODE_NOT_FOUND
+    if node.label(EXCLUDE_LABEL) is not None:
+        return f"{NODE_EXCLUDED}:label"
+    if node.network_unavailable:
+        return f"{NODE_EXCLUDED}:network-unavailable"
+    if config.kubernetes.withdraw_when_cordoned and node.unschedulable:
+        return f"{NODE_EXCLUDED}:cordoned"
+    return None
+
+
+def decide(
+    service: ServiceInfo,
+    endpoints: Sequence[Endpoint],
+    node: NodeInfo | None,
+    config: Config,
+) -> ServiceDecision:
+    """Decide for one Service on this node. Never raises on any input."""
+    key = service.key
+    if service.type != "LoadBalancer":
+        return ServiceDecision(key, NOT_LOAD_BALANCER)
+    wanted = config.kubernetes.load_balancer_class
+    if service.load_balancer_class is None:
+        if not config.kubernetes.legacy_class_handling:
+            return ServiceDecision(key, CLASS_MISMATCH, message="no loadBalancerClass")
+    elif service.load_balancer_class != wanted:
+        return ServiceDecision(
+            key, CLASS_MISMATCH, message=f"class {service.load_balancer_class!r} is not ours"
+        )
+    for ignore_key in (PREFIX + "ignore", KUBE_VIP_PREFIX + "ignore"):
+        raw = service.annotation(ignore_key)
+        if raw is not None and raw.strip().lower() == "true":
+            return ServiceDecision(key, IGNORED, message=f"{ignore_key}=true")
+    try:
+        vips, source = service_vips(service)
+        attributes = parse_service_attributes(service, config.advertise)
+    except AnnotationError as error:
+        return ServiceDecision(key, f"{INVALID_ANNOTATION}:{error.annotation}", message=str(error))
+    if not vips:
+        return ServiceDecision(key, NO_VIP, message="no VIP from annotation, spec or status")
+
+    verdicts: list[VipVerdict] = []
+    gate = node_refusal(node, config) or _endpoint_refusal(service, endpoints, config)
+    for vip in vips:
+        refusal = address_refusal(vip, key.namespace, config, node)
+        if refusal is None and gate is not None:
+            refusal = gate
+        verdicts.append(VipVerdict(vip, refusal is None, refusal))
+    announced = [v for v in verdicts if v.announce]
+    reason = None if announced else verdicts[0].reason
+    return ServiceDecision(key, reason, tuple(verdicts), attributes=attributes, vip_source=source)
+
+
+def _endpoint_refusal(
+    service: ServiceInfo, endpoints: Sequence[Endpoint], config: Config
+) -> str | None:
+    healthy = [ep for ep in endpoints if ep.healthy]
+    if service.external_traffic_policy == "Local":
+        if not any(ep.node_name == config.node_name for ep in healthy):
+            return NO_LOCAL_ENDPOINT
+        return None
+    if not healthy:
+        return NO_READY_ENDPOINT
+    return None
+
+
+def advertisements(
+    decisions: Iterable[ServiceDecision],
+) -> tuple[dict[IPAddress, Advertisement], list[SharedVipConflict]]:
+    """Merge per-Service decisions into one route per VIP.
+
+    A VIP shared by several Services is one route: communities unite; for scalar
+    attributes the Service first in ``namespace/name`` order wins, and every disagreement
+    is returned so the caller can put a Warning Event on the losing Service.
+    """
+    merged: dict[IPAddress, Advertisement] = {}
+    winners: dict[IPAddress, ServiceDecision] = {}
+    conflicts: list[SharedVipConflict] = []
+    ordered = sorted(decisions, key=lambda d: key_order(d.service))
+    for decision in ordered:
+        if decision.attributes is None:
+            continue
+        for vip in decision.announced:
+            current = merged.get(vip)
+            if current is None:
+                merged[vip] = Advertisement(vip, decision.attributes, (str(decision.service),))
+                winners[vip] = decision
+                continue
+            winner = winners[vip]
+            assert winner.attributes is not None
+            for attribute in ("local_preference", "med", "as_path_prepend"):
+                if getattr(winner.attributes, attribute) != getattr(decision.attributes, attribute):
+                    conflicts.append(
+                        SharedVipConflict(vip, winner.service, decision.service, attribute)
+                    )
+            merged[vip] = Advertisement(
+                vip,
+                current.attributes.merged_with(decision.attributes),
+                (*current.sources, str(decision.service)),
+            )
+    return merged, conflicts
+
+
+def merge_sources(
+    per_source: Mapping[str, Mapping[IPAddress, Advertisement]],
+) -> dict[IPAddress, Advertisement]:
+    """Union of the desired routes of several sources (Kubernetes, static), merged per VIP."""
+    result: dict[IPAddress, Advertisement] = {}
+    for source in sorted(per_source):
+        for vip, advert in per_source[source].items():
+            current = result.get(vip)
+            if current is None:
+                result[vip] = advert
+            else:
+                result[vip] = Advertisement(
+                    vip,
+                    current.attributes.merged_with(advert.attributes),
+                    (*current.sources, *advert.sources),
+                )
+    return result

@@ -1,0 +1,155 @@
+"""The only module that talks to the Kubernetes API (the only ``kubernetes`` import).
+
+Stream threads list and then watch one resource each and push frozen, parsed objects to
+the cluster-state thread. They own no cluster state: all they remember is the
+``resourceVersion`` to resume from.
+
+Requests go through the client's own ``ApiClient`` (kubeconfig and in-cluster loading,
+auth and token refresh, TLS, urllib3, ``ApiException``) but not through its generated
+``CoreV1Api``-style classes (see ``request``). Payloads are read as raw JSON and parsed by
+``resources.py``: the client's model deserialisation costs seconds for a list of 10,000
+Services, and we need a dozen fields of each. Initial lists are read in pages
+(``LIST_PAGE_SIZE``) so that the whole list never exists as JSON dicts at once.
+
+Robustness against real API servers: watches resume from the last ``resourceVersion``
+(bookmarks keep it fresh); ``410 Gone`` triggers a relist; a read timeout longer than the
+server-side watch timeout notices a silently dead stream; errors back off exponentially
+with jitter. A relist replaces the whole cache for that resource, so nothing that changed
+during an outage is missed; nothing is ever withdrawn because the API is unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote
+
+import structlog
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException as ApiException
+
+# Re-exported: the other kube modules name the client type without importing ``kubernetes``.
+ApiClient = k8s.ApiClient
+
+log = structlog.get_logger("kvip_bgp.kube")
+
+
+class KubeConfigError(Exception):
+    """No usable cluster credentials; the message lists what was tried."""
+
+
+class KubeError(Exception):
+    """A request the daemon cannot start without failed; the message says which."""
+
+
+LIST_PAGE_SIZE: Final = 500
+JSON: Final = "application/json"
+# What the generated client sends for a dict body to PATCH on built-in kinds.
+STRATEGIC_MERGE_PATCH: Final = "application/strategic-merge-patch+json"
+
+
+def api_path(template: str, *names: str) -> str:
+    """``template`` with each ``{}`` replaced by one name, percent-encoded as a path segment."""
+    return template.format(*(quote(name, safe="") for name in names))
+
+
+def request(
+    api: k8s.ApiClient,
+    method: str,
+    path: str,
+    query: Sequence[tuple[str, str]] = (),
+    body: Any = None,
+    content_type: str = JSON,
+    timeout: tuple[float, float] = (5.0, 10.0),
+) -> Any:
+    """One API call; the streaming urllib3 response, or ``ApiException`` for non-2xx.
+
+    Why not ``CoreV1Api`` and friends: in this client the first use of a generated API
+    class imports the pydantic models of its whole group and builds their validators,
+    about 24 MB resident for the three classes we need, to check parameters we build
+    ourselves. ``ApiClient.param_serialize``/``call_api`` are the layer those classes call,
+    so auth (bearer token, exec plugins, refresh), TLS and the host come from the same
+    configuration, and errors raise the same ``ApiException`` subclasses as the generated
+    methods do with ``_preload_content=False``. The caller must read the response and
+    ``release_conn()`` it (``request_json`` does both).
+    """
+    headers = {"Accept": JSON}
+    if body is not None:
+        headers["Content-Type"] = content_type
+    serialized = api.param_serialize(
+        method,
+        path,
+        query_params=list(query),
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    response: Any = api.call_api(*serialized, _request_timeout=timeout)
+    if not 200 <= response.status <= 299:
+        response.read()
+        raise ApiException.from_response(http_resp=response, body=None, data=None)
+    return response.response
+
+
+def request_json(
+    api: k8s.ApiClient,
+    method: str,
+    path: str,
+    body: Any = None,
+    content_type: str = JSON,
+    timeout: tuple[float, float] = (5.0, 10.0),
+) -> Any:
+    """``request``, with the reply body parsed and the connection back in the pool."""
+    response = request(api, method, path, body=body, content_type=content_type, timeout=timeout)
+    try:
+        return json.loads(response.data)
+    finally:
+        response.release_conn()
+
+
+def node_labels(api: k8s.ApiClient, node_name: str) -> dict[str, str]:
+    """This node's labels (for per-rack peer selection at startup)."""
+    try:
+        body = request_json(api, "GET", api_path("/api/v1/nodes/{}", node_name), timeout=(10, 30))
+    except ApiException as error:
+        raise KubeError(
+            f"cannot read Node {node_name!r}: HTTP {error.status} {error.reason}"
+        ) from error
+    except Exception as error:
+        raise KubeError(f"cannot read Node {node_name!r}: {error}") from error
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    return {k: v for k, v in labels.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+class Gone(Exception):
+    """The resourceVersion we resume from is too old (410): relist."""
+
+
+def _client_from_kubeconfig(path: str | None) -> k8s.ApiClient:
+    api: k8s.ApiClient = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=path
+    )
+    return api
+
+
+def load_api_client(kubeconfig: Path | None) -> k8s.ApiClient:
+    """In-cluster credentials, then ``kubernetes.kubeconfig``, then ``$KUBECONFIG``."""
+    tried: list[str] = []
+    if kubeconfig is not None:
+        try:
+            return _client_from_kubeconfig(str(kubeconfig))
+        except Exception as error:  # the loader raises several unrelated types
+            raise KubeConfigError(f"kubernetes.kubeconfig {kubeconfig}: {error}") from error
+    try:
+        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return k8s.ApiClient()
+    except k8s_config.ConfigException as error:
+        tried.append(f"in-cluster: {error}")
+    try:
+        return _client_from_kubeconfig(None)
+    except Exception as error:
+        tried.append(f"$KUBECONFIG/~/.kube/config: {error}")
+    raise KubeConfigError("no Kubernetes credentials found; tried " + "; ".join(tried))

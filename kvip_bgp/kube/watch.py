@@ -1,0 +1,245 @@
+"""Stream threads: list, then watch, one resource each, and push parsed objects.
+
+They own no cluster state: all they remember is the ``resourceVersion`` to resume from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from kvip_bgp.domain.objects import (
+    parse_endpoint_slice,
+    parse_node,
+    parse_service,
+)
+from kvip_bgp.kube.client import LIST_PAGE_SIZE, ApiClient, ApiException, Gone, request
+from kvip_bgp.runtime.messages import Changed, KubeObject, Listed, StreamEvent
+
+log = structlog.get_logger("kvip_bgp.kube")
+
+
+@dataclass(frozen=True)
+class WatchTimeouts:
+    """Server-side watch length, client read timeout (must exceed the bookmark interval)."""
+
+    watch_seconds: int = 300
+    read_seconds: float = 120.0
+    connect_seconds: float = 10.0
+    max_backoff: float = 30.0
+
+
+@dataclass(frozen=True)
+class Resource:
+    """How to list/watch one resource kind (``path``: its collection) and parse its objects."""
+
+    name: str
+    api: ApiClient
+    path: str
+    parse: Callable[[Mapping[str, Any]], KubeObject]
+    params: tuple[tuple[str, str], ...] = ()
+
+    def get(self, query: Sequence[tuple[str, str]], timeout: tuple[float, float]) -> Any:
+        """A list or watch request; the streaming response (see ``request``)."""
+        return request(self.api, "GET", self.path, (*self.params, *query), timeout=timeout)
+
+
+def resources(api: ApiClient, node_name: str) -> tuple[Resource, ...]:
+    return (
+        Resource("services", api, "/api/v1/services", parse_service),
+        Resource(
+            "endpointslices", api, "/apis/discovery.k8s.io/v1/endpointslices", parse_endpoint_slice
+        ),
+        # Only our own Node matters; the selector saves watching all 80 of them.
+        Resource(
+            "nodes",
+            api,
+            "/api/v1/nodes",
+            parse_node,
+            (("fieldSelector", f"metadata.name={node_name}"),),
+        ),
+    )
+
+
+def _lines(response: Any) -> Iterator[bytes]:
+    buffer = b""
+    for chunk in response.stream(1 << 16, decode_content=True):
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                yield line
+    if buffer.strip():
+        yield buffer
+
+
+class ResourceStream(threading.Thread):
+    """One stream thread: list, then watch, forever, for one resource."""
+
+    def __init__(
+        self,
+        resource: Resource,
+        deliver: Callable[[StreamEvent], None],
+        on_restart: Callable[[str, str], None],
+        timeouts: WatchTimeouts = WatchTimeouts(),
+    ) -> None:
+        super().__init__(name=f"stream-{resource.name}", daemon=True)
+        self.resource = resource
+        self._deliver = deliver
+        self._on_restart = on_restart
+        self._timeouts = timeouts
+        self._stopping = threading.Event()
+        self._response: Any = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+        response = self._response
+        if response is not None:
+            # Closing a half-dead urllib3 response may raise anything; we are leaving anyway.
+            with contextlib.suppress(Exception):
+                response.shutdown() if hasattr(response, "shutdown") else response.close()
+
+    def run(self) -> None:
+        resource_version: str | None = None
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                if resource_version is None:
+                    resource_version = self._list()
+                resource_version = self._watch(resource_version)
+                failures = 0
+            except Gone:
+                log.info("kube.watch_expired", resource=self.resource.name, reason="410 Gone")
+                self._on_restart(self.resource.name, "expired")
+                resource_version = None
+            except ApiException as error:
+                if error.status == 410:
+                    self._on_restart(self.resource.name, "expired")
+                    resource_version = None
+                    continue
+                failures += 1
+                self._failed(f"http-{error.status}", str(error.reason), failures)
+            except Exception as error:  # network errors come in many urllib3 shapes
+                if self._stopping.is_set():
+                    return
+                failures += 1
+                self._failed(_error_kind(error), repr(error)[:300], failures)
+
+    def _failed(self, kind: str, detail: str, failures: int) -> None:
+        self._on_restart(self.resource.name, kind)
+        delay = min(self._timeouts.max_backoff, 0.2 * 2 ** min(failures, 10))
+        delay *= random.uniform(0.5, 1.0)  # jitter: 80 nodes must not retry in lockstep
+        log.warning(
+            "kube.stream_error",
+            resource=self.resource.name,
+            error=detail,
+            kind=kind,
+            retry_in=round(delay, 2),
+        )
+        self._stopping.wait(delay)
+
+    def _request_timeout(self) -> tuple[float, float]:
+        return (self._timeouts.connect_seconds, self._timeouts.read_seconds)
+
+    def _list(self) -> str:
+        """List in pages of ``LIST_PAGE_SIZE``, following ``metadata.continue``; deliver once.
+
+        Why pages: 10,000 Services in one response are ~4 MB of JSON that become ~40 MB
+        of dicts all alive at once, between the long-lived parsed objects; the allocator
+        cannot give that peak back (measured: the daemon stayed ~20 MB bigger). One page
+        at a time keeps at most ``LIST_PAGE_SIZE`` raw objects alive.
+
+        The pages are one consistent snapshot; the resourceVersion to watch from is the
+        last page's (the API server sends the snapshot's on each). A 410 on a continue
+        token (the snapshot was compacted away) propagates as ``ApiException``, and
+        ``run`` relists from scratch: mixing pages of two snapshots could miss changes.
+        """
+        objects: list[KubeObject] = []
+        token = ""
+        version = ""
+        pages = 0
+        while True:
+            query = [("limit", str(LIST_PAGE_SIZE))]
+            if token:
+                query.append(("continue", token))
+            try:
+                response = self.resource.get(query, self._request_timeout())
+            except ApiException as error:
+                if error.status == 410 and token:
+                    log.info(
+                        "kube.list_expired",
+                        resource=self.resource.name,
+                        pages=pages,
+                        reason="continue token expired: relisting from scratch",
+                    )
+                raise
+            try:
+                body = json.loads(response.data)
+            finally:
+                response.release_conn()
+            pages += 1
+            meta = body.get("metadata") or {}
+            version = str(meta.get("resourceVersion") or "")
+            token = str(meta.get("continue") or "")
+            items = body.get("items") or []
+            objects.extend(self.resource.parse(item) for item in items if isinstance(item, dict))
+            del body, items  # the next page is not parsed while this one is still alive
+            if not token:
+                break
+        log.info(
+            "kube.listed",
+            resource=self.resource.name,
+            count=len(objects),
+            pages=pages,
+            resource_version=version,
+        )
+        self._deliver(Listed(self.resource.name, tuple(objects), version))
+        return version
+
+    def _watch(self, resource_version: str) -> str:
+        response = self.resource.get(
+            (
+                ("watch", "true"),
+                ("resourceVersion", resource_version),
+                ("allowWatchBookmarks", "true"),
+                ("timeoutSeconds", str(self._timeouts.watch_seconds)),
+            ),
+            self._request_timeout(),
+        )
+        self._response = response
+        try:
+            for line in _lines(response):
+                if self._stopping.is_set():
+                    break
+                event = json.loads(line)
+                kind = event.get("type")
+                obj = event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise Gone()
+                    raise ApiException(status=obj.get("code") or 500, reason=obj.get("message"))
+                new_version = (obj.get("metadata") or {}).get("resourceVersion")
+                if kind in ("ADDED", "MODIFIED", "DELETED"):
+                    self._deliver(Changed(self.resource.name, kind, self.resource.parse(obj)))
+                if new_version:
+                    resource_version = str(new_version)
+        finally:
+            self._response = None
+            response.release_conn()
+        return resource_version
+
+
+def _error_kind(error: Exception) -> str:
+    text = type(error).__name__
+    if "Timeout" in text or "timed out" in str(error):
+        return "timeout"
+    if isinstance(error, ValueError):
+        return "malformed"
+    return "connection"

@@ -1,0 +1,185 @@
+"""VIPs bound on an interface: as addresses (default) or as local routes.
+
+Used by the reconciler thread only; the netlink sockets are never shared.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+
+from kvip_bgp.domain.model import BindResult, IPAddress
+from kvip_bgp.netif.netlink import (
+    ADDRESS_PROTO,
+    EADDRNOTAVAIL,
+    EEXIST,
+    ENOENT,
+    ESRCH,
+    RT_TABLE_LOCAL,
+    RTM_DELADDR,
+    RTM_DELROUTE,
+    RTM_NEWADDR,
+    RTM_NEWROUTE,
+    RTN_LOCAL,
+    InterfaceError,
+    IPRoute,
+    LocalAddress,
+    NetlinkBatch,
+    NetlinkError,
+    RequestBuilder,
+    address_request,
+    local_route_request,
+)
+
+log = structlog.get_logger("kvip_bgp.netif")
+
+
+class AddressTable:
+    """The VIP addresses on one interface."""
+
+    def __init__(self, interface: str, create: bool = True) -> None:
+        self.interface = interface
+        self._ipr: Any = IPRoute()
+        self._batch = NetlinkBatch()
+        self._index = self._lookup_or_create(create)
+        # Addresses this table knows to be ours (refreshed by every owned() dump), so that
+        # unbind needs no dump of the whole interface: that is O(addresses) per VIP.
+        self._owned: set[IPAddress] = set()
+
+    def close(self) -> None:
+        self._batch.close()
+        self._ipr.close()
+
+    def _lookup_or_create(self, create: bool) -> int:
+        found = self._ipr.link_lookup(ifname=self.interface)
+        if found:
+            return int(found[0])
+        if not create:
+            raise InterfaceError(f"vips.interface {self.interface!r} does not exist")
+        try:
+            self._ipr.link("add", ifname=self.interface, kind="dummy")
+            self._ipr.link("set", index=self._ipr.link_lookup(ifname=self.interface)[0], state="up")
+        except NetlinkError as error:
+            raise InterfaceError(
+                f"vips.interface {self.interface!r} does not exist and could not be created "
+                f"as a dummy link ({error.args[-1] if error.args else error}); this kernel may "
+                "lack the dummy driver: create the interface yourself or set "
+                "vips.interface: lo"
+            ) from error
+        log.info("netif.created", interface=self.interface, kind="dummy")
+        return int(self._ipr.link_lookup(ifname=self.interface)[0])
+
+    def addresses(self) -> dict[IPAddress, LocalAddress]:
+        """Every host address (/32, /128) on the interface, and whether it is ours."""
+        result: dict[IPAddress, LocalAddress] = {}
+        for msg in self._ipr.get_addr(index=self._index):
+            raw = msg.get("IFA_ADDRESS")
+            if raw is None:
+                continue
+            address = ipaddress.ip_address(raw)
+            if msg["prefixlen"] != address.max_prefixlen:
+                continue
+            owned = msg.get("IFA_PROTO") == ADDRESS_PROTO
+            result[address] = LocalAddress(address, owned)
+        return result
+
+    def _request_builder(self, adding: bool) -> RequestBuilder:
+        kind = RTM_NEWADDR if adding else RTM_DELADDR
+        return lambda vip, sequence: address_request(kind, vip, self._index, sequence)
+
+    def owned(self) -> set[IPAddress]:
+        self._owned = {a.address for a in self.addresses().values() if a.owned}
+        return set(self._owned)
+
+    def bind_many(self, vips: Iterable[IPAddress]) -> BindResult:
+        """Add ``vips`` as ours, in batches.
+
+        An address that already exists is ours if it carries our protocol mark (an
+        earlier run's) and someone else's otherwise: one dump of the interface settles
+        every such address of the batch.
+        """
+        wanted = list(vips)
+        codes = self._batch.request(self._request_builder(adding=True), wanted)
+        bound: set[IPAddress] = set()
+        existing: list[IPAddress] = []
+        failed: list[tuple[IPAddress, OSError]] = []
+        for vip, code in zip(wanted, codes, strict=True):
+            if code == 0:
+                bound.add(vip)
+            elif code == EEXIST:
+                existing.append(vip)
+            else:
+                failed.append((vip, OSError(code, os.strerror(code))))
+        foreign: set[IPAddress] = set()
+        if existing:
+            present = self.addresses()
+            for vip in existing:
+                entry = present.get(vip)
+                if entry is not None and entry.owned:
+                    bound.add(vip)
+                elif entry is not None:
+                    foreign.add(vip)
+                else:  # deleted again between the add and the dump: try next time
+                    failed.append((vip, OSError(ENOENT, "address vanished while binding")))
+        self._owned |= bound
+        return BindResult(frozenset(bound), frozenset(foreign), tuple(failed))
+
+    def unbind_many(self, vips: set[IPAddress]) -> dict[IPAddress, OSError]:
+        """Remove those of ``vips`` that are ours, in batches, without dumping the interface.
+
+        Ownership comes from the set the last ``owned()`` dump and our own binds built
+        (the kernel ignores the protocol mark on delete). The window this leaves: an
+        address of ours deleted and re-added by someone else between two dumps would be
+        removed. Returns the VIPs that could not be removed, with the error.
+        """
+        ours = [vip for vip in vips if vip in self._owned]
+        codes = self._batch.request(self._request_builder(adding=False), ours)
+        failed: dict[IPAddress, OSError] = {}
+        for vip, code in zip(ours, codes, strict=True):
+            if code in (0, EADDRNOTAVAIL, ENOENT, ESRCH):  # ESRCH: no such route
+                self._owned.discard(vip)
+            else:
+                failed[vip] = OSError(code, os.strerror(code))
+        return failed
+
+
+class LocalRouteTable(AddressTable):
+    """VIPs as ``local`` routes in table ``local`` via the interface (``vips.bind:
+    local-route``), not as addresses on it.
+
+    A local route is what an address adds under the hood to make the kernel accept
+    traffic for it, and the kernel adds one in constant time. Each IPv4 address, in
+    contrast, walks the interface's whole address list (``__inet_insert_ifa``): on the
+    lab machine 10 chunks of 1,000 addresses on ``lo`` took 0.034 s for the first and
+    0.340 s for the tenth (1.70 s in all), 10,000 local routes 0.14 s (``ip -batch``).
+    The costs: operators find the VIPs with ``ip route show table local``, not ``ip
+    addr``; an IPv6 service cannot ``bind()`` to such a VIP (only to ``[::]``) unless
+    ``net.ipv6.ip_nonlocal_bind=1``; IPv4 binds work. Ownership is the route protocol
+    ``ADDRESS_PROTO``; a local route anyone else made (the kernel's for an address, a
+    foreign one) is never touched.
+    """
+
+    def addresses(self) -> dict[IPAddress, LocalAddress]:
+        """Every host local route through the interface, and whether it is ours."""
+        result: dict[IPAddress, LocalAddress] = {}
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for msg in self._ipr.get_routes(family=family, table=RT_TABLE_LOCAL):
+                raw = msg.get("RTA_DST")
+                if raw is None or msg["type"] != RTN_LOCAL:
+                    continue
+                if msg.get("RTA_OIF") != self._index:
+                    continue
+                address = ipaddress.ip_address(raw)
+                if msg["dst_len"] != address.max_prefixlen:
+                    continue
+                result[address] = LocalAddress(address, msg["proto"] == ADDRESS_PROTO)
+        return result
+
+    def _request_builder(self, adding: bool) -> RequestBuilder:
+        kind = RTM_NEWROUTE if adding else RTM_DELROUTE
+        return lambda vip, sequence: local_route_request(kind, vip, self._index, sequence)

@@ -1,0 +1,200 @@
+"""Local addresses (and kernel routes) through netlink. The only module that uses pyroute2.
+
+Ownership is recorded in the kernel itself: every address kvip-bgp adds carries the
+address protocol ``ADDRESS_PROTO`` (``IFA_PROTO``, Linux >= 5.18). After a SIGKILL and a
+restart the daemon therefore knows exactly which addresses are its own, and an address
+someone else added to the same interface (protocol 0) is never touched, even if it is a
+VIP we also want.
+
+With ``vips.bind: local-route`` (:class:`LocalRouteTable`) a VIP is a ``local`` route in
+table ``local`` instead, marked by the same number as its route protocol.
+
+The same holds for ``output: kernel-table``: :class:`RouteTable` installs each VIP as a
+host route in a configured table with a configured route protocol number, and only routes
+carrying that number are ever listed or removed (the kernel itself refuses a delete whose
+protocol does not match, so a foreign route in the same table is safe even from a race).
+
+Addresses are added and removed in batches: many requests go to the kernel in one
+``send`` on a socket of this table's own, each with its own sequence number, so that
+every ack is matched to its address. Measured at 10,000 addresses on the lab machine:
+one ``IPRoute.addr()`` round trip each took 4.3 s, pyroute2's ``nlm_request_batch`` 2.4 s
+(and it stops at the first error without saying which request failed), batches of
+pyroute2-encoded messages 1.2 s, of which 0.6 s was pyroute2 building and encoding the
+messages. ``ifaddrmsg`` is a small fixed kernel ABI, so :func:`address_request` packs
+it with ``struct`` (a unit test checks it byte for byte against pyroute2's encoder):
+0.02 s for 10,000, CPU the other threads of the daemon get back. ``bind_many`` of 10,000
+measured 1.4 s end to end on an idle machine, ``unbind_many`` 0.95 s; the rest is the
+kernel. Dumps, links and routes still go through pyroute2.
+
+Used by the reconciler thread only; the netlink sockets are never shared.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+from pyroute2 import IPRoute as IPRoute
+from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
+from pyroute2.netlink.exceptions import NetlinkError as NetlinkError
+from pyroute2.netlink.rtnl import RTM_DELADDR as RTM_DELADDR
+from pyroute2.netlink.rtnl import RTM_DELROUTE as RTM_DELROUTE
+from pyroute2.netlink.rtnl import RTM_NEWADDR as RTM_NEWADDR
+from pyroute2.netlink.rtnl import RTM_NEWROUTE as RTM_NEWROUTE
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
+
+from kvip_bgp.domain.model import IPAddress
+
+log = structlog.get_logger("kvip_bgp.netif")
+
+ADDRESS_PROTO: Final = 248  # IFA_PROTO marking "added by kvip-bgp"
+EEXIST: Final = 17
+ENOENT: Final = 2
+EADDRNOTAVAIL: Final = 99
+EOPNOTSUPP: Final = 95
+ESRCH: Final = 3
+RT_SCOPE_LINK: Final = 253
+# Requests per send: their acks (36 bytes each with NETLINK_CAP_ACK) must fit the
+# receive buffer, and one send must fit the send buffer (~60 bytes per request).
+BATCH_SIZE: Final = 500
+ACK_TIMEOUT: Final = 5.0
+_NLMSG_ERROR: Final = 2
+_NLMSG_HEADER: Final = struct.Struct("=IHHII")  # length, type, flags, sequence, port
+_SOL_NETLINK: Final = 270
+_NETLINK_CAP_ACK: Final = 10
+_IFADDRMSG: Final = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
+_RTATTR: Final = struct.Struct("=HH")  # length, type
+_IFA_ADDRESS: Final = 1
+_IFA_LOCAL: Final = 2
+_IFA_FLAGS: Final = 8
+_IFA_PROTO: Final = 11
+_RTMSG: Final = struct.Struct("=BBBBBBBBI")  # family, dst/src len, tos, table, proto, scope, type
+RT_TABLE_LOCAL: Final = 255
+RT_SCOPE_HOST: Final = 254
+RTN_LOCAL: Final = 2
+_RTA_DST: Final = 1
+_RTA_OIF: Final = 4
+
+
+def _attribute(kind: int, payload: bytes) -> bytes:
+    length = _RTATTR.size + len(payload)
+    return _RTATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
+
+
+def address_request(kind: int, vip: IPAddress, index: int, sequence: int) -> bytes:
+    """One ``RTM_NEWADDR`` (ours: marked ``ADDRESS_PROTO``, IPv6 without DAD) or
+    ``RTM_DELADDR`` request for host address ``vip`` on interface ``index``, acked."""
+    flags = NLM_F_REQUEST | NLM_F_ACK
+    v6 = vip.version == 6
+    address = vip.packed
+    adding = kind == RTM_NEWADDR
+    body = _IFADDRMSG.pack(
+        socket.AF_INET6 if v6 else socket.AF_INET,
+        vip.max_prefixlen,
+        IFA_F_NODAD if adding and v6 else 0,
+        0,
+        index,
+    )
+    body += _attribute(_IFA_LOCAL, address) + _attribute(_IFA_ADDRESS, address)
+    if adding:
+        flags |= NLM_F_CREATE | NLM_F_EXCL
+        body += _attribute(_IFA_PROTO, bytes([ADDRESS_PROTO]))
+        if v6:
+            # No duplicate address detection: a VIP must be usable at once.
+            body += _attribute(_IFA_FLAGS, struct.pack("=I", IFA_F_NODAD))
+    return _NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(body), kind, flags, sequence, 0) + body
+
+
+RequestBuilder = Callable[[IPAddress, int], bytes]  # (vip, sequence) -> one request
+
+
+def local_route_request(kind: int, vip: IPAddress, index: int, sequence: int) -> bytes:
+    """One ``RTM_NEWROUTE`` or ``RTM_DELROUTE`` for ``local VIP dev <index> table local``,
+    with route protocol ``ADDRESS_PROTO`` (on delete the kernel matches it, so a route of
+    anyone else, such as the kernel's own for an address, is never removed)."""
+    flags = NLM_F_REQUEST | NLM_F_ACK
+    if kind == RTM_NEWROUTE:
+        flags |= NLM_F_CREATE | NLM_F_EXCL
+    body = _RTMSG.pack(
+        socket.AF_INET6 if vip.version == 6 else socket.AF_INET,
+        vip.max_prefixlen,
+        0,  # src_len
+        0,  # tos
+        RT_TABLE_LOCAL,
+        ADDRESS_PROTO,
+        RT_SCOPE_HOST,
+        RTN_LOCAL,
+        0,  # flags
+    )
+    body += _attribute(_RTA_DST, vip.packed) + _attribute(_RTA_OIF, struct.pack("=i", index))
+    return _NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(body), kind, flags, sequence, 0) + body
+
+
+class InterfaceError(Exception):
+    """The VIP interface is missing and cannot be created; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class LocalAddress:
+    address: IPAddress
+    owned: bool
+
+
+class NetlinkBatch:
+    """Many address or route requests per ``send``, each ack matched by its sequence number.
+
+    A socket of its own: pyroute2's sequence numbers and response queue stay undisturbed.
+    """
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self._sock.bind((0, 0))
+        # Acks carry only the request's header, not the whole request back.
+        self._sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        # The kernel acks every request at once; never hang the reconciler on a lost one.
+        self._sock.settimeout(ACK_TIMEOUT)
+        self._sequence = 0
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def request(self, build: RequestBuilder, vips: Sequence[IPAddress]) -> list[int]:
+        """``build(vip, sequence)`` sent for each of ``vips``: the errno of each, 0 for success.
+
+        A socket error (a timeout, ENOBUFS) counts for every request of its batch; acks
+        of an abandoned batch that arrive later carry old sequence numbers and are skipped.
+        """
+        results: list[int] = []
+        for start in range(0, len(vips), BATCH_SIZE):
+            chunk = vips[start : start + BATCH_SIZE]
+            try:
+                results += self._request_chunk(build, chunk)
+            except OSError as error:
+                results += [error.errno or errno.EIO] * len(chunk)
+        return results
+
+    def _request_chunk(self, build: RequestBuilder, vips: Sequence[IPAddress]) -> list[int]:
+        first = self._sequence + 1
+        self._sequence += len(vips)
+        self._sock.send(b"".join(build(vip, first + offset) for offset, vip in enumerate(vips)))
+        errors: dict[int, int] = {}
+        while len(errors) < len(vips):
+            buffer = self._sock.recv(1 << 20)
+            offset = 0
+            while offset + _NLMSG_HEADER.size <= len(buffer):
+                length, message_type, _flags, sequence, _port = _NLMSG_HEADER.unpack_from(
+                    buffer, offset
+                )
+                if length < _NLMSG_HEADER.size:
+                    raise OSError(errno.EPROTO, "malformed netlink message from the kernel")
+                if message_type == _NLMSG_ERROR and first <= sequence < first + len(vips):
+                    (code,) = struct.unpack_from("=i", buffer, offset + _NLMSG_HEADER.size)
+                    errors[sequence] = -code
+                offset += (length + 3) & ~3
+        return [errors[first + offset] for offset in range(len(vips))]

@@ -1,0 +1,1 @@
+"""What operators see: the HTTP endpoints, logging, the status/explain rendering."""

@@ -1,0 +1,181 @@
+"""Every message that crosses a queue, one section per queue; each a frozen value.
+
+The unions at the end of each section are exhaustive: a consumer dispatches on them
+with ``match``, and mypy checks that no type is forgotten.
+"""
+
+from __future__ import annotations
+
+import queue
+from dataclasses import dataclass
+from typing import Final
+
+from kvip_bgp.domain.explain import Explanation
+from kvip_bgp.domain.model import (
+    Advertisement,
+    IPAddress,
+)
+from kvip_bgp.domain.objects import (
+    EndpointSliceInfo,
+    NodeInfo,
+    ObjectKey,
+    ServiceInfo,
+)
+from kvip_bgp.runtime.workqueue import CoalescingQueue
+
+# ------------------------------------------- stream threads -> cluster-state thread
+
+RESOURCES: Final = ("services", "endpointslices", "nodes")
+KubeObject = ServiceInfo | EndpointSliceInfo | NodeInfo
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A complete list of ``resource``: the cluster thread replaces its cache with it."""
+
+    resource: str
+    objects: tuple[KubeObject, ...]
+    resource_version: str
+
+
+@dataclass(frozen=True)
+class Changed:
+    """One watch event (``ADDED``, ``MODIFIED`` or ``DELETED``)."""
+
+    resource: str
+    kind: str
+    object: KubeObject
+
+
+StreamEvent = Listed | Changed
+
+
+class ClusterStop:
+    """Sentinel put on the cluster queue to end the thread."""
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    """Asked by the HTTP thread; answered on ``reply`` (a queue only the asker reads)."""
+
+    service: ObjectKey
+    reply: queue.Queue[Explanation]
+
+
+# ------------------------------------------- cluster-state thread -> cluster writer
+
+
+@dataclass(frozen=True)
+class ServiceEvent:
+    """A Kubernetes Event to put on a Service (only the elected writer posts it)."""
+
+    service: str  # namespace/name
+    uid: str
+    reason: str  # CamelCase, e.g. InvalidAnnotation
+    message: str
+    type: str = "Warning"
+
+
+@dataclass(frozen=True)
+class StatusWanted:
+    """``status.loadBalancer.ingress`` should list ``ips``; None cancels an earlier want."""
+
+    service: str
+    ips: tuple[str, ...] | None
+
+
+WriteRequest = ServiceEvent | StatusWanted
+
+
+# ----------------------------------------------- exabgp reader thread -> reconciler
+
+
+@dataclass(frozen=True)
+class ApiConnected:
+    """The relay connected; ``fd`` is a duplicate the reconciler now owns for writing."""
+
+    generation: int
+    fd: int
+
+
+@dataclass(frozen=True)
+class ApiDisconnected:
+    generation: int
+
+
+@dataclass(frozen=True)
+class CommandAck:
+    """The ``index``-th answer (1-based) on connection ``generation``: done or error."""
+
+    generation: int
+    index: int
+    ok: bool
+
+
+@dataclass(frozen=True)
+class PeerState:
+    """A neighbor state change from ExaBGP's JSON (``connected``, ``up``, ``down``)."""
+
+    peer: str
+    state: str
+    reason: str | None
+    at: float
+
+
+@dataclass(frozen=True)
+class ExabgpShutdown:
+    """ExaBGP announced it is exiting (its ``shutdown`` notification)."""
+
+    generation: int
+
+
+ApiMessage = ApiConnected | ApiDisconnected | CommandAck | PeerState | ExabgpShutdown
+
+
+# ------------------------------------------------------- every source -> reconciler
+
+
+@dataclass(frozen=True)
+class VipDesired:
+    """Source ``source`` wants ``vip`` announced as ``advert`` (None: no longer wants it)."""
+
+    source: str
+    vip: IPAddress
+    advert: Advertisement | None
+
+
+@dataclass(frozen=True)
+class SourceSynced:
+    """``source`` has delivered its complete state at least once."""
+
+    source: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Withdraw everything, wait for acks, unbind, then end; give up at ``deadline``."""
+
+    deadline: float
+
+
+Message = VipDesired | SourceSynced | Stop | ApiMessage
+Inbox = CoalescingQueue[tuple[object, ...], Message]
+
+
+def message_key(message: Message) -> tuple[object, ...]:
+    """The coalescing key: only a newer value *about the same thing* replaces an older one."""
+    if isinstance(message, VipDesired):
+        return ("vip", message.source, message.vip)
+    if isinstance(message, SourceSynced):
+        return ("synced", message.source)
+    if isinstance(message, PeerState):
+        return ("peer", message.peer)
+    if isinstance(message, CommandAck):
+        return ("ack", message.generation, message.index)
+    if isinstance(message, ApiConnected | ApiDisconnected | ExabgpShutdown):
+        return (type(message).__name__, message.generation)
+    return ("stop",)
+
+
+def post(inbox: Inbox, message: Message) -> None:
+    inbox.put(message_key(message), message)
