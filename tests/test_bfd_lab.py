@@ -1,0 +1,240 @@
+"""kvip-bgp's BFD thread against FRR's bfdd, one veth apart, with real packets.
+
+FRR's bfdd plays the ToR. The thread runs in its own process inside the node namespace
+(``kvip_bgp.testing.bfdprobe``), so a SIGKILL is a real crash of the speaker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import require_lab
+
+from kvip_bgp.bgp.bfd.packet import ControlPacket, Diagnostic, State, encode
+from kvip_bgp.testing.netlab import Lab, in_netns, wait_until
+
+pytestmark = pytest.mark.lab
+
+BFDD = "/usr/lib/frr/bfdd"
+PREFIX = "kvbfd-"
+BFDD_CONF = """\
+bfd
+ peer {node} local-address {tor}
+  receive-interval 300
+  transmit-interval 300
+  detect-multiplier 3
+ !
+!
+"""
+
+
+class Bfdd:
+    """FRR's bfdd in the ToR namespace, run as user ``frr`` as FRR insists with a vty dir."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.dir = lab.workdir / "bfdd"
+        self.dir.mkdir()
+        (self.dir / "bfdd.conf").write_text(BFDD_CONF.format(node=Lab.NODE_V4, tor=Lab.TOR_V4))
+        frr = pwd.getpwnam("frr")
+        for path in (self.dir, self.dir / "bfdd.conf"):
+            os.chown(path, frr.pw_uid, frr.pw_gid)
+        os.chmod(lab.workdir, 0o755)
+        lab.tor.run(
+            BFDD,
+            "-d",
+            "-u",
+            "frr",
+            "-g",
+            "frr",
+            "-f",
+            str(self.dir / "bfdd.conf"),
+            "-i",
+            str(self.dir / "bfdd.pid"),
+            "--vty_socket",
+            str(self.dir),
+            "--bfdctl",
+            str(self.dir / "bfdd.sock"),
+            "--log",
+            f"file:{self.dir / 'bfdd.log'}",
+        )
+        lab.on_exit(self.stop)
+        wait_until(lambda: self.peer() is not None, 10, what="bfdd to answer vtysh")
+
+    def peer(self) -> dict[str, Any] | None:
+        out = subprocess.run(
+            ["vtysh", "--vty_socket", str(self.dir), "-c", "show bfd peers json"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout
+        peers = json.loads(out)
+        return peers[0] if peers else None
+
+    def status(self) -> str:
+        peer = self.peer()
+        return peer["status"] if peer else "missing"
+
+    def stop(self) -> None:
+        pid_file = self.dir / "bfdd.pid"
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+
+
+class Probe:
+    """Our BFD thread in its own process in the node namespace; its JSON lines in a queue."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.process = lab.popen(
+            lab.node,
+            [
+                sys.executable,
+                "-m",
+                "kvip_bgp.testing.bfdprobe",
+                "--peer",
+                Lab.TOR_V4,
+                "--local",
+                Lab.NODE_V4,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+        self.wait_for(lambda d: d.get("started") is True, 10)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(json.loads(line))
+
+    def wait_for(self, match: Any, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                document = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError(f"no matching line from the probe in {timeout}s") from None
+            if match(document):
+                return document
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    require_lab(BFDD, "vtysh")
+    if shutil.which("tc") is None:
+        pytest.fail("tc (iproute2) is needed for the silent-link test")
+    with Lab(PREFIX) as built:
+        yield built
+
+
+def _time_until(predicate: Any, timeout: float) -> float:
+    start = time.monotonic()
+    wait_until(predicate, timeout, 0.02, what="the BFD state change")
+    return time.monotonic() - start
+
+
+def test_session_comes_up_with_frr_and_a_crash_is_seen_within_the_detection_time(
+    lab: Lab,
+) -> None:
+    bfdd = Bfdd(lab)
+    probe = Probe(lab)
+    probe.wait_for(lambda d: d.get("state") == "up", 10)
+    wait_until(lambda: bfdd.status() == "up", 5, what="bfdd to see the session up")
+    peer = bfdd.peer()
+    assert peer is not None
+    assert peer["remote-receive-interval"] == 300 and peer["remote-transmit-interval"] == 300
+    # Stable: no flap over a few seconds at 300 ms x 3.
+    time.sleep(3)
+    assert bfdd.status() == "up"
+    assert all(d.get("state") != "down" for d in list(probe.lines.queue))
+
+    probe.process.kill()
+    took = _time_until(lambda: bfdd.status() == "down", 5)
+    # 0.9 s detection time, plus the polling of vtysh.
+    assert took < 1.5, f"bfdd saw the crash after {took:.2f} s"
+    assert bfdd.peer()["diagnostic"] == "control detection time expired"  # type: ignore[index]
+
+
+def test_sigterm_sends_admin_down_so_the_peer_knows_it_was_on_purpose(lab: Lab) -> None:
+    bfdd = Bfdd(lab)
+    probe = Probe(lab)
+    probe.wait_for(lambda d: d.get("state") == "up", 10)
+    wait_until(lambda: bfdd.status() == "up", 5, what="bfdd to see the session up")
+    probe.process.send_signal(signal.SIGTERM)
+    admin = probe.wait_for(lambda d: "state" in d, 5)
+    assert (
+        admin["state"] == "admin-down" and admin["diagnostic"] == Diagnostic.ADMINISTRATIVELY_DOWN
+    )
+    wait_until(lambda: bfdd.status() == "down", 3, what="bfdd to take the session down")
+    assert bfdd.peer()["remote-diagnostic"] == "administratively down"  # type: ignore[index]
+    assert probe.process.wait(5) == 0
+
+
+def test_a_silent_link_takes_our_session_down_in_under_a_second(lab: Lab) -> None:
+    bfdd = Bfdd(lab)
+    probe = Probe(lab)
+    probe.wait_for(lambda d: d.get("state") == "up", 10)
+    wait_until(lambda: bfdd.status() == "up", 5, what="bfdd to see the session up")
+    # Both sides leave the slow (1 s) rate by Poll sequences once Up; let them finish.
+    time.sleep(1.5)
+    # Drop every packet while the link stays up (no netem in this kernel).
+    for ns, ifname in ((lab.tor, Lab.TOR_IF), (lab.node, Lab.NODE_IF)):
+        ns.run("tc", "qdisc", "replace", "dev", ifname, "root", "pfifo", "limit", "0")
+    start = time.monotonic()
+    down = probe.wait_for(lambda d: "state" in d, 5)
+    took = time.monotonic() - start
+    assert down["state"] == "down" and down["diagnostic"] == Diagnostic.DETECTION_TIME_EXPIRED
+    assert took < 1.2, f"our session noticed the silence after {took:.2f} s"
+
+
+def test_packets_with_a_ttl_below_255_or_garbage_are_dropped_and_counted(lab: Lab) -> None:
+    bfdd = Bfdd(lab)
+    probe = Probe(lab)
+    probe.wait_for(lambda d: d.get("state") == "up", 10)
+    forged = encode(
+        ControlPacket(
+            state=State.ADMIN_DOWN,
+            diagnostic=Diagnostic.ADMINISTRATIVELY_DOWN,
+            detect_multiplier=3,
+            my_discriminator=1,
+            your_discriminator=0,
+            desired_min_tx=1_000_000,
+            required_min_rx=1_000_000,
+        )
+    )
+    with in_netns(lab.tor.name), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((Lab.TOR_V4, 0))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 254)
+        sock.sendto(forged, (Lab.NODE_V4, 3784))
+        assert probe.wait_for(lambda d: "dropped" in d, 5)["dropped"] == "ttl"
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 255)
+        for garbage in (b"\x00" * 24, b"\xff" * 3, forged[:20]):
+            sock.sendto(garbage, (Lab.NODE_V4, 3784))
+            assert probe.wait_for(lambda d: "dropped" in d, 5)["dropped"]
+        # A flood of forged AdminDowns from a wrong source port and discriminator.
+        for _ in range(2000):
+            sock.sendto(forged, (Lab.NODE_V4, 3784))
+    time.sleep(1.5)
+    assert bfdd.status() == "up"
+    assert all(d.get("state") != "down" for d in list(probe.lines.queue))
+    assert probe.process.poll() is None
