@@ -382,3 +382,16 @@ def test_a_withdraw_is_repeated_once_at_the_next_resync() -> None:
         assert h.lines(wait=0.3) == []
     finally:
         assert not h.reconciler.step([Stop(deadline=time.monotonic() + 2)], 4 * RESYNC_INTERVAL)
+
+
+def test_message_key_refuses_a_type_it_does_not_know() -> None:
+    # A new message type must not silently coalesce with Stop (or anything else).
+    from kvip_bgp.runtime.messages import message_key
+
+    class Unknown:
+        pass
+
+    with pytest.raises(AssertionError):
+        message_key(Unknown())  # type: ignore[arg-type]
+    assert message_key(Stop(deadline=1.0)) == ("stop",)
+    assert message_key(Stop(deadline=2.0)) == message_key(Stop(deadline=1.0))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, assert_never
 
 from kvip_bgp.domain.explain import Explanation
 from kvip_bgp.domain.model import (
@@ -163,18 +163,25 @@ Inbox = CoalescingQueue[tuple[object, ...], Message]
 
 
 def message_key(message: Message) -> tuple[object, ...]:
-    """The coalescing key: only a newer value *about the same thing* replaces an older one."""
-    if isinstance(message, VipDesired):
-        return ("vip", message.source, message.vip)
-    if isinstance(message, SourceSynced):
-        return ("synced", message.source)
-    if isinstance(message, PeerState):
-        return ("peer", message.peer)
-    if isinstance(message, CommandAck):
-        return ("ack", message.generation, message.index)
-    if isinstance(message, ApiConnected | ApiDisconnected | ExabgpShutdown):
-        return (type(message).__name__, message.generation)
-    return ("stop",)
+    """The coalescing key: only a newer value *about the same thing* replaces an older one.
+
+    Exhaustive (mypy checks the ``assert_never``): a new message type needs its own key.
+    """
+    match message:
+        case VipDesired():
+            return ("vip", message.source, message.vip)
+        case SourceSynced():
+            return ("synced", message.source)
+        case PeerState():
+            return ("peer", message.peer)
+        case CommandAck():
+            return ("ack", message.generation, message.index)
+        case ApiConnected() | ApiDisconnected() | ExabgpShutdown():
+            return (type(message).__name__, message.generation)
+        case Stop():
+            return ("stop",)
+        case _:
+            assert_never(message)
 
 
 def post(inbox: Inbox, message: Message) -> None:
