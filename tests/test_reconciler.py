@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from kvip_bgp.app import peers_for_node
 from kvip_bgp.bgp.announcer import ExabgpAnnouncer
+from kvip_bgp.bgp.api import ApiReader, count_session, listen_api_socket
 from kvip_bgp.configfile import load as config_module
 from kvip_bgp.domain.model import Advertisement, IPAddress, RouteAttributes
 from kvip_bgp.runtime.messages import (
     ApiDisconnected,
+    ApiMessage,
     Inbox,
     PeerState,
     SourceSynced,
@@ -395,3 +399,70 @@ def test_message_key_refuses_a_type_it_does_not_know() -> None:
         message_key(Unknown())  # type: ignore[arg-type]
     assert message_key(Stop(deadline=1.0)) == ("stop",)
     assert message_key(Stop(deadline=2.0)) == message_key(Stop(deadline=1.0))
+
+
+def _state_line(peer: str, state: str) -> bytes:
+    neighbor = {"address": {"local": "192.0.2.1", "peer": peer}, "state": state}
+    return (json.dumps({"type": "state", "neighbor": neighbor}) + "\n").encode()
+
+
+def test_a_session_flap_between_two_passes_gets_its_end_of_rib(tmp_path: Path) -> None:
+    # ExaBGP's lines go through the real reader thread into the coalescing inbox; the
+    # reconciler is stepped by hand so that a down and an up land in one drain.
+    harness = Harness(("kubernetes",), owned=set())
+    listener = listen_api_socket(tmp_path / "api.sock")
+    seen: list[ApiMessage] = []
+
+    def deliver(message: ApiMessage) -> None:
+        seen.append(message)
+        post(harness.inbox, message)
+
+    reader = ApiReader(listener, deliver)
+    reader.start()
+    relay = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    relay.connect(str(tmp_path / "api.sock"))
+    harness.fake.sock = relay  # read what the reconciler writes, as ExaBGP would
+
+    def delivered(count: int) -> None:
+        deadline = time.monotonic() + 5
+        while len(seen) < count:
+            assert time.monotonic() < deadline, f"the reader delivered only {seen}"
+            time.sleep(0.01)
+
+    eor = [
+        "neighbor 192.0.2.2 announce eor ipv4 unicast",
+        "neighbor 192.0.2.2 announce eor ipv6 unicast",
+    ]
+    try:
+        harness.reconciler.start(0.0)
+        post(harness.inbox, SourceSynced("kubernetes"))
+        vip = ipaddress.ip_address("198.51.100.31")
+        post(harness.inbox, VipDesired("kubernetes", vip, advert(str(vip))))
+        relay.sendall(_state_line("192.0.2.2", "up"))
+        delivered(2)  # connected, up
+        harness.pump(0.0)
+        lines = harness.lines(wait=0.1)
+        assert lines == ["announce attributes next-hop self nlri 198.51.100.31/32", *eor]
+        relay.sendall(b"done\n" * len(lines))
+        delivered(2 + len(lines))
+        harness.pump(1.0)
+        # The session flaps: ExaBGP re-sends its RIB to the new session, we owe End-of-RIB.
+        relay.sendall(_state_line("192.0.2.2", "down") + _state_line("192.0.2.2", "up"))
+        delivered(4 + len(lines))
+        assert harness.inbox.depth() == 1, "down and up coalesce into one message"
+        harness.pump(2.0)
+        assert harness.lines(wait=0.1) == eor
+    finally:
+        relay.close()
+        reader.stop()
+        reader.join(5)
+        harness.reconciler.step([Stop(deadline=time.monotonic() + 0.2)], 3.0)
+
+
+def test_the_reader_numbers_each_peers_sessions_by_its_ups() -> None:
+    sessions: dict[str, int] = {}
+    states = [("a", "connected"), ("a", "up"), ("b", "up"), ("a", "down"), ("a", "up")]
+    numbered = [
+        count_session(PeerState(peer, state, None, 0.0), sessions).session for peer, state in states
+    ]
+    assert numbered == [0, 1, 1, 1, 2]

@@ -230,9 +230,13 @@ class ExabgpAnnouncer:
 
     def _peer_state(self, message: PeerState) -> None:
         previous = self._peers.get(message.peer)
-        if previous is None or previous.state != message.state:
+        if (
+            previous is None
+            or previous.state != message.state
+            or previous.session != message.session  # a flap coalesced into one "up"
+        ):
             self._peers[message.peer] = PeerView(
-                message.peer, message.state, message.at, message.reason
+                message.peer, message.state, message.at, message.reason, message.session
             )
             if message.state == "up":
                 # ExaBGP re-sends its RIB to a fresh session; we close it with End-of-RIB

@@ -22,6 +22,8 @@ class PeerView:
     state: str
     since: float
     reason: str | None
+    session: int = 0
+    """The reader's count of this peer's sessions (see ``PeerState.session``)."""
 
 
 Receive = Callable[[float], Iterable[Message]]

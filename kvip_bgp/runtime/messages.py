@@ -114,12 +114,18 @@ class CommandAck:
 
 @dataclass(frozen=True)
 class PeerState:
-    """A neighbor state change from ExaBGP's JSON (``connected``, ``up``, ``down``)."""
+    """A neighbor state change from ExaBGP's JSON (``connected``, ``up``, ``down``).
+
+    The inbox keeps only the latest state per peer, so a down and an up between two
+    passes arrive as one "up"; ``session`` (the reader's count of this peer's "up"s)
+    still tells a new session from the one before.
+    """
 
     peer: str
     state: str
     reason: str | None
     at: float
+    session: int = 0
 
 
 @dataclass(frozen=True)
