@@ -196,9 +196,12 @@ class Daemon:
             raise StartupError(
                 "no bgp.peers match this node's labels (node_selector); nothing to peer with"
             )
+        from kvip_bgp.bgp.announcer import ExabgpAnnouncer
         from kvip_bgp.netif.addresses import AddressTable, LocalRouteTable
+        from kvip_bgp.netif.announcer import KernelTableAnnouncer
         from kvip_bgp.netif.netlink import InterfaceError
         from kvip_bgp.netif.routes import RouteTable
+        from kvip_bgp.runtime.announcer import Announcer
 
         kernel_routes = None
         speaker = None
@@ -220,14 +223,21 @@ class Daemon:
         sources = tuple(static_source(s.address) for s in config.static) + (
             (KUBE_SOURCE,) if config.kubernetes.enabled else ()
         )
+        announcer: Announcer = (
+            KernelTableAnnouncer(kernel_routes)
+            if kernel_routes is not None
+            else ExabgpAnnouncer(
+                dataclasses.replace(config, bgp=dataclasses.replace(config.bgp, peers=peers)),
+                self.metrics,
+            )
+        )
         reconciler = Reconciler(
-            dataclasses.replace(config, bgp=dataclasses.replace(config.bgp, peers=peers)),
             self.inbox,
             addresses,
+            announcer,
             self.metrics,
             self.reconciler_status,
             sources,
-            kernel_routes,
         )
         reconciler_thread = threading.Thread(target=reconciler.run, name="reconciler")
         reconciler_thread.start()

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import ipaddress
-import os
+import json
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from kvip_bgp.app import peers_for_node
+from kvip_bgp.bgp.announcer import ExabgpAnnouncer
+from kvip_bgp.bgp.api import ApiReader, count_session, listen_api_socket
 from kvip_bgp.configfile import load as config_module
-from kvip_bgp.domain.model import Advertisement, BindResult, IPAddress, RouteAttributes
+from kvip_bgp.domain.model import Advertisement, IPAddress, RouteAttributes
 from kvip_bgp.runtime.messages import (
-    ApiConnected,
     ApiDisconnected,
-    CommandAck,
+    ApiMessage,
     Inbox,
     PeerState,
     SourceSynced,
@@ -26,9 +28,10 @@ from kvip_bgp.runtime.messages import (
     post,
 )
 from kvip_bgp.runtime.metrics import Metrics
-from kvip_bgp.runtime.reconciler import BIND_CHUNK, Reconciler, ReconcilerStatus
+from kvip_bgp.runtime.reconciler import BIND_CHUNK, RESYNC_INTERVAL, Reconciler, ReconcilerStatus
 from kvip_bgp.runtime.snapshot import Snapshot
 from kvip_bgp.runtime.workqueue import CoalescingQueue
+from kvip_bgp.testing.fakes import FakeAddresses, FakeExabgp
 
 CONFIG = {
     "node_name": "n1",
@@ -41,89 +44,40 @@ CONFIG = {
 }
 
 
-class FakeAddresses:
-    """Stands in for netif.AddressTable; only the reconciler thread calls it."""
-
-    def __init__(self, owned: set[IPAddress]) -> None:
-        self.bound = set(owned)
-        self.log: list[str] = []
-        self.events: list[tuple[str, int]] = []  # ("bind", chunk size) in call order
-        self.foreign: set[IPAddress] = set()  # exist as someone else's address
-        self.broken: set[IPAddress] = set()  # the kernel refuses them
-        self.delay = 0.0
-        # Cleared: the reconciler thread waits at its start (in ``owned``) until set, so a
-        # test can queue several messages that its first pass must see together.
-        self.released = threading.Event()
-        self.released.set()
-
-    def owned(self) -> set[IPAddress]:
-        assert self.released.wait(10)
-        return set(self.bound)
-
-    def bind_many(self, vips: Iterable[IPAddress]) -> BindResult:
-        wanted = list(vips)
-        if self.delay:
-            time.sleep(self.delay)
-        ok = {v for v in wanted if v not in self.foreign and v not in self.broken}
-        self.bound |= ok
-        self.log.extend(f"bind {vip}" for vip in wanted if vip in ok)
-        self.events.append(("bind", len(wanted)))
-        return BindResult(
-            frozenset(ok),
-            frozenset(v for v in wanted if v in self.foreign),
-            tuple((v, OSError(19, "No such device")) for v in wanted if v in self.broken),
-        )
-
-    def unbind_many(self, vips: set[IPAddress]) -> dict[IPAddress, OSError]:
-        for vip in vips:
-            self.bound.discard(vip)
-            self.log.append(f"unbind {vip}")
-        return {}
-
-
 class Harness:
     def __init__(self, sources: tuple[str, ...], owned: set[IPAddress]) -> None:
         self.config = config_module.parse(CONFIG)
         self.inbox: Inbox = CoalescingQueue()
         self.addresses = FakeAddresses(owned)
         self.status: Snapshot[ReconcilerStatus] = Snapshot(ReconcilerStatus())
+        self.announcer = ExabgpAnnouncer(self.config, Metrics())
         self.reconciler = Reconciler(
-            self.config, self.inbox, self.addresses, Metrics(), self.status, sources
+            self.inbox, self.addresses, self.announcer, Metrics(), self.status, sources
         )
         self.thread = threading.Thread(target=self.reconciler.run, daemon=True)
-        self.generation = 0
-        self.acks = 0
-        self.exabgp: socket.socket | None = None
-        self.buffer = b""
+        self.fake = FakeExabgp(self.inbox)
+
+    @property
+    def exabgp(self) -> socket.socket | None:
+        return self.fake.sock
+
+    @property
+    def generation(self) -> int:
+        return self.fake.generation
 
     def connect(self) -> None:
-        ours, theirs = socket.socketpair()
-        self.generation += 1
-        self.acks = 0
-        self.exabgp = theirs
-        post(self.inbox, ApiConnected(self.generation, os.dup(ours.fileno())))
-        ours.close()
+        self.fake.connect()
 
     def lines(self, wait: float = 0.3) -> list[str]:
         """Every command line ExaBGP received until ``wait`` seconds of quiet (5 s at most)."""
-        assert self.exabgp is not None
-        self.exabgp.settimeout(wait)
-        deadline = time.monotonic() + max(5.0, wait)
-        while time.monotonic() < deadline:
-            try:
-                data = self.exabgp.recv(65536)
-            except TimeoutError:
-                break
-            if not data:
-                break
-            self.buffer += data
-        *lines, self.buffer = self.buffer.split(b"\n")
-        return [line.decode() for line in lines]
+        return self.fake.lines(wait)
 
     def ack(self, count: int, ok: bool = True) -> None:
-        for _ in range(count):
-            self.acks += 1
-            post(self.inbox, CommandAck(self.generation, self.acks, ok))
+        self.fake.ack(count, ok)
+
+    def pump(self, now: float) -> bool:
+        """One pass of the reconciler at ``now`` over what is queued (no thread running)."""
+        return self.reconciler.step([m for _k, m in self.inbox.drain(0)], now)
 
 
 def advert(ip: str, *communities: str) -> Advertisement:
@@ -405,29 +359,110 @@ def test_peers_for_node_by_selector(labels: dict[str, str] | None, expected: lis
     assert [str(p.address) for p in peers_for_node(cfg, labels)] == expected
 
 
-def test_a_withdraw_is_repeated_once_at_the_next_resync(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from kvip_bgp.runtime import reconciler as reconciler_module
-
-    monkeypatch.setattr(reconciler_module, "RESYNC_INTERVAL", 1.0)
-    h = Harness(("kubernetes",), owned=set())
-    h.thread.start()
+def test_a_withdraw_is_repeated_once_at_the_next_resync() -> None:
+    h = Harness(("kubernetes",), owned=set())  # driven by step(): no thread, no sleeping
     h.connect()
+    h.reconciler.start(0.0)
     try:
         vip = ipaddress.ip_address("198.51.100.21")
         post(h.inbox, SourceSynced("kubernetes"))
         post(h.inbox, VipDesired("kubernetes", vip, advert(str(vip))))
-        h.ack(len(h.lines()))
+        h.pump(0.0)  # the first pass is a resync
+        h.ack(len(h.lines(wait=0.05)))
         post(h.inbox, VipDesired("kubernetes", vip, None))
+        h.pump(1.0)
         withdraw = "withdraw attributes next-hop self nlri 198.51.100.21/32"
-        assert h.lines() == [withdraw]
+        assert h.lines(wait=0.05) == [withdraw]
         h.ack(1)
+        h.pump(RESYNC_INTERVAL - 0.5)
+        assert h.lines(wait=0.05) == []
         # The safety net: once more at the next resync, then never again.
-        assert h.lines(wait=1.5) == [withdraw]
+        h.pump(RESYNC_INTERVAL)
+        assert h.lines(wait=0.05) == [withdraw]
         h.ack(1)
-        time.sleep(2.5)  # two more resyncs
+        h.pump(RESYNC_INTERVAL + 1)
+        h.pump(2 * RESYNC_INTERVAL)  # two more resyncs
+        h.pump(3 * RESYNC_INTERVAL)
         assert h.lines(wait=0.3) == []
     finally:
-        post(h.inbox, Stop(deadline=time.monotonic() + 2))
-        h.thread.join(5)
+        assert not h.reconciler.step([Stop(deadline=time.monotonic() + 2)], 4 * RESYNC_INTERVAL)
+
+
+def test_message_key_refuses_a_type_it_does_not_know() -> None:
+    # A new message type must not silently coalesce with Stop (or anything else).
+    from kvip_bgp.runtime.messages import message_key
+
+    class Unknown:
+        pass
+
+    with pytest.raises(AssertionError):
+        message_key(Unknown())  # type: ignore[arg-type]
+    assert message_key(Stop(deadline=1.0)) == ("stop",)
+    assert message_key(Stop(deadline=2.0)) == message_key(Stop(deadline=1.0))
+
+
+def _state_line(peer: str, state: str) -> bytes:
+    neighbor = {"address": {"local": "192.0.2.1", "peer": peer}, "state": state}
+    return (json.dumps({"type": "state", "neighbor": neighbor}) + "\n").encode()
+
+
+def test_a_session_flap_between_two_passes_gets_its_end_of_rib(tmp_path: Path) -> None:
+    # ExaBGP's lines go through the real reader thread into the coalescing inbox; the
+    # reconciler is stepped by hand so that a down and an up land in one drain.
+    harness = Harness(("kubernetes",), owned=set())
+    listener = listen_api_socket(tmp_path / "api.sock")
+    seen: list[ApiMessage] = []
+
+    def deliver(message: ApiMessage) -> None:
+        seen.append(message)
+        post(harness.inbox, message)
+
+    reader = ApiReader(listener, deliver)
+    reader.start()
+    relay = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    relay.connect(str(tmp_path / "api.sock"))
+    harness.fake.sock = relay  # read what the reconciler writes, as ExaBGP would
+
+    def delivered(count: int) -> None:
+        deadline = time.monotonic() + 5
+        while len(seen) < count:
+            assert time.monotonic() < deadline, f"the reader delivered only {seen}"
+            time.sleep(0.01)
+
+    eor = [
+        "neighbor 192.0.2.2 announce eor ipv4 unicast",
+        "neighbor 192.0.2.2 announce eor ipv6 unicast",
+    ]
+    try:
+        harness.reconciler.start(0.0)
+        post(harness.inbox, SourceSynced("kubernetes"))
+        vip = ipaddress.ip_address("198.51.100.31")
+        post(harness.inbox, VipDesired("kubernetes", vip, advert(str(vip))))
+        relay.sendall(_state_line("192.0.2.2", "up"))
+        delivered(2)  # connected, up
+        harness.pump(0.0)
+        lines = harness.lines(wait=0.1)
+        assert lines == ["announce attributes next-hop self nlri 198.51.100.31/32", *eor]
+        relay.sendall(b"done\n" * len(lines))
+        delivered(2 + len(lines))
+        harness.pump(1.0)
+        # The session flaps: ExaBGP re-sends its RIB to the new session, we owe End-of-RIB.
+        relay.sendall(_state_line("192.0.2.2", "down") + _state_line("192.0.2.2", "up"))
+        delivered(4 + len(lines))
+        assert harness.inbox.depth() == 1, "down and up coalesce into one message"
+        harness.pump(2.0)
+        assert harness.lines(wait=0.1) == eor
+    finally:
+        relay.close()
+        reader.stop()
+        reader.join(5)
+        harness.reconciler.step([Stop(deadline=time.monotonic() + 0.2)], 3.0)
+
+
+def test_the_reader_numbers_each_peers_sessions_by_its_ups() -> None:
+    sessions: dict[str, int] = {}
+    states = [("a", "connected"), ("a", "up"), ("b", "up"), ("a", "down"), ("a", "up")]
+    numbered = [
+        count_session(PeerState(peer, state, None, 0.0), sessions).session for peer, state in states
+    ]
+    assert numbered == [0, 1, 1, 1, 2]

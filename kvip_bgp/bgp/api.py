@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -62,6 +63,13 @@ def parse_api_line(line: str, generation: int, acks_so_far: int) -> ApiMessage |
     return None
 
 
+def count_session(message: PeerState, sessions: dict[str, int]) -> PeerState:
+    """Number ``message`` with its peer's session: each "up" starts the next one."""
+    if message.state == "up":
+        sessions[message.peer] = sessions.get(message.peer, 0) + 1
+    return dataclasses.replace(message, session=sessions.get(message.peer, 0))
+
+
 class ApiReader(threading.Thread):
     """The exabgp reader thread: accepts relay connections and reads them to the end."""
 
@@ -79,6 +87,7 @@ class ApiReader(threading.Thread):
 
     def run(self) -> None:
         generation = 0
+        sessions: dict[str, int] = {}  # per peer, over every connection
         while not self._stopping.is_set():
             try:
                 conn, _ = self._listener.accept()
@@ -90,12 +99,12 @@ class ApiReader(threading.Thread):
             generation += 1
             log.info("exabgp.api_connected", generation=generation)
             self._deliver(ApiConnected(generation, os.dup(conn.fileno())))
-            self._read(conn, generation)
+            self._read(conn, generation, sessions)
             conn.close()
             log.info("exabgp.api_disconnected", generation=generation)
             self._deliver(ApiDisconnected(generation))
 
-    def _read(self, conn: socket.socket, generation: int) -> None:
+    def _read(self, conn: socket.socket, generation: int, sessions: dict[str, int]) -> None:
         acks = 0
         buffer = b""
         # The writer's duplicate shares this file description and sets O_NONBLOCK on it
@@ -119,6 +128,8 @@ class ApiReader(threading.Thread):
                 message = parse_api_line(raw.decode("utf-8", "replace"), generation, acks)
                 if isinstance(message, CommandAck):
                     acks = message.index
+                elif isinstance(message, PeerState):
+                    message = count_session(message, sessions)
                 if message is not None:
                     self._deliver(message)
 

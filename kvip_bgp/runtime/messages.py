@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, assert_never
 
 from kvip_bgp.domain.explain import Explanation
 from kvip_bgp.domain.model import (
@@ -114,12 +114,18 @@ class CommandAck:
 
 @dataclass(frozen=True)
 class PeerState:
-    """A neighbor state change from ExaBGP's JSON (``connected``, ``up``, ``down``)."""
+    """A neighbor state change from ExaBGP's JSON (``connected``, ``up``, ``down``).
+
+    The inbox keeps only the latest state per peer, so a down and an up between two
+    passes arrive as one "up"; ``session`` (the reader's count of this peer's "up"s)
+    still tells a new session from the one before.
+    """
 
     peer: str
     state: str
     reason: str | None
     at: float
+    session: int = 0
 
 
 @dataclass(frozen=True)
@@ -163,18 +169,25 @@ Inbox = CoalescingQueue[tuple[object, ...], Message]
 
 
 def message_key(message: Message) -> tuple[object, ...]:
-    """The coalescing key: only a newer value *about the same thing* replaces an older one."""
-    if isinstance(message, VipDesired):
-        return ("vip", message.source, message.vip)
-    if isinstance(message, SourceSynced):
-        return ("synced", message.source)
-    if isinstance(message, PeerState):
-        return ("peer", message.peer)
-    if isinstance(message, CommandAck):
-        return ("ack", message.generation, message.index)
-    if isinstance(message, ApiConnected | ApiDisconnected | ExabgpShutdown):
-        return (type(message).__name__, message.generation)
-    return ("stop",)
+    """The coalescing key: only a newer value *about the same thing* replaces an older one.
+
+    Exhaustive (mypy checks the ``assert_never``): a new message type needs its own key.
+    """
+    match message:
+        case VipDesired():
+            return ("vip", message.source, message.vip)
+        case SourceSynced():
+            return ("synced", message.source)
+        case PeerState():
+            return ("peer", message.peer)
+        case CommandAck():
+            return ("ack", message.generation, message.index)
+        case ApiConnected() | ApiDisconnected() | ExabgpShutdown():
+            return (type(message).__name__, message.generation)
+        case Stop():
+            return ("stop",)
+        case _:
+            assert_never(message)
 
 
 def post(inbox: Inbox, message: Message) -> None:

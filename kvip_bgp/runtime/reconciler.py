@@ -1,11 +1,13 @@
 """The reconciler thread: the one place where routes and addresses change.
 
-It is the sole owner of what is announced, what is bound, the netlink socket, the pipe
-to ExaBGP and the retry timers. Everything else talks to it through its coalescing inbox.
+It is the sole owner of what is bound, of the announcer (what is announced, the pipe to
+ExaBGP or the kernel table, the retry timers) and of the netlink sockets. Everything else
+talks to it through its coalescing inbox.
 
 It is level-triggered: each pass compares the full desired set (merged from every
-source: Kubernetes, static VIPs) with what it has applied, and sends only the difference.
-A coalesced or lost message can therefore never leave a stale route. Two safety rules:
+source: Kubernetes, static VIPs) with what it has applied, and the announcer sends only
+the difference. A coalesced or lost message can therefore never leave a stale route.
+Two safety rules:
 - nothing is withdrawn or unbound until every source has delivered its first full state
   (an empty cache at startup must not look like "withdraw everything"); what a source
   publishes before that is final and announced at once;
@@ -13,9 +15,9 @@ A coalesced or lost message can therefore never leave a stale route. Two safety 
 
 Binding and announcing are pipelined: a pass binds at most ``BIND_CHUNK`` new addresses
 and announces what is bound, and the next pass follows at once. ExaBGP, a process of its
-own, encodes and sends one chunk while this thread binds the next, so a cold start with
-10,000 VIPs no longer waits for every address before the first route goes out.
-End-of-RIB waits for the last chunk (a graceful-restart peer drops stale routes on it).
+own, encodes and sends one chunk while this thread binds the next, so a cold start does
+not wait for every address before the first route goes out. End-of-RIB waits for the
+last chunk (a graceful-restart peer drops stale routes on it).
 """
 
 from __future__ import annotations
@@ -24,21 +26,13 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final, Protocol, assert_never
 
 import structlog
 
-from kvip_bgp.bgp.api import ApiWriter
-from kvip_bgp.bgp.commands import (
-    Command,
-    NextHopPolicy,
-    announce_commands,
-    end_of_rib_commands,
-    withdraw_commands,
-)
-from kvip_bgp.domain.config import Config
-from kvip_bgp.domain.model import Advertisement, BindResult, IPAddress, address_order, host_prefix
+from kvip_bgp.domain.model import Advertisement, BindResult, IPAddress, address_order
 from kvip_bgp.domain.policy import merge_sources
+from kvip_bgp.runtime.announcer import Announcer, PeerView
 from kvip_bgp.runtime.messages import (
     ApiConnected,
     ApiDisconnected,
@@ -54,29 +48,16 @@ from kvip_bgp.runtime.messages import (
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.snapshot import Snapshot
 
+__all__ = ["BIND_CHUNK", "RESYNC_INTERVAL", "AddressBinder", "PeerView", "Reconciler"]
+
 log = structlog.get_logger("kvip_bgp.reconciler")
 
 RESYNC_INTERVAL: Final = 30.0
-# Re-reading every address on the interface costs ~1.5 s of CPU at 10,000 VIPs: repair
+# Re-reading every address on the interface is expensive with many VIPs: repair
 # addresses changed behind our back every 5 minutes, not on every resync.
 ADDRESS_REPAIR_INTERVAL: Final = 300.0
 DETAILED_LOG_LIMIT: Final = 20
 BIND_CHUNK: Final = 1000
-# ExaBGP acks a command once parsed, not once its UPDATE is on the wire, and its API has
-# nothing that reports the send. Stopped too soon after the acks, it closes the session
-# silently (graceful restart) and the peer keeps our withdrawn routes as stale for the
-# restart time. Its reactor sends parsed changes within a few turns; without this wait
-# the lab saw it once, on a machine loaded by two other labs (not reproduced on demand).
-WITHDRAW_FLUSH_GRACE: Final = 1.0
-MAX_BACKOFF: Final = 30.0
-
-
-class RouteInstaller(Protocol):
-    """What the reconciler needs from ``netif.RouteTable`` (``output: kernel-table``)."""
-
-    def routes(self) -> set[IPAddress]: ...
-    def install(self, vip: IPAddress) -> bool: ...
-    def remove(self, vip: IPAddress) -> None: ...
 
 
 class AddressBinder(Protocol):
@@ -85,14 +66,6 @@ class AddressBinder(Protocol):
     def owned(self) -> set[IPAddress]: ...
     def bind_many(self, vips: Iterable[IPAddress]) -> BindResult: ...
     def unbind_many(self, vips: set[IPAddress]) -> dict[IPAddress, OSError]: ...
-
-
-@dataclass(frozen=True)
-class PeerView:
-    address: str
-    state: str
-    since: float
-    reason: str | None
 
 
 @dataclass(frozen=True)
@@ -118,54 +91,49 @@ class _State:
 
     desired: dict[str, dict[IPAddress, Advertisement]] = field(default_factory=dict)
     synced: set[str] = field(default_factory=set)
-    applied: dict[IPAddress, Advertisement] = field(default_factory=dict)
-    maybe_present: set[IPAddress] = field(default_factory=set)
     bound: set[IPAddress] = field(default_factory=set)
     # Binds that failed: announced anyway, retried at the next resync (not every pass).
     bind_failed: set[IPAddress] = field(default_factory=set)
     # New addresses left for the next pass (BIND_CHUNK): that pass comes at once.
     bind_backlog: int = 0
-    in_flight: deque[Command] = field(default_factory=deque)
-    peers: dict[str, PeerView] = field(default_factory=dict)
-    writer: ApiWriter | None = None
-    eor_pending: set[str] = field(default_factory=set)
-    announced_ever: set[IPAddress] = field(default_factory=set)
-    # Withdrawn since the last resync: withdrawn once more at the resync (see _reconcile).
-    recently_withdrawn: set[IPAddress] = field(default_factory=set)
-    retry_at: float = 0.0
-    backoff: float = 0.5
     errors: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     stop: Stop | None = None
+    last_resync: float | None = None  # None: the first pass is a resync
+    last_repair: float = 0.0
 
 
 class Reconciler:
     def __init__(
         self,
-        config: Config,
         inbox: Inbox,
         addresses: AddressBinder | None,
+        announcer: Announcer,
         metrics: Metrics,
         status: Snapshot[ReconcilerStatus],
         sources: tuple[str, ...],
-        kernel_routes: RouteInstaller | None = None,
     ) -> None:
-        self._kernel_routes = kernel_routes
-        self._config = config
         self._inbox = inbox
         self._addresses = addresses
+        self._announcer = announcer
         self._metrics = metrics
         self._status = status
         self._sources = sources
-        self._next_hops = NextHopPolicy(config.bgp.peers)
         self._s = _State()
-        self._last_resync = 0.0
-        self._last_repair = time.monotonic()
 
     # -- thread body ---------------------------------------------------------------
 
     def run(self) -> None:
         """Loop until a Stop has been carried out. Runs in the reconciler thread."""
+        self.start(time.monotonic())
+        while True:
+            batch = self._inbox.drain(self.timeout(time.monotonic()))
+            if not self.step([message for _key, message in batch], time.monotonic()):
+                return
+
+    def start(self, now: float) -> None:
+        """Adopt the addresses and routes an earlier run left (before the first step)."""
         s = self._s
+        s.last_repair = now
         if self._addresses is not None:
             s.bound = self._addresses.owned()
             if s.bound:
@@ -174,147 +142,61 @@ class Reconciler:
                     count=len(s.bound),
                     vips=sorted(map(str, s.bound))[:20],
                 )
-        if self._kernel_routes is not None:
-            # Routes of an earlier run: kept until every source synced, then reconciled.
-            s.maybe_present = self._kernel_routes.routes()
-        for peer, family in self._next_hops.unreachable():
-            missing = "next_hop_v6" if family == 6 else "next_hop_v4"
-            log.warning(
-                "reconciler.peer_without_next_hop",
-                peer=str(peer.address),
-                reason=f"IPv{peer.address.version} session without {missing}: "
-                f"IPv{family} VIPs are not sent to it",
-            )
-        while True:
-            timeout = self._timeout()
-            batch = self._inbox.drain(timeout)
-            started = time.perf_counter()
-            for _key, message in batch:
-                self._handle(message)
-            if s.stop is not None:
-                self._shutdown(s.stop)
-                return
-            self._reconcile()
-            self._metrics.reconcile_seconds.observe(time.perf_counter() - started)
-            self._metrics.queue_depth.set(self._inbox.depth())
-            self._metrics.queue_coalesced.set(self._inbox.coalesced())
-            self._publish()
+        self._announcer.start()
+        self._collect_errors()
 
-    def _timeout(self) -> float:
-        if self._s.bind_backlog:
+    def step(self, messages: Iterable[Message], now: float) -> bool:
+        """One pass: take ``messages``, reconcile at time ``now``. False once stopped."""
+        s = self._s
+        started = time.perf_counter()
+        for message in messages:
+            self._handle(message, now)
+        if s.stop is not None:
+            self._shutdown(s.stop)
+            return False
+        self._reconcile(now)
+        self._metrics.reconcile_seconds.observe(time.perf_counter() - started)
+        self._metrics.queue_depth.set(self._inbox.depth())
+        self._metrics.queue_coalesced.set(self._inbox.coalesced())
+        self._publish()
+        return True
+
+    def timeout(self, now: float) -> float:
+        """How long the next drain may wait: until the next resync or retry."""
+        s = self._s
+        if s.bind_backlog:
             return 0.0
-        now = time.monotonic()
-        wait = RESYNC_INTERVAL - (now - self._last_resync)
-        if self._s.retry_at > now:
-            wait = min(wait, self._s.retry_at - now)
+        wait = 0.0 if s.last_resync is None else RESYNC_INTERVAL - (now - s.last_resync)
+        retry_at = self._announcer.wake_at()
+        if retry_at is not None and retry_at > now:
+            wait = min(wait, retry_at - now)
         return max(0.01, wait)
 
     # -- messages ------------------------------------------------------------------
 
-    def _handle(self, message: Message) -> None:
+    def _handle(self, message: Message, now: float) -> None:
         s = self._s
-        if isinstance(message, VipDesired):
-            table = s.desired.setdefault(message.source, {})
-            if message.advert is None:
-                table.pop(message.vip, None)
-            else:
-                table[message.vip] = message.advert
-        elif isinstance(message, SourceSynced):
-            if message.source not in s.synced:
-                s.synced.add(message.source)
-                log.info("reconciler.source_synced", source=message.source)
-        elif isinstance(message, Stop):
-            s.stop = message
-        elif isinstance(message, ApiConnected):
-            self._connected(message)
-        elif isinstance(message, ApiDisconnected):
-            if s.writer is not None and s.writer.generation == message.generation:
-                self._drop_writer("relay disconnected")
-        elif isinstance(message, CommandAck):
-            self._ack(message)
-        elif isinstance(message, PeerState):
-            self._peer_state(message)
-        elif isinstance(message, ExabgpShutdown):
-            log.info("reconciler.exabgp_shutdown", generation=message.generation)
+        match message:
+            case VipDesired():
+                table = s.desired.setdefault(message.source, {})
+                if message.advert is None:
+                    table.pop(message.vip, None)
+                else:
+                    table[message.vip] = message.advert
+            case SourceSynced():
+                if message.source not in s.synced:
+                    s.synced.add(message.source)
+                    log.info("reconciler.source_synced", source=message.source)
+            case Stop():
+                s.stop = message
+            case ApiConnected() | ApiDisconnected() | CommandAck() | PeerState() | ExabgpShutdown():
+                self._announcer.handle(message, now)
+                self._collect_errors()
+            case _:
+                assert_never(message)
 
-    def _connected(self, message: ApiConnected) -> None:
-        s = self._s
-        if s.writer is not None:
-            s.writer.close()
-        s.writer = ApiWriter(message.fd, message.generation)
-        s.in_flight.clear()
-        s.eor_pending.clear()
-        # Whatever we told the previous ExaBGP (or relay) may still be there: re-announce
-        # every desired route and withdraw anything else we had sent.
-        s.maybe_present |= set(s.applied)
-        s.applied.clear()
-        s.retry_at = 0.0
-        for view in s.peers.values():
-            self._metrics.session_up.labels(view.address).set(0)
-        s.peers.clear()
-        log.info(
-            "reconciler.exabgp_connected",
-            generation=message.generation,
-            resending=len(s.maybe_present),
-        )
-
-    def _drop_writer(self, why: str) -> None:
-        s = self._s
-        if s.writer is not None:
-            s.writer.close()
-        s.writer = None
-        s.in_flight.clear()
-        s.maybe_present |= set(s.applied)
-        s.applied.clear()
-        log.warning("reconciler.exabgp_unreachable", reason=why)
-
-    def _ack(self, ack: CommandAck) -> None:
-        s = self._s
-        if s.writer is None or ack.generation != s.writer.generation:
-            return
-        if not s.in_flight:
-            log.warning("reconciler.unexpected_ack", index=ack.index)
-            return
-        command = s.in_flight.popleft()
-        if ack.ok:
-            s.backoff = 0.5
-            return
-        self._metrics.command_errors.inc()
-        text = command.text if len(command.text) < 300 else command.text[:300] + "..."
-        s.errors.append(f"exabgp error: {text}")
-        log.error("reconciler.command_error", command=text, retry_in=s.backoff)
-        for advert in command.announced:
-            if s.applied.get(advert.vip) == advert:
-                del s.applied[advert.vip]
-        for prefix in command.withdrawn:
-            s.maybe_present.add(prefix.network_address)
-        s.retry_at = time.monotonic() + s.backoff
-        s.backoff = min(MAX_BACKOFF, s.backoff * 2)
-
-    def _peer_state(self, message: PeerState) -> None:
-        s = self._s
-        previous = s.peers.get(message.peer)
-        if previous is None or previous.state != message.state:
-            s.peers[message.peer] = PeerView(
-                message.peer, message.state, message.at, message.reason
-            )
-            if message.state == "up":
-                # ExaBGP re-sends its RIB to a fresh session; we close it with End-of-RIB
-                # once every desired route is in (manual-eor: hitless restarts).
-                s.eor_pending.add(message.peer)
-                # ExaBGP 5.0.15 also replays to the new session routes that were
-                # announced and then withdrawn while it was down: withdraw, before the
-                # End-of-RIB, everything we ever announced that is not applied now.
-                s.maybe_present |= s.announced_ever - set(s.applied)
-            else:
-                s.eor_pending.discard(message.peer)
-            log.info(
-                "reconciler.peer_state",
-                peer=message.peer,
-                state=message.state,
-                reason=message.reason,
-            )
-        self._metrics.session_up.labels(message.peer).set(1 if message.state == "up" else 0)
+    def _collect_errors(self) -> None:
+        self._s.errors.extend(self._announcer.take_errors())
 
     # -- the level-triggered pass -------------------------------------------------
 
@@ -331,153 +213,26 @@ class Reconciler:
         """
         return merge_sources(self._s.desired)
 
-    def _reconcile(self) -> None:
+    def _reconcile(self, now: float) -> None:
         s = self._s
-        now = time.monotonic()
         effective = self._effective()
         all_synced = self._all_synced()
-        again: set[IPAddress] = set()
-        if now - self._last_resync >= RESYNC_INTERVAL:
-            self._last_resync = now
+        if s.last_resync is None or now - s.last_resync >= RESYNC_INTERVAL:
+            s.last_resync = now
             s.bind_failed.clear()
-            if self._kernel_routes is None:
-                # Safety net. Under the stress test's churn (announce, then withdraw of the
-                # same prefix a few ms later) ExaBGP 5.0.15 acked and logged both in order,
-                # yet FRR kept a few of those prefixes; the cause inside ExaBGP is not
-                # found. A second withdraw of a prefix that is gone is a no-op for the
-                # peer, so what was withdrawn since the last resync is withdrawn again.
-                again = s.recently_withdrawn - set(s.applied)
-                s.maybe_present |= again
-            s.recently_withdrawn = set()
-            if self._addresses is not None and now - self._last_repair >= ADDRESS_REPAIR_INTERVAL:
+            self._announcer.resync()
+            if self._addresses is not None and now - s.last_repair >= ADDRESS_REPAIR_INTERVAL:
                 # Repair anything changed behind our back (an address deleted by hand).
-                self._last_repair = now
+                s.last_repair = now
                 s.bound = self._addresses.owned()
 
         # Not yet bound (next pass): not announced yet, but not withdrawn either.
         deferred = self._bind(effective)
-        if self._kernel_routes is not None:
-            self._install_kernel_routes(effective, deferred, all_synced)
-        elif s.writer is not None and now >= s.retry_at:
-            withdraw = {v for v in s.applied if v not in effective}
-            if all_synced:
-                withdraw |= {v for v in s.maybe_present if v not in effective}
-            announce = [
-                a for v, a in effective.items() if s.applied.get(v) != a and v not in deferred
-            ]
-            self._send_routes(announce, withdraw, all_synced and not deferred)
-            s.recently_withdrawn -= again  # once more is enough
+        self._announcer.set(effective, deferred, all_synced, now)
+        self._collect_errors()
         if all_synced:
             # Unbind only what is no longer desired and no longer announced anywhere.
-            self._unbind(s.bound - set(effective) - set(s.applied))
-
-    def _install_kernel_routes(
-        self,
-        effective: dict[IPAddress, Advertisement],
-        deferred: set[IPAddress],
-        all_synced: bool,
-    ) -> None:
-        """``output: kernel-table``: one host route per VIP; the host's FRR/BIRD exports it.
-
-        BGP attributes cannot travel in a kernel route; the host routing daemon's export
-        policy sets them. Only routes carrying our protocol number are ever removed.
-        """
-        s = self._s
-        routes = self._kernel_routes
-        assert routes is not None
-        remove = {v for v in s.applied if v not in effective}
-        if all_synced:
-            remove |= {v for v in s.maybe_present if v not in effective}
-        for vip in sorted(remove, key=address_order):
-            try:
-                routes.remove(vip)
-                log.info("reconciler.route_removed", vip=str(vip))
-            except OSError as error:
-                s.errors.append(f"remove route {vip}: {error}")
-                log.error("reconciler.route_remove_failed", vip=str(vip), error=str(error))
-                continue
-            s.applied.pop(vip, None)
-            s.maybe_present.discard(vip)
-        for vip, advert in sorted(effective.items(), key=lambda i: address_order(i[0])):
-            if vip in deferred:
-                continue
-            if vip in s.applied:
-                s.applied[vip] = advert
-                continue
-            try:
-                if routes.install(vip):
-                    log.info(
-                        "reconciler.route_installed", vip=str(vip), services=list(advert.sources)
-                    )
-                else:
-                    log.warning(
-                        "reconciler.foreign_route",
-                        vip=str(vip),
-                        reason="a route of another protocol exists: left alone",
-                    )
-            except OSError as error:
-                s.errors.append(f"install route {vip}: {error}")
-                log.error("reconciler.route_install_failed", vip=str(vip), error=str(error))
-                continue
-            s.applied[vip] = advert
-            s.maybe_present.discard(vip)
-
-    def _send_routes(
-        self, announce: list[Advertisement], withdraw: set[IPAddress], all_synced: bool
-    ) -> None:
-        s = self._s
-        commands: list[Command] = []
-        if withdraw:
-            commands += withdraw_commands(
-                [host_prefix(v) for v in withdraw],
-                self._next_hops,
-            )
-        if announce:
-            commands += announce_commands(announce, self._config.bgp.asn, self._next_hops)
-        eor_peers = (
-            sorted(s.eor_pending) if all_synced and self._config.bgp.graceful_restart > 0 else []
-        )
-        for peer in eor_peers:
-            commands += end_of_rib_commands(peer)
-        if not commands:
-            return
-        assert s.writer is not None
-        try:
-            s.writer.send(commands)
-        except OSError as error:
-            self._drop_writer(f"write failed: {error}")
-            return
-        s.in_flight.extend(commands)
-        for vip in withdraw:
-            s.applied.pop(vip, None)
-            s.maybe_present.discard(vip)
-        s.recently_withdrawn |= withdraw
-        for advert in announce:
-            s.applied[advert.vip] = advert
-            s.maybe_present.discard(advert.vip)
-            s.announced_ever.add(advert.vip)
-        s.eor_pending.difference_update(eor_peers)
-        peers = [str(p.address) for p in self._config.bgp.peers]
-        for peer in peers:
-            if announce:
-                self._metrics.updates_sent.labels(peer, "announce").inc(len(announce))
-            if withdraw:
-                self._metrics.updates_sent.labels(peer, "withdraw").inc(len(withdraw))
-            self._metrics.prefixes_announced.labels(peer).set(len(s.applied))
-        if len(announce) + len(withdraw) <= 20:
-            for advert in announce:
-                log.info("reconciler.announce", vip=str(advert.vip), services=list(advert.sources))
-            for vip in withdraw:
-                log.info("reconciler.withdraw", vip=str(vip))
-        else:
-            log.info(
-                "reconciler.batch",
-                announced=len(announce),
-                withdrawn=len(withdraw),
-                commands=len(commands),
-            )
-        for peer in eor_peers:
-            log.info("reconciler.end_of_rib", peer=peer, routes=len(s.applied))
+            self._unbind(s.bound - set(effective) - set(self._announcer.announced()))
 
     def _bind(self, effective: Mapping[IPAddress, Advertisement]) -> set[IPAddress]:
         """Bind up to ``BIND_CHUNK`` desired addresses; return those left for later passes.
@@ -536,42 +291,16 @@ class Reconciler:
     # -- shutdown -------------------------------------------------------------------
 
     def _shutdown(self, stop: Stop) -> None:
-        """Withdraw every route, wait for ExaBGP's acks, then remove our addresses."""
-        s = self._s
-        withdraw = sorted(set(s.applied) | s.maybe_present, key=address_order)
-        log.info("reconciler.shutdown", withdrawing=len(withdraw))
-        if s.writer is not None and withdraw:
-            commands = withdraw_commands([host_prefix(v) for v in withdraw], self._next_hops)
-            try:
-                s.writer.send(commands)
-                s.in_flight.extend(commands)
-            except OSError as error:
-                log.error("reconciler.shutdown_write_failed", error=str(error))
-                s.in_flight.clear()
-            while s.in_flight and time.monotonic() < stop.deadline:
-                for _key, message in self._inbox.drain(max(0.01, stop.deadline - time.monotonic())):
-                    if isinstance(message, CommandAck):
-                        self._ack(message)
-                    elif isinstance(message, ApiDisconnected):
-                        s.in_flight.clear()
-            if s.in_flight:
-                log.warning("reconciler.shutdown_unacked", commands=len(s.in_flight))
-            else:
-                # Addresses stay bound meanwhile: traffic may arrive until peers converge.
-                time.sleep(max(0.0, min(WITHDRAW_FLUSH_GRACE, stop.deadline - time.monotonic())))
-        if self._kernel_routes is not None:
-            for vip in self._kernel_routes.routes():
-                try:
-                    self._kernel_routes.remove(vip)
-                except OSError as error:
-                    log.error("reconciler.route_remove_failed", vip=str(vip), error=str(error))
-        s.applied.clear()
-        s.maybe_present.clear()
+        """Withdraw every route (and wait for it), then remove our addresses."""
+
+        def receive(timeout: float) -> list[Message]:
+            return [message for _key, message in self._inbox.drain(timeout)]
+
+        # Addresses stay bound meanwhile: traffic may arrive until peers converge.
+        self._announcer.withdraw_all(stop.deadline, receive)
+        self._collect_errors()
         if self._addresses is not None:
             self._unbind(set(self._addresses.owned()))
-        if s.writer is not None:
-            s.writer.close()
-            s.writer = None
         self._publish(stopped=True)
         log.info("reconciler.stopped")
 
@@ -580,23 +309,15 @@ class Reconciler:
         self._status.publish(
             ReconcilerStatus(
                 # Unsorted: the readers sort; this runs after every pass.
-                announced=tuple(s.applied.values()),
+                announced=tuple(self._announcer.announced().values()),
                 bound=tuple(s.bound),
-                peers=tuple(sorted(s.peers.values(), key=lambda p: p.address)),
+                peers=self._announcer.peers(),
                 synced_sources=tuple(sorted(s.synced)),
                 all_synced=self._all_synced(),
-                exabgp_connected=s.writer is not None,
+                exabgp_connected=self._announcer.connected(),
                 last_errors=tuple(s.errors),
                 updated_at=time.time(),
                 stopped=stopped,
                 bind_backlog=s.bind_backlog,
             )
         )
-
-
-def desired_from_static(config: Config) -> Mapping[IPAddress, Advertisement]:
-    """Static VIPs without a health check: always wanted, with the default attributes."""
-    return {
-        vip.address: Advertisement(vip.address, config.advertise, (f"static:{vip.address}",))
-        for vip in config.static
-    }
