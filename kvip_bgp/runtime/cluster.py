@@ -36,6 +36,8 @@ from kvip_bgp.domain.objects import (
     key_order,
 )
 from kvip_bgp.domain.policy import ServiceDecision, SharedVipConflict, advertisements, decide
+from kvip_bgp.domain.reasons import POLICY_REASONS, Reason, Refusal, wire
+from kvip_bgp.domain.sources import VipSource
 from kvip_bgp.runtime.messages import (
     RESOURCES,
     Changed,
@@ -52,24 +54,11 @@ from kvip_bgp.runtime.snapshot import Snapshot
 
 log = structlog.get_logger("kvip_bgp.cluster")
 
-SOURCE: Final = "kubernetes"
+SOURCE: Final = VipSource.kubernetes().wire  # the reconciler's name for this thread
 DETAILED_LOG_LIMIT: Final = 20  # above this many decision changes in a batch, summarise
 STATUS_INTERVAL: Final = 0.5  # seconds between /status snapshots (each is O(Services))
 CHEAP_SNAPSHOT: Final = 1000  # below this many Services a snapshot per batch is cheap
 FIRST_PASS_CHUNK: Final = 1000  # Services decided between two publishes in the first pass
-REFUSAL_REASONS: Final = (
-    "not-load-balancer",
-    "class-mismatch",
-    "ignored",
-    "no-vip",
-    "invalid-annotation",
-    "outside-allowed-ranges",
-    "forbidden-address",
-    "no-local-endpoint",
-    "no-ready-endpoint",
-    "node-excluded",
-    "node-not-found",
-)
 
 
 @dataclass(frozen=True)
@@ -304,7 +293,7 @@ class ClusterState:
                 if old is not None:
                     del c.decisions[key]
                     touched |= self._index(key, old, None)
-                    changes.append(ServiceDecision(key, "deleted"))
+                    changes.append(ServiceDecision(key, DELETED))
                 continue
             decision = decide(service, self._endpoints(key), c.node, self._config)
             self._want_status(service, decision)
@@ -368,11 +357,9 @@ class ClusterState:
         c = self._c
         c.status_dirty = False
         c.status_published_at = time.monotonic()
-        refused = Counter(
-            d.reason.split(":")[0] for d in c.decisions.values() if d.reason is not None
-        )
-        for reason in REFUSAL_REASONS:
-            self._metrics.services_refused.labels(reason).set(refused.get(reason, 0))
+        refused = Counter(d.reason.reason for d in c.decisions.values() if d.reason is not None)
+        for reason in POLICY_REASONS:
+            self._metrics.services_refused.labels(reason.value).set(refused.get(reason, 0))
         self._status.publish(
             ClusterStatus(
                 decisions=tuple(sorted(c.decisions.values(), key=lambda d: key_order(d.service))),
@@ -405,13 +392,15 @@ class ClusterState:
         service = self._c.services.get(decision.service)
         if service is None:
             return
-        if decision.reason is not None and decision.reason.startswith("invalid-annotation"):
-            annotation = decision.reason.split(":", 1)[1]
-            self._metrics.invalid_annotations.labels(annotation).inc()
-            self._event(service, "InvalidAnnotation", decision.message or decision.reason)
+        refusal = decision.reason
+        if refusal is not None and refusal.reason is Reason.INVALID_ANNOTATION:
+            self._metrics.invalid_annotations.labels(refusal.detail).inc()
+            self._event(service, "InvalidAnnotation", decision.message or refusal.wire)
         for verdict in decision.verdicts:
             if _address_refusal(verdict.reason):
-                self._event(service, "VIPRefused", f"VIP {verdict.vip} refused: {verdict.reason}")
+                self._event(
+                    service, "VIPRefused", f"VIP {verdict.vip} refused: {wire(verdict.reason)}"
+                )
 
     def _event(self, service: ServiceInfo, reason: str, message: str) -> None:
         if self._write is not None:
@@ -438,22 +427,23 @@ class ClusterState:
                         vip=[str(v) for v in d.announced],
                         source=d.vip_source,
                     )
-                elif d.reason == "not-load-balancer":
+                elif d.reason.reason is Reason.NOT_LOAD_BALANCER:
                     continue
                 else:
                     log.info(
                         "cluster.service_not_announced",
                         service=str(d.service),
-                        reason=d.reason,
+                        reason=d.reason.wire,
                         detail=d.message,
-                        vip=[f"{v.vip} ({v.reason})" for v in d.verdicts if not v.announce],
+                        vip=[f"{v.vip} ({wire(v.reason)})" for v in d.verdicts if not v.announce],
                     )
             return
-        by_reason = Counter(d.reason or "announced" for d in changes)
+        by_reason = Counter(wire(d.reason) or "announced" for d in changes)
         log.info("cluster.decisions_changed", count=len(changes), by_reason=dict(by_reason))
 
 
 RESOURCES_LISTED: Final = frozenset(RESOURCES)
+DELETED: Final = Refusal(Reason.DELETED)  # the change logged when a Service goes away
 
 K = TypeVar("K")
 
@@ -477,6 +467,6 @@ def _without(index: dict[K, tuple[ObjectKey, ...]], at: K, key: ObjectKey) -> No
         del index[at]
 
 
-def _address_refusal(reason: str | None) -> bool:
+def _address_refusal(refusal: Refusal | None) -> bool:
     """Refusals of the VIP itself (not of this node's state): the same on every node."""
-    return reason is not None and reason.startswith(("outside-allowed-ranges", "forbidden-address"))
+    return refusal is not None and refusal.of_address
