@@ -15,7 +15,7 @@ help:
 	@echo "make lab      run kvip-bgp in a namespace lab against FRR (CONFIG=file.yaml to use yours)"
 	@echo "make test     install everything and run lint + every test"
 	@echo "make unit     only the tests that need neither root nor FRR"
-	@echo "make lint     ruff + mypy"
+	@echo "make lint     ruff + mypy + the import contracts (setup.cfg [importlinter])"
 	@echo "make install  create $(VENV) with kvip-bgp and its test tools"
 	@echo "make bench    convergence, latency, memory, CPU at 150/1,000/10,000 Services (~12 min)"
 	@echo "make soak     DURATION=30m: churn in the lab; print RSS/thread/fd growth (not in CI)"
@@ -41,6 +41,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy kvip_bgp
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/lint-imports
 
 test: install system-deps lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider

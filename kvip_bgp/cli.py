@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("status", "explain"):
         from kvip_bgp.ops import report
 
-        return report.main(args)
+        # Read here, not in ops: the adapters (ops, configfile...) do not import each other.
+        wanted = args.config is not None and not args.url
+        return report.main(args, load(args.config) if wanted else None)
     try:
         cfg = load(args.config)
     except config_module.ConfigError as error:

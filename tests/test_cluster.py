@@ -11,10 +11,12 @@ from typing import Any
 from kvip_bgp.configfile import load as config_module
 from kvip_bgp.domain.model import Advertisement, IPAddress
 from kvip_bgp.domain.objects import parse_endpoint_slice, parse_node, parse_service
+from kvip_bgp.ops.http import status_document
 from kvip_bgp.runtime.cluster import FIRST_PASS_CHUNK, ClusterState, ClusterStatus
 from kvip_bgp.runtime.messages import ClusterStop as Stop
 from kvip_bgp.runtime.messages import Listed, ServiceEvent, WriteRequest
 from kvip_bgp.runtime.metrics import Metrics
+from kvip_bgp.runtime.reconciler import ReconcilerStatus
 from kvip_bgp.runtime.snapshot import Snapshot
 from kvip_bgp.testing.scenario import daemon_config, endpoint_slice, node, service
 
@@ -49,9 +51,9 @@ def _first_pass(tmp_path: Path, objects: list[dict[str, Any]]) -> dict[str, Any]
         trace.append(("synced", None))
         done.set()
 
-    state = ClusterState(
-        config, events, publish, synced, Metrics(), Snapshot(ClusterStatus()), write
-    )
+    metrics = Metrics()
+    status = Snapshot(ClusterStatus())
+    state = ClusterState(config, events, publish, synced, metrics, status, write)
     kinds = {"Service": parse_service, "EndpointSlice": parse_endpoint_slice}
     events.put(Listed("nodes", (parse_node(node()),), "1"))
     for resource, kind in (("services", "Service"), ("endpointslices", "EndpointSlice")):
@@ -62,7 +64,7 @@ def _first_pass(tmp_path: Path, objects: list[dict[str, Any]]) -> dict[str, Any]
     assert done.wait(30), "never synced"
     events.put(Stop())
     thread.join(5)
-    return {"trace": trace, "writes": writes}
+    return {"trace": trace, "writes": writes, "metrics": metrics, "status": status.read()}
 
 
 def test_first_pass_publishes_each_vip_once_final_and_before_the_sync(tmp_path: Path) -> None:
@@ -121,3 +123,67 @@ def test_first_pass_of_a_small_cluster_is_one_chunk(tmp_path: Path) -> None:
     objects = [service("web", _vip(0)), endpoint_slice("web", ["node-1"])]
     trace = _first_pass(tmp_path, objects)["trace"]
     assert [kind for kind, _ in trace if kind != "write"] == ["vip", "synced"]
+
+
+def test_refusals_reach_events_metrics_and_status_in_their_wire_form(tmp_path: Path) -> None:
+    objects = [
+        service("bad", _vip(0), annotations={"kvip-bgp.io/med": "ten"}),
+        endpoint_slice("bad", ["node-1"]),
+        service("evil", "203.0.113.5"),
+        endpoint_slice("evil", ["node-1"]),
+        service("loop", "127.0.0.1"),
+        endpoint_slice("loop", ["node-1"]),
+        service("idle", _vip(1)),
+        service("web", _vip(2)),
+        endpoint_slice("web", ["node-1"]),
+    ]
+    result = _first_pass(tmp_path, objects)
+    events = {
+        (w.service, w.reason, w.message) for w in result["writes"] if isinstance(w, ServiceEvent)
+    }
+    assert ("default/evil", "VIPRefused", "VIP 203.0.113.5 refused: outside-allowed-ranges") in (
+        events
+    )
+    assert (
+        "default/loop",
+        "VIPRefused",
+        "VIP 127.0.0.1 refused: forbidden-address:loopback",
+    ) in events
+    invalid = [e for e in events if e[1] == "InvalidAnnotation"]
+    assert [e[0] for e in invalid] == ["default/bad"]
+    assert invalid[0][2].startswith("kvip-bgp.io/med: ")
+    registry = result["metrics"].registry
+    refused = {
+        reason: registry.get_sample_value("kvip_bgp_services_refused", {"reason": reason})
+        for reason in (
+            "invalid-annotation",
+            "outside-allowed-ranges",
+            "forbidden-address",
+            "no-ready-endpoint",
+            "node-excluded",
+        )
+    }
+    assert refused == {
+        "invalid-annotation": 1,
+        "outside-allowed-ranges": 1,
+        "forbidden-address": 1,
+        "no-ready-endpoint": 1,
+        "node-excluded": 0,
+    }
+    assert (
+        registry.get_sample_value(
+            "kvip_bgp_invalid_annotations_total", {"annotation": "kvip-bgp.io/med"}
+        )
+        == 1
+    )
+    document = status_document(ReconcilerStatus(), result["status"])
+    reasons = {
+        s["service"]: (s["reason"], [v["reason"] for v in s["vips"]]) for s in document["services"]
+    }
+    assert reasons == {
+        "default/bad": ("invalid-annotation:kvip-bgp.io/med", []),
+        "default/evil": ("outside-allowed-ranges", ["outside-allowed-ranges"]),
+        "default/idle": ("no-ready-endpoint", ["no-ready-endpoint"]),
+        "default/loop": ("forbidden-address:loopback", ["forbidden-address:loopback"]),
+        "default/web": (None, [None]),
+    }

@@ -10,6 +10,7 @@ import pytest
 
 from kvip_bgp.configfile.load import parse
 from kvip_bgp.domain import config, policy
+from kvip_bgp.domain.explain import explain
 from kvip_bgp.domain.model import Advertisement, Community, LargeCommunity, RouteAttributes
 from kvip_bgp.domain.objects import (
     Endpoint,
@@ -19,6 +20,8 @@ from kvip_bgp.domain.objects import (
     parse_service,
 )
 from kvip_bgp.domain.policy import ServiceDecision, SharedVipConflict, advertisements, decide
+from kvip_bgp.domain.reasons import POLICY_REASONS, Reason, Refusal, wire
+from kvip_bgp.domain.sources import SourceKind, VipSource, service_wire
 
 NODE = "worker-1"
 VIP4 = "198.51.100.10"
@@ -444,7 +447,7 @@ CASES = [
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
 def test_decide(case: Case) -> None:
     decision = run(case)
-    assert decision.reason == case.expected_reason, decision
+    assert wire(decision.reason) == case.expected_reason, decision
     assert decision.announced == tuple(ipaddress.ip_address(v) for v in case.announced)
     assert decision.service == ObjectKey(
         case.service.get("namespace", "default"), case.service.get("name", "web")
@@ -527,7 +530,7 @@ INVALID_ANNOTATIONS = [
 def test_invalid_annotation(name: str, value: str) -> None:
     annotations = {"kvip-bgp.io/loadbalancerIPs": VIP4, f"kvip-bgp.io/{name}": value}
     decision = run(Case("x", None, service={"annotations": annotations}))
-    assert decision.reason == f"invalid-annotation:kvip-bgp.io/{name}"
+    assert wire(decision.reason) == f"invalid-annotation:kvip-bgp.io/{name}"
     assert decision.announced == ()
     assert decision.attributes is None
 
@@ -545,7 +548,7 @@ def test_invalid_vip_from_other_sources(value: str, reason: str) -> None:
         if reason.endswith("kube-vip.io/loadbalancerIPs")
         else {"annotations": {}, "lb_ip": value}
     )
-    assert run(Case("x", None, service=service)).reason == reason
+    assert wire(run(Case("x", None, service=service)).reason) == reason
 
 
 def attrs(
@@ -683,6 +686,124 @@ def test_merge_sources_unites_kubernetes_and_static() -> None:
     merged = policy.merge_sources({"static": static, "kubernetes": kube})
     assert merged[vip].attributes == attrs(("64512:100", "9:9"), med=7)
     assert merged[vip].sources == ("default/web", "static")
+
+
+# --------------------------------------------------------------------------- wire forms
+
+# What logs, Events, /status, metrics and `kvip-bgp explain` show: these never change.
+REFUSAL_WIRES = [
+    (Refusal(Reason.NOT_LOAD_BALANCER), "not-load-balancer"),
+    (Refusal(Reason.CLASS_MISMATCH), "class-mismatch"),
+    (Refusal(Reason.IGNORED), "ignored"),
+    (Refusal(Reason.NO_VIP), "no-vip"),
+    (Refusal(Reason.INVALID_ANNOTATION, "kvip-bgp.io/med"), "invalid-annotation:kvip-bgp.io/med"),
+    (
+        Refusal(Reason.INVALID_ANNOTATION, "spec.loadBalancerIP"),
+        "invalid-annotation:spec.loadBalancerIP",
+    ),
+    (Refusal(Reason.OUTSIDE_ALLOWED), "outside-allowed-ranges"),
+    (Refusal(Reason.FORBIDDEN_ADDRESS, "loopback"), "forbidden-address:loopback"),
+    (Refusal(Reason.FORBIDDEN_ADDRESS, "peer-address"), "forbidden-address:peer-address"),
+    (Refusal(Reason.NO_LOCAL_ENDPOINT), "no-local-endpoint"),
+    (Refusal(Reason.NO_READY_ENDPOINT), "no-ready-endpoint"),
+    (Refusal(Reason.NODE_EXCLUDED, "cordoned"), "node-excluded:cordoned"),
+    (Refusal(Reason.NODE_NOT_FOUND), "node-not-found"),
+    (Refusal(Reason.NOT_FOUND), "not-found"),
+    (Refusal(Reason.DELETED), "deleted"),
+]
+
+
+@pytest.mark.parametrize(("refusal", "text"), [pytest.param(r, t, id=t) for r, t in REFUSAL_WIRES])
+def test_refusal_wire_form_is_stable_and_parses_back(refusal: Refusal, text: str) -> None:
+    assert refusal.wire == str(refusal) == text
+    assert Refusal.parse(text) == refusal
+
+
+def test_policy_reasons_are_the_metric_labels() -> None:
+    assert [r.value for r in POLICY_REASONS] == [
+        "not-load-balancer",
+        "class-mismatch",
+        "ignored",
+        "no-vip",
+        "invalid-annotation",
+        "outside-allowed-ranges",
+        "forbidden-address",
+        "no-local-endpoint",
+        "no-ready-endpoint",
+        "node-excluded",
+        "node-not-found",
+    ]
+
+
+@pytest.mark.parametrize(
+    "text", ["", "nope", "invalid-annotation", "class-mismatch:x", "node-excluded:"]
+)
+def test_refusal_parse_refuses_what_no_refusal_writes(text: str) -> None:
+    with pytest.raises(ValueError):
+        Refusal.parse(text)
+
+
+def test_only_the_detailed_reasons_take_a_detail() -> None:
+    with pytest.raises(ValueError):
+        Refusal(Reason.INVALID_ANNOTATION)
+    with pytest.raises(ValueError):
+        Refusal(Reason.NO_VIP, "x")
+
+
+def test_address_refusals_are_the_same_on_every_node() -> None:
+    address = {r.reason for r, _ in REFUSAL_WIRES if r.of_address}
+    assert address == {Reason.OUTSIDE_ALLOWED, Reason.FORBIDDEN_ADDRESS}
+
+
+def test_explain_writes_reasons_in_their_wire_form() -> None:
+    cfg = make_config(withdraw_when_cordoned=True)
+    loop = parse_service(service_json(annotations={"kvip-bgp.io/loadbalancerIPs": "127.0.0.1"}))
+    cordoned = parse_node(node_json(unschedulable=True))
+    answer = explain(loop, [], cordoned, cfg, loop.key)
+    assert answer.reason == "forbidden-address:loopback"
+    assert "VIP 127.0.0.1: in no allowed range; not announced: forbidden-address:loopback" in (
+        answer.steps
+    )
+    assert any(s.startswith(f"node {NODE}: node-excluded:cordoned (") for s in answer.steps)
+    assert answer.steps[-1] == f"result on {NODE}: NOT ANNOUNCED (forbidden-address:loopback)"
+    web = parse_service(service_json())
+    endpoints = parse_endpoint_slice(slice_json()).endpoints
+    ok = explain(web, endpoints, parse_node(node_json()), cfg, web.key)
+    assert ok.reason is None
+    assert any(s.startswith(f"node {NODE}: eligible (") for s in ok.steps)
+    missing = explain(None, [], None, cfg, ObjectKey("default", "nope"))
+    assert missing.reason == "not-found"
+
+
+SOURCE_WIRES = [
+    (VipSource.kubernetes(), "kubernetes"),
+    (VipSource.service(ObjectKey("default", "web")), "default/web"),
+    (VipSource.static(ipaddress.ip_address("198.51.100.1")), "static:198.51.100.1"),
+    (VipSource.static(ipaddress.ip_address("2001:db8::1")), "static:2001:db8::1"),
+]
+
+
+@pytest.mark.parametrize(("source", "text"), [pytest.param(s, t, id=t) for s, t in SOURCE_WIRES])
+def test_vip_source_wire_form_is_stable_and_parses_back(source: VipSource, text: str) -> None:
+    assert source.wire == str(source) == text
+    assert VipSource.parse(text) == source
+    if source.kind is SourceKind.SERVICE:
+        assert service_wire(ObjectKey("default", "web")) == text
+
+
+@pytest.mark.parametrize(
+    "text", ["", "static:", "static:web", "static:198.51.100.1/32", "/web", "a/"]
+)
+def test_vip_source_parse_refuses_what_no_source_writes(text: str) -> None:
+    with pytest.raises(ValueError):
+        VipSource.parse(text)
+
+
+def test_vip_source_detail_matches_its_kind() -> None:
+    with pytest.raises(ValueError):
+        VipSource(SourceKind.STATIC)
+    with pytest.raises(ValueError):
+        VipSource(SourceKind.KUBERNETES, "x")
 
 
 # --------------------------------------------------------------------------- resources

@@ -44,6 +44,8 @@ from kvip_bgp.domain.model import (
 )
 from kvip_bgp.domain.objects import parse_endpoint_slice, parse_node, parse_service
 from kvip_bgp.domain.policy import address_refusal, advertisements, decide
+from kvip_bgp.domain.reasons import POLICY_REASONS, Refusal
+from kvip_bgp.domain.sources import SourceKind, VipSource
 
 SETTINGS = settings(
     max_examples=300,
@@ -433,6 +435,39 @@ def test_decide_never_raises_and_emits_only_valid_commands(
             r.admits(advert.vip, ns) for r in config.vips.allowed for ns in r.namespaces
         )
     _check_commands(adverts, config)
+
+
+@SETTINGS
+@given(
+    services=st.lists(SERVICE, min_size=1, max_size=4),
+    slices=st.lists(SLICE, max_size=4),
+    node=st.one_of(st.none(), NODE),
+    which=st.sampled_from([0, 1]),
+)
+def test_every_reason_and_source_the_policy_gives_parses_back(
+    services: list[dict[str, Any]],
+    slices: list[dict[str, Any]],
+    node: dict[str, Any] | None,
+    which: int,
+) -> None:
+    config = CONFIGS[which]
+    parsed_slices = [parse_endpoint_slice(s) for s in slices]
+    node_info = None if node is None else parse_node(node)
+    decisions = []
+    for raw in services:
+        svc = parse_service(raw)
+        endpoints = [ep for s in parsed_slices if s.service == svc.key for ep in s.endpoints]
+        decisions.append(decide(svc, endpoints, node_info, config))
+    refusals = [d.reason for d in decisions] + [v.reason for d in decisions for v in d.verdicts]
+    for refusal in refusals:
+        if refusal is not None:
+            assert refusal.reason in POLICY_REASONS
+            assert Refusal.parse(refusal.wire) == refusal
+    merged, _conflicts = advertisements(decisions)
+    for advert in merged.values():
+        for source in advert.sources:
+            assert VipSource.parse(source).kind is SourceKind.SERVICE
+            assert VipSource.parse(source).wire == source
 
 
 @SETTINGS

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from kvip_bgp.domain.config import Config
 from kvip_bgp.domain.objects import Endpoint, NodeInfo, ObjectKey, ServiceInfo
 from kvip_bgp.domain.policy import decide, node_refusal
+from kvip_bgp.domain.reasons import Reason, wire
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,7 @@ class Explanation:
 
     service: str
     announced: tuple[str, ...]
-    reason: str | None
+    reason: str | None  # the wire form: this goes out as JSON
     steps: tuple[str, ...]
 
 
@@ -33,7 +34,9 @@ def explain(
     explanation cannot disagree with what the daemon actually does.
     """
     if service is None:
-        return Explanation(str(key), (), "not-found", ("Service not found in the cache",))
+        return Explanation(
+            str(key), (), Reason.NOT_FOUND.value, ("Service not found in the cache",)
+        )
     decision = decide(service, endpoints, node, config)
     steps: list[str] = []
     ok, no = "yes", "NO"
@@ -66,12 +69,12 @@ def explain(
         else:
             owners = ", ".join(containing[-1].namespaces)
             range_text = f"in {containing[-1].cidr}, reserved to namespaces {owners}"
-        result = "announce" if verdict.announce else f"not announced: {verdict.reason}"
+        result = "announce" if verdict.announce else f"not announced: {wire(verdict.reason)}"
         steps.append(f"VIP {verdict.vip}: {range_text}; {result}")
     if node is None:
         steps.append(f"node {config.node_name}: not found in the cluster")
     else:
-        state = node_refusal(node, config) or "eligible"
+        state = wire(node_refusal(node, config)) or "eligible"
         steps.append(
             f"node {node.name}: {state} (unschedulable={node.unschedulable}, "
             f"network_unavailable={node.network_unavailable})"
@@ -99,8 +102,8 @@ def explain(
         )
     if decision.message:
         steps.append(f"detail: {decision.message}")
-    final = "ANNOUNCED" if decision.announced else f"NOT ANNOUNCED ({decision.reason})"
+    final = "ANNOUNCED" if decision.announced else f"NOT ANNOUNCED ({wire(decision.reason)})"
     steps.append(f"result on {config.node_name}: {final}")
     return Explanation(
-        str(key), tuple(str(v) for v in decision.announced), decision.reason, tuple(steps)
+        str(key), tuple(str(v) for v in decision.announced), wire(decision.reason), tuple(steps)
     )

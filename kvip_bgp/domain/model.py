@@ -166,7 +166,7 @@ class Advertisement:
 
     vip: IPAddress
     attributes: RouteAttributes
-    sources: tuple[str, ...] = field(default=())
+    sources: tuple[str, ...] = field(default=())  # ``VipSource.wire`` of each claimant
 
     @property
     def prefix(self) -> IPNetwork:

@@ -1,9 +1,9 @@
 """Which VIPs this node announces, with which attributes, and why not.
 
 Pure functions of frozen inputs and the config: no I/O, no clock, no Kubernetes or
-netlink imports. Every "no" carries a stable reason string (``class-mismatch``,
-``no-local-endpoint``, ``invalid-annotation:kvip-bgp.io/med``...) that goes unchanged into
-logs, Kubernetes Events, ``/status`` and ``kvip-bgp explain``.
+netlink imports. Every "no" carries a ``Refusal`` whose stable wire form
+(``class-mismatch``, ``no-local-endpoint``, ``invalid-annotation:kvip-bgp.io/med``...)
+goes unchanged into logs, Kubernetes Events, ``/status`` and ``kvip-bgp explain``.
 
 Annotation values come from whoever may edit a Service, so they are parsed strictly into
 typed values here; nothing from the cluster is ever pasted into an ExaBGP command.
@@ -29,26 +29,15 @@ from kvip_bgp.domain.model import (
     RouteAttributes,
 )
 from kvip_bgp.domain.objects import Endpoint, NodeInfo, ObjectKey, ServiceInfo, key_order
-from kvip_bgp.domain.reasons import (
-    CLASS_MISMATCH,
-    FORBIDDEN_ADDRESS,
-    IGNORED,
-    INVALID_ANNOTATION,
-    NO_LOCAL_ENDPOINT,
-    NO_READY_ENDPOINT,
-    NO_VIP,
-    NODE_EXCLUDED,
-    NODE_NOT_FOUND,
-    NOT_LOAD_BALANCER,
-    OUTSIDE_ALLOWED,
-)
+from kvip_bgp.domain.reasons import Reason, Refusal
+from kvip_bgp.domain.sources import service_wire
 
 
 @dataclass(frozen=True)
 class VipVerdict:
     vip: IPAddress
     announce: bool
-    reason: str | None = None
+    reason: Refusal | None = None
 
 
 @dataclass(frozen=True)
@@ -56,7 +45,7 @@ class ServiceDecision:
     """What this node does for one Service, and the chain of reasons behind it."""
 
     service: ObjectKey
-    reason: str | None
+    reason: Refusal | None
     verdicts: tuple[VipVerdict, ...] = ()
     attributes: RouteAttributes | None = None
     vip_source: str | None = None
@@ -79,16 +68,16 @@ class SharedVipConflict:
 
 def address_refusal(
     vip: IPAddress, namespace: str | None, config: Config, node: NodeInfo | None
-) -> str | None:
+) -> Refusal | None:
     """Why this VIP may never be announced (hijack protection), or None if it may."""
     if vip.is_unspecified or vip.is_multicast or vip.is_link_local or vip.is_loopback:
-        return f"{FORBIDDEN_ADDRESS}:{_address_class(vip)}"
+        return Refusal(Reason.FORBIDDEN_ADDRESS, _address_class(vip))
     if node is not None and vip in node.ips:
-        return f"{FORBIDDEN_ADDRESS}:node-address"
+        return Refusal(Reason.FORBIDDEN_ADDRESS, "node-address")
     if any(vip == peer.address or vip == peer.local_address for peer in config.bgp.peers):
-        return f"{FORBIDDEN_ADDRESS}:peer-address"
+        return Refusal(Reason.FORBIDDEN_ADDRESS, "peer-address")
     if not config.vips.admits(vip, namespace):
-        return OUTSIDE_ALLOWED
+        return Refusal(Reason.OUTSIDE_ALLOWED)
     return None
 
 
@@ -102,16 +91,16 @@ def _address_class(vip: IPAddress) -> str:
     return "loopback"
 
 
-def node_refusal(node: NodeInfo | None, config: Config) -> str | None:
+def node_refusal(node: NodeInfo | None, config: Config) -> Refusal | None:
     """Why this node must announce nothing from the cluster right now, or None."""
     if node is None:
-        return NODE_NOT_FOUND
+        return Refusal(Reason.NODE_NOT_FOUND)
     if node.label(EXCLUDE_LABEL) is not None:
-        return f"{NODE_EXCLUDED}:label"
+        return Refusal(Reason.NODE_EXCLUDED, "label")
     if node.network_unavailable:
-        return f"{NODE_EXCLUDED}:network-unavailable"
+        return Refusal(Reason.NODE_EXCLUDED, "network-unavailable")
     if config.kubernetes.withdraw_when_cordoned and node.unschedulable:
-        return f"{NODE_EXCLUDED}:cordoned"
+        return Refusal(Reason.NODE_EXCLUDED, "cordoned")
     return None
 
 
@@ -124,26 +113,33 @@ def decide(
     """Decide for one Service on this node. Never raises on any input."""
     key = service.key
     if service.type != "LoadBalancer":
-        return ServiceDecision(key, NOT_LOAD_BALANCER)
+        return ServiceDecision(key, Refusal(Reason.NOT_LOAD_BALANCER))
     wanted = config.kubernetes.load_balancer_class
     if service.load_balancer_class is None:
         if not config.kubernetes.legacy_class_handling:
-            return ServiceDecision(key, CLASS_MISMATCH, message="no loadBalancerClass")
+            return ServiceDecision(
+                key, Refusal(Reason.CLASS_MISMATCH), message="no loadBalancerClass"
+            )
     elif service.load_balancer_class != wanted:
         return ServiceDecision(
-            key, CLASS_MISMATCH, message=f"class {service.load_balancer_class!r} is not ours"
+            key,
+            Refusal(Reason.CLASS_MISMATCH),
+            message=f"class {service.load_balancer_class!r} is not ours",
         )
     for ignore_key in (PREFIX + "ignore", KUBE_VIP_PREFIX + "ignore"):
         raw = service.annotation(ignore_key)
         if raw is not None and raw.strip().lower() == "true":
-            return ServiceDecision(key, IGNORED, message=f"{ignore_key}=true")
+            return ServiceDecision(key, Refusal(Reason.IGNORED), message=f"{ignore_key}=true")
     try:
         vips, source = service_vips(service)
         attributes = parse_service_attributes(service, config.advertise)
     except AnnotationError as error:
-        return ServiceDecision(key, f"{INVALID_ANNOTATION}:{error.annotation}", message=str(error))
+        invalid = Refusal(Reason.INVALID_ANNOTATION, error.annotation)
+        return ServiceDecision(key, invalid, message=str(error))
     if not vips:
-        return ServiceDecision(key, NO_VIP, message="no VIP from annotation, spec or status")
+        return ServiceDecision(
+            key, Refusal(Reason.NO_VIP), message="no VIP from annotation, spec or status"
+        )
 
     verdicts: list[VipVerdict] = []
     gate = node_refusal(node, config) or _endpoint_refusal(service, endpoints, config)
@@ -159,14 +155,14 @@ def decide(
 
 def _endpoint_refusal(
     service: ServiceInfo, endpoints: Sequence[Endpoint], config: Config
-) -> str | None:
+) -> Refusal | None:
     healthy = [ep for ep in endpoints if ep.healthy]
     if service.external_traffic_policy == "Local":
         if not any(ep.node_name == config.node_name for ep in healthy):
-            return NO_LOCAL_ENDPOINT
+            return Refusal(Reason.NO_LOCAL_ENDPOINT)
         return None
     if not healthy:
-        return NO_READY_ENDPOINT
+        return Refusal(Reason.NO_READY_ENDPOINT)
     return None
 
 
@@ -189,7 +185,9 @@ def advertisements(
         for vip in decision.announced:
             current = merged.get(vip)
             if current is None:
-                merged[vip] = Advertisement(vip, decision.attributes, (str(decision.service),))
+                merged[vip] = Advertisement(
+                    vip, decision.attributes, (service_wire(decision.service),)
+                )
                 winners[vip] = decision
                 continue
             winner = winners[vip]
@@ -202,7 +200,7 @@ def advertisements(
             merged[vip] = Advertisement(
                 vip,
                 current.attributes.merged_with(decision.attributes),
-                (*current.sources, str(decision.service)),
+                (*current.sources, service_wire(decision.service)),
             )
     return merged, conflicts
 

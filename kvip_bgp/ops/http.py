@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kvip_bgp.domain.explain import Explanation
 from kvip_bgp.domain.model import address_order
+from kvip_bgp.domain.reasons import Reason, wire
 from kvip_bgp.runtime.cluster import ClusterStatus
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.reconciler import ReconcilerStatus
@@ -53,16 +54,16 @@ def status_document(reconciler: ReconcilerStatus, cluster: ClusterStatus) -> dic
             {
                 "service": str(d.service),
                 "announced": bool(d.announced),
-                "reason": d.reason,
+                "reason": wire(d.reason),
                 "message": d.message,
                 "vip_source": d.vip_source,
                 "vips": [
-                    {"vip": str(v.vip), "announce": v.announce, "reason": v.reason}
+                    {"vip": str(v.vip), "announce": v.announce, "reason": wire(v.reason)}
                     for v in d.verdicts
                 ],
             }
             for d in cluster.decisions
-            if d.reason != "not-load-balancer"
+            if d.reason is None or d.reason.reason is not Reason.NOT_LOAD_BALANCER
         ],
         "node": None
         if cluster.node is None

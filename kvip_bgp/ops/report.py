@@ -16,16 +16,16 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from kvip_bgp.configfile import load as config_module
+from kvip_bgp.domain.config import Config
 
 DEFAULT_URL = "http://127.0.0.1:9472"
 
 
-def base_url(args: argparse.Namespace) -> str:
+def base_url(args: argparse.Namespace, cfg: Config | None) -> str:
+    """``--url``, else the address ``cfg`` (read by the cli from ``--config``) listens on."""
     if args.url:
         return str(args.url).rstrip("/")
-    if args.config is not None:
-        cfg = config_module.load(args.config)
+    if cfg is not None:
         if cfg.http.listen is None:
             raise SystemExit(
                 "kvip-bgp: http.listen is null in the config: the daemon serves no HTTP"
@@ -124,8 +124,8 @@ def render_explanation(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(args: argparse.Namespace) -> int:
-    url = base_url(args)
+def main(args: argparse.Namespace, cfg: Config | None = None) -> int:
+    url = base_url(args, cfg)
     if args.command == "status":
         doc = fetch(f"{url}/status")
         print(json.dumps(doc, indent=2) if args.json else render_status(doc))

@@ -1,10 +1,10 @@
 """The cluster-state thread: sole owner of the cluster cache and the per-Service decisions.
 
 It takes parsed objects from the stream threads (a plain ``queue.Queue``), keeps the
-cache of Services, EndpointSlices and this Node, recomputes the decision of every Service
-an event may have changed with the pure ``policy.decide``, merges decisions into one
-desired route per VIP, and publishes only the VIPs whose desired value changed to the
-reconciler's coalescing queue.
+cache of Services, EndpointSlices and this Node (``runtime.cache``), recomputes the
+decision of every Service an event may have changed with the pure ``policy.decide``,
+merges decisions into one desired route per VIP, and publishes only the VIPs whose
+desired value changed to the reconciler's coalescing queue.
 
 Nothing is published before every watched resource has been listed once: a half-filled
 cache must never look like "these Services are gone". The first pass then publishes
@@ -18,8 +18,8 @@ import queue
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Final, TypeVar
+from dataclasses import dataclass
+from typing import Final
 
 import structlog
 
@@ -28,20 +28,19 @@ from kvip_bgp.domain.config import Config
 from kvip_bgp.domain.explain import explain
 from kvip_bgp.domain.model import Advertisement, IPAddress
 from kvip_bgp.domain.objects import (
-    Endpoint,
-    EndpointSliceInfo,
     NodeInfo,
     ObjectKey,
     ServiceInfo,
     key_order,
 )
 from kvip_bgp.domain.policy import ServiceDecision, SharedVipConflict, advertisements, decide
+from kvip_bgp.domain.reasons import POLICY_REASONS, Reason, Refusal, wire
+from kvip_bgp.domain.sources import VipSource
+from kvip_bgp.runtime.cache import ClusterCache
 from kvip_bgp.runtime.messages import (
     RESOURCES,
-    Changed,
     ClusterStop,
     ExplainRequest,
-    Listed,
     ServiceEvent,
     StatusWanted,
     StreamEvent,
@@ -52,24 +51,11 @@ from kvip_bgp.runtime.snapshot import Snapshot
 
 log = structlog.get_logger("kvip_bgp.cluster")
 
-SOURCE: Final = "kubernetes"
+SOURCE: Final = VipSource.kubernetes().wire  # the reconciler's name for this thread
 DETAILED_LOG_LIMIT: Final = 20  # above this many decision changes in a batch, summarise
 STATUS_INTERVAL: Final = 0.5  # seconds between /status snapshots (each is O(Services))
 CHEAP_SNAPSHOT: Final = 1000  # below this many Services a snapshot per batch is cheap
 FIRST_PASS_CHUNK: Final = 1000  # Services decided between two publishes in the first pass
-REFUSAL_REASONS: Final = (
-    "not-load-balancer",
-    "class-mismatch",
-    "ignored",
-    "no-vip",
-    "invalid-annotation",
-    "outside-allowed-ranges",
-    "forbidden-address",
-    "no-local-endpoint",
-    "no-ready-endpoint",
-    "node-excluded",
-    "node-not-found",
-)
 
 
 @dataclass(frozen=True)
@@ -79,30 +65,6 @@ class ClusterStatus:
     decisions: tuple[ServiceDecision, ...] = ()
     synced: bool = False
     node: NodeInfo | None = None
-
-
-@dataclass
-class _Cache:
-    """Owned by the cluster-state thread alone.
-
-    The two indexes hold tuples, not sets: nearly every Service has one EndpointSlice and
-    nearly every VIP one Service, and a one-element set costs ~200 bytes more than a
-    one-element tuple, 10,000 times over (``_with``/``_without`` keep them current).
-    """
-
-    services: dict[ObjectKey, ServiceInfo] = field(default_factory=dict)
-    slices: dict[ObjectKey, EndpointSliceInfo] = field(default_factory=dict)
-    slices_by_service: dict[ObjectKey, tuple[ObjectKey, ...]] = field(default_factory=dict)
-    node: NodeInfo | None = None
-    listed: set[str] = field(default_factory=set)
-    decisions: dict[ObjectKey, ServiceDecision] = field(default_factory=dict)
-    published: dict[IPAddress, Advertisement] = field(default_factory=dict)
-    announced_synced: bool = False
-    status_wanted: set[ObjectKey] = field(default_factory=set)
-    conflicts: dict[IPAddress, frozenset[SharedVipConflict]] = field(default_factory=dict)
-    services_by_vip: dict[IPAddress, tuple[ObjectKey, ...]] = field(default_factory=dict)
-    status_dirty: bool = False
-    status_published_at: float = 0.0
 
 
 class ClusterState:
@@ -123,7 +85,7 @@ class ClusterState:
         self._metrics = metrics
         self._status = status
         self._write = write
-        self._c = _Cache()
+        self._c = ClusterCache(config.node_name)
 
     def run(self) -> None:
         while True:
@@ -147,7 +109,7 @@ class ClusterState:
                 if isinstance(event, ExplainRequest):
                     questions.append(event)
                     continue
-                changed = self._apply(event)
+                changed = self._c.apply(event)
                 if changed is None:
                     everything = True
                 else:
@@ -167,80 +129,14 @@ class ClusterState:
                 question.reply.put(
                     explain(
                         c.services.get(question.service),
-                        self._endpoints(question.service),
+                        c.endpoints(question.service),
                         c.node,
                         self._config,
                         question.service,
                     )
                 )
 
-    # -- cache ------------------------------------------------------------------------
-
-    def _apply(self, event: StreamEvent) -> set[ObjectKey] | None:
-        """Update the cache; return the Services affected (None: all of them)."""
-        c = self._c
-        if isinstance(event, Listed):
-            c.listed.add(event.resource)
-            if event.resource == "services":
-                c.services = {o.key: o for o in event.objects if isinstance(o, ServiceInfo)}
-            elif event.resource == "endpointslices":
-                c.slices = {}
-                c.slices_by_service = {}
-                for obj in event.objects:
-                    if isinstance(obj, EndpointSliceInfo):
-                        self._put_slice(obj)
-            elif event.resource == "nodes":
-                c.node = next(
-                    (
-                        o
-                        for o in event.objects
-                        if isinstance(o, NodeInfo) and o.name == self._config.node_name
-                    ),
-                    None,
-                )
-            return None
-        return self._change(event)
-
-    def _change(self, event: Changed) -> set[ObjectKey]:
-        c = self._c
-        obj = event.object
-        deleted = event.kind == "DELETED"
-        if isinstance(obj, ServiceInfo):
-            if deleted:
-                c.services.pop(obj.key, None)
-            else:
-                c.services[obj.key] = obj
-            return {obj.key}
-        if isinstance(obj, EndpointSliceInfo):
-            affected = set()
-            old = c.slices.pop(obj.key, None)
-            if old is not None and old.service is not None:
-                _without(c.slices_by_service, old.service, obj.key)
-                affected.add(old.service)
-            if not deleted:
-                self._put_slice(obj)
-                if obj.service is not None:
-                    affected.add(obj.service)
-            return affected
-        if obj.name != self._config.node_name:
-            return set()
-        c.node = None if deleted else obj
-        return set(c.services)
-
-    def _put_slice(self, obj: EndpointSliceInfo) -> None:
-        self._c.slices[obj.key] = obj
-        if obj.service is not None:
-            _with(self._c.slices_by_service, obj.service, obj.key)
-
     # -- decisions ----------------------------------------------------------------------
-
-    def _endpoints(self, service: ObjectKey) -> list[Endpoint]:
-        c = self._c
-        return [
-            endpoint
-            for key in sorted(c.slices_by_service.get(service, ()), key=str)
-            for endpoint in c.slices[key].endpoints
-        ]
 
     def _recompute(self, affected: Iterable[ObjectKey] | None) -> None:
         c = self._c
@@ -303,14 +199,14 @@ class ClusterState:
             if service is None:
                 if old is not None:
                     del c.decisions[key]
-                    touched |= self._index(key, old, None)
-                    changes.append(ServiceDecision(key, "deleted"))
+                    touched |= c.index(key, old, None)
+                    changes.append(ServiceDecision(key, DELETED))
                 continue
-            decision = decide(service, self._endpoints(key), c.node, self._config)
+            decision = decide(service, c.endpoints(key), c.node, self._config)
             self._want_status(service, decision)
             if decision != old:
                 c.decisions[key] = decision
-                touched |= self._index(key, old, decision)
+                touched |= c.index(key, old, decision)
                 if old is None or (old.reason, old.verdicts) != (
                     decision.reason,
                     decision.verdicts,
@@ -350,29 +246,14 @@ class ClusterState:
             else:
                 c.conflicts.pop(vip, None)
 
-    def _index(
-        self, key: ObjectKey, old: ServiceDecision | None, new: ServiceDecision | None
-    ) -> set[IPAddress]:
-        """Keep ``services_by_vip`` current; return the VIPs whose claimants changed."""
-        c = self._c
-        before = set(old.announced) if old is not None and old.attributes is not None else set()
-        after = set(new.announced) if new is not None and new.attributes is not None else set()
-        for vip in before - after:
-            _without(c.services_by_vip, vip, key)
-        for vip in after - before:
-            _with(c.services_by_vip, vip, key)
-        return before | after
-
     def _publish_status(self) -> None:
         """The frozen view for /status and the refusal metrics, at most every 0.5 s."""
         c = self._c
         c.status_dirty = False
         c.status_published_at = time.monotonic()
-        refused = Counter(
-            d.reason.split(":")[0] for d in c.decisions.values() if d.reason is not None
-        )
-        for reason in REFUSAL_REASONS:
-            self._metrics.services_refused.labels(reason).set(refused.get(reason, 0))
+        refused = Counter(d.reason.reason for d in c.decisions.values() if d.reason is not None)
+        for reason in POLICY_REASONS:
+            self._metrics.services_refused.labels(reason.value).set(refused.get(reason, 0))
         self._status.publish(
             ClusterStatus(
                 decisions=tuple(sorted(c.decisions.values(), key=lambda d: key_order(d.service))),
@@ -405,13 +286,15 @@ class ClusterState:
         service = self._c.services.get(decision.service)
         if service is None:
             return
-        if decision.reason is not None and decision.reason.startswith("invalid-annotation"):
-            annotation = decision.reason.split(":", 1)[1]
-            self._metrics.invalid_annotations.labels(annotation).inc()
-            self._event(service, "InvalidAnnotation", decision.message or decision.reason)
+        refusal = decision.reason
+        if refusal is not None and refusal.reason is Reason.INVALID_ANNOTATION:
+            self._metrics.invalid_annotations.labels(refusal.detail).inc()
+            self._event(service, "InvalidAnnotation", decision.message or refusal.wire)
         for verdict in decision.verdicts:
             if _address_refusal(verdict.reason):
-                self._event(service, "VIPRefused", f"VIP {verdict.vip} refused: {verdict.reason}")
+                self._event(
+                    service, "VIPRefused", f"VIP {verdict.vip} refused: {wire(verdict.reason)}"
+                )
 
     def _event(self, service: ServiceInfo, reason: str, message: str) -> None:
         if self._write is not None:
@@ -438,45 +321,25 @@ class ClusterState:
                         vip=[str(v) for v in d.announced],
                         source=d.vip_source,
                     )
-                elif d.reason == "not-load-balancer":
+                elif d.reason.reason is Reason.NOT_LOAD_BALANCER:
                     continue
                 else:
                     log.info(
                         "cluster.service_not_announced",
                         service=str(d.service),
-                        reason=d.reason,
+                        reason=d.reason.wire,
                         detail=d.message,
-                        vip=[f"{v.vip} ({v.reason})" for v in d.verdicts if not v.announce],
+                        vip=[f"{v.vip} ({wire(v.reason)})" for v in d.verdicts if not v.announce],
                     )
             return
-        by_reason = Counter(d.reason or "announced" for d in changes)
+        by_reason = Counter(wire(d.reason) or "announced" for d in changes)
         log.info("cluster.decisions_changed", count=len(changes), by_reason=dict(by_reason))
 
 
 RESOURCES_LISTED: Final = frozenset(RESOURCES)
-
-K = TypeVar("K")
-
-
-def _with(index: dict[K, tuple[ObjectKey, ...]], at: K, key: ObjectKey) -> None:
-    """Add ``key`` to the tuple ``index[at]`` (created if missing); no duplicates."""
-    keys = index.get(at, ())
-    if key not in keys:
-        index[at] = (*keys, key)
+DELETED: Final = Refusal(Reason.DELETED)  # the change logged when a Service goes away
 
 
-def _without(index: dict[K, tuple[ObjectKey, ...]], at: K, key: ObjectKey) -> None:
-    """Remove ``key`` from the tuple ``index[at]``; an emptied entry goes away."""
-    keys = index.get(at)
-    if keys is None:
-        return
-    rest = tuple(k for k in keys if k != key)
-    if rest:
-        index[at] = rest
-    else:
-        del index[at]
-
-
-def _address_refusal(reason: str | None) -> bool:
+def _address_refusal(refusal: Refusal | None) -> bool:
     """Refusals of the VIP itself (not of this node's state): the same on every node."""
-    return reason is not None and reason.startswith(("outside-allowed-ranges", "forbidden-address"))
+    return refusal is not None and refusal.of_address

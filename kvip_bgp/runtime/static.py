@@ -38,6 +38,7 @@ import structlog
 
 from kvip_bgp.domain.config import HealthCheck, StaticVip
 from kvip_bgp.domain.model import Advertisement, IPAddress, RouteAttributes
+from kvip_bgp.domain.sources import VipSource
 from kvip_bgp.runtime.metrics import Metrics
 
 log = structlog.get_logger("kvip_bgp.health")
@@ -102,7 +103,7 @@ def desired_route(
     """
     if maintenance:
         return None
-    sources = (f"static:{vip.address}",)
+    sources = (VipSource.static(vip.address).wire,)
     if up:
         return Advertisement(vip.address, defaults, sources)
     if vip.down_med is not None:

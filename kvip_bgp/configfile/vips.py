@@ -1,0 +1,134 @@
+"""The ``vips`` section (where VIPs may come from, how they are bound) and ``static`` VIPs."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kvip_bgp.configfile.reader import Reader, type_name
+from kvip_bgp.domain.config import AllowedRange, HealthCheck, StaticVip, VipConfig
+from kvip_bgp.domain.model import MAX_U32, IPAddress, IPNetwork
+
+
+def _parse_network(r: Reader, value: Any, path: str) -> IPNetwork | None:
+    if not isinstance(value, str):
+        r.fail(path, f"must be a CIDR string, got {type_name(value)}")
+        return None
+    try:
+        return ipaddress.ip_network(value, strict=True)
+    except ValueError as error:
+        r.fail(path, f"not a valid CIDR: {error}")
+        return None
+
+
+def parse_vips(r: Reader, value: Any) -> VipConfig | None:
+    if value is None:
+        r.fail("vips", "required (vips.allowed lists the ranges VIPs may come from)")
+        return None
+    if not isinstance(value, Mapping):
+        r.mapping(value, "vips", ())  # records "must be a mapping"; nothing else to check
+        return None
+    m = r.mapping(value, "vips", ("allowed", "interface", "bind"))
+    raw_allowed = m.get("allowed")
+    if raw_allowed is None:
+        r.fail("vips.allowed", "required: list the ranges VIPs may come from")
+    items = r.listing(raw_allowed, "vips.allowed")
+    if raw_allowed == []:
+        r.fail("vips.allowed", "must list at least one range")
+    ranges: list[AllowedRange] = []
+    for i, item in enumerate(items):
+        path = f"vips.allowed[{i}]"
+        if isinstance(item, Mapping):
+            entry = r.mapping(item, path, ("cidr", "namespaces"))
+            cidr = _parse_network(r, entry.get("cidr"), f"{path}.cidr")
+            namespaces: list[str] = []
+            for j, ns in enumerate(r.listing(entry.get("namespaces"), f"{path}.namespaces")):
+                name = r.string(ns, f"{path}.namespaces[{j}]")
+                if name is not None:
+                    namespaces.append(name)
+        else:
+            cidr = _parse_network(r, item, path)
+            namespaces = []
+        if cidr is None:
+            continue
+        if cidr.prefixlen == 0:
+            r.fail(path, f"{cidr} admits every address; name real ranges")
+        ranges.append(AllowedRange(cidr, tuple(namespaces)))
+    interface: str | None = "lo"
+    if "interface" in m:
+        interface = None if m["interface"] is None else r.string(m["interface"], "vips.interface")
+    bind = r.choice(m.get("bind"), "vips.bind", ("address", "local-route"), "address")
+    if bind == "local-route" and interface is None:
+        r.fail("vips.bind", "local-route needs vips.interface (the device of the local routes)")
+    return VipConfig(
+        allowed=tuple(ranges),
+        interface=interface,
+        bind="local-route" if bind == "local-route" else "address",
+    )
+
+
+def _parse_check(r: Reader, value: Any, path: str) -> HealthCheck | None:
+    m = r.mapping(
+        value, path, ("tcp", "http", "expect", "exec", "interval", "timeout", "rise", "fall")
+    )
+    kinds = [k for k in ("tcp", "http", "exec") if m.get(k) is not None]
+    if len(kinds) != 1:
+        r.fail(path, "needs exactly one of tcp, http, exec")
+        return None
+    tcp = r.host_port(m["tcp"], f"{path}.tcp") if "tcp" in kinds else None
+    http = r.string(m.get("http"), f"{path}.http")
+    if http is not None and not http.startswith(("http://", "https://")):
+        r.fail(f"{path}.http", f"must be an http:// or https:// URL, got {http!r}")
+    exec_argv: tuple[str, ...] | None = None
+    if "exec" in kinds:
+        argv = r.listing(m["exec"], f"{path}.exec")
+        if not argv or not all(isinstance(a, str) for a in argv):
+            r.fail(f"{path}.exec", "must be a non-empty list of strings (argv)")
+        else:
+            exec_argv = tuple(argv)
+    interval = r.number(m.get("interval"), f"{path}.interval", 0.1, 3600, 2.0)
+    timeout = r.number(m.get("timeout"), f"{path}.timeout", 0.1, 3600, 1.0)
+    if timeout > interval:
+        r.fail(f"{path}.timeout", f"must not exceed interval ({interval})")
+    return HealthCheck(
+        tcp=tcp,
+        http=http,
+        expect=r.integer(m.get("expect"), f"{path}.expect", 100, 599, 200) or 200,
+        exec_argv=exec_argv,
+        interval=interval,
+        timeout=timeout,
+        rise=r.integer(m.get("rise"), f"{path}.rise", 1, 100, 2) or 2,
+        fall=r.integer(m.get("fall"), f"{path}.fall", 1, 100, 3) or 3,
+    )
+
+
+def parse_static(r: Reader, value: Any, vips: VipConfig | None) -> tuple[StaticVip, ...]:
+    result: list[StaticVip] = []
+    seen: set[IPAddress] = set()
+    for i, item in enumerate(r.listing(value, "static")):
+        path = f"static[{i}]"
+        m = r.mapping(item, path, ("address", "check", "down_med", "maintenance_file"))
+        if m.get("address") is None:
+            r.fail(f"{path}.address", "required")
+            continue
+        address = r.address(m.get("address"), f"{path}.address")
+        if address is None:
+            continue
+        if vips is not None and not vips.admits(address):
+            r.fail(f"{path}.address", f"{address} is outside vips.allowed")
+        if address in seen:
+            r.fail(f"{path}.address", f"{address} is listed twice")
+        seen.add(address)
+        check = _parse_check(r, m["check"], f"{path}.check") if m.get("check") else None
+        maintenance = r.string(m.get("maintenance_file"), f"{path}.maintenance_file")
+        result.append(
+            StaticVip(
+                address=address,
+                check=check,
+                down_med=r.integer(m.get("down_med"), f"{path}.down_med", 0, MAX_U32),
+                maintenance_file=Path(maintenance) if maintenance else None,
+            )
+        )
+    return tuple(result)

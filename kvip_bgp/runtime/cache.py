@@ -1,0 +1,136 @@
+"""The cluster cache: Services, EndpointSlices and this Node, with the indexes on them.
+
+It belongs to the cluster-state thread (``runtime.cluster``) alone, which also keeps its
+per-Service decisions and what it published here, so that one object holds everything
+that thread owns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from kvip_bgp.domain.model import Advertisement, IPAddress
+from kvip_bgp.domain.objects import Endpoint, EndpointSliceInfo, NodeInfo, ObjectKey, ServiceInfo
+from kvip_bgp.domain.policy import ServiceDecision, SharedVipConflict
+from kvip_bgp.runtime.messages import Changed, Listed, StreamEvent
+
+
+@dataclass
+class ClusterCache:
+    """Owned by the cluster-state thread alone.
+
+    The two indexes hold tuples, not sets: nearly every Service has one EndpointSlice and
+    nearly every VIP one Service, and a one-element set costs ~200 bytes more than a
+    one-element tuple, 10,000 times over (``_with``/``_without`` keep them current).
+    """
+
+    node_name: str
+    services: dict[ObjectKey, ServiceInfo] = field(default_factory=dict)
+    slices: dict[ObjectKey, EndpointSliceInfo] = field(default_factory=dict)
+    slices_by_service: dict[ObjectKey, tuple[ObjectKey, ...]] = field(default_factory=dict)
+    node: NodeInfo | None = None
+    listed: set[str] = field(default_factory=set)
+    decisions: dict[ObjectKey, ServiceDecision] = field(default_factory=dict)
+    published: dict[IPAddress, Advertisement] = field(default_factory=dict)
+    announced_synced: bool = False
+    status_wanted: set[ObjectKey] = field(default_factory=set)
+    conflicts: dict[IPAddress, frozenset[SharedVipConflict]] = field(default_factory=dict)
+    services_by_vip: dict[IPAddress, tuple[ObjectKey, ...]] = field(default_factory=dict)
+    status_dirty: bool = False
+    status_published_at: float = 0.0
+
+    def apply(self, event: StreamEvent) -> set[ObjectKey] | None:
+        """Update the cache; return the Services affected (None: all of them)."""
+        if isinstance(event, Listed):
+            self.listed.add(event.resource)
+            if event.resource == "services":
+                self.services = {o.key: o for o in event.objects if isinstance(o, ServiceInfo)}
+            elif event.resource == "endpointslices":
+                self.slices = {}
+                self.slices_by_service = {}
+                for obj in event.objects:
+                    if isinstance(obj, EndpointSliceInfo):
+                        self._put_slice(obj)
+            elif event.resource == "nodes":
+                self.node = next(
+                    (
+                        o
+                        for o in event.objects
+                        if isinstance(o, NodeInfo) and o.name == self.node_name
+                    ),
+                    None,
+                )
+            return None
+        return self._change(event)
+
+    def _change(self, event: Changed) -> set[ObjectKey]:
+        obj = event.object
+        deleted = event.kind == "DELETED"
+        if isinstance(obj, ServiceInfo):
+            if deleted:
+                self.services.pop(obj.key, None)
+            else:
+                self.services[obj.key] = obj
+            return {obj.key}
+        if isinstance(obj, EndpointSliceInfo):
+            affected = set()
+            old = self.slices.pop(obj.key, None)
+            if old is not None and old.service is not None:
+                _without(self.slices_by_service, old.service, obj.key)
+                affected.add(old.service)
+            if not deleted:
+                self._put_slice(obj)
+                if obj.service is not None:
+                    affected.add(obj.service)
+            return affected
+        if obj.name != self.node_name:
+            return set()
+        self.node = None if deleted else obj
+        return set(self.services)
+
+    def _put_slice(self, obj: EndpointSliceInfo) -> None:
+        self.slices[obj.key] = obj
+        if obj.service is not None:
+            _with(self.slices_by_service, obj.service, obj.key)
+
+    def endpoints(self, service: ObjectKey) -> list[Endpoint]:
+        return [
+            endpoint
+            for key in sorted(self.slices_by_service.get(service, ()), key=str)
+            for endpoint in self.slices[key].endpoints
+        ]
+
+    def index(
+        self, key: ObjectKey, old: ServiceDecision | None, new: ServiceDecision | None
+    ) -> set[IPAddress]:
+        """Keep ``services_by_vip`` current; return the VIPs whose claimants changed."""
+        before = set(old.announced) if old is not None and old.attributes is not None else set()
+        after = set(new.announced) if new is not None and new.attributes is not None else set()
+        for vip in before - after:
+            _without(self.services_by_vip, vip, key)
+        for vip in after - before:
+            _with(self.services_by_vip, vip, key)
+        return before | after
+
+
+K = TypeVar("K")
+
+
+def _with(index: dict[K, tuple[ObjectKey, ...]], at: K, key: ObjectKey) -> None:
+    """Add ``key`` to the tuple ``index[at]`` (created if missing); no duplicates."""
+    keys = index.get(at, ())
+    if key not in keys:
+        index[at] = (*keys, key)
+
+
+def _without(index: dict[K, tuple[ObjectKey, ...]], at: K, key: ObjectKey) -> None:
+    """Remove ``key`` from the tuple ``index[at]``; an emptied entry goes away."""
+    keys = index.get(at)
+    if keys is None:
+        return
+    rest = tuple(k for k in keys if k != key)
+    if rest:
+        index[at] = rest
+    else:
+        del index[at]
