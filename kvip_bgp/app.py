@@ -37,7 +37,8 @@ from kvip_bgp.domain.model import Advertisement, IPAddress
 from kvip_bgp.domain.objects import ObjectKey
 from kvip_bgp.kube import watch as kube
 from kvip_bgp.kube.client import KubeConfigError, KubeError, load_api_client, node_labels
-from kvip_bgp.kube.writer import ClusterWriter, LeaseSettings
+from kvip_bgp.kube.lease import LeaseSettings
+from kvip_bgp.kube.writer import ClusterWriter
 from kvip_bgp.ops.http import StatusServer
 from kvip_bgp.runtime.cluster import SOURCE as KUBE_SOURCE
 from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus

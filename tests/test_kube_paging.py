@@ -25,8 +25,9 @@ from kubernetes import client
 
 from kvip_bgp.domain.objects import ServiceInfo, parse_service
 from kvip_bgp.kube.client import LIST_PAGE_SIZE, load_api_client
+from kvip_bgp.kube.lease import LeaseSettings
 from kvip_bgp.kube.watch import Resource, ResourceStream, resources
-from kvip_bgp.kube.writer import ClusterWriter, LeaseSettings
+from kvip_bgp.kube.writer import ClusterWriter
 from kvip_bgp.runtime import messages as kube
 from kvip_bgp.runtime.workqueue import CoalescingQueue
 from kvip_bgp.testing.fakeapi import FakeKubeAPI
