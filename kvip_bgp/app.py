@@ -46,6 +46,7 @@ from kvip_bgp.runtime.messages import (
     ClusterStop,
     ExplainRequest,
     Inbox,
+    ReplyBox,
     SourceSynced,
     Stop,
     VipDesired,
@@ -143,12 +144,9 @@ class KubernetesThreads:
     def explain(self, service: str, timeout: float = 5.0) -> Explanation | None:
         """Ask the cluster-state thread (it owns the cache) and wait for its answer."""
         namespace, _, name = service.partition("/")
-        reply: queue.Queue[Explanation] = queue.Queue(maxsize=1)
+        reply: ReplyBox[Explanation] = ReplyBox()
         self.events.put(ExplainRequest(ObjectKey(namespace, name), reply))
-        try:
-            return reply.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        return reply.get(timeout)
 
     def stop(self) -> None:
         for stream in self.streams:
