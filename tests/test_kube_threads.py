@@ -1,6 +1,7 @@
-"""The Kubernetes side's hand-overs between threads.
+"""The Kubernetes threads own what they use: their responses, their replies.
 
-An explain answer crosses back from the cluster thread in a one-shot box.
+Against the fake API server: a stream thread closes its own watch response (``stop`` only
+signals and wakes the read); an explain answer crosses back in a one-shot box.
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import queue
 import textwrap
 import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +18,65 @@ import pytest
 
 from kvip_bgp.configfile.load import load
 from kvip_bgp.domain.explain import Explanation
-from kvip_bgp.domain.objects import ObjectKey
+from kvip_bgp.domain.objects import ObjectKey, parse_service
+from kvip_bgp.kube.client import load_api_client
+from kvip_bgp.kube.watch import Resource, ResourceStream, WatchTimeouts
 from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus
 from kvip_bgp.runtime.messages import ClusterStop, ExplainRequest, ReplyBox
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.snapshot import Snapshot
+from kvip_bgp.testing.fakeapi import FakeKubeAPI
+
+
+@pytest.fixture
+def api() -> Iterator[FakeKubeAPI]:
+    with FakeKubeAPI() as fake:
+        yield fake
+
+
+@dataclass(frozen=True)
+class RecordingResource(Resource):
+    """Hands out real responses and records which thread closes, releases or shuts each."""
+
+    calls: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def get(self, query: Sequence[tuple[str, str]], timeout: tuple[float, float]) -> Any:
+        response = super().get(query, timeout)
+        kind = "watch" if dict(query).get("watch") else "list"
+        for name in ("close", "release_conn", "shutdown"):
+            original = getattr(response, name)
+            setattr(response, name, self._recorder(kind, name, original))
+        return response
+
+    def _recorder(self, kind: str, name: str, original: Callable[[], Any]) -> Callable[[], Any]:
+        def call() -> Any:
+            self.calls.append((kind, name, threading.current_thread().name))
+            return original()
+
+        return call
+
+
+def test_stop_wakes_the_watch_and_the_stream_closes_its_own_response(
+    api: FakeKubeAPI, tmp_path: Path
+) -> None:
+    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+    resource = RecordingResource(
+        "services", load_api_client(kubeconfig), "/api/v1/services", parse_service
+    )
+    # No event comes, and the read timeout is far away: only stop() can end the read.
+    stream = ResourceStream(
+        resource, lambda event: None, lambda res, why: None, WatchTimeouts(read_seconds=60)
+    )
+    stream.start()
+    assert api.wait_for_watchers(1, "Service")
+    stream.stop()
+    stream.join(5)
+    assert not stream.is_alive(), "stop did not end the blocked watch read"
+    watch = [(name, thread) for kind, name, thread in resource.calls if kind == "watch"]
+    # The stopping thread only woke the read; the stream thread closed its response.
+    assert {name for name, thread in watch if thread != stream.name} <= {"shutdown"}, watch
+    # Its last word on it: closed, not handed back to the pool as if it were reusable.
+    assert watch[-1] == ("close", stream.name), watch
 
 
 def kube_config(tmp_path: Path, kubeconfig: Path) -> Any:
