@@ -17,14 +17,13 @@ import ctypes
 import dataclasses
 import gc
 import os
-import queue
 import signal
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Final
+from typing import Final
 
 import structlog
 
@@ -32,25 +31,24 @@ from kvip_bgp.bgp import process as exabgp
 from kvip_bgp.bgp.api import ApiReader, listen_api_socket
 from kvip_bgp.bgp.config import exabgp_environment, render_config
 from kvip_bgp.domain.config import Config, Peer
-from kvip_bgp.domain.explain import Explanation
 from kvip_bgp.domain.model import Advertisement, IPAddress
-from kvip_bgp.domain.objects import ObjectKey
-from kvip_bgp.kube import watch as kube
-from kvip_bgp.kube.client import KubeConfigError, KubeError, load_api_client, node_labels
-from kvip_bgp.kube.lease import LeaseSettings
-from kvip_bgp.kube.writer import ClusterWriter
+from kvip_bgp.kube.client import (
+    Configuration,
+    KubeConfigError,
+    KubeError,
+    load_configuration,
+    new_api_client,
+    node_labels,
+)
+from kvip_bgp.kube.threads import KubernetesThreads, start_kubernetes
 from kvip_bgp.ops.http import StatusServer
 from kvip_bgp.runtime.cluster import SOURCE as KUBE_SOURCE
-from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus
+from kvip_bgp.runtime.cluster import ClusterStatus
 from kvip_bgp.runtime.messages import (
-    ClusterStop,
-    ExplainRequest,
     Inbox,
-    ReplyBox,
     SourceSynced,
     Stop,
     VipDesired,
-    WriteRequest,
     post,
 )
 from kvip_bgp.runtime.metrics import Metrics
@@ -132,29 +130,6 @@ class Speaker:
             self.socket_path.unlink()
 
 
-@dataclass(frozen=True)
-class KubernetesThreads:
-    """The Kubernetes side, started together and stopped together."""
-
-    streams: tuple[kube.ResourceStream, ...]
-    events: queue.Queue[Any]
-    cluster: threading.Thread
-    writer: ClusterWriter
-
-    def explain(self, service: str, timeout: float = 5.0) -> Explanation | None:
-        """Ask the cluster-state thread (it owns the cache) and wait for its answer."""
-        namespace, _, name = service.partition("/")
-        reply: ReplyBox[Explanation] = ReplyBox()
-        self.events.put(ExplainRequest(ObjectKey(namespace, name), reply))
-        return reply.get(timeout)
-
-    def stop(self) -> None:
-        for stream in self.streams:
-            stream.stop()
-        self.events.put(ClusterStop())
-        self.writer.stop()
-
-
 class Daemon:
     def __init__(self, config: Config, runtime_dir: Path = DEFAULT_RUNTIME_DIR) -> None:
         self.config = config
@@ -189,7 +164,8 @@ class Daemon:
             static=len(config.static),
         )
 
-        labels = self._node_labels()
+        kube_configuration = self._kube_configuration()
+        labels = self._node_labels(kube_configuration)
         peers = peers_for_node(config, labels)
         if config.output == "exabgp" and not peers:
             raise StartupError(
@@ -232,18 +208,14 @@ class Daemon:
         reconciler_thread.start()
 
         watchers = self._start_static()
-        kubernetes = self._start_kubernetes()
+        kubernetes = self._start_kubernetes(kube_configuration)
         # Built once, before the HTTP thread exists, and immutable: /healthz reads it from
         # that thread, so it must never see a half-filled or changing collection.
         threads: tuple[threading.Thread, ...] = (
             reconciler_thread,
             *watchers,
             *((speaker.reader,) if speaker is not None else ()),
-            *(
-                (*kubernetes.streams, kubernetes.cluster, kubernetes.writer)
-                if kubernetes is not None
-                else ()
-            ),
+            *(kubernetes.all() if kubernetes is not None else ()),
         )
         http_server = None
         if config.http.listen is not None:
@@ -363,20 +335,9 @@ class Daemon:
             watcher.start()
         return list(watchers)
 
-    def _start_kubernetes(self) -> KubernetesThreads | None:
-        if not self.config.kubernetes.enabled:
+    def _start_kubernetes(self, configuration: Configuration | None) -> KubernetesThreads | None:
+        if configuration is None:
             return None
-        api = self._api_client()
-        events: queue.Queue[Any] = queue.Queue()
-        writes: CoalescingQueue[tuple[str, ...], WriteRequest] = CoalescingQueue()
-        writer = ClusterWriter(
-            api,
-            self.config.node_name,
-            LeaseSettings(namespace=os.environ.get("POD_NAMESPACE") or "kube-system"),
-            writes,
-            routes_busy=self._kubernetes_routes_busy,
-        )
-        writer.start()
 
         def publish(vip: IPAddress, advert: Advertisement | None) -> None:
             post(self.inbox, VipDesired(KUBE_SOURCE, vip, advert))
@@ -385,28 +346,15 @@ class Daemon:
             post(self.inbox, SourceSynced(KUBE_SOURCE))
             trim_c_heap()
 
-        cluster = ClusterState(
+        return start_kubernetes(
             self.config,
-            events,
+            configuration,
             publish,
             synced,
             self.metrics,
             self.cluster_status,
-            write=lambda request: writes.put(ClusterWriter.key(request), request),
+            self._kubernetes_routes_busy,
         )
-        cluster_thread = threading.Thread(target=cluster.run, name="cluster-state", daemon=True)
-        cluster_thread.start()
-        streams: list[kube.ResourceStream] = []
-        for resource in kube.resources(api, self.config.node_name):
-            stream = kube.ResourceStream(
-                resource,
-                events.put,
-                lambda res, why: self.metrics.watch_restarts.labels(res, why).inc(),
-                kube.WatchTimeouts(read_seconds=self.config.kubernetes.watch_read_timeout),
-            )
-            stream.start()
-            streams.append(stream)
-        return KubernetesThreads(tuple(streams), events, cluster_thread, writer)
 
     def _kubernetes_routes_busy(self) -> bool:
         """Status writes wait (see ``kube.ClusterWriter._flush_status``) until the cluster's
@@ -416,25 +364,29 @@ class Daemon:
         status = self.reconciler_status.read()
         return KUBE_SOURCE not in status.synced_sources or status.bind_backlog > 0
 
-    def _api_client(self) -> Any:
+    def _kube_configuration(self) -> Configuration | None:
+        """The cluster credentials, loaded once; each kube thread gets its own client."""
+        if not self.config.kubernetes.enabled:
+            return None
         try:
-            return load_api_client(self.config.kubernetes.kubeconfig)
+            return load_configuration(self.config.kubernetes.kubeconfig)
         except KubeConfigError as error:
             raise StartupError(str(error)) from error
 
-    def _node_labels(self) -> dict[str, str] | None:
+    def _node_labels(self, configuration: Configuration | None) -> dict[str, str] | None:
         """This node's labels, needed only when a peer has a node_selector."""
         if not any(p.node_selector for p in self.config.bgp.peers):
             return None
-        if not self.config.kubernetes.enabled:
+        if configuration is None:
             raise StartupError(
                 "bgp.peers[].node_selector needs kubernetes.enabled: true (labels come from "
                 "this node's Node object)"
             )
-        try:
-            return node_labels(self._api_client(), self.config.node_name)
-        except KubeError as error:
-            raise StartupError(str(error)) from error
+        with new_api_client(configuration) as api:
+            try:
+                return node_labels(api, self.config.node_name)
+            except KubeError as error:
+                raise StartupError(str(error)) from error
 
 
 def trim_c_heap() -> None:

@@ -260,7 +260,7 @@ def test_stream_pages_through_the_fake_then_watches_from_its_version(
     count = LIST_PAGE_SIZE * 2 + 7
     api.put_many(service(name) for name in names(count))
     rv = str(api.resource_version)
-    services = resources(api_client, "node-1")[0]
+    services = resources(api_client.configuration, "node-1")[0]
     events: queue.Queue[kube.StreamEvent] = queue.Queue()
     stream = ResourceStream(services, events.put, lambda res, why: None)
     stream.start()

@@ -1,7 +1,8 @@
-"""The Kubernetes threads own what they use: their responses, their replies.
+"""The Kubernetes threads own what they use: their API client, their responses, replies.
 
 Against the fake API server: a stream thread closes its own watch response (``stop`` only
-signals and wakes the read); an explain answer crosses back in a one-shot box.
+signals and wakes the read); every thread refreshes the token in a configuration of its
+own; an explain answer crosses back in a one-shot box.
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ import pytest
 from kvip_bgp.configfile.load import load
 from kvip_bgp.domain.explain import Explanation
 from kvip_bgp.domain.objects import ObjectKey, parse_service
-from kvip_bgp.kube.client import load_api_client
+from kvip_bgp.kube.client import Configuration, load_api_client, load_configuration
+from kvip_bgp.kube.threads import start_kubernetes
 from kvip_bgp.kube.watch import Resource, ResourceStream, WatchTimeouts
 from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus
 from kvip_bgp.runtime.messages import ClusterStop, ExplainRequest, ReplyBox
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.snapshot import Snapshot
 from kvip_bgp.testing.fakeapi import FakeKubeAPI
+from kvip_bgp.testing.netlab import wait_until
+from kvip_bgp.testing.scenario import service
 
 
 @pytest.fixture
@@ -95,6 +99,59 @@ def kube_config(tmp_path: Path, kubeconfig: Path) -> Any:
         )
     )
     return load(path)
+
+
+def test_each_kube_thread_refreshes_the_token_in_its_own_configuration(
+    api: FakeKubeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token refresh writes the configuration: a shared one is written by four threads.
+
+    Every request reads its token through ``get_api_key_with_prefix``, which runs the
+    refresh hook on that configuration; recorded here per configuration and thread.
+    """
+    api.put(service("web", "198.51.100.10"))
+    kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+    configuration = load_configuration(kubeconfig)
+    assert configuration.refresh_api_key_hook is not None, "the fake's kubeconfig has a token"
+    seen: dict[int, set[str]] = {}
+    lock = threading.Lock()
+    read_key = Configuration.get_api_key_with_prefix
+
+    def recording(target: Configuration, identifier: str, alias: str | None = None) -> Any:
+        with lock:
+            seen.setdefault(id(target), set()).add(threading.current_thread().name)
+        return read_key(target, identifier, alias)
+
+    monkeypatch.setattr(Configuration, "get_api_key_with_prefix", recording)
+    synced = threading.Event()
+    threads = start_kubernetes(
+        kube_config(tmp_path, kubeconfig),
+        configuration,
+        lambda vip, advert: None,
+        synced.set,
+        Metrics(),
+        Snapshot(ClusterStatus()),
+        lambda: False,
+    )
+    try:
+        assert synced.wait(10), "the cluster thread never synced"
+        wait_until(
+            lambda: api.get("Lease", "kvip-bgp-status-writer", "kube-system") is not None,
+            5,
+            what="the writer took the lease",
+        )
+    finally:
+        threads.stop()
+    with lock:
+        users = {key: set(names) for key, names in seen.items()}
+    assert id(configuration) not in users, "a thread used the loaded configuration itself"
+    assert all(len(names) == 1 for names in users.values()), users
+    assert {name for names in users.values() for name in names} == {
+        "stream-services",
+        "stream-endpointslices",
+        "stream-nodes",
+        "cluster-writer",
+    }
 
 
 # -- explain: the reply box -------------------------------------------------------------

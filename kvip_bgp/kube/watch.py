@@ -1,7 +1,8 @@
 """Stream threads: list, then watch, one resource each, and push parsed objects.
 
 They own no cluster state: all they remember is the ``resourceVersion`` to resume from.
-Each owns every response it reads: only the stream thread releases or closes them.
+Each owns its API client (see ``client.new_api_client``) and every response it reads:
+only the stream thread releases or closes them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from kvip_bgp.domain.objects import (
     parse_node,
     parse_service,
 )
-from kvip_bgp.kube.client import LIST_PAGE_SIZE, ApiClient, ApiException, Gone, request
+from kvip_bgp.kube.client import (
+    LIST_PAGE_SIZE,
+    ApiClient,
+    ApiException,
+    Configuration,
+    Gone,
+    new_api_client,
+    request,
+)
 from kvip_bgp.runtime.messages import Changed, KubeObject, Listed, StreamEvent
 
 log = structlog.get_logger("kvip_bgp.kube")
@@ -39,7 +48,10 @@ class WatchTimeouts:
 
 @dataclass(frozen=True)
 class Resource:
-    """How to list/watch one resource kind (``path``: its collection) and parse its objects."""
+    """How to list/watch one resource kind (``path``: its collection) and parse its objects.
+
+    ``api`` is used by the one stream thread of this resource only.
+    """
 
     name: str
     api: ApiClient
@@ -52,16 +64,20 @@ class Resource:
         return request(self.api, "GET", self.path, (*self.params, *query), timeout=timeout)
 
 
-def resources(api: ApiClient, node_name: str) -> tuple[Resource, ...]:
+def resources(configuration: Configuration, node_name: str) -> tuple[Resource, ...]:
+    """The three watched kinds, each with an API client of its own on ``configuration``."""
     return (
-        Resource("services", api, "/api/v1/services", parse_service),
+        Resource("services", new_api_client(configuration), "/api/v1/services", parse_service),
         Resource(
-            "endpointslices", api, "/apis/discovery.k8s.io/v1/endpointslices", parse_endpoint_slice
+            "endpointslices",
+            new_api_client(configuration),
+            "/apis/discovery.k8s.io/v1/endpointslices",
+            parse_endpoint_slice,
         ),
         # Only our own Node matters; the selector saves watching all 80 of them.
         Resource(
             "nodes",
-            api,
+            new_api_client(configuration),
             "/api/v1/nodes",
             parse_node,
             (("fieldSelector", f"metadata.name={node_name}"),),
