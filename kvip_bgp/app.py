@@ -66,7 +66,6 @@ def static_source(vip: IPAddress) -> str:
 
 
 DEFAULT_RUNTIME_DIR: Final = Path("/run/kvip-bgp")
-EXABGP_MAX_BACKOFF: Final = 30.0
 # Young-generation threshold of the cyclic garbage collector (Python's default: 700).
 GC_THRESHOLDS: Final = (10_000, 10, 10)
 
@@ -116,15 +115,12 @@ def peers_for_node(config: Config, labels: dict[str, str] | None) -> tuple[Peer,
 class Speaker:
     """ExaBGP and the thread reading its API socket, for ``output: exabgp``."""
 
-    process: exabgp.ExabgpProcess
+    supervisor: exabgp.ExabgpSupervisor
     reader: ApiReader
     socket_path: Path
 
-    def running(self) -> bool:
-        return self.process.running()
-
     def stop(self, timeout: float) -> None:
-        self.process.stop(timeout=timeout)
+        self.supervisor.stop(timeout)
         self.reader.stop()
         with contextlib.suppress(OSError):
             self.socket_path.unlink()
@@ -138,6 +134,9 @@ class Daemon:
         self.inbox: Inbox = CoalescingQueue()
         self.reconciler_status: Snapshot[ReconcilerStatus] = Snapshot(ReconcilerStatus())
         self.cluster_status: Snapshot[ClusterStatus] = Snapshot(ClusterStatus())
+        # Whether ExaBGP runs: published by the main thread, the only user of the process
+        # (it polls, restarts and stops it); /healthz reads this, never the process.
+        self.exabgp_running: Snapshot[bool] = Snapshot(False)
         self._stop = threading.Event()
         self._signal: int | None = None
 
@@ -224,7 +223,7 @@ class Daemon:
                 self.metrics,
                 self.reconciler_status,
                 self.cluster_status,
-                speaker.running if speaker is not None else lambda: True,
+                self.exabgp_running if speaker is not None else None,
                 lambda: all(t.is_alive() for t in threads),
                 kubernetes.explain if kubernetes is not None else None,
                 # With output: kernel-table the host's routing daemon owns the sessions.
@@ -232,7 +231,7 @@ class Daemon:
             )
             http_server.start()
 
-        exit_code = self._supervise(speaker.process if speaker else None, reconciler_thread)
+        exit_code = self._supervise(speaker.supervisor if speaker else None, reconciler_thread)
 
         # -- shutdown, in reverse order --------------------------------------------------
         deadline = time.monotonic() + config.shutdown_timeout
@@ -267,45 +266,31 @@ class Daemon:
         listener = listen_api_socket(self.paths.api_socket)
         reader = ApiReader(listener, lambda m: post(self.inbox, m))
         reader.start()
-        process = exabgp.ExabgpProcess(self.paths.exabgp_config, exabgp_environment())
-        process.start()
-        return Speaker(process, reader, self.paths.api_socket)
+        supervisor = exabgp.ExabgpSupervisor(
+            exabgp.ExabgpProcess(self.paths.exabgp_config, exabgp_environment()),
+            self.exabgp_running,
+            self._session_came_up_since,
+            self.metrics.exabgp_restarts.inc,
+        )
+        supervisor.start()
+        return Speaker(supervisor, reader, self.paths.api_socket)
 
-    def _supervise(self, process: exabgp.ExabgpProcess | None, reconciler: threading.Thread) -> int:
-        """Wait for a signal; restart ExaBGP with backoff; fail fast if the reconciler died."""
-        backoff = 1.0
-        restart_at: float | None = None
+    def _session_came_up_since(self, wall_time: float) -> bool:
+        return any(
+            p.state == "up" and p.since >= wall_time for p in self.reconciler_status.read().peers
+        )
+
+    def _supervise(
+        self, exabgp_side: exabgp.ExabgpSupervisor | None, reconciler: threading.Thread
+    ) -> int:
+        """Wait for a signal; restart ExaBGP when it dies; fail fast if the reconciler died."""
         while not self._stop.wait(0.25):
             if not reconciler.is_alive():
                 log.error("app.reconciler_died")
                 self._stop.set()
                 return 1
-            if process is None:
-                continue
-            code = process.poll()
-            now = time.monotonic()
-            if code is not None and restart_at is None:
-                lived = now - process.started_at
-                # A process that brought a BGP session up was healthy: restart it at once.
-                # Backoff is for a crash loop (bad config, port taken), where none comes up.
-                started_wall = time.time() - lived
-                was_up = any(
-                    p.state == "up" and p.since >= started_wall
-                    for p in self.reconciler_status.read().peers
-                )
-                healthy = lived > 60 or was_up
-                backoff = 1.0 if healthy else min(EXABGP_MAX_BACKOFF, backoff * 2)
-                restart_at = now + (0.2 if healthy else backoff)
-                log.error(
-                    "app.exabgp_exited",
-                    exit_code=code,
-                    lived=round(lived, 1),
-                    restart_in=round(restart_at - now, 1),
-                )
-            if restart_at is not None and now >= restart_at:
-                restart_at = None
-                self.metrics.exabgp_restarts.inc()
-                process.start()
+            if exabgp_side is not None:
+                exabgp_side.tick(time.monotonic())
         return 0
 
     # -- sources ----------------------------------------------------------------------

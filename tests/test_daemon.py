@@ -1,0 +1,154 @@
+"""The daemon's wiring: who may touch what across threads.
+
+The in-process tests run ``Daemon.run`` in pytest's main thread (it installs the signal
+handlers) with ExaBGP replaced by a recorder, and end it with a real SIGTERM.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import socket
+import textwrap
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from kvip_bgp import app
+from kvip_bgp.configfile.load import load
+from kvip_bgp.domain.config import Config
+from kvip_bgp.testing.netlab import wait_until
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def config_text(port: int | None, interface: str | None = None) -> str:
+    """A static-only bare-metal daemon: one peer, one unchecked static VIP."""
+    listen = f'"127.0.0.1:{port}"' if port is not None else "null"
+    return textwrap.dedent(
+        f"""\
+        node_name: node-1
+        bgp:
+          asn: 64512
+          router_id: 192.0.2.1
+          peers: [{{address: 192.0.2.2, asn: 64500}}]
+        vips:
+          allowed: ["198.51.100.0/24"]
+          interface: {interface or "null"}
+        kubernetes: {{enabled: false}}
+        static: [{{address: 198.51.100.53}}]
+        http: {{listen: {listen}}}
+        shutdown_timeout: 1
+        """
+    )
+
+
+def write_config(tmp_path: Path, port: int | None, interface: str | None = None) -> Path:
+    path = tmp_path / "kvip-bgp.yaml"
+    path.write_text(config_text(port, interface))
+    return path
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+@pytest.fixture
+def process_state() -> Iterator[None]:
+    """``Daemon.run`` sets process-global state (signals, gc, umask): put it back after."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    thresholds = gc.get_threshold()
+    umask = os.umask(0o022)
+    os.umask(umask)
+    yield
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+    gc.set_threshold(*thresholds)
+    os.umask(umask)
+
+
+def run_daemon(config: Config, runtime_dir: Path, drive: Callable[[], None]) -> int:
+    """``Daemon.run`` in this (main) thread; ``drive`` runs beside it, then SIGTERM ends it."""
+    failures: list[BaseException] = []
+
+    def driver() -> None:
+        try:
+            drive()
+        except BaseException as error:  # re-raised in the test's thread below
+            failures.append(error)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=driver, name="test-driver")
+    thread.start()
+    try:
+        code = app.Daemon(config, runtime_dir).run()
+    finally:
+        thread.join(10)
+    if failures:
+        raise failures[0]
+    return code
+
+
+class RecordingProcess:
+    """Stands in for ``ExabgpProcess`` and records which thread calls each method."""
+
+    def __init__(self, calls: list[tuple[str, str]]) -> None:
+        self.calls = calls
+        self.started_at = 0.0
+        self._alive = False
+
+    def _record(self, what: str) -> None:
+        self.calls.append((what, threading.current_thread().name))
+
+    def start(self) -> None:
+        self._record("start")
+        self.started_at = time.monotonic()
+        self._alive = True
+
+    def poll(self) -> int | None:
+        self._record("poll")
+        return None if self._alive else 0
+
+    def running(self) -> bool:
+        self._record("running")
+        return self._alive
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._record("stop")
+        self._alive = False
+
+
+def test_only_the_main_thread_touches_the_exabgp_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, process_state: None
+) -> None:
+    """/healthz reads the state the supervisor published, never the (replaceable) Popen."""
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr(app.exabgp, "ExabgpProcess", lambda path, env: RecordingProcess(calls))
+    port = free_port()
+    config = load(write_config(tmp_path, port))
+
+    def drive() -> None:
+        wait_until(lambda: http_get(port, "/healthz")[0] == 200, 10, what="/healthz 200")
+        for _ in range(20):
+            assert http_get(port, "/healthz") == (200, "ok\n")
+
+    assert run_daemon(config, tmp_path / "run", drive) == 0
+    assert calls, "the daemon never used its ExaBGP process"
+    assert {thread for _what, thread in calls} == {"MainThread"}, calls
