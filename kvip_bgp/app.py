@@ -241,17 +241,19 @@ class Daemon:
         # Leave ExaBGP a little time of the budget to be stopped.
         post(self.inbox, Stop(deadline=deadline - min(2.0, config.shutdown_timeout / 4)))
         reconciler_thread.join(max(0.1, deadline - time.monotonic()))
-        if reconciler_thread.is_alive():
-            log.error("app.reconciler_did_not_stop")
+        # The netlink tables are the reconciler's: closed here only once it has ended.
+        reconciler_stopped = not reconciler_thread.is_alive()
+        if not reconciler_stopped:
+            log.error("app.reconciler_did_not_stop", netlink="left open: still the reconciler's")
             exit_code = exit_code or 1
         if speaker is not None:
             speaker.stop(max(0.5, deadline - time.monotonic()))
-        if kernel_routes is not None:
-            kernel_routes.close()
         if http_server is not None:
             http_server.stop()
-        if addresses is not None:
-            addresses.close()
+        if reconciler_stopped:
+            for netlink_table in (kernel_routes, addresses):
+                if netlink_table is not None:
+                    netlink_table.close()
         log.info("app.stopped", exit_code=exit_code)
         return exit_code
 

@@ -1,7 +1,8 @@
 """The daemon's wiring: who may touch what across threads.
 
 The in-process tests run ``Daemon.run`` in pytest's main thread (it installs the signal
-handlers) with ExaBGP replaced by a recorder, and end it with a real SIGTERM.
+handlers) with ExaBGP, the reconciler or the netlink tables replaced by recorders, and end it with a
+real SIGTERM.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ import pytest
 from kvip_bgp import app
 from kvip_bgp.configfile.load import load
 from kvip_bgp.domain.config import Config
+from kvip_bgp.domain.model import BindResult, IPAddress
 from kvip_bgp.testing.netlab import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -152,3 +154,63 @@ def test_only_the_main_thread_touches_the_exabgp_process(
     assert run_daemon(config, tmp_path / "run", drive) == 0
     assert calls, "the daemon never used its ExaBGP process"
     assert {thread for _what, thread in calls} == {"MainThread"}, calls
+
+
+class StubbornReconciler:
+    """A reconciler that does not stop in time; it ends only when the test lets it."""
+
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
+
+    def run(self) -> None:
+        self.release.wait(30)
+
+
+class RecordingTable:
+    """Stands in for the netlink address table: records whether the reconciler still ran."""
+
+    def __init__(self, closed_while: list[bool]) -> None:
+        self.closed_while = closed_while
+
+    def owned(self) -> set[IPAddress]:
+        return set()
+
+    def bind_many(self, vips: Iterable[IPAddress]) -> BindResult:
+        return BindResult(frozenset(vips), frozenset(), ())
+
+    def unbind_many(self, vips: set[IPAddress]) -> dict[IPAddress, OSError]:
+        return {}
+
+    def close(self) -> None:
+        self.closed_while.append(reconciler_alive())
+
+
+def reconciler_alive() -> bool:
+    return any(t.name == "reconciler" and t.is_alive() for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("stops", [True, False])
+def test_netlink_tables_are_closed_only_after_the_reconciler_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, process_state: None, stops: bool
+) -> None:
+    """The tables are the reconciler's: closing them under a live reconciler races it."""
+    import kvip_bgp.netif.addresses as addresses
+
+    calls: list[tuple[str, str]] = []
+    closed_while: list[bool] = []
+    release = threading.Event()
+    monkeypatch.setattr(app.exabgp, "ExabgpProcess", lambda path, env: RecordingProcess(calls))
+    monkeypatch.setattr(addresses, "AddressTable", lambda name: RecordingTable(closed_while))
+    if not stops:
+        monkeypatch.setattr(app, "Reconciler", lambda *a, **k: StubbornReconciler(release))
+    config = load(write_config(tmp_path, None, interface="lo"))
+    try:
+        code = run_daemon(config, tmp_path / "run", lambda: time.sleep(0.5))
+    finally:
+        release.set()
+    if stops:
+        assert code == 0
+        assert closed_while == [False]
+    else:
+        assert code == 1
+        assert closed_while == []
