@@ -1,8 +1,9 @@
 """The one place that builds and wires everything, and the main thread's supervision loop.
 
-Start order (each step only depends on the ones before it): runtime dir and ExaBGP config
-→ the API socket and the exabgp reader thread → ExaBGP → the reconciler thread → the
-sources (static VIPs; the cluster-state thread and its stream threads) → the HTTP thread.
+Start order (each step only depends on the ones before it): the runtime directory's lock
+(held for the process's life) and ExaBGP config → the API socket and the exabgp reader
+thread → ExaBGP → the reconciler thread → the sources (static VIPs; the cluster-state
+thread and its stream threads) → the HTTP thread.
 The main thread then only waits for signals and restarts ExaBGP when it dies.
 
 Shutdown (SIGTERM/SIGINT) runs in reverse within ``shutdown_timeout``: the reconciler
@@ -16,7 +17,6 @@ import contextlib
 import ctypes
 import dataclasses
 import gc
-import os
 import signal
 import threading
 import time
@@ -27,6 +27,7 @@ from typing import Final
 
 import structlog
 
+from kvip_bgp import rundir
 from kvip_bgp.bgp import process as exabgp
 from kvip_bgp.bgp.api import ApiReader, listen_api_socket
 from kvip_bgp.bgp.config import exabgp_environment, render_config
@@ -65,7 +66,6 @@ def static_source(vip: IPAddress) -> str:
     return f"static:{vip}"
 
 
-DEFAULT_RUNTIME_DIR: Final = Path("/run/kvip-bgp")
 # Young-generation threshold of the cyclic garbage collector (Python's default: 700).
 GC_THRESHOLDS: Final = (10_000, 10, 10)
 
@@ -86,19 +86,6 @@ def tune_gc() -> None:
 
 class StartupError(Exception):
     """Something the operator must fix before the daemon can run; the message says what."""
-
-
-@dataclass(frozen=True)
-class RuntimePaths:
-    directory: Path
-
-    @property
-    def exabgp_config(self) -> Path:
-        return self.directory / "exabgp.conf"
-
-    @property
-    def api_socket(self) -> Path:
-        return self.directory / "exabgp-api.sock"
 
 
 def peers_for_node(config: Config, labels: dict[str, str] | None) -> tuple[Peer, ...]:
@@ -127,9 +114,9 @@ class Speaker:
 
 
 class Daemon:
-    def __init__(self, config: Config, runtime_dir: Path = DEFAULT_RUNTIME_DIR) -> None:
+    def __init__(self, config: Config, runtime_dir: Path = rundir.DEFAULT_RUNTIME_DIR) -> None:
         self.config = config
-        self.paths = RuntimePaths(runtime_dir)
+        self.paths = rundir.RuntimePaths(runtime_dir)
         self.metrics = Metrics()
         self.inbox: Inbox = CoalescingQueue()
         self.reconciler_status: Snapshot[ReconcilerStatus] = Snapshot(ReconcilerStatus())
@@ -149,6 +136,7 @@ class Daemon:
     # -- main -------------------------------------------------------------------------
 
     def run(self) -> int:
+        """The whole life of the daemon, holding the runtime directory's lock throughout."""
         tune_gc()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
@@ -162,7 +150,19 @@ class Daemon:
             kubernetes=config.kubernetes.enabled,
             static=len(config.static),
         )
+        try:
+            lock = rundir.DirectoryLock.acquire(self.paths)
+        except rundir.RuntimeDirBusy as error:
+            raise StartupError(str(error)) from error
+        except OSError as error:
+            raise StartupError(f"runtime directory {self.paths.directory}: {error}") from error
+        try:
+            return self._run()
+        finally:
+            lock.release()
 
+    def _run(self) -> int:
+        config = self.config
         kube_configuration = self._kube_configuration()
         labels = self._node_labels(kube_configuration)
         peers = peers_for_node(config, labels)
@@ -259,9 +259,7 @@ class Daemon:
 
     def _start_exabgp(self, peers: tuple[Peer, ...]) -> Speaker:
         """ExaBGP's private config (0600: it holds MD5 passwords), the API socket, ExaBGP."""
-        self.paths.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.paths.directory, 0o700)
-        _write_private(
+        rundir.write_private(
             self.paths.exabgp_config,
             render_config(self.config, self.paths.api_socket, peers, show_secrets=True),
         )
@@ -390,15 +388,6 @@ def trim_c_heap() -> None:
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
     trim(0)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only root can read: ExaBGP's config holds the MD5 passwords."""
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def _version() -> str:

@@ -1,8 +1,8 @@
-"""The daemon's wiring: who may touch what across threads.
+"""The daemon's wiring: who may touch what across threads, and one daemon per runtime dir.
 
 The in-process tests run ``Daemon.run`` in pytest's main thread (it installs the signal
 handlers) with ExaBGP, the reconciler or the netlink tables replaced by recorders, and end it with a
-real SIGTERM.
+real SIGTERM. The others start real ``kvip-bgp run`` processes.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import gc
 import os
 import signal
 import socket
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from kvip_bgp import app
+from kvip_bgp import app, rundir
 from kvip_bgp.configfile.load import load
 from kvip_bgp.domain.config import Config
 from kvip_bgp.domain.model import BindResult, IPAddress
@@ -214,3 +216,75 @@ def test_netlink_tables_are_closed_only_after_the_reconciler_ended(
     else:
         assert code == 1
         assert closed_while == []
+
+
+# -- real processes ------------------------------------------------------------------------
+
+
+def kvip_run(config: Path, runtime_dir: Path) -> subprocess.Popen[str]:
+    argv = ["run", "--config", str(config), "--runtime-dir", str(runtime_dir)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "kvip_bgp.cli", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def stop(process: subprocess.Popen[str]) -> tuple[str, str]:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.communicate()
+
+
+def test_a_second_daemon_on_the_same_runtime_dir_refuses_to_start(tmp_path: Path) -> None:
+    """Without the lock the second one deleted the first's API socket and took over."""
+    port = free_port()
+    runtime_dir = tmp_path / "run"
+    first = kvip_run(write_config(tmp_path, port), runtime_dir)
+    try:
+        wait_until(
+            lambda: first.poll() is None and http_get(port, "/healthz")[0] == 200,
+            30,
+            what="the first daemon is up",
+        )
+        socket_inode = (runtime_dir / "exabgp-api.sock").stat().st_ino
+        second_config = tmp_path / "second.yaml"
+        second_config.write_text(config_text(free_port()))
+        second = kvip_run(second_config, runtime_dir)
+        try:
+            code = second.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            stop(second)
+            pytest.fail("the second daemon started beside the first")
+        _out, err = second.communicate()
+        assert code == 1
+        assert f"is in use by pid {first.pid}" in err, err
+        # The first daemon keeps its socket and its health.
+        assert (runtime_dir / "exabgp-api.sock").stat().st_ino == socket_inode
+        assert first.poll() is None
+        assert http_get(port, "/healthz")[0] == 200
+    finally:
+        _out, err = stop(first)
+    assert first.returncode == 0, err
+    # Once the first has exited the directory is free again.
+    rundir.DirectoryLock.acquire(rundir.RuntimePaths(runtime_dir)).release()
+
+
+def test_the_lock_names_its_holder_and_is_free_again_once_released(tmp_path: Path) -> None:
+    paths = rundir.RuntimePaths(tmp_path / "run")
+    held = rundir.DirectoryLock.acquire(paths)
+    try:
+        assert paths.lock_file.read_text() == f"{os.getpid()}\n"
+        assert (paths.directory.stat().st_mode & 0o777) == 0o700
+        with pytest.raises(rundir.RuntimeDirBusy, match=f"in use by pid {os.getpid()} "):
+            rundir.DirectoryLock.acquire(paths)
+    finally:
+        held.release()
+    rundir.DirectoryLock.acquire(paths).release()
