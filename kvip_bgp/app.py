@@ -4,7 +4,8 @@ Start order (each step only depends on the ones before it): the runtime director
 (held for the process's life) and ExaBGP config → the API socket and the exabgp reader
 thread → ExaBGP → the reconciler thread → the sources (static VIPs; the cluster-state
 thread and its stream threads) → the HTTP thread.
-The main thread then only waits for signals and restarts ExaBGP when it dies.
+The main thread then only waits for signals and restarts ExaBGP when it dies. The kube
+adapter (and with it the ``kubernetes`` package) is imported only with kubernetes.enabled.
 
 Shutdown (SIGTERM/SIGINT) runs in reverse within ``shutdown_timeout``: the reconciler
 withdraws every route and waits for ExaBGP's acks, removes the addresses it bound, then
@@ -14,49 +15,35 @@ ExaBGP is stopped. The peer sees withdrawals, not a hold-timer expiry.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
-import gc
-import signal
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import Final
+from typing import TYPE_CHECKING
 
 import structlog
 
+from kvip_bgp import process as process_settings
 from kvip_bgp import rundir
 from kvip_bgp.bgp import process as exabgp
 from kvip_bgp.bgp.api import ApiReader, listen_api_socket
 from kvip_bgp.bgp.config import exabgp_environment, render_config
 from kvip_bgp.domain.config import Config, Peer
 from kvip_bgp.domain.model import Advertisement, IPAddress
-from kvip_bgp.kube.client import (
-    Configuration,
-    KubeConfigError,
-    KubeError,
-    load_configuration,
-    new_api_client,
-    node_labels,
-)
-from kvip_bgp.kube.threads import KubernetesThreads, start_kubernetes
 from kvip_bgp.ops.http import StatusServer
 from kvip_bgp.runtime.cluster import SOURCE as KUBE_SOURCE
 from kvip_bgp.runtime.cluster import ClusterStatus
-from kvip_bgp.runtime.messages import (
-    Inbox,
-    SourceSynced,
-    Stop,
-    VipDesired,
-    post,
-)
+from kvip_bgp.runtime.messages import Inbox, SourceSynced, Stop, VipDesired, post
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.reconciler import Reconciler, ReconcilerStatus
 from kvip_bgp.runtime.snapshot import Snapshot
 from kvip_bgp.runtime.static import static_watchers
 from kvip_bgp.runtime.workqueue import CoalescingQueue
+
+if TYPE_CHECKING:  # at run time imported only with kubernetes.enabled (see _start_kubernetes)
+    from kvip_bgp.kube.client import Configuration
+    from kvip_bgp.kube.threads import KubernetesThreads
 
 log = structlog.get_logger("kvip_bgp.app")
 
@@ -64,24 +51,6 @@ log = structlog.get_logger("kvip_bgp.app")
 def static_source(vip: IPAddress) -> str:
     """Each static VIP is a source of its own: synced once its first check reported."""
     return f"static:{vip}"
-
-
-# Young-generation threshold of the cyclic garbage collector (Python's default: 700).
-GC_THRESHOLDS: Final = (10_000, 10, 10)
-
-
-def tune_gc() -> None:
-    """Collect cyclic garbage less often: the daemon's objects are nearly all acyclic.
-
-    A cold start parses and decides 10,000 Services, each a few dozen long-lived objects.
-    With the default threshold a collection starts every 700 allocations and the older
-    generations are walked again and again: 837 young, 75 middle and 7 full collections
-    while parsing the listed objects and running the cluster's first pass, 348-463 ms
-    inside the collector (3 runs, measured with ``gc.callbacks``); with 10,000: 71, 6 and
-    1 collections, 102-164 ms. Memory is still freed by reference counting; only cycles
-    wait a little longer.
-    """
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class StartupError(Exception):
@@ -127,9 +96,7 @@ class Daemon:
         self._stop = threading.Event()
         self._signal: int | None = None
 
-    # -- signals --------------------------------------------------------------------
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+    def _on_signal(self, signum: int) -> None:
         self._signal = signum
         self._stop.set()
 
@@ -137,9 +104,8 @@ class Daemon:
 
     def run(self) -> int:
         """The whole life of the daemon, holding the runtime directory's lock throughout."""
-        tune_gc()
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        process_settings.configure()
+        process_settings.on_stop_signals(self._on_signal)
         config = self.config
         self.metrics.build_info.info({"version": _version()})
         log.info(
@@ -321,15 +287,17 @@ class Daemon:
         return list(watchers)
 
     def _start_kubernetes(self, configuration: Configuration | None) -> KubernetesThreads | None:
+        """The kube adapter, imported here only: a static-only daemon never loads it."""
         if configuration is None:
             return None
+        from kvip_bgp.kube.threads import start_kubernetes
 
         def publish(vip: IPAddress, advert: Advertisement | None) -> None:
             post(self.inbox, VipDesired(KUBE_SOURCE, vip, advert))
 
         def synced() -> None:
             post(self.inbox, SourceSynced(KUBE_SOURCE))
-            trim_c_heap()
+            process_settings.trim_c_heap()
 
         return start_kubernetes(
             self.config,
@@ -353,6 +321,8 @@ class Daemon:
         """The cluster credentials, loaded once; each kube thread gets its own client."""
         if not self.config.kubernetes.enabled:
             return None
+        from kvip_bgp.kube.client import KubeConfigError, load_configuration
+
         try:
             return load_configuration(self.config.kubernetes.kubeconfig)
         except KubeConfigError as error:
@@ -367,27 +337,13 @@ class Daemon:
                 "bgp.peers[].node_selector needs kubernetes.enabled: true (labels come from "
                 "this node's Node object)"
             )
+        from kvip_bgp.kube.client import KubeError, new_api_client, node_labels
+
         with new_api_client(configuration) as api:
             try:
                 return node_labels(api, self.config.node_name)
             except KubeError as error:
                 raise StartupError(str(error)) from error
-
-
-def trim_c_heap() -> None:
-    """Hand the C heap's free pages back to the kernel, once, after the initial sync.
-
-    The initial lists are read and parsed in bursts whose freed memory glibc keeps for
-    reuse; ``malloc_trim`` returns it (measured: ~1.5 MB less resident at 10,000
-    Services). A no-op where the C library has no ``malloc_trim`` (musl, non-Linux).
-    """
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    trim(0)
 
 
 def _version() -> str:

@@ -1,13 +1,14 @@
 """The daemon's wiring: who may touch what across threads, and one daemon per runtime dir.
 
 The in-process tests run ``Daemon.run`` in pytest's main thread (it installs the signal
-handlers) with ExaBGP, the reconciler or the netlink tables replaced by recorders, and end it with a
-real SIGTERM. The others start real ``kvip-bgp run`` processes.
+handlers) with ExaBGP, the reconciler or the netlink tables replaced by recorders, and
+end it with a real SIGTERM. The others start real ``kvip-bgp run`` processes.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import os
 import signal
 import socket
@@ -275,6 +276,60 @@ def test_a_second_daemon_on_the_same_runtime_dir_refuses_to_start(tmp_path: Path
     assert first.returncode == 0, err
     # Once the first has exited the directory is free again.
     rundir.DirectoryLock.acquire(rundir.RuntimePaths(runtime_dir)).release()
+
+
+def test_static_only_daemon_never_imports_kubernetes(tmp_path: Path) -> None:
+    """kubernetes.enabled: false runs the whole static path without the kubernetes client."""
+    port = free_port()
+    config = write_config(tmp_path, port)
+    script = textwrap.dedent(
+        f"""\
+        import json, os, signal, sys, threading, time, urllib.request
+        from pathlib import Path
+        from kvip_bgp.app import Daemon
+        from kvip_bgp.configfile.load import load
+
+        daemon = Daemon(load(Path({str(config)!r})), Path({str(tmp_path / "run")!r}))
+        seen = {{}}
+
+        def probe():
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                status = daemon.reconciler_status.read()
+                if status.all_synced and status.synced_sources:
+                    break
+                time.sleep(0.05)
+            with urllib.request.urlopen("http://127.0.0.1:{port}/status", timeout=5) as r:
+                seen["status"] = json.load(r)
+            seen["running"] = "kubernetes" in sys.modules
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=probe).start()
+        code = Daemon.run(daemon)
+        print(json.dumps({{
+            "code": code,
+            "running": seen.get("running"),
+            "after": "kubernetes" in sys.modules,
+            "synced_sources": seen.get("status", {{}}).get("synced_sources"),
+        }}))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(
+        next(line for line in reversed(result.stdout.splitlines()) if line.startswith('{"code"'))
+    )
+    assert report["code"] == 0
+    assert report["synced_sources"] == ["static:198.51.100.53"], "the static path did not run"
+    assert report["running"] is False
+    assert report["after"] is False
 
 
 def test_the_lock_names_its_holder_and_is_free_again_once_released(tmp_path: Path) -> None:
