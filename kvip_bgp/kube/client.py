@@ -5,10 +5,11 @@ the cluster-state thread. They own no cluster state: all they remember is the
 ``resourceVersion`` to resume from.
 
 Requests go through the client's own ``ApiClient`` (kubeconfig and in-cluster loading,
-auth and token refresh, TLS, urllib3, ``ApiException``) but not through its generated
-``CoreV1Api``-style classes (see ``request``). Payloads are read as raw JSON and parsed by
-``resources.py``: the client's model deserialisation costs seconds for a list of 10,000
-Services, and we need a dozen fields of each. Initial lists are read in pages
+auth and token refresh, TLS, urllib3, ``ApiException``), one per thread (see
+``new_api_client``), but not through its generated ``CoreV1Api``-style classes (see
+``request``). Payloads are read as raw JSON and parsed by ``domain/objects.py``: the
+client's model deserialisation costs seconds for a list of 10,000 Services, and we need a
+dozen fields of each. Initial lists are read in pages
 (``LIST_PAGE_SIZE``) so that the whole list never exists as JSON dicts at once.
 
 Robustness against real API servers: watches resume from the last ``resourceVersion``
