@@ -25,8 +25,9 @@ from kubernetes import client
 
 from kvip_bgp.domain.objects import ServiceInfo, parse_service
 from kvip_bgp.kube.client import LIST_PAGE_SIZE, load_api_client
+from kvip_bgp.kube.lease import LeaseSettings
 from kvip_bgp.kube.watch import Resource, ResourceStream, resources
-from kvip_bgp.kube.writer import ClusterWriter, LeaseSettings
+from kvip_bgp.kube.writer import ClusterWriter
 from kvip_bgp.runtime import messages as kube
 from kvip_bgp.runtime.workqueue import CoalescingQueue
 from kvip_bgp.testing.fakeapi import FakeKubeAPI
@@ -259,7 +260,7 @@ def test_stream_pages_through_the_fake_then_watches_from_its_version(
     count = LIST_PAGE_SIZE * 2 + 7
     api.put_many(service(name) for name in names(count))
     rv = str(api.resource_version)
-    services = resources(api_client, "node-1")[0]
+    services = resources(api_client.configuration, "node-1")[0]
     events: queue.Queue[kube.StreamEvent] = queue.Queue()
     stream = ResourceStream(services, events.put, lambda res, why: None)
     stream.start()

@@ -10,6 +10,7 @@ import pytest
 
 from kvip_bgp.kube import writer as kube
 from kvip_bgp.kube.client import load_api_client
+from kvip_bgp.kube.lease import LeaseSettings
 from kvip_bgp.runtime.messages import StatusWanted, WriteRequest
 from kvip_bgp.runtime.workqueue import CoalescingQueue
 from kvip_bgp.testing.fakeapi import FakeKubeAPI
@@ -30,7 +31,7 @@ def _writer(
             leaders[identity] = leader
 
     queue: CoalescingQueue[tuple[str, ...], WriteRequest] = CoalescingQueue()
-    settings = kube.LeaseSettings(namespace="kube-system", duration=2, renew_every=0.2)
+    settings = LeaseSettings(namespace="kube-system", duration=2, renew_every=0.2)
     return kube.ClusterWriter(load_api_client(kubeconfig), identity, settings, queue, changed)
 
 
@@ -137,7 +138,7 @@ def test_status_writes_wait_for_the_route_pipeline(
     writer = kube.ClusterWriter(
         load_api_client(kubeconfig),
         "node-a",
-        kube.LeaseSettings(namespace="kube-system", duration=2, renew_every=0.2),
+        LeaseSettings(namespace="kube-system", duration=2, renew_every=0.2),
         queue,
         routes_busy=busy.is_set,
     )

@@ -1,4 +1,8 @@
-"""The ExaBGP process, used by the main thread only: start, supervise, restart, stop."""
+"""The ExaBGP process, used by the main thread only: start, supervise, restart, stop.
+
+Other threads learn whether ExaBGP runs from the ``Snapshot`` the supervisor publishes,
+never from the ``Popen`` (which a restart replaces).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
 import structlog
 
+from kvip_bgp.runtime.snapshot import Snapshot
+
 log = structlog.get_logger("kvip_bgp.exabgp")
 
 
 _PR_SET_PDEATHSIG: Final = 1
+MAX_BACKOFF: Final = 30.0
 _ANSI: Final = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -40,7 +47,6 @@ class ExabgpProcess:
         self._config_file = config_file
         self._env = dict(env)
         self._process: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
         self.started_at = 0.0
         self._log_thread: threading.Thread | None = None
 
@@ -85,6 +91,59 @@ class ExabgpProcess:
             process.wait(5)
         if self._log_thread is not None:
             self._log_thread.join(2)
+
+
+class ExabgpSupervisor:
+    """Restart ExaBGP when it exits: at once after a healthy life, with backoff in a loop.
+
+    Driven by the main thread's ``tick``; the sole user of ``process``. ``running`` is
+    where it publishes whether ExaBGP runs, for the HTTP thread. ``came_up_since(t)``
+    says whether a BGP session came up after wall-clock time ``t``.
+    """
+
+    def __init__(
+        self,
+        process: ExabgpProcess,
+        running: Snapshot[bool],
+        came_up_since: Callable[[float], bool],
+        on_restart: Callable[[], None],
+    ) -> None:
+        self.process = process
+        self._running = running
+        self._came_up_since = came_up_since
+        self._on_restart = on_restart
+        self._backoff = 1.0
+        self._restart_at: float | None = None
+
+    def start(self) -> None:
+        self.process.start()
+        self._running.publish(True)
+
+    def tick(self, now: float) -> None:
+        """Notice an exit and schedule the restart; restart once it is due."""
+        code = self.process.poll()
+        self._running.publish(code is None)
+        if code is not None and self._restart_at is None:
+            lived = now - self.process.started_at
+            # A process that brought a BGP session up was healthy: restart it at once.
+            # Backoff is for a crash loop (bad config, port taken), where none comes up.
+            healthy = lived > 60 or self._came_up_since(time.time() - lived)
+            self._backoff = 1.0 if healthy else min(MAX_BACKOFF, self._backoff * 2)
+            self._restart_at = now + (0.2 if healthy else self._backoff)
+            log.error(
+                "app.exabgp_exited",
+                exit_code=code,
+                lived=round(lived, 1),
+                restart_in=round(self._restart_at - now, 1),
+            )
+        if self._restart_at is not None and now >= self._restart_at:
+            self._restart_at = None
+            self._on_restart()
+            self.start()
+
+    def stop(self, timeout: float) -> None:
+        self.process.stop(timeout=timeout)
+        self._running.publish(False)
 
 
 def _forward_log(process: subprocess.Popen[bytes]) -> None:

@@ -5,10 +5,11 @@ the cluster-state thread. They own no cluster state: all they remember is the
 ``resourceVersion`` to resume from.
 
 Requests go through the client's own ``ApiClient`` (kubeconfig and in-cluster loading,
-auth and token refresh, TLS, urllib3, ``ApiException``) but not through its generated
-``CoreV1Api``-style classes (see ``request``). Payloads are read as raw JSON and parsed by
-``resources.py``: the client's model deserialisation costs seconds for a list of 10,000
-Services, and we need a dozen fields of each. Initial lists are read in pages
+auth and token refresh, TLS, urllib3, ``ApiException``), one per thread (see
+``new_api_client``), but not through its generated ``CoreV1Api``-style classes (see
+``request``). Payloads are read as raw JSON and parsed by ``domain/objects.py``: the
+client's model deserialisation costs seconds for a list of 10,000 Services, and we need a
+dozen fields of each. Initial lists are read in pages
 (``LIST_PAGE_SIZE``) so that the whole list never exists as JSON dicts at once.
 
 Robustness against real API servers: watches resume from the last ``resourceVersion``
@@ -20,6 +21,7 @@ during an outage is missed; nothing is ever withdrawn because the API is unreach
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,8 +33,9 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException as ApiException
 
-# Re-exported: the other kube modules name the client type without importing ``kubernetes``.
+# Re-exported: the other kube modules name the client types without importing ``kubernetes``.
 ApiClient = k8s.ApiClient
+Configuration = k8s.Configuration
 
 log = structlog.get_logger("kvip_bgp.kube")
 
@@ -128,28 +131,54 @@ class Gone(Exception):
     """The resourceVersion we resume from is too old (410): relist."""
 
 
-def _client_from_kubeconfig(path: str | None) -> k8s.ApiClient:
-    api: k8s.ApiClient = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=path
-    )
-    return api
+def load_configuration(kubeconfig: Path | None) -> k8s.Configuration:
+    """In-cluster credentials, then ``kubernetes.kubeconfig``, then ``$KUBECONFIG``.
 
-
-def load_api_client(kubeconfig: Path | None) -> k8s.ApiClient:
-    """In-cluster credentials, then ``kubernetes.kubeconfig``, then ``$KUBECONFIG``."""
+    Loaded once, by the main thread, into a configuration of our own (never the client
+    library's process-wide default); each thread then gets a client of its own from it
+    (``new_api_client``).
+    """
     tried: list[str] = []
     if kubeconfig is not None:
         try:
-            return _client_from_kubeconfig(str(kubeconfig))
+            return _from_kubeconfig(str(kubeconfig))
         except Exception as error:  # the loader raises several unrelated types
             raise KubeConfigError(f"kubernetes.kubeconfig {kubeconfig}: {error}") from error
     try:
-        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return k8s.ApiClient()
+        configuration = k8s.Configuration()
+        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        return configuration
     except k8s_config.ConfigException as error:
         tried.append(f"in-cluster: {error}")
     try:
-        return _client_from_kubeconfig(None)
+        return _from_kubeconfig(None)
     except Exception as error:
         tried.append(f"$KUBECONFIG/~/.kube/config: {error}")
     raise KubeConfigError("no Kubernetes credentials found; tried " + "; ".join(tried))
+
+
+def _from_kubeconfig(path: str | None) -> k8s.Configuration:
+    configuration = k8s.Configuration()
+    k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=path, client_configuration=configuration
+    )
+    return configuration
+
+
+def new_api_client(configuration: k8s.Configuration) -> k8s.ApiClient:
+    """A client for one thread only, on its own copy of ``configuration``.
+
+    The bearer-token refresh (in-cluster token file, kubeconfig exec plugins) rewrites the
+    configuration's ``api_key`` from inside a request, so a configuration shared by
+    threads is written by one while another reads it. With a copy each, only the thread
+    using the client ever writes its configuration. What stays shared is the loader's
+    refresh hook (a function the copies all reference): it re-reads the token into the
+    loader and then writes only the configuration it was called with. The connection
+    pool is the client's own too, so no other thread ever holds one of its connections.
+    """
+    return k8s.ApiClient(copy.deepcopy(configuration))
+
+
+def load_api_client(kubeconfig: Path | None) -> k8s.ApiClient:
+    """``load_configuration`` and one client on it, for a caller that needs only one."""
+    return new_api_client(load_configuration(kubeconfig))

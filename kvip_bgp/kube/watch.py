@@ -1,6 +1,8 @@
 """Stream threads: list, then watch, one resource each, and push parsed objects.
 
 They own no cluster state: all they remember is the ``resourceVersion`` to resume from.
+Each owns its API client (see ``client.new_api_client``) and every response it reads:
+only the stream thread releases or closes them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from kvip_bgp.domain.objects import (
     parse_node,
     parse_service,
 )
-from kvip_bgp.kube.client import LIST_PAGE_SIZE, ApiClient, ApiException, Gone, request
+from kvip_bgp.kube.client import (
+    LIST_PAGE_SIZE,
+    ApiClient,
+    ApiException,
+    Configuration,
+    Gone,
+    new_api_client,
+    request,
+)
 from kvip_bgp.runtime.messages import Changed, KubeObject, Listed, StreamEvent
 
 log = structlog.get_logger("kvip_bgp.kube")
@@ -38,7 +48,10 @@ class WatchTimeouts:
 
 @dataclass(frozen=True)
 class Resource:
-    """How to list/watch one resource kind (``path``: its collection) and parse its objects."""
+    """How to list/watch one resource kind (``path``: its collection) and parse its objects.
+
+    ``api`` is used by the one stream thread of this resource only.
+    """
 
     name: str
     api: ApiClient
@@ -51,16 +64,20 @@ class Resource:
         return request(self.api, "GET", self.path, (*self.params, *query), timeout=timeout)
 
 
-def resources(api: ApiClient, node_name: str) -> tuple[Resource, ...]:
+def resources(configuration: Configuration, node_name: str) -> tuple[Resource, ...]:
+    """The three watched kinds, each with an API client of its own on ``configuration``."""
     return (
-        Resource("services", api, "/api/v1/services", parse_service),
+        Resource("services", new_api_client(configuration), "/api/v1/services", parse_service),
         Resource(
-            "endpointslices", api, "/apis/discovery.k8s.io/v1/endpointslices", parse_endpoint_slice
+            "endpointslices",
+            new_api_client(configuration),
+            "/apis/discovery.k8s.io/v1/endpointslices",
+            parse_endpoint_slice,
         ),
         # Only our own Node matters; the selector saves watching all 80 of them.
         Resource(
             "nodes",
-            api,
+            new_api_client(configuration),
             "/api/v1/nodes",
             parse_node,
             (("fieldSelector", f"metadata.name={node_name}"),),
@@ -81,7 +98,19 @@ def _lines(response: Any) -> Iterator[bytes]:
 
 
 class ResourceStream(threading.Thread):
-    """One stream thread: list, then watch, forever, for one resource."""
+    """One stream thread: list, then watch, forever, for one resource.
+
+    ``stop`` (called from the main thread) signals; it never closes or releases a
+    response. A watch can block in a read for up to ``read_seconds``, so ``stop`` also
+    interrupts it, and touches exactly one thing for that: ``shutdown(SHUT_RD)`` on the
+    socket of the watch response in flight (urllib3's ``HTTPResponse.shutdown``). That
+    call does not close the descriptor (so it cannot be reused under the reader) and only
+    makes the pending read return; the stream thread then sees ``stop`` and closes the
+    response itself. ``_interrupt_lock`` makes the hand-over exact: the stream thread
+    publishes the response under it before reading and withdraws it under it before
+    letting go of the connection, so ``stop`` never touches a connection that is back in
+    the pool or closed.
+    """
 
     def __init__(
         self,
@@ -96,15 +125,20 @@ class ResourceStream(threading.Thread):
         self._on_restart = on_restart
         self._timeouts = timeouts
         self._stopping = threading.Event()
-        self._response: Any = None
+        self._interrupt_lock = threading.Lock()
+        # The watch response being read, set and cleared by the stream thread only.
+        self._reading: Any = None
 
     def stop(self) -> None:
+        """Signal the thread to end and wake a read blocked on the watch (see the class)."""
         self._stopping.set()
-        response = self._response
-        if response is not None:
-            # Closing a half-dead urllib3 response may raise anything; we are leaving anyway.
-            with contextlib.suppress(Exception):
-                response.shutdown() if hasattr(response, "shutdown") else response.close()
+        with self._interrupt_lock:
+            response = self._reading
+            shutdown = getattr(response, "shutdown", None)
+            if shutdown is not None:
+                # Raises only if the socket is already gone: the read then ends on its own.
+                with contextlib.suppress(OSError, ValueError, RuntimeError):
+                    shutdown()
 
     def run(self) -> None:
         resource_version: str | None = None
@@ -213,8 +247,12 @@ class ResourceStream(threading.Thread):
             ),
             self._request_timeout(),
         )
-        self._response = response
+        with self._interrupt_lock:
+            self._reading = response
+        clean = False
         try:
+            if self._stopping.is_set():  # stop came before the response was published
+                return resource_version
             for line in _lines(response):
                 if self._stopping.is_set():
                     break
@@ -230,9 +268,17 @@ class ResourceStream(threading.Thread):
                     self._deliver(Changed(self.resource.name, kind, self.resource.parse(obj)))
                 if new_version:
                     resource_version = str(new_version)
+            else:
+                clean = not self._stopping.is_set()
         finally:
-            self._response = None
-            response.release_conn()
+            with self._interrupt_lock:
+                self._reading = None
+            # A watch read to its end leaves a reusable connection; after an error or an
+            # interrupted read it does not (the socket may be shut down): close it.
+            if clean:
+                response.release_conn()
+            else:
+                response.close()
         return resource_version
 
 

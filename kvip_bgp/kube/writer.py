@@ -1,12 +1,10 @@
-"""The cluster writer thread: Service status, Events and the status-writer Lease."""
+"""The cluster writer thread: Service status and Events, while it holds the status-writer Lease."""
 
 from __future__ import annotations
 
-import calendar
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
@@ -18,31 +16,10 @@ from kvip_bgp.kube.client import (
     api_path,
     request_json,
 )
+from kvip_bgp.kube.lease import Lease, LeaseSettings, now_micro
 from kvip_bgp.runtime.messages import ServiceEvent, StatusWanted, WriteRequest
 
 log = structlog.get_logger("kvip_bgp.kube")
-
-
-@dataclass(frozen=True)
-class LeaseSettings:
-    namespace: str
-    name: str = "kvip-bgp-status-writer"
-    duration: int = 15
-    renew_every: float = 5.0
-
-
-def _now_micro() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000000Z"
-
-
-def _parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-
-    try:
-        return float(calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")))
-    except ValueError:
-        return None
 
 
 STATUS_WRITES_PER_SECOND: Final = 200
@@ -50,7 +27,6 @@ RECENT_WRITE: Final = 30.0  # seconds a written status is trusted over a stale w
 # Status writes wait while the reconciler still has routes to bind and announce, but
 # never longer than this in a row: a status must not stay unwritten under constant churn.
 STATUS_YIELD_MAX: Final = 10.0
-LEASES: Final = "/apis/coordination.k8s.io/v1/namespaces/{}/leases"
 EVENTS: Final = "/api/v1/namespaces/{}/events"
 
 
@@ -77,7 +53,7 @@ class ClusterWriter(threading.Thread):
         super().__init__(name="cluster-writer", daemon=True)
         self._api = api
         self._identity = identity
-        self._lease = lease
+        self._lease = Lease(api, identity, lease)
         self._requests = requests
         self._on_leader_change = on_leader_change
         self._routes_busy = routes_busy
@@ -108,7 +84,7 @@ class ClusterWriter(threading.Thread):
             if now >= next_renew:
                 self._elect()
                 self._forget_old_writes()
-                next_renew = now + self._lease.renew_every
+                next_renew = now + self._lease.settings.renew_every
             # While statuses are pending, come back at once after the flush below.
             wait = 0.01 if self._leader and self._pending_status else next_renew - time.monotonic()
             for _key, request in self._requests.drain(max(0.01, wait)):
@@ -125,7 +101,7 @@ class ClusterWriter(threading.Thread):
 
     def _elect(self) -> None:
         try:
-            leader = self._try_acquire()
+            leader = self._lease.try_acquire()
         except Exception as error:
             log.warning("kube.lease_error", error=str(error)[:300])
             leader = False
@@ -134,62 +110,6 @@ class ClusterWriter(threading.Thread):
             log.info("kube.status_writer", leader=leader, identity=self._identity)
             if self._on_leader_change is not None:
                 self._on_leader_change(leader)
-
-    def _try_acquire(self) -> bool:
-        lease = self._lease
-        now = _now_micro()
-        leases = api_path(LEASES, lease.namespace)
-        this_lease = api_path(LEASES + "/{}", lease.namespace, lease.name)
-        try:
-            current = request_json(self._api, "GET", this_lease)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            body: Any = {
-                "apiVersion": "coordination.k8s.io/v1",
-                "kind": "Lease",
-                "metadata": {"name": lease.name, "namespace": lease.namespace},
-                "spec": {
-                    "holderIdentity": self._identity,
-                    "leaseDurationSeconds": lease.duration,
-                    "acquireTime": now,
-                    "renewTime": now,
-                    "leaseTransitions": 0,
-                },
-            }
-            try:
-                request_json(self._api, "POST", leases, body)
-            except ApiException as create_error:
-                if create_error.status == 409:
-                    return False
-                raise
-            return True
-        spec = current.get("spec") or {}
-        holder = spec.get("holderIdentity")
-        renewed = _parse_time(spec.get("renewTime"))
-        duration = spec.get("leaseDurationSeconds") or lease.duration
-        expired = renewed is None or renewed + float(duration) < time.time()
-        if holder != self._identity and not expired:
-            return False
-        spec = dict(spec)
-        if holder != self._identity:
-            spec["acquireTime"] = now
-            spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
-        spec.update(
-            {
-                "holderIdentity": self._identity,
-                "renewTime": now,
-                "leaseDurationSeconds": lease.duration,
-            }
-        )
-        current["spec"] = spec
-        try:
-            request_json(self._api, "PUT", this_lease, current)
-        except ApiException as error:
-            if error.status == 409:  # someone else renewed or took it first
-                return False
-            raise
-        return True
 
     # -- requests -------------------------------------------------------------------
 
@@ -270,7 +190,7 @@ class ClusterWriter(threading.Thread):
     def _post_event(self, event: ServiceEvent) -> None:
         namespace, name = event.service.split("/", 1)
         key = (event.service, event.reason, event.message)
-        now = _now_micro()
+        now = now_micro()
         previous = self._posted.get(key)
         if previous is not None:
             event_name, count = previous

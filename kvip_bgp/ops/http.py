@@ -1,7 +1,8 @@
 """The HTTP thread: /metrics, /healthz, /readyz, /status. It reads frozen snapshots only.
 
 Nothing here can change daemon state or block another thread: handlers read the latest
-published ``ReconcilerStatus``/``ClusterStatus`` (immutable) and the metrics registry.
+published ``ReconcilerStatus``/``ClusterStatus`` (immutable), whether ExaBGP runs (as the
+main thread, its supervisor, last published it) and the metrics registry.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class StatusServer:
         metrics: Metrics,
         reconciler: Snapshot[ReconcilerStatus],
         cluster: Snapshot[ClusterStatus],
-        exabgp_running: Callable[[], bool],
+        exabgp_running: Snapshot[bool] | None,
         threads_alive: Callable[[], bool],
         explain: Callable[[str], Explanation | None] | None = None,
         needs_peer: bool = True,
@@ -125,7 +126,7 @@ class StatusServer:
             problems = []
             if not self._threads_alive():
                 problems.append("a daemon thread died")
-            if not self._exabgp_running():
+            if self._exabgp_running is not None and not self._exabgp_running.read():
                 problems.append("exabgp is not running")
             self._text(request, 503 if problems else 200, "; ".join(problems) or "ok")
         elif path == "/readyz":

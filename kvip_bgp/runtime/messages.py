@@ -6,9 +6,9 @@ with ``match``, and mypy checks that no type is forgotten.
 
 from __future__ import annotations
 
-import queue
+import threading
 from dataclasses import dataclass
-from typing import Final, assert_never
+from typing import Final, Generic, TypeVar, assert_never
 
 from kvip_bgp.domain.explain import Explanation
 from kvip_bgp.domain.model import (
@@ -22,6 +22,8 @@ from kvip_bgp.domain.objects import (
     ServiceInfo,
 )
 from kvip_bgp.runtime.workqueue import CoalescingQueue
+
+T = TypeVar("T")
 
 # ------------------------------------------- stream threads -> cluster-state thread
 
@@ -54,12 +56,38 @@ class ClusterStop:
     """Sentinel put on the cluster queue to end the thread."""
 
 
+class ReplyBox(Generic[T]):
+    """A one-shot channel back to the thread that asked: written once, read once.
+
+    The asker creates it and sends it inside its (frozen) request; from then on the only
+    write is the answering thread's single ``put``, and the only read is the asker's
+    ``get``. The value handed over must be immutable. A second ``put`` is a bug and
+    raises. An answer that comes after the asker gave up is dropped with the box.
+    """
+
+    __slots__ = ("_done", "_value")
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._value: T | None = None
+
+    def put(self, value: T) -> None:
+        if self._done.is_set():
+            raise RuntimeError("ReplyBox written twice")
+        self._value = value
+        self._done.set()  # publishes _value to the reader (Event orders the two)
+
+    def get(self, timeout: float) -> T | None:
+        """The answer, or None if none came within ``timeout`` seconds."""
+        return self._value if self._done.wait(timeout) else None
+
+
 @dataclass(frozen=True)
 class ExplainRequest:
-    """Asked by the HTTP thread; answered on ``reply`` (a queue only the asker reads)."""
+    """Asked by the HTTP thread; answered once, by the cluster thread, on ``reply``."""
 
     service: ObjectKey
-    reply: queue.Queue[Explanation]
+    reply: ReplyBox[Explanation]
 
 
 # ------------------------------------------- cluster-state thread -> cluster writer

@@ -1,0 +1,99 @@
+"""The Kubernetes side of the daemon: its threads, started together and stopped together.
+
+Three stream threads (one per watched kind) feed the cluster-state thread, which feeds
+the cluster writer. Each thread that talks to the API has a client of its own, built
+from the one loaded configuration (see ``client.new_api_client``).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kvip_bgp.domain.config import Config
+from kvip_bgp.domain.explain import Explanation
+from kvip_bgp.domain.model import Advertisement, IPAddress
+from kvip_bgp.domain.objects import ObjectKey
+from kvip_bgp.kube.client import Configuration, new_api_client
+from kvip_bgp.kube.lease import LeaseSettings
+from kvip_bgp.kube.watch import ResourceStream, WatchTimeouts, resources
+from kvip_bgp.kube.writer import ClusterWriter
+from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus
+from kvip_bgp.runtime.messages import ClusterStop, ExplainRequest, ReplyBox, WriteRequest
+from kvip_bgp.runtime.metrics import Metrics
+from kvip_bgp.runtime.snapshot import Snapshot
+from kvip_bgp.runtime.workqueue import CoalescingQueue
+
+
+@dataclass(frozen=True)
+class KubernetesThreads:
+    """The Kubernetes side, started together and stopped together."""
+
+    streams: tuple[ResourceStream, ...]
+    events: queue.Queue[Any]
+    cluster: threading.Thread
+    writer: ClusterWriter
+
+    def explain(self, service: str, timeout: float = 5.0) -> Explanation | None:
+        """Ask the cluster-state thread (it owns the cache) and wait for its answer."""
+        namespace, _, name = service.partition("/")
+        reply: ReplyBox[Explanation] = ReplyBox()
+        self.events.put(ExplainRequest(ObjectKey(namespace, name), reply))
+        return reply.get(timeout)
+
+    def stop(self) -> None:
+        for stream in self.streams:
+            stream.stop()
+        self.events.put(ClusterStop())
+        self.writer.stop()
+
+    def all(self) -> tuple[threading.Thread, ...]:
+        return (*self.streams, self.cluster, self.writer)
+
+
+def start_kubernetes(
+    config: Config,
+    configuration: Configuration,
+    publish: Callable[[IPAddress, Advertisement | None], None],
+    synced: Callable[[], None],
+    metrics: Metrics,
+    status: Snapshot[ClusterStatus],
+    routes_busy: Callable[[], bool],
+) -> KubernetesThreads:
+    """The writer, the cluster-state thread, then the streams that feed it; all started."""
+    events: queue.Queue[Any] = queue.Queue()
+    writes: CoalescingQueue[tuple[str, ...], WriteRequest] = CoalescingQueue()
+    writer = ClusterWriter(
+        new_api_client(configuration),
+        config.node_name,
+        LeaseSettings(namespace=os.environ.get("POD_NAMESPACE") or "kube-system"),
+        writes,
+        routes_busy=routes_busy,
+    )
+    writer.start()
+    cluster = ClusterState(
+        config,
+        events,
+        publish,
+        synced,
+        metrics,
+        status,
+        write=lambda request: writes.put(ClusterWriter.key(request), request),
+    )
+    cluster_thread = threading.Thread(target=cluster.run, name="cluster-state", daemon=True)
+    cluster_thread.start()
+    streams: list[ResourceStream] = []
+    for resource in resources(configuration, config.node_name):
+        stream = ResourceStream(
+            resource,
+            events.put,
+            lambda res, why: metrics.watch_restarts.labels(res, why).inc(),
+            WatchTimeouts(read_seconds=config.kubernetes.watch_read_timeout),
+        )
+        stream.start()
+        streams.append(stream)
+    return KubernetesThreads(tuple(streams), events, cluster_thread, writer)

@@ -1,0 +1,69 @@
+"""Process-global settings: the only module that changes state shared by every thread.
+
+Each setting here affects the whole process (and ExaBGP, which inherits the umask), so
+each is made once, by the main thread, before any other thread exists, and nowhere else:
+the cyclic garbage collector's thresholds, the umask, the signal handlers, and the
+C heap trim after the first sync.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import signal
+from collections.abc import Callable
+from types import FrameType
+from typing import Final
+
+# Young-generation threshold of the cyclic garbage collector (Python's default: 700).
+GC_THRESHOLDS: Final = (10_000, 10, 10)
+# Every file the daemon creates is private to root, as the systemd unit's UMask=0077
+# already makes it there: ExaBGP's config holds the MD5 passwords.
+UMASK: Final = 0o077
+
+
+def tune_gc() -> None:
+    """Collect cyclic garbage less often: the daemon's objects are nearly all acyclic.
+
+    Memory is still freed by reference counting; only cycles wait a little longer. The
+    cold-start figures behind the threshold are in the README's performance section.
+    """
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def private_umask() -> None:
+    """Files the daemon and ExaBGP create are readable by root only, however started."""
+    os.umask(UMASK)
+
+
+def on_stop_signals(handler: Callable[[int], None]) -> None:
+    """SIGTERM and SIGINT call ``handler(signum)`` (in the main thread, between bytecodes)."""
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        handler(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+
+
+def configure() -> None:
+    """The settings made once at start, before the first thread: gc and umask."""
+    tune_gc()
+    private_umask()
+
+
+def trim_c_heap() -> None:
+    """Hand the C heap's free pages back to the kernel, once, after the initial sync.
+
+    The initial lists are read and parsed in bursts whose freed memory glibc keeps for
+    reuse; ``malloc_trim`` returns it (figures: the README's performance section). A
+    no-op where the C library has no ``malloc_trim`` (musl, non-Linux).
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
