@@ -51,16 +51,8 @@ from typing import Any
 from kvip_bgp.bgp.config import exabgp_environment
 from kvip_bgp.testing.frr import FrrPeer
 from kvip_bgp.testing.netlab import Lab, wait_until
-from kvip_bgp.testing.scenario import (
-    NODE_ASN,
-    NODE_NAME,
-    TOR_ASN,
-    Scenario,
-    daemon_config,
-    endpoint_slice,
-    node,
-    service,
-)
+from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
+from kvip_bgp.testing.scenario import NODE_ASN, TOR_ASN, Scenario, daemon_config
 
 PREFIX = "kvb-"
 BENCH_DIR = Path(__file__).resolve().parent

@@ -16,7 +16,8 @@ from kvip_bgp.runtime.messages import ClusterStop as Stop
 from kvip_bgp.runtime.messages import Listed, ServiceEvent, WriteRequest
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.snapshot import Snapshot
-from kvip_bgp.testing.scenario import daemon_config, endpoint_slice, node, service
+from kvip_bgp.testing.objects import endpoint_slice, node, service
+from kvip_bgp.testing.scenario import daemon_config
 
 SHARED = "198.51.100.200"
 

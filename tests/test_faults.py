@@ -18,17 +18,8 @@ import pytest
 
 from kvip_bgp.configfile import load as config_module
 from kvip_bgp.testing.netlab import wait_until
-from kvip_bgp.testing.scenario import (
-    NODE_NAME,
-    Churn,
-    Scenario,
-    cmdline,
-    daemon_config,
-    endpoint_slice,
-    exabgp_pid,
-    node,
-    service,
-)
+from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
+from kvip_bgp.testing.scenario import Churn, Scenario, cmdline, daemon_config, exabgp_pid
 
 pytestmark = pytest.mark.lab
 

@@ -363,14 +363,8 @@ def test_bird_learns_the_table_both_families(lab: Lab, table: RouteTable, tor: F
 
 def test_daemon_in_kernel_table_mode(lab_required: None) -> None:
     """``kvip-bgp run`` with output: kernel-table: no ExaBGP, routes in table 198 only."""
-    from kvip_bgp.testing.scenario import (
-        NODE_NAME,
-        Scenario,
-        daemon_config,
-        endpoint_slice,
-        node,
-        service,
-    )
+    from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
+    from kvip_bgp.testing.scenario import Scenario, daemon_config
 
     with Scenario(prefix=PREFIX) as scenario:
         ns = scenario.lab.node

@@ -14,6 +14,7 @@ from kvip_bgp.runtime.messages import StatusWanted, WriteRequest
 from kvip_bgp.runtime.workqueue import CoalescingQueue
 from kvip_bgp.testing.fakeapi import FakeKubeAPI
 from kvip_bgp.testing.netlab import wait_until
+from kvip_bgp.testing.objects import service
 
 
 @pytest.fixture
@@ -36,14 +37,7 @@ def _writer(
 
 def _put_web_service(fake: FakeKubeAPI) -> None:
     """The Service whose status the writers are asked to write."""
-    fake.put(
-        {
-            "kind": "Service",
-            "apiVersion": "v1",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {},
-        }
-    )
+    fake.put(service("web"))
 
 
 def test_one_leader_and_takeover_after_expiry(api: tuple[FakeKubeAPI, Path]) -> None:

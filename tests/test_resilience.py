@@ -27,14 +27,8 @@ import pytest
 
 from kvip_bgp.netif.addresses import AddressTable
 from kvip_bgp.testing.netlab import in_netns, pid_alive, send_signal, wait_until
-from kvip_bgp.testing.scenario import (
-    NODE_NAME,
-    Scenario,
-    daemon_config,
-    endpoint_slice,
-    node,
-    service,
-)
+from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
+from kvip_bgp.testing.scenario import Scenario, daemon_config
 
 pytestmark = pytest.mark.lab
 

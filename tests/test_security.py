@@ -21,16 +21,8 @@ import yaml
 
 from kvip_bgp.testing.frr import FrrNeighbor
 from kvip_bgp.testing.netlab import Lab, wait_until
-from kvip_bgp.testing.scenario import (
-    NODE_ASN,
-    NODE_NAME,
-    Scenario,
-    daemon_config,
-    endpoint_slice,
-    exabgp_pid,
-    node,
-    service,
-)
+from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
+from kvip_bgp.testing.scenario import NODE_ASN, Scenario, daemon_config, exabgp_pid
 
 pytestmark = pytest.mark.lab
 

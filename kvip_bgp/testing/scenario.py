@@ -40,89 +40,11 @@ from kvip_bgp.testing.netlab import (
     listen_socket_in_netns,
     wait_for_value,
 )
+from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
 
-NODE_NAME = "node-1"
 NODE_ASN = 64512
 TOR_ASN = 64500
 HTTP_PORT = 9472
-
-
-def service(
-    name: str,
-    vip: str | None = None,
-    *,
-    namespace: str = "default",
-    annotations: Mapping[str, str] | None = None,
-    type: str = "LoadBalancer",
-    traffic_policy: str = "Cluster",
-    lb_class: str | None = None,
-    spec_ip: str | None = None,
-) -> dict[str, Any]:
-    """A Service object as the API server stores it."""
-    notes = dict(annotations or {})
-    if vip is not None:
-        notes["kvip-bgp.io/loadbalancerIPs"] = vip
-    spec: dict[str, Any] = {
-        "type": type,
-        "externalTrafficPolicy": traffic_policy,
-        "ports": [{"port": 80, "protocol": "TCP", "targetPort": 8080}],
-        "selector": {"app": name},
-    }
-    if lb_class is not None:
-        spec["loadBalancerClass"] = lb_class
-    if spec_ip is not None:
-        spec["loadBalancerIP"] = spec_ip
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace, "annotations": notes},
-        "spec": spec,
-    }
-
-
-def endpoint_slice(
-    service_name: str,
-    nodes: Sequence[str | tuple[str, bool]],
-    *,
-    namespace: str = "default",
-    suffix: str = "a",
-) -> dict[str, Any]:
-    """An EndpointSlice with one endpoint per node (``(node, ready)`` or ``node``)."""
-    endpoints = []
-    for index, entry in enumerate(nodes):
-        node, ready = (entry, True) if isinstance(entry, str) else entry
-        endpoints.append(
-            {
-                "addresses": [f"10.244.{index // 250}.{index % 250 + 1}"],
-                "conditions": {"ready": ready, "serving": ready, "terminating": False},
-                "nodeName": node,
-            }
-        )
-    return {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": f"{service_name}-{suffix}",
-            "namespace": namespace,
-            "labels": {"kubernetes.io/service-name": service_name},
-        },
-        "addressType": "IPv4",
-        "endpoints": endpoints,
-        "ports": [{"port": 8080, "protocol": "TCP"}],
-    }
-
-
-def node(name: str = NODE_NAME, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": name, "labels": dict(labels or {"kubernetes.io/hostname": name})},
-        "spec": {},
-        "status": {
-            "addresses": [{"type": "InternalIP", "address": Lab.NODE_V4}],
-            "conditions": [{"type": "Ready", "status": "True"}],
-        },
-    }
 
 
 def daemon_config(kubeconfig: Path | None, **overrides: Any) -> dict[str, Any]:
