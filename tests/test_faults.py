@@ -19,7 +19,8 @@ import pytest
 from kvip_bgp.configfile import load as config_module
 from kvip_bgp.testing.netlab import wait_until
 from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
-from kvip_bgp.testing.scenario import Churn, Scenario, cmdline, daemon_config, exabgp_pid
+from kvip_bgp.testing.procfs import cmdline, exabgp_pid
+from kvip_bgp.testing.scenario import Churn, Scenario, daemon_config
 
 pytestmark = pytest.mark.lab
 

@@ -33,7 +33,8 @@ from conftest import require_lab
 from kvip_bgp.netif.routes import RouteTable
 from kvip_bgp.testing.bird import BirdNeighbor, BirdPeer
 from kvip_bgp.testing.frr import FrrNeighbor, FrrPeer
-from kvip_bgp.testing.netlab import Lab, Netns, in_netns, pid_alive, send_signal, wait_until
+from kvip_bgp.testing.netlab import Lab, Netns, in_netns, send_signal, wait_until
+from kvip_bgp.testing.procfs import cmdline, pid_alive
 
 pytestmark = pytest.mark.lab
 
@@ -389,7 +390,7 @@ def test_daemon_in_kernel_table_mode(lab_required: None) -> None:
         wait_until(lambda: ours() == {str(V4)}, 15, what="VIP route in table 198")
         wait_until(lambda: scenario.http("/readyz")[0] == 200, 10, what="ready without peers")
         assert "exabgp" not in " ".join(
-            Path(f"/proc/{pid}/cmdline").read_text() for pid in ns.pids() if pid_alive(pid)
+            " ".join(cmdline(pid)) for pid in ns.pids() if pid_alive(pid)
         )
         scenario.api.delete("Service", "web", "default")
         wait_until(lambda: ours() == set(), 15, what="route removed with the Service")

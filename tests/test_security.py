@@ -22,7 +22,8 @@ import yaml
 from kvip_bgp.testing.frr import FrrNeighbor
 from kvip_bgp.testing.netlab import Lab, wait_until
 from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
-from kvip_bgp.testing.scenario import NODE_ASN, Scenario, daemon_config, exabgp_pid
+from kvip_bgp.testing.procfs import exabgp_pid
+from kvip_bgp.testing.scenario import NODE_ASN, Scenario, daemon_config
 
 pytestmark = pytest.mark.lab
 

@@ -26,7 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvip_bgp.testing.netlab import Netns, pid_alive, terminate_pids, wait_for_value, wait_until
+from kvip_bgp.testing.netlab import Netns, terminate_pids, wait_for_value, wait_until
+from kvip_bgp.testing.procfs import pid_alive
 
 __all__ = ["BIRD", "BIRDC", "BirdError", "BirdNeighbor", "BirdPeer", "BirdRoute", "parse_routes"]
 

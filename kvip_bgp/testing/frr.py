@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvip_bgp.testing.netlab import Netns, pid_alive, send_signal, wait_for_value, wait_until
+from kvip_bgp.testing.netlab import Netns, send_signal, wait_for_value, wait_until
+from kvip_bgp.testing.procfs import pid_alive
 
 __all__ = [
     "BGPD",

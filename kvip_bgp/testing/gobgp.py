@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvip_bgp.testing.netlab import Netns, pid_alive, terminate_pids, wait_for_value, wait_until
+from kvip_bgp.testing.netlab import Netns, terminate_pids, wait_for_value, wait_until
+from kvip_bgp.testing.procfs import pid_alive
 
 __all__ = ["GOBGP", "GOBGPD", "GobgpError", "GobgpNeighbor", "GobgpPeer", "GobgpRoute"]
 
