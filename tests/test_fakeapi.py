@@ -40,18 +40,9 @@ def service(name: str, namespace: str = "default", **labels: str) -> dict[str, A
 
 
 @pytest.fixture
-def api() -> Iterator[FakeKubeAPI]:
-    fake = FakeKubeAPI(bookmark_interval=0.1)
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def kube(api: FakeKubeAPI, tmp_path: Path) -> Iterator[client.ApiClient]:
-    path = api.write_kubeconfig(tmp_path / "kubeconfig")
+def kube(kubeconfig: Path) -> Iterator[client.ApiClient]:
     cfg = client.Configuration()
-    config.load_kube_config(config_file=str(path), client_configuration=cfg)
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
     with client.ApiClient(cfg) as api_client:
         yield api_client
 

@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,14 +38,8 @@ def names(count: int) -> list[str]:
 
 
 @pytest.fixture
-def api() -> Iterator[FakeKubeAPI]:
-    with FakeKubeAPI(bookmark_interval=0.1) as fake:
-        yield fake
-
-
-@pytest.fixture
-def api_client(api: FakeKubeAPI, tmp_path: Path) -> client.ApiClient:
-    return load_api_client(api.write_kubeconfig(tmp_path / "kubeconfig"))
+def api_client(kubeconfig: Path) -> client.ApiClient:
+    return load_api_client(kubeconfig)
 
 
 def get(api: FakeKubeAPI, path: str, **query: str) -> tuple[int, dict[str, Any]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,12 +14,6 @@ from kvip_bgp.runtime.workqueue import CoalescingQueue
 from kvip_bgp.testing.fakeapi import FakeKubeAPI
 from kvip_bgp.testing.netlab import wait_until
 from kvip_bgp.testing.objects import service
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[tuple[FakeKubeAPI, Path]]:
-    with FakeKubeAPI() as fake:
-        yield fake, fake.write_kubeconfig(tmp_path / "kubeconfig")
 
 
 def _writer(
@@ -40,8 +33,8 @@ def _put_web_service(fake: FakeKubeAPI) -> None:
     fake.put(service("web"))
 
 
-def test_one_leader_and_takeover_after_expiry(api: tuple[FakeKubeAPI, Path]) -> None:
-    fake, kubeconfig = api
+def test_one_leader_and_takeover_after_expiry(api: FakeKubeAPI, kubeconfig: Path) -> None:
+    fake = api
     leaders: dict[str, bool] = {}
     lock = threading.Lock()
     first = _writer(kubeconfig, "node-a", leaders, lock)
@@ -69,9 +62,10 @@ def test_one_leader_and_takeover_after_expiry(api: tuple[FakeKubeAPI, Path]) -> 
 
 
 def test_non_leader_writes_nothing_then_finishes_pending_work(
-    api: tuple[FakeKubeAPI, Path],
+    api: FakeKubeAPI,
+    kubeconfig: Path,
 ) -> None:
-    fake, kubeconfig = api
+    fake = api
     _put_web_service(fake)
     # Someone else holds a fresh lease.
     holder = _writer(kubeconfig, "node-a", {}, threading.Lock())
@@ -116,13 +110,14 @@ def test_non_leader_writes_nothing_then_finishes_pending_work(
     ],
 )
 def test_status_writes_wait_for_the_route_pipeline(
-    api: tuple[FakeKubeAPI, Path],
+    api: FakeKubeAPI,
+    kubeconfig: Path,
     monkeypatch: pytest.MonkeyPatch,
     busy_for: float,
     yield_max: float,
     written_while_busy: bool,
 ) -> None:
-    fake, kubeconfig = api
+    fake = api
     monkeypatch.setattr(kube, "STATUS_YIELD_MAX", yield_max)
     _put_web_service(fake)
     busy = threading.Event()
