@@ -22,7 +22,6 @@ import ipaddress
 import json
 import os
 import shutil
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,8 +31,9 @@ from conftest import require_lab
 
 from kvip_bgp.netif.routes import RouteTable
 from kvip_bgp.testing.bird import BirdNeighbor, BirdPeer
+from kvip_bgp.testing.daemon import end_process, read_pid_file
 from kvip_bgp.testing.frr import FrrNeighbor, FrrPeer
-from kvip_bgp.testing.netlab import Lab, Netns, in_netns, send_signal, wait_until
+from kvip_bgp.testing.netlab import Lab, Netns, in_netns, wait_until
 from kvip_bgp.testing.procfs import cmdline, pid_alive
 
 pytestmark = pytest.mark.lab
@@ -196,12 +196,9 @@ class ZebraBgp(FrrPeer):
 
     def stop(self, timeout: float = 5.0, *, graceful: bool = True) -> None:
         super().stop(timeout, graceful=graceful)
-        try:
-            pid = int(self.zebra_pid.read_text())
-        except (OSError, ValueError):
-            return
-        send_signal(pid, signal.SIGTERM)
-        wait_until(lambda: not pid_alive(pid), timeout, 0.05, what="zebra to exit")
+        pid = read_pid_file(self.zebra_pid)
+        if pid is not None:
+            end_process(pid, timeout, what="zebra")
 
 
 @pytest.fixture
