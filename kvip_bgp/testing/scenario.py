@@ -274,6 +274,42 @@ class Scenario:
 # ------------------------------------------------------------------------------ make lab
 
 
+class RouteSampler:
+    """FRR's table sampled in the background while the block runs, so a test can assert
+    on every moment (a prefix that flickered in between two checks is still seen)."""
+
+    def __init__(
+        self, scenario: Scenario, interval: float = 0.25, afis: Sequence[str] = ("ipv4",)
+    ) -> None:
+        self.scenario = scenario
+        self.interval = interval
+        self.afis = tuple(afis)
+        self.samples: list[tuple[float, set[str]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="route-sampler")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            table: set[str] = set()
+            for afi in self.afis:
+                table |= set(self.scenario.routes(afi))
+            self.samples.append((time.monotonic(), table))
+            self._stop.wait(self.interval)
+
+    @property
+    def seen(self) -> set[str]:
+        """Every prefix FRR held in any sample."""
+        return set().union(*(table for _, table in list(self.samples)))
+
+    def __enter__(self) -> RouteSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
 def seed_objects() -> list[dict[str, Any]]:
     """The example Services of ``make lab``: two announced, one refused, one not ours."""
     return [
