@@ -48,3 +48,12 @@ def api() -> Iterator[FakeKubeAPI]:
 def kubeconfig(api: FakeKubeAPI, tmp_path: Path) -> Path:
     """A kubeconfig that points at ``api``."""
     return api.write_kubeconfig(tmp_path / "kubeconfig")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that asks for ``lab_required`` is a lab test, marked or not, so ``-m "not
+    lab"`` (``make unit``) never builds namespaces outside the lab lock."""
+    for item in items:
+        if "lab_required" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.lab)
