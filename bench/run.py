@@ -51,16 +51,9 @@ from typing import Any
 from kvip_bgp.bgp.config import exabgp_environment
 from kvip_bgp.testing.frr import FrrPeer
 from kvip_bgp.testing.netlab import Lab, wait_until
-from kvip_bgp.testing.scenario import (
-    NODE_ASN,
-    NODE_NAME,
-    TOR_ASN,
-    Scenario,
-    daemon_config,
-    endpoint_slice,
-    node,
-    service,
-)
+from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
+from kvip_bgp.testing.procfs import cpu_seconds, process_roles, process_sample
+from kvip_bgp.testing.scenario import NODE_ASN, TOR_ASN, Scenario, daemon_config
 
 PREFIX = "kvb-"
 BENCH_DIR = Path(__file__).resolve().parent
@@ -70,7 +63,6 @@ RCV_LOCAL = "203.0.113.1"  # the node's end of the link to the receiver
 RCV_PEER = "203.0.113.2"
 RCV_ASN = 64600
 POLL = 0.05
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def vip(index: int) -> str:
@@ -88,53 +80,9 @@ def service_objects(count: int) -> Iterator[dict[str, Any]]:
 # ------------------------------------------------------------------------- /proc
 
 
-def children(pid: int) -> list[int]:
-    result: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return result
-    for tid in tasks:
-        try:
-            text = Path(f"/proc/{pid}/task/{tid}/children").read_text()
-        except OSError:
-            continue
-        result += [int(tok) for tok in text.split()]
-    return result
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def process_roles(daemon_pid: int) -> dict[str, int]:
-    """``kvip-bgp`` itself, its ``exabgp`` and ExaBGP's ``relay`` helper."""
-    roles = {"kvip-bgp": daemon_pid}
-    pending = [daemon_pid]
-    while pending:
-        for child in children(pending.pop()):
-            line = cmdline(child)
-            if "kvip_bgp.bgp.relay" in line:
-                roles["relay"] = child
-            elif "exabgp" in line and "server" in line:
-                roles["exabgp"] = child
-            pending.append(child)
-    return roles
-
-
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    sample = process_sample(pid)
+    return sample.rss_kib / 1024.0 if sample is not None and sample.rss_kib else float("nan")
 
 
 # ------------------------------------------------------------------------- FRR

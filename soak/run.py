@@ -23,13 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kvip_bgp.testing.scenario import (
-    Churn,
-    ProcessSample,
-    Scenario,
-    exabgp_pid,
-    process_sample,
-)
+from kvip_bgp.testing.procfs import ProcessSample, exabgp_pid, process_sample
+from kvip_bgp.testing.scenario import Churn, Scenario
 
 
 def parse_duration(text: str) -> float:

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from kvip_bgp.testing.fakeapi import FakeKubeAPI
 
 
 def require_lab(*binaries: str) -> None:
@@ -31,3 +35,25 @@ def require_lab(*binaries: str) -> None:
 @pytest.fixture
 def lab_required() -> None:
     require_lab("/usr/lib/frr/bgpd", "vtysh")
+
+
+@pytest.fixture
+def api() -> Iterator[FakeKubeAPI]:
+    """A fake API server on 127.0.0.1 with fast bookmarks, stopped after the test."""
+    with FakeKubeAPI(bookmark_interval=0.1) as fake:
+        yield fake
+
+
+@pytest.fixture
+def kubeconfig(api: FakeKubeAPI, tmp_path: Path) -> Path:
+    """A kubeconfig that points at ``api``."""
+    return api.write_kubeconfig(tmp_path / "kubeconfig")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that asks for ``lab_required`` is a lab test, marked or not, so ``-m "not
+    lab"`` (``make unit``) never builds namespaces outside the lab lock."""
+    for item in items:
+        if "lab_required" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.lab)

@@ -18,7 +18,8 @@ from kvip_bgp.runtime.messages import Listed, ServiceEvent, WriteRequest
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.reconciler import ReconcilerStatus
 from kvip_bgp.runtime.snapshot import Snapshot
-from kvip_bgp.testing.scenario import daemon_config, endpoint_slice, node, service
+from kvip_bgp.testing.objects import endpoint_slice, node, service
+from kvip_bgp.testing.scenario import daemon_config
 
 SHARED = "198.51.100.200"
 

@@ -14,14 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from kvip_bgp.testing.scenario import (
-    NODE_NAME,
-    Scenario,
-    daemon_config,
-    endpoint_slice,
-    node,
-    service,
-)
+from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
+from kvip_bgp.testing.scenario import Scenario, daemon_config
 
 pytestmark = pytest.mark.lab
 

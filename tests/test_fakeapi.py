@@ -29,37 +29,20 @@ from kubernetes import client, config, watch
 from kubernetes.client import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from kvip_bgp.testing import objects
 from kvip_bgp.testing.fakeapi import FakeKubeAPI
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def service(name: str, namespace: str = "default", **labels: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
-        "spec": {
-            "type": "LoadBalancer",
-            "loadBalancerClass": "kvip-bgp.io/bgp",
-            "ports": [{"port": 80, "protocol": "TCP"}],
-        },
-    }
+    return objects.service(name, namespace=namespace, labels=labels, lb_class="kvip-bgp.io/bgp")
 
 
 @pytest.fixture
-def api() -> Iterator[FakeKubeAPI]:
-    fake = FakeKubeAPI(bookmark_interval=0.1)
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def kube(api: FakeKubeAPI, tmp_path: Path) -> Iterator[client.ApiClient]:
-    path = api.write_kubeconfig(tmp_path / "kubeconfig")
+def kube(kubeconfig: Path) -> Iterator[client.ApiClient]:
     cfg = client.Configuration()
-    config.load_kube_config(config_file=str(path), client_configuration=cfg)
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=cfg)
     with client.ApiClient(cfg) as api_client:
         yield api_client
 
@@ -84,19 +67,8 @@ def no_watchers_left(api: FakeKubeAPI, timeout: float = 2.0) -> bool:
 def test_list_returns_items_and_resource_version(api: FakeKubeAPI, kube: client.ApiClient) -> None:
     api.put(service("a", app="web"))
     api.put(service("b", namespace="team"))
-    api.put({"kind": "Node", "metadata": {"name": "worker-1", "labels": {"rack": "r1"}}})
-    api.put(
-        {
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "a-x1",
-                "namespace": "default",
-                "labels": {"kubernetes.io/service-name": "a"},
-            },
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": ["10.0.0.1"], "nodeName": "worker-1"}],
-        }
-    )
+    api.put(objects.node("worker-1", {"rack": "r1"}))
+    api.put(objects.endpoint_slice("a", ["worker-1"], suffix="x1"))
     core = client.CoreV1Api(kube)
     every = core.list_service_for_all_namespaces()
     assert sorted(s.metadata.name for s in every.items) == ["a", "b"]
@@ -189,7 +161,7 @@ def test_too_old_rv_after_expire_history_is_410(api: FakeKubeAPI, kube: client.A
 
 def test_bounded_history_expires_old_rvs() -> None:
     fake = FakeKubeAPI(history=3)
-    fake.put({"kind": "Node", "metadata": {"name": "n"}})  # other kinds keep their own history
+    fake.put(objects.node("n"))  # other kinds keep their own history
     rv_before = fake.resource_version
     for i in range(5):
         fake.put(service(f"s{i}"))

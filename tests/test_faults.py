@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 
@@ -18,17 +17,9 @@ import pytest
 
 from kvip_bgp.configfile import load as config_module
 from kvip_bgp.testing.netlab import wait_until
-from kvip_bgp.testing.scenario import (
-    NODE_NAME,
-    Churn,
-    Scenario,
-    cmdline,
-    daemon_config,
-    endpoint_slice,
-    exabgp_pid,
-    node,
-    service,
-)
+from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
+from kvip_bgp.testing.procfs import cmdline, exabgp_pid
+from kvip_bgp.testing.scenario import Churn, RouteSampler, Scenario, daemon_config
 
 pytestmark = pytest.mark.lab
 
@@ -208,30 +199,6 @@ def test_frr_restarted_gets_the_full_table_again(churning: tuple[Scenario, Churn
 # --------------------------------------------------------------------------- fake API
 
 
-class TablePoller:
-    """Samples FRR's table in the background; tests assert on every sample."""
-
-    def __init__(self, scenario: Scenario, interval: float = 0.25) -> None:
-        self.scenario = scenario
-        self.interval = interval
-        self.samples: list[tuple[float, set[str]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.samples.append((time.monotonic(), set(self.scenario.routes())))
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> TablePoller:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-
 def _p(ip: str) -> str:
     return f"{ip}/32"
 
@@ -258,7 +225,7 @@ def test_api_server_misbehaves_daemon_recovers_and_withdraws_nothing(
         def wait_table(expected: set[str], what: str, timeout: float = 20) -> None:
             scenario.wait_routes(lambda r: set(r) == expected, what, timeout=timeout)
 
-        with TablePoller(scenario) as poller:
+        with RouteSampler(scenario) as poller:
             # 1. Watch streams dropped in the middle of a burst of events.
             for index, vip in enumerate(BURST):
                 api.put(service(f"burst-{index}", vip))

@@ -37,6 +37,7 @@ from kvip_bgp.runtime.static import (
     run_check,
     static_watchers,
 )
+from kvip_bgp.testing.procfs import pid_alive
 
 VIP = ipaddress.ip_address("198.51.100.53")
 DEFAULTS = RouteAttributes(communities=(Community.parse("64512:100"),), med=10)
@@ -411,17 +412,9 @@ def test_exec_timeout_kills_the_whole_group(tmp_path: Path) -> None:
     assert elapsed < 1.5
     child = int(pidfile.read_text())
     deadline = time.monotonic() + WAIT
-    while _alive(child):
+    while pid_alive(child):
         assert time.monotonic() < deadline, f"grandchild {child} survived the timeout"
         time.sleep(0.02)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
 
 
 def test_exec_watcher_true_false_and_timeout(harness: Harness, logs: Logs) -> None:

@@ -30,16 +30,8 @@ from kvip_bgp.testing.bird import BirdNeighbor, BirdPeer
 from kvip_bgp.testing.frr import FrrNeighbor
 from kvip_bgp.testing.gobgp import GobgpNeighbor, GobgpPeer
 from kvip_bgp.testing.netlab import Lab, wait_until
-from kvip_bgp.testing.scenario import (
-    NODE_ASN,
-    NODE_NAME,
-    TOR_ASN,
-    Scenario,
-    daemon_config,
-    endpoint_slice,
-    node,
-    service,
-)
+from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
+from kvip_bgp.testing.scenario import NODE_ASN, TOR_ASN, Scenario, daemon_config
 
 pytestmark = pytest.mark.lab
 

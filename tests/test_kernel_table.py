@@ -22,7 +22,6 @@ import ipaddress
 import json
 import os
 import shutil
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,8 +31,10 @@ from conftest import require_lab
 
 from kvip_bgp.netif.routes import RouteTable
 from kvip_bgp.testing.bird import BirdNeighbor, BirdPeer
+from kvip_bgp.testing.daemon import end_process, read_pid_file
 from kvip_bgp.testing.frr import FrrNeighbor, FrrPeer
-from kvip_bgp.testing.netlab import Lab, Netns, in_netns, pid_alive, send_signal, wait_until
+from kvip_bgp.testing.netlab import Lab, Netns, in_netns, wait_until
+from kvip_bgp.testing.procfs import cmdline, pid_alive
 
 pytestmark = pytest.mark.lab
 
@@ -195,12 +196,9 @@ class ZebraBgp(FrrPeer):
 
     def stop(self, timeout: float = 5.0, *, graceful: bool = True) -> None:
         super().stop(timeout, graceful=graceful)
-        try:
-            pid = int(self.zebra_pid.read_text())
-        except (OSError, ValueError):
-            return
-        send_signal(pid, signal.SIGTERM)
-        wait_until(lambda: not pid_alive(pid), timeout, 0.05, what="zebra to exit")
+        pid = read_pid_file(self.zebra_pid)
+        if pid is not None:
+            end_process(pid, timeout, what="zebra")
 
 
 @pytest.fixture
@@ -363,14 +361,8 @@ def test_bird_learns_the_table_both_families(lab: Lab, table: RouteTable, tor: F
 
 def test_daemon_in_kernel_table_mode(lab_required: None) -> None:
     """``kvip-bgp run`` with output: kernel-table: no ExaBGP, routes in table 198 only."""
-    from kvip_bgp.testing.scenario import (
-        NODE_NAME,
-        Scenario,
-        daemon_config,
-        endpoint_slice,
-        node,
-        service,
-    )
+    from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
+    from kvip_bgp.testing.scenario import Scenario, daemon_config
 
     with Scenario(prefix=PREFIX) as scenario:
         ns = scenario.lab.node
@@ -395,7 +387,7 @@ def test_daemon_in_kernel_table_mode(lab_required: None) -> None:
         wait_until(lambda: ours() == {str(V4)}, 15, what="VIP route in table 198")
         wait_until(lambda: scenario.http("/readyz")[0] == 200, 10, what="ready without peers")
         assert "exabgp" not in " ".join(
-            Path(f"/proc/{pid}/cmdline").read_text() for pid in ns.pids() if pid_alive(pid)
+            " ".join(cmdline(pid)) for pid in ns.pids() if pid_alive(pid)
         )
         scenario.api.delete("Service", "web", "default")
         wait_until(lambda: ours() == set(), 15, what="route removed with the Service")

@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,15 +31,7 @@ from kvip_bgp.kube.writer import ClusterWriter
 from kvip_bgp.runtime import messages as kube
 from kvip_bgp.runtime.workqueue import CoalescingQueue
 from kvip_bgp.testing.fakeapi import FakeKubeAPI
-
-
-def service(name: str, namespace: str = "default") -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"type": "LoadBalancer"},
-    }
+from kvip_bgp.testing.objects import service
 
 
 def names(count: int) -> list[str]:
@@ -47,14 +39,8 @@ def names(count: int) -> list[str]:
 
 
 @pytest.fixture
-def api() -> Iterator[FakeKubeAPI]:
-    with FakeKubeAPI(bookmark_interval=0.1) as fake:
-        yield fake
-
-
-@pytest.fixture
-def api_client(api: FakeKubeAPI, tmp_path: Path) -> client.ApiClient:
-    return load_api_client(api.write_kubeconfig(tmp_path / "kubeconfig"))
+def api_client(kubeconfig: Path) -> client.ApiClient:
+    return load_api_client(kubeconfig)
 
 
 def get(api: FakeKubeAPI, path: str, **query: str) -> tuple[int, dict[str, Any]]:
@@ -130,7 +116,9 @@ def test_later_pages_do_not_see_writes_after_the_first(api: FakeKubeAPI) -> None
 
 
 def test_selectors_apply_before_paging(api: FakeKubeAPI) -> None:
-    api.put_many(service(name, namespace) for name in names(3) for namespace in ("a", "b"))
+    api.put_many(
+        service(name, namespace=namespace) for name in names(3) for namespace in ("a", "b")
+    )
     got = pages(api, 2, "/api/v1/namespaces/b/services")
     assert [len(page["items"]) for page in got] == [2, 1]
     assert {item["metadata"]["namespace"] for page in got for item in page["items"]} == {"b"}

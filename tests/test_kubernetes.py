@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from kvip_bgp.testing.scenario import NODE_NAME, Scenario, endpoint_slice, node, service
+from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
+from kvip_bgp.testing.scenario import Scenario
 
 pytestmark = pytest.mark.lab
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,12 +14,7 @@ from kvip_bgp.runtime.messages import StatusWanted, WriteRequest
 from kvip_bgp.runtime.workqueue import CoalescingQueue
 from kvip_bgp.testing.fakeapi import FakeKubeAPI
 from kvip_bgp.testing.netlab import wait_until
-
-
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[tuple[FakeKubeAPI, Path]]:
-    with FakeKubeAPI() as fake:
-        yield fake, fake.write_kubeconfig(tmp_path / "kubeconfig")
+from kvip_bgp.testing.objects import service
 
 
 def _writer(
@@ -37,18 +31,11 @@ def _writer(
 
 def _put_web_service(fake: FakeKubeAPI) -> None:
     """The Service whose status the writers are asked to write."""
-    fake.put(
-        {
-            "kind": "Service",
-            "apiVersion": "v1",
-            "metadata": {"name": "web", "namespace": "default"},
-            "spec": {},
-        }
-    )
+    fake.put(service("web"))
 
 
-def test_one_leader_and_takeover_after_expiry(api: tuple[FakeKubeAPI, Path]) -> None:
-    fake, kubeconfig = api
+def test_one_leader_and_takeover_after_expiry(api: FakeKubeAPI, kubeconfig: Path) -> None:
+    fake = api
     leaders: dict[str, bool] = {}
     lock = threading.Lock()
     first = _writer(kubeconfig, "node-a", leaders, lock)
@@ -76,9 +63,10 @@ def test_one_leader_and_takeover_after_expiry(api: tuple[FakeKubeAPI, Path]) -> 
 
 
 def test_non_leader_writes_nothing_then_finishes_pending_work(
-    api: tuple[FakeKubeAPI, Path],
+    api: FakeKubeAPI,
+    kubeconfig: Path,
 ) -> None:
-    fake, kubeconfig = api
+    fake = api
     _put_web_service(fake)
     # Someone else holds a fresh lease.
     holder = _writer(kubeconfig, "node-a", {}, threading.Lock())
@@ -123,13 +111,14 @@ def test_non_leader_writes_nothing_then_finishes_pending_work(
     ],
 )
 def test_status_writes_wait_for_the_route_pipeline(
-    api: tuple[FakeKubeAPI, Path],
+    api: FakeKubeAPI,
+    kubeconfig: Path,
     monkeypatch: pytest.MonkeyPatch,
     busy_for: float,
     yield_max: float,
     written_while_busy: bool,
 ) -> None:
-    fake, kubeconfig = api
+    fake = api
     monkeypatch.setattr(kube, "STATUS_YIELD_MAX", yield_max)
     _put_web_service(fake)
     busy = threading.Event()

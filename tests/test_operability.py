@@ -12,7 +12,8 @@ from conftest import require_lab
 from prometheus_client.parser import text_string_to_metric_families
 
 from kvip_bgp.testing.netlab import wait_until
-from kvip_bgp.testing.scenario import NODE_NAME, Scenario, endpoint_slice, node, service
+from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
+from kvip_bgp.testing.scenario import Scenario
 
 pytestmark = pytest.mark.lab
 

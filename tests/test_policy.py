@@ -22,6 +22,8 @@ from kvip_bgp.domain.objects import (
 from kvip_bgp.domain.policy import ServiceDecision, SharedVipConflict, advertisements, decide
 from kvip_bgp.domain.reasons import POLICY_REASONS, Reason, Refusal, wire
 from kvip_bgp.domain.sources import SourceKind, VipSource, service_wire
+from kvip_bgp.testing import objects
+from kvip_bgp.testing.objects import endpoint as ep
 
 NODE = "worker-1"
 VIP4 = "198.51.100.10"
@@ -67,67 +69,32 @@ def service_json(
     annotations: dict[str, str] | None = None,
     ingress: list[str] | None = None,
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "type": type,
-        "clusterIP": "10.96.0.10",
-        "ports": [{"port": 80, "protocol": "TCP", "targetPort": 8080}],
-        "selector": {"app": name},
-    }
-    if lb_class is not None:
-        spec["loadBalancerClass"] = lb_class
-    if lb_ip is not None:
-        spec["loadBalancerIP"] = lb_ip
-    if etp is not None:
-        spec["externalTrafficPolicy"] = etp
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "uid": f"uid-{namespace}-{name}",
-            "resourceVersion": "1234",
-            "annotations": {"kvip-bgp.io/loadbalancerIPs": VIP4}
-            if annotations is None
-            else annotations,
-        },
-        "spec": spec,
-        "status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ingress or []]}},
-    }
+    """The shared Service builder with this table's defaults (VIP4 unless annotated)."""
+    return objects.service(
+        name,
+        VIP4 if annotations is None else None,
+        namespace=namespace,
+        annotations=annotations,
+        type=type,
+        traffic_policy=etp,
+        lb_class=lb_class,
+        spec_ip=lb_ip,
+        cluster_ip="10.96.0.10",
+        uid=f"uid-{namespace}-{name}",
+        resource_version="1234",
+        ingress=ingress or [],
+    )
 
 
 def slice_json(
     service: str = "web", namespace: str = "default", endpoints: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    return {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": f"{service}-abcde",
-            "namespace": namespace,
-            "labels": {"kubernetes.io/service-name": service},
-        },
-        "addressType": "IPv4",
-        "endpoints": [ep(NODE)] if endpoints is None else endpoints,
-        "ports": [{"port": 8080, "protocol": "TCP"}],
-    }
-
-
-def ep(
-    node: str | None,
-    ready: bool | None = True,
-    serving: bool | None = None,
-    terminating: bool | None = None,
-) -> dict[str, Any]:
-    conditions = {
-        k: v
-        for k, v in (("ready", ready), ("serving", serving), ("terminating", terminating))
-        if v is not None
-    }
-    endpoint: dict[str, Any] = {"addresses": ["10.244.1.5"], "conditions": conditions}
-    if node is not None:
-        endpoint["nodeName"] = node
-    return endpoint
+    return objects.endpoint_slice(
+        service,
+        namespace=namespace,
+        suffix="abcde",
+        endpoints=[ep(NODE)] if endpoints is None else endpoints,
+    )
 
 
 def node_json(
@@ -138,22 +105,14 @@ def node_json(
     network_unavailable: str | None = None,
     addresses: list[str] | None = None,
 ) -> dict[str, Any]:
-    conditions = [{"type": "Ready", "status": "True"}]
-    if network_unavailable is not None:
-        conditions.append({"type": "NetworkUnavailable", "status": network_unavailable})
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}},
-        "spec": {"unschedulable": True} if unschedulable else {},
-        "status": {
-            "conditions": conditions,
-            "addresses": [
-                {"type": "InternalIP", "address": a} for a in (addresses or ["10.0.0.11"])
-            ]
-            + [{"type": "Hostname", "address": name}],
-        },
-    }
+    return objects.node(
+        name,
+        {"kubernetes.io/hostname": name, **(labels or {})},
+        addresses=addresses or ["10.0.0.11"],
+        hostname_address=True,
+        unschedulable=unschedulable,
+        network_unavailable=network_unavailable,
+    )
 
 
 @dataclass

@@ -21,20 +21,14 @@ import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from kvip_bgp.netif.addresses import AddressTable
-from kvip_bgp.testing.netlab import in_netns, pid_alive, send_signal, wait_until
-from kvip_bgp.testing.scenario import (
-    NODE_NAME,
-    Scenario,
-    daemon_config,
-    endpoint_slice,
-    node,
-    service,
-)
+from kvip_bgp.testing.netlab import in_netns, send_signal, wait_until
+from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
+from kvip_bgp.testing.procfs import cmdline, parent, pid_alive
+from kvip_bgp.testing.scenario import Scenario, daemon_config
 
 pytestmark = pytest.mark.lab
 
@@ -43,22 +37,6 @@ V1 = "198.51.100.10"
 V2 = "198.51.100.11"
 FOREIGN = "198.51.100.99"
 POLL = 0.07
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
-def parent(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[-1].split()[1])
 
 
 def node_pids(scenario: Scenario, *needle: str) -> list[int]:

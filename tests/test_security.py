@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,47 +20,15 @@ import yaml
 
 from kvip_bgp.testing.frr import FrrNeighbor
 from kvip_bgp.testing.netlab import Lab, wait_until
-from kvip_bgp.testing.scenario import (
-    NODE_ASN,
-    NODE_NAME,
-    Scenario,
-    daemon_config,
-    endpoint_slice,
-    exabgp_pid,
-    node,
-    service,
-)
+from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
+from kvip_bgp.testing.procfs import exabgp_pid
+from kvip_bgp.testing.scenario import NODE_ASN, RouteSampler, Scenario, daemon_config
 
 pytestmark = pytest.mark.lab
 
 PREFIX = "kvf-"
 GOOD = "198.51.100.10"
 KVIP = "kvip-bgp.io/"
-
-
-class Sampler:
-    """Every prefix FRR ever held (IPv4 and IPv6) while the block runs."""
-
-    def __init__(self, scenario: Scenario) -> None:
-        self.scenario = scenario
-        self.seen: set[str] = set()
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.seen |= set(self.scenario.routes("ipv4")) | set(self.scenario.routes("ipv6"))
-            self.samples += 1
-            self._stop.wait(0.2)
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
 
 
 def _event_reasons(scenario: Scenario) -> dict[str, set[str]]:
@@ -118,7 +85,7 @@ def test_injection_attempts_are_refused_with_events(lab_required: None) -> None:
         _put_with_slice(scenario, service("good", GOOD))
         for name, (vip, notes) in INJECTIONS.items():
             _put_with_slice(scenario, service(name, vip, annotations=notes))
-        with Sampler(scenario) as sampler:
+        with RouteSampler(scenario, 0.2, ("ipv4", "ipv6")) as sampler:
             scenario.start_daemon()
             scenario.wait_routes(lambda r: f"{GOOD}/32" in r, "the valid Service", timeout=30)
             wanted = {f"default/{name}" for name in INJECTIONS}
@@ -131,7 +98,7 @@ def test_injection_attempts_are_refused_with_events(lab_required: None) -> None:
                 what="an InvalidAnnotation Event on every injected Service",
             )
             time.sleep(2)
-        assert sampler.samples > 10
+        assert len(sampler.samples) > 10
         assert sampler.seen == {f"{GOOD}/32"}, sampler.seen
         reasons = {s["service"]: s["reason"] for s in scenario.status()["services"]}
         for key in wanted:
@@ -194,7 +161,7 @@ def test_hijack_attempts_are_refused(lab_required: None) -> None:
         _put_with_slice(scenario, service("spec-prefix", spec_ip="198.51.100.0/25"))
         config = daemon_config(scenario.kubeconfig)
         config["vips"]["allowed"] = HIJACK_ALLOWED
-        with Sampler(scenario) as sampler:
+        with RouteSampler(scenario, 0.2, ("ipv4", "ipv6")) as sampler:
             scenario.start_daemon(config)
             legit = {f"{GOOD}/32", "198.51.100.131/32"}
             scenario.wait_routes(lambda r: set(r) == legit, "the legitimate VIPs", timeout=30)
@@ -233,7 +200,7 @@ def test_namespaced_range_inside_a_wider_range_stays_reserved(lab_required: None
             "198.51.100.0/24",
             {"cidr": "198.51.100.128/25", "namespaces": ["team-a"]},
         ]
-        with Sampler(scenario) as sampler:
+        with RouteSampler(scenario, 0.2, ("ipv4", "ipv6")) as sampler:
             scenario.start_daemon(config)
             scenario.wait_routes(
                 lambda r: {f"{GOOD}/32", "198.51.100.131/32"} <= set(r), "legit VIPs", 30

@@ -18,7 +18,6 @@ Facts about BIRD 2.0.12 this code relies on (checked on the lab machines):
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import re
 import subprocess
@@ -26,13 +25,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kvip_bgp.testing.netlab import Netns, pid_alive, terminate_pids, wait_for_value, wait_until
+from kvip_bgp.testing.daemon import LabDaemon, ReceivedRoute
+from kvip_bgp.testing.netlab import Netns, wait_for_value
 
 __all__ = ["BIRD", "BIRDC", "BirdError", "BirdNeighbor", "BirdPeer", "BirdRoute", "parse_routes"]
 
 BIRD = "bird"
 BIRDC = "birdc"
-_UNIX_PATH_MAX = 107
 
 
 @dataclass(frozen=True)
@@ -50,16 +49,9 @@ class BirdNeighbor:
 
 
 @dataclass(frozen=True)
-class BirdRoute:
+class BirdRoute(ReceivedRoute):
     """The preferred route BIRD holds for one prefix, reduced to what tests assert on."""
 
-    prefix: str
-    next_hop: str
-    communities: tuple[str, ...]
-    large_communities: tuple[str, ...]
-    med: int | None
-    local_pref: int | None
-    as_path: tuple[int, ...]
     protocol: str
 
 
@@ -157,8 +149,11 @@ def parse_routes(text: str) -> dict[str, BirdRoute]:
     return result
 
 
-class BirdPeer:
+class BirdPeer(LabDaemon):
     """``bird`` in a namespace with one ``protocol bgp`` per neighbor."""
+
+    program = "bird"
+    error = BirdError
 
     def __init__(
         self,
@@ -172,29 +167,18 @@ class BirdPeer:
         hold_time: int = 9,
         extra_config: str = "",
     ) -> None:
-        self.ns = ns if isinstance(ns, Netns) else Netns(ns)
+        super().__init__(ns, workdir)
         self.asn = asn
         self.router_id = router_id
         self.local_address = local_address
         self.neighbors = tuple(neighbors)
-        self.workdir = Path(workdir)
         self.hold_time = hold_time
         self.extra_config = extra_config
-        self._process: subprocess.Popen[bytes] | None = None
-        if len(str(self.control_socket)) > _UNIX_PATH_MAX:
-            raise ValueError(f"workdir too long for a unix socket path: {self.control_socket}")
-
-    @property
-    def config_path(self) -> Path:
-        return self.workdir / "bird.conf"
+        self._check_socket_path(self.control_socket)
 
     @property
     def control_socket(self) -> Path:
         return self.workdir / "bird.ctl"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "bird.log"
 
     @staticmethod
     def protocol_name(index: int) -> str:
@@ -230,34 +214,22 @@ class BirdPeer:
             ]
         return "\n".join(lines) + "\n"
 
-    def start(self, timeout: float = 10.0) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(self.render_config())
+    def check_config(self) -> None:
         check = subprocess.run(
             [BIRD, "-p", "-c", str(self.config_path)], capture_output=True, text=True, check=False
         )
         if check.returncode != 0:
             raise BirdError(f"bird rejects {self.config_path}: {check.stderr.strip()}")
+
+    def launch(self) -> None:
         self._process = self.ns.popen(
             [BIRD, "-f", "-c", str(self.config_path), "-s", str(self.control_socket)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_until(
-            lambda: self.birdc("show status").find("Daemon is up") >= 0,
-            timeout,
-            what=f"bird in {self.ns.name} to answer birdc",
-        )
 
-    def stop(self) -> None:
-        process = self._process
-        if process is None:
-            return
-        if pid_alive(process.pid):
-            terminate_pids([process.pid])
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(5)
-        self._process = None
+    def answers(self) -> bool:
+        return self.birdc("show status").find("Daemon is up") >= 0
 
     def birdc(self, *command: str) -> str:
         proc = subprocess.run(

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvip_bgp.testing.netlab import Netns, pid_alive, send_signal, wait_for_value, wait_until
+from kvip_bgp.testing.daemon import LabDaemon, ReceivedRoute
+from kvip_bgp.testing.netlab import Netns, wait_for_value, wait_until
 
 __all__ = [
     "BGPD",
@@ -53,7 +53,6 @@ _AFIS = ("ipv4", "ipv6")
 _SUMMARY_KEYS = {"ipv4": "ipv4Unicast", "ipv6": "ipv6Unicast"}
 # What bgpd -C prints for a bad line ("[EC nnn]" tags FRR's logged errors).
 _CONFIG_ERROR_MARKERS = ("[EC ", "Config Failed", "No such command", "Unknown command")
-_UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
 
 
 @dataclass(frozen=True)
@@ -83,16 +82,9 @@ class FrrNetwork:
 
 
 @dataclass(frozen=True)
-class FrrRoute:
+class FrrRoute(ReceivedRoute):
     """The best path FRR holds for one prefix, reduced to what tests assert on."""
 
-    prefix: str
-    next_hop: str
-    communities: tuple[str, ...]
-    large_communities: tuple[str, ...]
-    med: int | None
-    local_pref: int | None
-    as_path: tuple[int, ...]
     stale: bool
 
 
@@ -149,7 +141,7 @@ class FrrError(RuntimeError):
     """bgpd refused its config, failed to start, or vtysh reported an error."""
 
 
-class FrrPeer:
+class FrrPeer(LabDaemon):
     """An FRR ``bgpd`` inside a namespace, configured from typed values.
 
     ``start()`` validates and writes ``bgpd.conf``, starts bgpd and waits until vtysh
@@ -158,6 +150,10 @@ class FrrPeer:
     themselves). Graceful restart is always on, so when the *other* side restarts its
     routes stay here, marked stale, which is what hitless-restart tests look at.
     """
+
+    program = "bgpd"
+    pid_name = "bgpd.pid"
+    error = FrrError
 
     def __init__(
         self,
@@ -173,34 +169,18 @@ class FrrPeer:
         hold_time: int = 9,
         keepalive: int = 3,
     ) -> None:
-        self.ns = ns if isinstance(ns, Netns) else Netns(ns)
+        super().__init__(ns, workdir)
         self.asn = asn
         self.router_id = router_id
         self.neighbors = tuple(neighbors)
-        self.workdir = Path(workdir)
         self.ipv6 = ipv6
         self.networks = tuple(networks)
         self.extra_config = extra_config
         self.hold_time = hold_time
         self.keepalive = keepalive
-        if len(str(self.vty_socket)) > _UNIX_PATH_MAX:
-            raise ValueError(
-                f"workdir too long for a unix socket path ({self.vty_socket}); use a shorter one"
-            )
+        self._check_socket_path(self.vty_socket)
 
     # -- files ------------------------------------------------------------------------
-
-    @property
-    def config_path(self) -> Path:
-        return self.workdir / "bgpd.conf"
-
-    @property
-    def pid_path(self) -> Path:
-        return self.workdir / "bgpd.pid"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "bgpd.log"
 
     @property
     def vty_socket(self) -> Path:
@@ -271,17 +251,6 @@ class FrrPeer:
 
     # -- process ----------------------------------------------------------------------
 
-    def pid(self) -> int | None:
-        """bgpd's pid while it runs, else ``None``."""
-        try:
-            pid = int(self.pid_path.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if pid_alive(pid) else None
-
-    def running(self) -> bool:
-        return self.pid() is not None
-
     def _bgpd_argv(self, pid_file: Path, *extra: str) -> list[str]:
         return [
             BGPD,
@@ -298,12 +267,7 @@ class FrrPeer:
             *extra,
         ]
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Write the config, check it, start bgpd in the namespace, wait for vtysh."""
-        if self.running():
-            raise FrrError(f"bgpd already running in {self.ns.name} (pid {self.pid()})")
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(self.render_config())
+    def check_config(self) -> None:
         # The dry run exits 0 even on errors, so look at what it printed instead.
         dry = subprocess.run(
             self._bgpd_argv(self.workdir / "dryrun.pid", "-C"),
@@ -322,33 +286,12 @@ class FrrPeer:
                 f"bgpd rejects {self.config_path} (exit {dry.returncode}): "
                 + "; ".join(complaints or [dry.stderr.strip()])
             )
-        self.pid_path.unlink(missing_ok=True)
+
+    def launch(self) -> None:
         self.ns.run(*self._bgpd_argv(self.pid_path, "-d", "--log", f"file:{self.log_path}"))
-        wait_until(
-            lambda: self.running() and self.vtysh("show bgp summary json") is not None,
-            timeout,
-            what=f"bgpd in {self.ns.name} to answer vtysh (log: {self.log_path})",
-        )
 
-    def stop(self, timeout: float = 5.0, *, graceful: bool = True) -> None:
-        """End bgpd and wait until it is gone; a no-op if it is not running.
-
-        ``graceful=False`` sends SIGKILL: no NOTIFICATION reaches the peers, like a
-        crashed router (what the other side's graceful-restart handling is tested with).
-        """
-        pid = self.pid()
-        if pid is None:
-            return
-        send_signal(pid, signal.SIGTERM if graceful else signal.SIGKILL)
-        try:
-            wait_until(lambda: not pid_alive(pid), timeout, 0.05, what=f"bgpd {pid} to exit")
-        except TimeoutError:
-            send_signal(pid, signal.SIGKILL)
-            wait_until(lambda: not pid_alive(pid), 5.0, 0.05, what=f"bgpd {pid} to die")
-
-    def restart(self, timeout: float = 10.0, *, graceful: bool = True) -> None:
-        self.stop(graceful=graceful)
-        self.start(timeout)
+    def answers(self) -> bool:
+        return self.vtysh("show bgp summary json") is not None
 
     # -- vtysh ------------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ Facts about GoBGP 3.10 this code relies on (checked on the lab machines):
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 from collections.abc import Callable, Sequence
@@ -25,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvip_bgp.testing.netlab import Netns, pid_alive, terminate_pids, wait_for_value, wait_until
+from kvip_bgp.testing.daemon import LabDaemon, ReceivedRoute
+from kvip_bgp.testing.netlab import Netns, wait_for_value
 
 __all__ = ["GOBGP", "GOBGPD", "GobgpError", "GobgpNeighbor", "GobgpPeer", "GobgpRoute"]
 
@@ -45,16 +45,9 @@ class GobgpNeighbor:
 
 
 @dataclass(frozen=True)
-class GobgpRoute:
+class GobgpRoute(ReceivedRoute):
     """The best path GoBGP holds for one prefix, reduced to what tests assert on."""
 
-    prefix: str
-    next_hop: str
-    communities: tuple[str, ...]
-    large_communities: tuple[str, ...]
-    med: int | None
-    local_pref: int | None
-    as_path: tuple[int, ...]
     stale: bool
 
 
@@ -115,8 +108,13 @@ def parse_rib(data: dict[str, Any]) -> dict[str, GobgpRoute]:
     return result
 
 
-class GobgpPeer:
+class GobgpPeer(LabDaemon):
     """``gobgpd`` in a namespace with a TOML config and a namespace-local gRPC API."""
+
+    program = "gobgpd"
+    config_suffix = ".toml"
+    start_timeout = 15.0
+    error = GobgpError
 
     def __init__(
         self,
@@ -129,23 +127,12 @@ class GobgpPeer:
         hold_time: int = 9,
         api_port: int = API_PORT,
     ) -> None:
-        self.ns = ns if isinstance(ns, Netns) else Netns(ns)
+        super().__init__(ns, workdir)
         self.asn = asn
         self.router_id = router_id
         self.neighbors = tuple(neighbors)
-        self.workdir = Path(workdir)
         self.hold_time = hold_time
         self.api_port = api_port
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: Any = None
-
-    @property
-    def config_path(self) -> Path:
-        return self.workdir / "gobgpd.toml"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "gobgpd.log"
 
     def render_config(self) -> str:
         lines = [
@@ -184,9 +171,7 @@ class GobgpPeer:
             lines.append("")
         return "\n".join(lines)
 
-    def start(self, timeout: float = 15.0) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(self.render_config())
+    def check_config(self) -> None:
         check = subprocess.run(
             [GOBGPD, "-d", "-f", str(self.config_path), "-t", "toml"],
             capture_output=True,
@@ -196,6 +181,8 @@ class GobgpPeer:
         )
         if check.returncode != 0:
             raise GobgpError(f"gobgpd rejects {self.config_path}: {check.stdout}{check.stderr}")
+
+    def launch(self) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (kept while gobgpd runs)
         self._process = self.ns.popen(
             [
@@ -211,23 +198,9 @@ class GobgpPeer:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        wait_until(
-            lambda: self.gobgp("global") is not None,
-            timeout,
-            what=f"gobgpd in {self.ns.name} to answer its API (log: {self.log_path})",
-        )
 
-    def stop(self) -> None:
-        process = self._process
-        if process is not None:
-            if pid_alive(process.pid):
-                terminate_pids([process.pid])
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(5)
-            self._process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    def answers(self) -> bool:
+        return self.gobgp("global") is not None
 
     def gobgp(self, *args: str, as_json: bool = False) -> str:
         """Run the ``gobgp`` CLI against this instance (inside its namespace)."""

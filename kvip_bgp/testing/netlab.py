@@ -36,6 +36,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from kvip_bgp.testing.procfs import pid_alive
+
 __all__ = [
     "DEFAULT_PREFIX",
     "Lab",
@@ -48,7 +50,6 @@ __all__ = [
     "link",
     "list_netns",
     "listen_socket_in_netns",
-    "pid_alive",
     "send_signal",
     "terminate_pids",
     "wait_until",
@@ -138,17 +139,6 @@ def _netns_pids(name: str) -> list[int]:
     pids = [int(tok) for tok in proc.stdout.split() if tok.isdigit()]
     # Never shoot ourselves: a thread of this process may have entered the namespace.
     return [pid for pid in pids if pid != os.getpid()]
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie counts as dead (a daemon's parent may never reap it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # The state letter follows the parenthesised command name, which may contain spaces.
-    state = stat.rsplit(")", 1)[-1].split()[0]
-    return state not in ("Z", "X")
 
 
 def send_signal(pid: int, sig: signal.Signals) -> None:

@@ -40,89 +40,11 @@ from kvip_bgp.testing.netlab import (
     listen_socket_in_netns,
     wait_for_value,
 )
+from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
 
-NODE_NAME = "node-1"
 NODE_ASN = 64512
 TOR_ASN = 64500
 HTTP_PORT = 9472
-
-
-def service(
-    name: str,
-    vip: str | None = None,
-    *,
-    namespace: str = "default",
-    annotations: Mapping[str, str] | None = None,
-    type: str = "LoadBalancer",
-    traffic_policy: str = "Cluster",
-    lb_class: str | None = None,
-    spec_ip: str | None = None,
-) -> dict[str, Any]:
-    """A Service object as the API server stores it."""
-    notes = dict(annotations or {})
-    if vip is not None:
-        notes["kvip-bgp.io/loadbalancerIPs"] = vip
-    spec: dict[str, Any] = {
-        "type": type,
-        "externalTrafficPolicy": traffic_policy,
-        "ports": [{"port": 80, "protocol": "TCP", "targetPort": 8080}],
-        "selector": {"app": name},
-    }
-    if lb_class is not None:
-        spec["loadBalancerClass"] = lb_class
-    if spec_ip is not None:
-        spec["loadBalancerIP"] = spec_ip
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": namespace, "annotations": notes},
-        "spec": spec,
-    }
-
-
-def endpoint_slice(
-    service_name: str,
-    nodes: Sequence[str | tuple[str, bool]],
-    *,
-    namespace: str = "default",
-    suffix: str = "a",
-) -> dict[str, Any]:
-    """An EndpointSlice with one endpoint per node (``(node, ready)`` or ``node``)."""
-    endpoints = []
-    for index, entry in enumerate(nodes):
-        node, ready = (entry, True) if isinstance(entry, str) else entry
-        endpoints.append(
-            {
-                "addresses": [f"10.244.{index // 250}.{index % 250 + 1}"],
-                "conditions": {"ready": ready, "serving": ready, "terminating": False},
-                "nodeName": node,
-            }
-        )
-    return {
-        "apiVersion": "discovery.k8s.io/v1",
-        "kind": "EndpointSlice",
-        "metadata": {
-            "name": f"{service_name}-{suffix}",
-            "namespace": namespace,
-            "labels": {"kubernetes.io/service-name": service_name},
-        },
-        "addressType": "IPv4",
-        "endpoints": endpoints,
-        "ports": [{"port": 8080, "protocol": "TCP"}],
-    }
-
-
-def node(name: str = NODE_NAME, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": name, "labels": dict(labels or {"kubernetes.io/hostname": name})},
-        "spec": {},
-        "status": {
-            "addresses": [{"type": "InternalIP", "address": Lab.NODE_V4}],
-            "conditions": [{"type": "Ready", "status": "True"}],
-        },
-    }
 
 
 def daemon_config(kubeconfig: Path | None, **overrides: Any) -> dict[str, Any]:
@@ -350,6 +272,42 @@ class Scenario:
 
 
 # ------------------------------------------------------------------------------ make lab
+
+
+class RouteSampler:
+    """FRR's table sampled in the background while the block runs, so a test can assert
+    on every moment (a prefix that flickered in between two checks is still seen)."""
+
+    def __init__(
+        self, scenario: Scenario, interval: float = 0.25, afis: Sequence[str] = ("ipv4",)
+    ) -> None:
+        self.scenario = scenario
+        self.interval = interval
+        self.afis = tuple(afis)
+        self.samples: list[tuple[float, set[str]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="route-sampler")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            table: set[str] = set()
+            for afi in self.afis:
+                table |= set(self.scenario.routes(afi))
+            self.samples.append((time.monotonic(), table))
+            self._stop.wait(self.interval)
+
+    @property
+    def seen(self) -> set[str]:
+        """Every prefix FRR held in any sample."""
+        return set().union(*(table for _, table in list(self.samples)))
+
+    def __enter__(self) -> RouteSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
 
 
 def seed_objects() -> list[dict[str, Any]]:
@@ -628,61 +586,3 @@ class Churn:
             and not routes[p].stale
             for p in expected
         )
-
-
-def child_pids(pid: int) -> list[int]:
-    """Direct children of ``pid`` (from /proc)."""
-    result = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        # The command name may contain spaces and parentheses: split after the last ')'.
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 1 and fields[1] == str(pid):
-            result.append(int(entry))
-    return result
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return [part.decode(errors="replace") for part in handle.read().split(b"\0") if part]
-    except OSError:
-        return []
-
-
-def exabgp_pid(daemon_pid: int) -> int | None:
-    """The ExaBGP process the daemon supervises (``python -m exabgp server ...``)."""
-    for child in child_pids(daemon_pid):
-        argv = cmdline(child)
-        if "exabgp" in argv and "server" in argv:
-            return child
-    return None
-
-
-@dataclass(frozen=True)
-class ProcessSample:
-    """Resource use of one process, from /proc (for the soak run)."""
-
-    rss_kib: int
-    threads: int
-    fds: int
-
-
-def process_sample(pid: int) -> ProcessSample | None:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        fds = len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return None
-    values: dict[str, str] = {}
-    for line in status.splitlines():
-        key, _, value = line.partition(":")
-        values[key] = value.strip()
-    rss = int(values.get("VmRSS", "0 kB").split()[0])
-    return ProcessSample(rss_kib=rss, threads=int(values.get("Threads", "0")), fds=fds)

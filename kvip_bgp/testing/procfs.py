@@ -1,0 +1,113 @@
+"""What /proc says about a process: alive, parent, children, command line, resource use.
+
+The lab tests, the bench and the soak run all look at kvip-bgp and its ExaBGP this way;
+every reader returns an empty value for a process that is gone instead of raising.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """``/proc/<pid>/stat`` from the state letter on (field 3 of proc(5) is index 0)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return []
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    return stat.rsplit(")", 1)[-1].split()
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie counts as dead (a daemon's parent may never reap it)."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] not in ("Z", "X")
+
+
+def parent(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if len(fields) > 1 else None
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid``, of all its threads."""
+    result: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return result
+    for tid in tasks:
+        try:
+            text = Path(f"/proc/{pid}/task/{tid}/children").read_text()
+        except OSError:
+            continue
+        result += [int(tok) for tok in text.split()]
+    return result
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def exabgp_pid(daemon_pid: int) -> int | None:
+    """The ExaBGP process the daemon supervises (``python -m exabgp server ...``)."""
+    for child in children(daemon_pid):
+        argv = cmdline(child)
+        if "exabgp" in argv and "server" in argv:
+            return child
+    return None
+
+
+def process_roles(daemon_pid: int) -> dict[str, int]:
+    """``kvip-bgp`` itself, its ``exabgp`` and ExaBGP's ``relay`` helper."""
+    roles = {"kvip-bgp": daemon_pid}
+    pending = [daemon_pid]
+    while pending:
+        for child in children(pending.pop()):
+            line = " ".join(cmdline(child))
+            if "kvip_bgp.bgp.relay" in line:
+                roles["relay"] = child
+            elif "exabgp" in line and "server" in line:
+                roles["exabgp"] = child
+            pending.append(child)
+    return roles
+
+
+@dataclass(frozen=True)
+class ProcessSample:
+    """Resource use of one process, from /proc/<pid>/status and fd/."""
+
+    rss_kib: int
+    threads: int
+    fds: int
+
+
+def process_sample(pid: int) -> ProcessSample | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+    values: dict[str, str] = {}
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        values[key] = value.strip()
+    rss = int(values.get("VmRSS", "0 kB").split()[0])
+    return ProcessSample(rss_kib=rss, threads=int(values.get("Threads", "0")), fds=fds)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of ``pid`` so far (NaN once it is gone)."""
+    fields = _stat_fields(pid)
+    if len(fields) < 13:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
