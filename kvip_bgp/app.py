@@ -31,6 +31,7 @@ from kvip_bgp.bgp.api import ApiReader, listen_api_socket
 from kvip_bgp.bgp.config import exabgp_environment, render_config
 from kvip_bgp.domain.config import Config, Peer
 from kvip_bgp.domain.model import Advertisement, IPAddress
+from kvip_bgp.domain.sources import VipSource
 from kvip_bgp.ops.http import StatusServer
 from kvip_bgp.runtime.cluster import SOURCE as KUBE_SOURCE
 from kvip_bgp.runtime.cluster import ClusterStatus
@@ -50,7 +51,7 @@ log = structlog.get_logger("kvip_bgp.app")
 
 def static_source(vip: IPAddress) -> str:
     """Each static VIP is a source of its own: synced once its first check reported."""
-    return f"static:{vip}"
+    return VipSource.static(vip).wire
 
 
 class StartupError(Exception):

@@ -27,7 +27,7 @@ def tune_gc() -> None:
     """Collect cyclic garbage less often: the daemon's objects are nearly all acyclic.
 
     Memory is still freed by reference counting; only cycles wait a little longer. The
-    cold-start figures behind the threshold are in the README's performance section.
+    cold-start figures behind the threshold are in docs/performance.md.
     """
     gc.set_threshold(*GC_THRESHOLDS)
 
@@ -57,7 +57,7 @@ def trim_c_heap() -> None:
     """Hand the C heap's free pages back to the kernel, once, after the initial sync.
 
     The initial lists are read and parsed in bursts whose freed memory glibc keeps for
-    reuse; ``malloc_trim`` returns it (figures: the README's performance section). A
+    reuse; ``malloc_trim`` returns it (figures: docs/performance.md). A
     no-op where the C library has no ``malloc_trim`` (musl, non-Linux).
     """
     try:

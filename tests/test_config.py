@@ -543,7 +543,7 @@ GOOD_DOCUMENTS = [
             "bgp.peers[0].next_hop_v6": "2001:db8::1",
         },
         lambda c: (
-            c.bgp.peers[0].multihop
+            c.bgp.peers[0].ttl > 1
             and c.bgp.peers[0].node_selector == (("a", "b"), ("topology.kubernetes.io/rack", "r1"))
             and c.bgp.peers[0].next_hop_v6 == ipaddress.IPv6Address("2001:db8::1")
         ),

@@ -158,10 +158,10 @@ def listen_api_socket(path: Path) -> socket.socket:
     if path.exists() or path.is_symlink():
         path.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o177)
-    try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old_umask)
+    # No umask dance (the umask is the whole process's, shared by every thread): the
+    # directory is 0700 and the daemon's umask 0077 (process.py), so the socket is
+    # private from the moment it exists; the chmod only makes it 0600 exactly.
+    sock.bind(str(path))
+    os.chmod(path, 0o600)
     sock.listen(4)
     return sock

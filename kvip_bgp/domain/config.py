@@ -34,10 +34,6 @@ class Peer:
     next_hop_v6: ipaddress.IPv6Address | None = None
     next_hop_v4: ipaddress.IPv4Address | None = None
 
-    @property
-    def multihop(self) -> bool:
-        return self.ttl > 1
-
 
 @dataclass(frozen=True)
 class BgpConfig:

@@ -148,9 +148,8 @@ def host_prefix(vip: IPAddress) -> IPNetwork:
 def address_order(vip: IPAddress) -> tuple[int, int]:
     """Sort key: IPv4 before IPv6, then by value.
 
-    ``ipaddress`` objects compare in Python (``__lt__``); a pair of ints compares in C.
-    Sorting 10,000 addresses: 24 ms with ``(version, address)`` keys, 6 ms with this, and
-    the reconciler sorts what is left to bind on every pass of a cold start.
+    ``ipaddress`` objects compare in Python (``__lt__``); a pair of ints compares in C,
+    and the reconciler sorts what is left to bind on every pass of a cold start.
     """
     return (vip.version, int(vip))
 

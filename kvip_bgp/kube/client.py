@@ -71,10 +71,10 @@ def request(
     """One API call; the streaming urllib3 response, or ``ApiException`` for non-2xx.
 
     Why not ``CoreV1Api`` and friends: in this client the first use of a generated API
-    class imports the pydantic models of its whole group and builds their validators,
-    about 24 MB resident for the three classes we need, to check parameters we build
-    ourselves. ``ApiClient.param_serialize``/``call_api`` are the layer those classes call,
-    so auth (bearer token, exec plugins, refresh), TLS and the host come from the same
+    class imports the pydantic models of its whole group and builds their validators
+    (tens of MB resident, docs/performance.md), to check parameters we build ourselves.
+    ``ApiClient.param_serialize``/``call_api`` are the layer those classes call, so auth
+    (bearer token, exec plugins, refresh), TLS and the host come from the same
     configuration, and errors raise the same ``ApiException`` subclasses as the generated
     methods do with ``_preload_content=False``. The caller must read the response and
     ``release_conn()`` it (``request_json`` does both).

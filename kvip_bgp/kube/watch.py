@@ -185,10 +185,9 @@ class ResourceStream(threading.Thread):
     def _list(self) -> str:
         """List in pages of ``LIST_PAGE_SIZE``, following ``metadata.continue``; deliver once.
 
-        Why pages: 10,000 Services in one response are ~4 MB of JSON that become ~40 MB
-        of dicts all alive at once, between the long-lived parsed objects; the allocator
-        cannot give that peak back (measured: the daemon stayed ~20 MB bigger). One page
-        at a time keeps at most ``LIST_PAGE_SIZE`` raw objects alive.
+        Why pages: a whole list in one response becomes dicts all alive at once, between
+        the long-lived parsed objects, and the allocator cannot give that peak back. One
+        page at a time keeps at most ``LIST_PAGE_SIZE`` raw objects alive.
 
         The pages are one consistent snapshot; the resourceVersion to watch from is the
         last page's (the API server sends the snapshot's on each). A 410 on a continue

@@ -126,17 +126,16 @@ class ClusterWriter(threading.Thread):
     def _flush_status(self) -> None:
         """Write pending statuses, at most STATUS_WRITES_PER_SECOND, for at most ~1 s.
 
-        At startup with 10,000 Services the leader would otherwise fire 10,000 PATCHes at
-        once, competing with convergence (measured: cold start 21 s vs 12 s); and the
-        loop must return in time to renew the Lease.
+        At startup with many Services the leader would otherwise fire a PATCH per Service
+        at once, competing with convergence; and the loop must return in time to renew
+        the Lease.
 
         Routes come first: while the routes are not out yet (``routes_busy``; the app
         says so until the cluster's first full state reached the reconciler and while
         addresses are left to bind), no status is written, for at most STATUS_YIELD_MAX
-        seconds in a row. On 2 cores the PATCHes (ours and the API server's side) took
-        CPU from ExaBGP and the reconciler: cold start at 10,000 was ~0.3 s slower with
-        them than without (bench, leader vs --not-leader). A status also reads better once
-        the route it promises is out.
+        seconds in a row: on a small node the PATCHes (ours and the API server's side)
+        take CPU from ExaBGP and the reconciler (docs/performance.md). A status also
+        reads better once the route it promises is out.
         """
         deadline = time.monotonic() + 1.0
         for service, ips in list(self._pending_status.items()):

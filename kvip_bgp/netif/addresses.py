@@ -154,9 +154,8 @@ class LocalRouteTable(AddressTable):
 
     A local route is what an address adds under the hood to make the kernel accept
     traffic for it, and the kernel adds one in constant time. Each IPv4 address, in
-    contrast, walks the interface's whole address list (``__inet_insert_ifa``): on the
-    lab machine 10 chunks of 1,000 addresses on ``lo`` took 0.034 s for the first and
-    0.340 s for the tenth (1.70 s in all), 10,000 local routes 0.14 s (``ip -batch``).
+    contrast, walks the interface's whole address list (``__inet_insert_ifa``), so
+    binding N addresses costs the kernel O(N^2) (figures in docs/performance.md).
     The costs: operators find the VIPs with ``ip route show table local``, not ``ip
     addr``; an IPv6 service cannot ``bind()`` to such a VIP (only to ``[::]``) unless
     ``net.ipv6.ip_nonlocal_bind=1``; IPv4 binds work. Ownership is the route protocol

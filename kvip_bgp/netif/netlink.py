@@ -16,15 +16,11 @@ protocol does not match, so a foreign route in the same table is safe even from 
 
 Addresses are added and removed in batches: many requests go to the kernel in one
 ``send`` on a socket of this table's own, each with its own sequence number, so that
-every ack is matched to its address. Measured at 10,000 addresses on the lab machine:
-one ``IPRoute.addr()`` round trip each took 4.3 s, pyroute2's ``nlm_request_batch`` 2.4 s
-(and it stops at the first error without saying which request failed), batches of
-pyroute2-encoded messages 1.2 s, of which 0.6 s was pyroute2 building and encoding the
-messages. ``ifaddrmsg`` is a small fixed kernel ABI, so :func:`address_request` packs
-it with ``struct`` (a unit test checks it byte for byte against pyroute2's encoder):
-0.02 s for 10,000, CPU the other threads of the daemon get back. ``bind_many`` of 10,000
-measured 1.4 s end to end on an idle machine, ``unbind_many`` 0.95 s; the rest is the
-kernel. Dumps, links and routes still go through pyroute2.
+every ack is matched to its address (pyroute2's own batch call stops at the first error
+without saying which request failed). ``ifaddrmsg`` is a small fixed kernel ABI, so
+:func:`address_request` packs it with ``struct`` (a unit test checks it byte for byte
+against pyroute2's encoder), much cheaper than pyroute2's encoder; docs/performance.md
+has the figures. Dumps, links and routes still go through pyroute2.
 
 Used by the reconciler thread only; the netlink sockets are never shared.
 """

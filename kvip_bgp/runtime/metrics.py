@@ -1,9 +1,9 @@
 """Prometheus metrics, in a registry of our own (no module-level global collectors).
 
 ``Metrics`` is built once by ``app.py`` and handed to the threads that update it. The
-prometheus client's collectors are internally locked, so updating them from several
-threads is safe; each metric still has one thread that writes it, named in its HELP text
-where that helps an operator.
+prometheus client's collectors are internally locked, so several threads may update one
+(each stream thread counts its own watch restarts, each static VIP watcher its check);
+a metric is only ever updated, never read back to decide anything.
 """
 
 from __future__ import annotations
