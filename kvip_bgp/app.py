@@ -42,7 +42,8 @@ from kvip_bgp.runtime.snapshot import Snapshot
 from kvip_bgp.runtime.static import static_watchers
 from kvip_bgp.runtime.workqueue import CoalescingQueue
 
-if TYPE_CHECKING:  # at run time imported only with kubernetes.enabled (see _start_kubernetes)
+if TYPE_CHECKING:  # at run time imported only where used: kubernetes.enabled, a peer with bfd
+    from kvip_bgp.bgp.bfd.supervisor import BfdSupervisor
     from kvip_bgp.kube.client import Configuration
     from kvip_bgp.kube.threads import KubernetesThreads
 
@@ -151,12 +152,21 @@ class Daemon:
         else:
             speaker = self._start_exabgp(peers)
 
+        bfd = None
+        if speaker is not None and any(peer.bfd is not None for peer in peers):
+            from kvip_bgp.bgp.bfd.supervisor import BfdSupervisor
+
+            bfd = BfdSupervisor(peers, lambda m: post(self.inbox, m), self.metrics)
+            bfd.start()
+
         addresses = None
         if config.vips.interface is not None:
             try:
                 table = LocalRouteTable if config.vips.bind == "local-route" else AddressTable
                 addresses = table(config.vips.interface)
             except InterfaceError as error:
+                if bfd is not None:
+                    bfd.stop(2.0)
                 if speaker is not None:
                     speaker.stop(5.0)
                 raise StartupError(str(error)) from error
@@ -208,7 +218,7 @@ class Daemon:
             )
             http_server.start()
 
-        exit_code = self._supervise(speaker.supervisor if speaker else None, reconciler_thread)
+        exit_code = self._supervise(speaker.supervisor if speaker else None, bfd, reconciler_thread)
 
         # -- shutdown, in reverse order --------------------------------------------------
         deadline = time.monotonic() + config.shutdown_timeout
@@ -223,6 +233,9 @@ class Daemon:
         if not reconciler_stopped:
             log.error("app.reconciler_did_not_stop", netlink="left open: still the reconciler's")
             exit_code = exit_code or 1
+        if bfd is not None:
+            # After the withdrawals: AdminDown tells the peers this stop is planned.
+            bfd.stop(max(0.5, min(3.0, deadline - time.monotonic())))
         if speaker is not None:
             speaker.stop(max(0.5, deadline - time.monotonic()))
         if http_server is not None:
@@ -258,9 +271,12 @@ class Daemon:
         )
 
     def _supervise(
-        self, exabgp_side: exabgp.ExabgpSupervisor | None, reconciler: threading.Thread
+        self,
+        exabgp_side: exabgp.ExabgpSupervisor | None,
+        bfd: BfdSupervisor | None,
+        reconciler: threading.Thread,
     ) -> int:
-        """Wait for a signal; restart ExaBGP when it dies; fail fast if the reconciler died."""
+        """Wait for a signal; restart ExaBGP or BFD when they die; fail if the reconciler did."""
         while not self._stop.wait(0.25):
             if not reconciler.is_alive():
                 log.error("app.reconciler_died")
@@ -268,6 +284,8 @@ class Daemon:
                 return 1
             if exabgp_side is not None:
                 exabgp_side.tick(time.monotonic())
+            if bfd is not None:
+                bfd.tick(time.monotonic())
         return 0
 
     # -- sources ----------------------------------------------------------------------

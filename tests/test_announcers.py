@@ -10,7 +10,15 @@ from kvip_bgp.configfile import load as config_module
 from kvip_bgp.domain.model import Advertisement, IPAddress, RouteAttributes
 from kvip_bgp.netif.announcer import KernelTableAnnouncer
 from kvip_bgp.runtime.announcer import Announcer
-from kvip_bgp.runtime.messages import Inbox, SourceSynced, Stop, VipDesired, post
+from kvip_bgp.runtime.messages import (
+    BfdState,
+    Inbox,
+    PeerState,
+    SourceSynced,
+    Stop,
+    VipDesired,
+    post,
+)
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.reconciler import Reconciler, ReconcilerStatus
 from kvip_bgp.runtime.snapshot import Snapshot
@@ -133,3 +141,32 @@ def test_exabgp_error_acks_are_retried_after_a_doubling_backoff() -> None:
     driven.pump(12.0)
     assert [a.vip for a in driven.status.read().announced] == [ip("198.51.100.5")]
     assert not driven.reconciler.step([Stop(deadline=time.monotonic() + 0.2)], 13.0)
+
+
+def test_bfd_down_counts_the_peer_as_down_in_status_and_metrics() -> None:
+    """BGP is Established, BFD is not: the peer is down for /readyz, /status, metrics."""
+    metrics = Metrics()
+    inbox: Inbox = CoalescingQueue()
+    status: Snapshot[ReconcilerStatus] = Snapshot(ReconcilerStatus())
+    config = config_module.parse(CONFIG, environ={})
+    reconciler = Reconciler(
+        inbox, None, ExabgpAnnouncer(config, metrics), metrics, status, ("kubernetes",)
+    )
+    reconciler.start(0.0)
+    gauge = metrics.session_up.labels("192.0.2.2")
+    peer_up = PeerState("192.0.2.2", "up", None, 1.0, session=1)
+    reconciler.step([peer_up], 1.0)
+    (view,) = status.read().peers
+    assert (view.state, view.bfd, view.up, gauge._value.get()) == ("up", None, True, 1.0)
+    reconciler.step([BfdState("192.0.2.2", "up", 0, 2.0)], 2.0)
+    (view,) = status.read().peers
+    assert (view.bfd, view.up, gauge._value.get()) == ("up", True, 1.0)
+    reconciler.step([BfdState("192.0.2.2", "down", 1, 3.0)], 3.0)
+    (view,) = status.read().peers
+    assert (view.state, view.bfd, view.up, gauge._value.get()) == ("up", "down", False, 0.0)
+    # A BFD state for a peer ExaBGP has not reported yet still shows.
+    reconciler.step([BfdState("192.0.2.9", "init", 0, 4.0)], 4.0)
+    assert [(p.address, p.state, p.bfd) for p in status.read().peers] == [
+        ("192.0.2.2", "up", "down"),
+        ("192.0.2.9", "unknown", "init"),
+    ]

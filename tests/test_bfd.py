@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import struct
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kvip_bgp.bgp.bfd import session as bfd
+from kvip_bgp.bgp.bfd.child import parse_peers
 from kvip_bgp.bgp.bfd.packet import (
     LENGTH,
     ControlPacket,
@@ -19,6 +21,9 @@ from kvip_bgp.bgp.bfd.packet import (
     decode,
     encode,
 )
+from kvip_bgp.bgp.bfd.supervisor import bfd_peers, parse_line
+from kvip_bgp.configfile import load as config_load
+from kvip_bgp.runtime.messages import BfdState
 
 TIMERS = bfd.Timers(desired_min_tx_us=300_000, required_min_rx_us=300_000, multiplier=3)
 
@@ -273,3 +278,81 @@ def test_a_faster_remote_gets_the_next_packet_by_the_new_interval() -> None:
     assert s.next_tx == pytest.approx(1.0)
     s = bfd.receive(s, packet(state=State.UP, poll=True, required_min_rx=300_000), 0.1)
     assert s.next_tx <= 0.1 + 0.3
+
+
+# ----------------------------------------------------- the daemon's reading of the child
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            '{"state": {"peer": "192.0.2.2", "state": "up", "diagnostic": 0, "at": 5.5}}',
+            BfdState("192.0.2.2", "up", 0, 5.5),
+        ),
+        ('{"dropped": {"ttl": 3, "bogus": 1, "short": -1}}', {"ttl": 3, "other": 1}),
+        ('{"started": true}', None),
+        ("not json", None),
+        ("[1, 2]", None),
+        (
+            '{"state": {"peer": "192.0.2.2\\nannounce", "state": "up", "diagnostic": 0, "at": 1}}',
+            None,
+        ),
+        ('{"state": {"peer": "192.0.2.2", "state": "sideways", "diagnostic": 0, "at": 1}}', None),
+        ('{"state": {"peer": "192.0.2.2", "state": "up", "diagnostic": 99, "at": 1}}', None),
+        ('{"state": {"peer": "192.0.2.2", "state": "up", "diagnostic": 0, "at": "x"}}', None),
+        ('{"state": {"peer": "192.0.2.2", "state": "up"}}', None),
+    ],
+)
+def test_the_childs_lines_are_parsed_strictly(line: str, expected: object) -> None:
+    assert parse_line(line) == expected
+
+
+def test_peers_document_lists_only_peers_with_bfd() -> None:
+    parsed = config_load.parse(
+        {
+            "node_name": "n1",
+            "bgp": {
+                "asn": 64512,
+                "peers": [
+                    {"address": "192.0.2.2", "asn": 64500, "local_address": "192.0.2.1"},
+                    {
+                        "address": "192.0.2.6",
+                        "asn": 64500,
+                        "local_address": "192.0.2.5",
+                        "bfd": {"min_rx": 250},
+                    },
+                ],
+            },
+            "vips": {"allowed": ["198.51.100.0/24"]},
+        },
+        environ={},
+    )
+    document = bfd_peers(parsed.bgp.peers)
+    assert document == [
+        {"peer": "192.0.2.6", "local": "192.0.2.5", "min_tx": 300, "min_rx": 250, "multiplier": 3}
+    ]
+    assert parse_peers(json.dumps(document))[0].timers == bfd.Timers(300_000, 250_000, 3)
+
+
+GOOD_PEER = {"peer": "192.0.2.2", "local": "192.0.2.1", "min_tx": 300, "min_rx": 300}
+GOOD_PEER["multiplier"] = 3
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[]",
+        "{}",
+        json.dumps([{k: v for k, v in GOOD_PEER.items() if k != "multiplier"}]),
+        json.dumps([GOOD_PEER | {"local": "2001:db8::1"}]),
+        json.dumps([GOOD_PEER | {"min_tx": 0}]),
+        json.dumps([GOOD_PEER | {"min_tx": True}]),
+        json.dumps([GOOD_PEER | {"peer": "x"}]),
+        json.dumps([GOOD_PEER | {"extra": 1}]),
+    ],
+)
+def test_the_child_refuses_a_bad_peers_document(text: str) -> None:
+    assert parse_peers(json.dumps([GOOD_PEER]))  # the base case is good
+    with pytest.raises((ValueError, TypeError)):
+        parse_peers(text)

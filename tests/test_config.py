@@ -14,7 +14,7 @@ import pytest
 
 from kvip_bgp.configfile import load as config
 from kvip_bgp.configfile.reader import ConfigError
-from kvip_bgp.domain.config import AllowedRange, HealthCheck, KernelTable, LogConfig
+from kvip_bgp.domain.config import AllowedRange, BfdTimers, HealthCheck, KernelTable, LogConfig
 
 REPO = Path(__file__).resolve().parent.parent
 DELETE = object()
@@ -423,6 +423,42 @@ BAD_DOCUMENTS = [
     ("listen-port-range", {"http.listen": "127.0.0.1:65536"}, ["http.listen: port must be"]),
     ("listen-empty-host", {"http.listen": ":9472"}, ["http.listen: host is empty"]),
     ("listen-int", {"http.listen": 9472}, ["http.listen: must be 'HOST:PORT', got 9472"]),
+    # BFD: single-hop, from a known local address, with ExaBGP, within FRR's ranges
+    (
+        "bfd-unknown-key",
+        {"bgp.peers[0].bfd": {"interval": 3}},
+        ["bgp.peers[0].bfd.interval: unknown key"],
+    ),
+    ("bfd-not-mapping", {"bgp.peers[0].bfd": 300}, ["bgp.peers[0].bfd: must be a mapping"]),
+    (
+        "bfd-rx-low",
+        {"bgp.peers[0].bfd": {"min_rx": 5}},
+        ["bgp.peers[0].bfd.min_rx: must be 10..60000, got 5"],
+    ),
+    (
+        "bfd-multiplier-zero",
+        {"bgp.peers[0].bfd": {"multiplier": 0}},
+        ["bgp.peers[0].bfd.multiplier: must be 1..255, got 0"],
+    ),
+    (
+        "bfd-multihop",
+        {"bgp.peers[0].ttl": 3, "bgp.peers[0].bfd": {}},
+        ["bgp.peers[0].bfd: BFD is single-hop only (RFC 5881): not with ttl > 1"],
+    ),
+    (
+        "bfd-no-local-address",
+        {
+            "bgp.peers[0].local_address": DELETE,
+            "bgp.router_id": "192.0.2.1",
+            "bgp.peers[0].bfd": {},
+        },
+        ["bgp.peers[0].bfd: needs local_address: BFD binds its UDP sockets to it"],
+    ),
+    (
+        "bfd-kernel-table",
+        {"output": "kernel-table", "bgp.peers[0].bfd": {}},
+        ["bgp.peers[0].bfd: needs output: exabgp"],
+    ),
 ]
 
 
@@ -484,6 +520,17 @@ def test_config_error_message_lists_every_problem() -> None:
 
 GOOD_DOCUMENTS = [
     ("minimal", {}, lambda c: c.bgp.router_id == ipaddress.IPv4Address("192.0.2.1")),
+    ("no-bfd-by-default", {}, lambda c: c.bgp.peers[0].bfd is None),
+    (
+        "bfd-defaults",
+        {"bgp.peers[0].bfd": {}},
+        lambda c: c.bgp.peers[0].bfd == BfdTimers(min_rx=300, min_tx=300, multiplier=3),
+    ),
+    (
+        "bfd-set",
+        {"bgp.peers[0].bfd": {"min_rx": 100, "min_tx": 200, "multiplier": 5}},
+        lambda c: c.bgp.peers[0].bfd == BfdTimers(min_rx=100, min_tx=200, multiplier=5),
+    ),
     (
         "router-id-from-first-ipv4-local-address",
         {

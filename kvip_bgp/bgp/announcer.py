@@ -189,8 +189,6 @@ class ExabgpAnnouncer:
         self._maybe_present |= set(self._applied)
         self._applied.clear()
         self._backoff = self._backoff.cleared()
-        for view in self._peers.values():
-            self._metrics.session_up.labels(view.address).set(0)
         self._peers.clear()
         log.info(
             "reconciler.exabgp_connected",
@@ -254,7 +252,6 @@ class ExabgpAnnouncer:
                 state=message.state,
                 reason=message.reason,
             )
-        self._metrics.session_up.labels(message.peer).set(1 if message.state == "up" else 0)
 
     # -- sending ---------------------------------------------------------------------
 

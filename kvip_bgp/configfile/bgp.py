@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from kvip_bgp.configfile.reader import Reader, type_name
-from kvip_bgp.domain.config import BgpConfig, Peer
+from kvip_bgp.domain.config import BfdTimers, BgpConfig, Peer
 from kvip_bgp.domain.model import MAX_U32, Community, IPAddress, LargeCommunity, RouteAttributes
 
 _PEER_KEYS: Final = (
@@ -21,7 +21,9 @@ _PEER_KEYS: Final = (
     "node_selector",
     "next_hop_v6",
     "next_hop_v4",
+    "bfd",
 )
+_BFD_KEYS: Final = ("min_rx", "min_tx", "multiplier")
 
 
 def parse_bgp(r: Reader, value: Any, require_peers: bool) -> BgpConfig | None:
@@ -143,6 +145,8 @@ def _parse_peer(r: Reader, value: Any, path: str) -> Peer | None:
     next_hop_v6 = r.address_of(m.get("next_hop_v6"), f"{path}.next_hop_v6", ipaddress.IPv6Address)
     next_hop_v4 = r.address_of(m.get("next_hop_v4"), f"{path}.next_hop_v4", ipaddress.IPv4Address)
 
+    bfd = _parse_bfd(r, m.get("bfd"), f"{path}.bfd", ttl, local_address)
+
     if address is None or asn is None:
         return None
     return Peer(
@@ -156,7 +160,30 @@ def _parse_peer(r: Reader, value: Any, path: str) -> Peer | None:
         node_selector=tuple(sorted(selector)),
         next_hop_v6=next_hop_v6,
         next_hop_v4=next_hop_v4,
+        bfd=bfd,
     )
+
+
+def _parse_bfd(
+    r: Reader, value: Any, path: str, ttl: int | None, local_address: IPAddress | None
+) -> BfdTimers | None:
+    """Single-hop BFD (RFC 5881): one hop away, from a known local address."""
+    if value is None:
+        return None
+    m = r.mapping(value, path, _BFD_KEYS)
+    if not isinstance(value, Mapping):
+        return None
+    # FRR accepts 10..60000 ms; below 10 ms no Python process keeps the rhythm.
+    min_rx = r.integer(m.get("min_rx"), f"{path}.min_rx", 10, 60000, 300)
+    min_tx = r.integer(m.get("min_tx"), f"{path}.min_tx", 10, 60000, 300)
+    multiplier = r.integer(m.get("multiplier"), f"{path}.multiplier", 1, 255, 3)
+    if ttl is not None and ttl > 1:
+        r.fail(path, "BFD is single-hop only (RFC 5881): not with ttl > 1")
+    if local_address is None:
+        r.fail(path, "needs local_address: BFD binds its UDP sockets to it")
+    if min_rx is None or min_tx is None or multiplier is None:
+        return None
+    return BfdTimers(min_rx=min_rx, min_tx=min_tx, multiplier=multiplier)
 
 
 def parse_attributes(r: Reader, value: Any, path: str) -> RouteAttributes | None:

@@ -78,6 +78,14 @@ def parse(
     vips = parse_vips(r, top.get("vips"))
     output = r.choice(top.get("output"), "output", ("exabgp", "kernel-table"), "exabgp")
     bgp = parse_bgp(r, top.get("bgp"), require_peers=output == "exabgp")
+    if bgp is not None and output == "kernel-table":
+        for index, peer in enumerate(bgp.peers):
+            if peer.bfd is not None:
+                r.fail(
+                    f"bgp.peers[{index}].bfd",
+                    "needs output: exabgp (with kernel-table the host's routing daemon "
+                    "runs the sessions, and BFD with them)",
+                )
     advertise = parse_attributes(r, top.get("advertise"), "advertise")
     kubernetes = _parse_kubernetes(r, top.get("kubernetes"))
 

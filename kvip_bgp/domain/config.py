@@ -20,6 +20,15 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True)
+class BfdTimers:
+    """``bgp.peers[].bfd``: single-hop BFD to that peer, intervals in milliseconds."""
+
+    min_rx: int
+    min_tx: int
+    multiplier: int
+
+
+@dataclass(frozen=True)
 class Peer:
     """One BGP neighbor. ``password`` is read from ``password_file`` and never logged."""
 
@@ -33,6 +42,7 @@ class Peer:
     node_selector: tuple[tuple[str, str], ...] = ()
     next_hop_v6: ipaddress.IPv6Address | None = None
     next_hop_v4: ipaddress.IPv4Address | None = None
+    bfd: BfdTimers | None = None
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,14 @@ def status_document(reconciler: ReconcilerStatus, cluster: ClusterStatus) -> dic
         "synced_sources": list(reconciler.synced_sources),
         "exabgp_connected": reconciler.exabgp_connected,
         "peers": [
-            {"address": p.address, "state": p.state, "since": p.since, "reason": p.reason}
+            {
+                "address": p.address,
+                "state": p.state,
+                "since": p.since,
+                "reason": p.reason,
+                "bfd": p.bfd,
+                "up": p.up,
+            }
             for p in reconciler.peers
         ],
         "announced": [
@@ -134,7 +141,7 @@ class StatusServer:
             problems = []
             if not status.all_synced:
                 problems.append("first sync not done")
-            if self._needs_peer and not any(p.state == "up" for p in status.peers):
+            if self._needs_peer and not any(p.up for p in status.peers):
                 problems.append("no BGP peer is up")
             self._text(request, 503 if problems else 200, "; ".join(problems) or "ok")
         elif path == "/explain":

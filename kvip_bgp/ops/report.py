@@ -77,9 +77,15 @@ def render_status(doc: dict[str, Any]) -> str:
         "",
         "PEERS",
         table(
-            ("PEER", "STATE", "SINCE", "REASON"),
+            ("PEER", "STATE", "BFD", "SINCE", "REASON"),
             [
-                (p["address"], p["state"], _ago(p.get("since"), now), p.get("reason") or "")
+                (
+                    p["address"],
+                    p["state"],
+                    p.get("bfd") or "-",
+                    _ago(p.get("since"), now),
+                    p.get("reason") or "",
+                )
                 for p in doc.get("peers", [])
             ],
         ),

@@ -24,6 +24,13 @@ class PeerView:
     reason: str | None
     session: int = 0
     """The reader's count of this peer's sessions (see ``PeerState.session``)."""
+    bfd: str | None = None
+    """The BFD session's state, None where the peer has no BFD (set by the reconciler)."""
+
+    @property
+    def up(self) -> bool:
+        """Established, and BFD (where configured) up: a BFD Down counts as down."""
+        return self.state == "up" and self.bfd in (None, "up")
 
 
 Receive = Callable[[float], Iterable[Message]]

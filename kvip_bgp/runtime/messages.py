@@ -166,6 +166,23 @@ class ExabgpShutdown:
 ApiMessage = ApiConnected | ApiDisconnected | CommandAck | PeerState | ExabgpShutdown
 
 
+# ------------------------------------------------------- bfd reader -> reconciler
+
+
+@dataclass(frozen=True)
+class BfdState:
+    """The BFD process reports a session's new state (``admin-down|down|init|up``).
+
+    Coalesced per peer like ``PeerState``: the reconciler only needs the latest state
+    (it takes no action on a transition); every change is counted by the reader.
+    """
+
+    peer: str
+    state: str
+    diagnostic: int
+    at: float
+
+
 # ------------------------------------------------------- every source -> reconciler
 
 
@@ -192,7 +209,7 @@ class Stop:
     deadline: float
 
 
-Message = VipDesired | SourceSynced | Stop | ApiMessage
+Message = VipDesired | SourceSynced | Stop | ApiMessage | BfdState
 Inbox = CoalescingQueue[tuple[object, ...], Message]
 
 
@@ -214,6 +231,8 @@ def message_key(message: Message) -> tuple[object, ...]:
             return (type(message).__name__, message.generation)
         case Stop():
             return ("stop",)
+        case BfdState():
+            return ("bfd", message.peer)
         case _:
             assert_never(message)
 

@@ -79,6 +79,24 @@ class Metrics:
         self.addresses_bound = Gauge(
             "kvip_bgp_addresses_bound", "VIP addresses kvip-bgp has bound locally", registry=r
         )
+        self.bfd_session_up = Gauge(
+            "kvip_bgp_bfd_session_up",
+            "1 while the BFD session to this peer is up",
+            ["peer"],
+            registry=r,
+        )
+        self.bfd_state_changes = Counter(
+            "kvip_bgp_bfd_state_changes",
+            "BFD session state changes, per peer and new state",
+            ["peer", "state"],
+            registry=r,
+        )
+        self.bfd_dropped = Counter(
+            "kvip_bgp_bfd_dropped_packets",
+            "BFD packets dropped on receipt (malformed, wrong TTL, unknown session), per reason",
+            ["reason"],
+            registry=r,
+        )
         self.health_check_up = Gauge(
             "kvip_bgp_health_check_up",
             "1 while the static VIP's health check passes",

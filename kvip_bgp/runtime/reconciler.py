@@ -22,6 +22,7 @@ last chunk (a graceful-restart peer drops stale routes on it).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -36,6 +37,7 @@ from kvip_bgp.runtime.announcer import Announcer, PeerView
 from kvip_bgp.runtime.messages import (
     ApiConnected,
     ApiDisconnected,
+    BfdState,
     CommandAck,
     ExabgpShutdown,
     Inbox,
@@ -100,6 +102,8 @@ class _State:
     stop: Stop | None = None
     last_resync: float | None = None  # None: the first pass is a resync
     last_repair: float = 0.0
+    bfd: dict[str, BfdState] = field(default_factory=dict)
+    published_peers: frozenset[str] = frozenset()
 
 
 class Reconciler:
@@ -189,6 +193,8 @@ class Reconciler:
                     log.info("reconciler.source_synced", source=message.source)
             case Stop():
                 s.stop = message
+            case BfdState():
+                s.bfd[message.peer] = message
             case ApiConnected() | ApiDisconnected() | CommandAck() | PeerState() | ExabgpShutdown():
                 self._announcer.handle(message, now)
                 self._collect_errors()
@@ -304,6 +310,20 @@ class Reconciler:
         self._publish(stopped=True)
         log.info("reconciler.stopped")
 
+    def _peers(self) -> tuple[PeerView, ...]:
+        """The announcer's sessions with their BFD state; ``session_up`` follows both."""
+        s = self._s
+        views = {view.address: view for view in self._announcer.peers()}
+        for peer, bfd in s.bfd.items():
+            view = views.get(peer) or PeerView(peer, "unknown", bfd.at, None)
+            views[peer] = dataclasses.replace(view, bfd=bfd.state)
+        for peer in s.published_peers - views.keys():
+            self._metrics.session_up.labels(peer).set(0)
+        for view in views.values():
+            self._metrics.session_up.labels(view.address).set(1 if view.up else 0)
+        s.published_peers = frozenset(views)
+        return tuple(sorted(views.values(), key=lambda view: view.address))
+
     def _publish(self, stopped: bool = False) -> None:
         s = self._s
         self._status.publish(
@@ -311,7 +331,7 @@ class Reconciler:
                 # Unsorted: the readers sort; this runs after every pass.
                 announced=tuple(self._announcer.announced().values()),
                 bound=tuple(s.bound),
-                peers=self._announcer.peers(),
+                peers=self._peers(),
                 synced_sources=tuple(sorted(s.synced)),
                 all_synced=self._all_synced(),
                 exabgp_connected=self._announcer.connected(),

@@ -3,9 +3,7 @@
 BFD runs in a process of its own because a thread of the daemon cannot keep a 300 ms
 rhythm: during a cold start the other threads parse lists, decide Services and collect
 garbage, and one C call (a ``json.loads`` of a page, a full collection) holds the GIL
-for as long as it runs. Measured with three such threads in one process: gaps of up to
-6.9 s between our packets and four flaps in 15 s; with the same load in other processes
-on both cores, at most 0.301 s.
+for as long as it runs (docs/architecture.md has the measurement).
 
 Protocol with the daemon, one JSON object per line on stdout: ``{"state": ...}`` for
 every state change (``BfdPeerState``) and ``{"dropped": {reason: total}}`` at most once
