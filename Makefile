@@ -37,11 +37,19 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-lint: install
+# import-linter lives apart from the daemon's venv (see setup.cfg's lint extra); it only
+# reads the source, so the project need not be installed there.
+LINT_VENV ?= .venv-lint
+$(LINT_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/pip install --quiet 'import-linter>=2.17,<3'
+	touch $@
+
+lint: install $(LINT_VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy kvip_bgp
-	PYTHONPATH=$(CURDIR) $(VENV)/bin/lint-imports
+	PYTHONPATH=$(CURDIR) $(LINT_VENV)/bin/lint-imports
 
 test: install system-deps lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
@@ -67,4 +75,4 @@ soak: install system-deps
 
 clean:
 	$(PY) -m kvip_bgp.testing.netlab down 2>/dev/null || true
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(LINT_VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
