@@ -23,17 +23,7 @@ from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.reconciler import Reconciler, ReconcilerStatus
 from kvip_bgp.runtime.snapshot import Snapshot
 from kvip_bgp.runtime.workqueue import CoalescingQueue
-from kvip_bgp.testing.fakes import FakeAddresses, FakeExabgp, FakeRoutes
-
-CONFIG = {
-    "node_name": "n1",
-    "bgp": {
-        "asn": 64512,
-        "router_id": "192.0.2.1",
-        "peers": [{"address": "192.0.2.2", "asn": 64500}],
-    },
-    "vips": {"allowed": ["198.51.100.0/24"]},
-}
+from kvip_bgp.testing.fakes import CONFIG, FakeAddresses, FakeExabgp, FakeRoutes
 
 
 def ip(text: str) -> IPAddress:

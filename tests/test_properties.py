@@ -42,8 +42,14 @@ from kvip_bgp.domain.model import (
     RouteAttributes,
     parse_ip,
 )
-from kvip_bgp.domain.objects import parse_endpoint_slice, parse_node, parse_service
-from kvip_bgp.domain.policy import address_refusal, advertisements, decide
+from kvip_bgp.domain.objects import (
+    NodeInfo,
+    ServiceInfo,
+    parse_endpoint_slice,
+    parse_node,
+    parse_service,
+)
+from kvip_bgp.domain.policy import ServiceDecision, address_refusal, advertisements, decide
 from kvip_bgp.domain.reasons import POLICY_REASONS, Refusal
 from kvip_bgp.domain.sources import SourceKind, VipSource
 
@@ -400,6 +406,22 @@ def test_annotation_parsers_raise_only_annotation_errors(name: str, value: str) 
             parse_one(value)
 
 
+def _decide_all(
+    services: list[dict[str, Any]],
+    slices: list[dict[str, Any]],
+    node_info: NodeInfo | None,
+    config: config_module.Config,
+) -> list[tuple[ServiceInfo, ServiceDecision]]:
+    """Parse the generated objects and decide every Service, as the cluster thread does."""
+    parsed_slices = [parse_endpoint_slice(s) for s in slices]
+    decided = []
+    for raw in services:
+        svc = parse_service(raw)
+        endpoints = [ep for s in parsed_slices if s.service == svc.key for ep in s.endpoints]
+        decided.append((svc, decide(svc, endpoints, node_info, config)))
+    return decided
+
+
 @SETTINGS
 @given(
     services=st.lists(SERVICE, min_size=1, max_size=4),
@@ -414,14 +436,10 @@ def test_decide_never_raises_and_emits_only_valid_commands(
     which: int,
 ) -> None:
     config = CONFIGS[which]
-    parsed_slices = [parse_endpoint_slice(s) for s in slices]
     node_info = None if node is None else parse_node(node)
-    decisions = []
-    for raw in services:
-        svc = parse_service(raw)
-        endpoints = [ep for s in parsed_slices if s.service == svc.key for ep in s.endpoints]
-        decision = decide(svc, endpoints, node_info, config)
-        decisions.append(decision)
+    decided = _decide_all(services, slices, node_info, config)
+    decisions = [decision for _svc, decision in decided]
+    for svc, decision in decided:
         if decision.attributes is not None:
             parse_service_attributes(svc, config.advertise)  # consistent: no raise here
         for verdict in decision.verdicts:
@@ -451,13 +469,8 @@ def test_every_reason_and_source_the_policy_gives_parses_back(
     which: int,
 ) -> None:
     config = CONFIGS[which]
-    parsed_slices = [parse_endpoint_slice(s) for s in slices]
     node_info = None if node is None else parse_node(node)
-    decisions = []
-    for raw in services:
-        svc = parse_service(raw)
-        endpoints = [ep for s in parsed_slices if s.service == svc.key for ep in s.endpoints]
-        decisions.append(decide(svc, endpoints, node_info, config))
+    decisions = [d for _svc, d in _decide_all(services, slices, node_info, config)]
     refusals = [d.reason for d in decisions] + [v.reason for d in decisions for v in d.verdicts]
     for refusal in refusals:
         if refusal is not None:

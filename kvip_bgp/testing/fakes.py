@@ -11,9 +11,21 @@ import socket
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any, Final
 
 from kvip_bgp.domain.model import BindResult, IPAddress
 from kvip_bgp.runtime.messages import ApiConnected, CommandAck, Inbox, post
+
+# The smallest config document a reconciler test needs: one peer, one allowed range.
+CONFIG: Final[dict[str, Any]] = {
+    "node_name": "n1",
+    "bgp": {
+        "asn": 64512,
+        "router_id": "192.0.2.1",
+        "peers": [{"address": "192.0.2.2", "asn": 64500}],
+    },
+    "vips": {"allowed": ["198.51.100.0/24"]},
+}
 
 
 class FakeAddresses:
