@@ -314,6 +314,8 @@ def bench_config(
     if args.bind_interface is not None:
         config["vips"]["bind"] = args.bind
     config["shutdown_timeout"] = 30
+    if args.bfd:
+        config["bgp"]["peers"][0]["bfd"] = {"min_rx": 300, "min_tx": 300, "multiplier": 3}
     if receiver:
         config["bgp"]["peers"].append(
             {"address": RCV_PEER, "asn": RCV_ASN, "local_address": RCV_LOCAL}
@@ -464,6 +466,27 @@ class Result:
     withdraw_p50_ms: float = float("nan")
     announce_p50_ms: float = float("nan")
     stop_s: float = float("nan")
+    bfd_max_tx_gap_ms: float = float("nan")
+    bfd_downs: int = 0
+
+
+def bfd_cold_start_report(scenario: Scenario, result: Result) -> None:
+    """With --bfd: the longest gap between BFD packets while Up, and any flap, from
+    the daemon's metrics (the BFD process reports its gaps at most once a second)."""
+    time.sleep(1.5)
+    code, body = scenario.http("/metrics")
+    if code != 200:
+        return
+    for line in body.decode().splitlines():
+        if line.startswith("kvip_bgp_bfd_max_tx_gap_seconds{"):
+            result.bfd_max_tx_gap_ms = float(line.rsplit(" ", 1)[1]) * 1000
+        if line.startswith("kvip_bgp_bfd_state_changes_total{") and 'state="down"' in line:
+            result.bfd_downs += int(float(line.rsplit(" ", 1)[1]))
+    say(
+        f"N={result.n} BFD during the cold start: longest gap between packets "
+        f"{result.bfd_max_tx_gap_ms:.0f} ms (300 ms x 3 detects at 900), "
+        f"{result.bfd_downs} session downs"
+    )
 
 
 def say(text: str) -> None:
@@ -487,6 +510,8 @@ def phase_cold(
         profiler.stop()
     result.cold_s = done - started
     say(f"N={n} cold start: {result.cold_s:.2f} s")
+    if args.bfd:
+        bfd_cold_start_report(scenario, result)
     if args.idle_seconds > 0:
         # Idle means after the Lease holder has written every Service's status (the
         # MODIFIED events those writes cause are part of converging, not of idling).
@@ -708,6 +733,10 @@ def run(args: argparse.Namespace) -> list[Result]:
     ) as scenario:
         say(f"lab work directory: {scenario.lab.workdir}")
         scenario.api.put(node())
+        if args.bfd:
+            from kvip_bgp.testing.bfdd import Bfdd
+
+            Bfdd(scenario.lab)
         if args.not_leader:
             scenario.api.put(foreign_lease())
         for n in args.sizes:
@@ -773,6 +802,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=("address", "local-route"),
         default="address",
         help="vips.bind of the daemon (default address, the daemon's default)",
+    )
+    parser.add_argument(
+        "--bfd",
+        action="store_true",
+        help="BFD (300 ms x 3) to the ToR's bfdd: report the longest gap between our BFD "
+        "packets during the cold start",
     )
     parser.add_argument("--keep", action="store_true", help="keep the lab's work directory")
     parser.add_argument("--profile", type=Path, help="also write py-spy raw profiles here")

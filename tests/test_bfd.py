@@ -21,7 +21,7 @@ from kvip_bgp.bgp.bfd.packet import (
     decode,
     encode,
 )
-from kvip_bgp.bgp.bfd.supervisor import bfd_peers, parse_line
+from kvip_bgp.bgp.bfd.supervisor import DropTotals, TxGaps, bfd_peers, parse_line
 from kvip_bgp.configfile import load as config_load
 from kvip_bgp.runtime.messages import BfdState
 
@@ -290,7 +290,14 @@ def test_a_faster_remote_gets_the_next_packet_by_the_new_interval() -> None:
             '{"state": {"peer": "192.0.2.2", "state": "up", "diagnostic": 0, "at": 5.5}}',
             BfdState("192.0.2.2", "up", 0, 5.5),
         ),
-        ('{"dropped": {"ttl": 3, "bogus": 1, "short": -1}}', {"ttl": 3, "other": 1}),
+        (
+            '{"dropped": {"ttl": 3, "bogus": 1, "short": -1}}',
+            DropTotals((("other", 1), ("ttl", 3))),
+        ),
+        (
+            '{"max_tx_gap": {"192.0.2.2": 0.31, "x": 1, "192.0.2.6": -1}}',
+            TxGaps((("192.0.2.2", 0.31),)),
+        ),
         ('{"started": true}', None),
         ("not json", None),
         ("[1, 2]", None),

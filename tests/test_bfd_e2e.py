@@ -18,9 +18,10 @@ import pytest
 from conftest import require_lab
 
 from kvip_bgp.testing.bfdd import BFDD, Bfdd
+from kvip_bgp.testing.frr import FrrNeighbor, ZebraBgp
 from kvip_bgp.testing.netlab import Lab, wait_until
 from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
-from kvip_bgp.testing.scenario import Scenario, daemon_config
+from kvip_bgp.testing.scenario import NODE_ASN, TOR_ASN, Scenario, daemon_config
 
 pytestmark = pytest.mark.lab
 
@@ -128,3 +129,81 @@ def test_a_killed_daemon_takes_bfd_with_it_and_the_tor_notices(scenario: Scenari
     assert took < 1.5, f"bfdd saw the crash after {took:.2f} s"
     peer = bfdd.peer()
     assert peer is not None and peer["diagnostic"] == "control detection time expired"
+
+
+# ------------------------------------------------------- the ToR's side: bgpd + bfdd
+
+
+def zebra_tor(lab: Lab) -> ZebraBgp:
+    """A ToR whose bgpd ties the node's session to BFD (``neighbor X bfd``) through zebra."""
+    tor = ZebraBgp(
+        lab.tor,
+        TOR_ASN,
+        Lab.TOR_V4,
+        [FrrNeighbor(Lab.NODE_V4, NODE_ASN, bfd=True)],
+        lab.workdir / "tor",
+        bfdd=True,
+    )
+    tor.start()
+    lab.on_exit(tor.stop)
+    return tor
+
+
+@pytest.fixture
+def bfd_tor(lab_required: None) -> Iterator[tuple[Scenario, ZebraBgp]]:
+    require_lab(BFDD, "/usr/lib/frr/zebra")
+    with Scenario(prefix="kvbz-", tor=zebra_tor) as running:
+        tor = running.tor_peer
+        assert isinstance(tor, ZebraBgp)
+        running.frr = tor
+        running.api.put(node())
+        running.api.put(endpoint_slice("web", [NODE_NAME]))
+        running.api.put(service("web", V1))
+        yield running, tor
+
+
+def tor_fib_has(scenario: Scenario, prefix: str) -> bool:
+    out = scenario.lab.tor.run("ip", "route", "show", prefix, check=False).stdout
+    return prefix.split("/")[0] in out
+
+
+def test_the_tor_drops_a_silent_nodes_routes_within_its_detection_time(
+    bfd_tor: tuple[Scenario, ZebraBgp],
+) -> None:
+    """The node goes silent (link up, every packet dropped): hold time 9 s, BFD 0.9 s."""
+    scenario, tor = bfd_tor
+    scenario.start_daemon(bfd_config(scenario))
+    scenario.wait_routes(lambda r: f"{V1}/32" in r, "web's VIP at the ToR")
+    wait_until(lambda: any(p["status"] == "up" for p in tor.bfd_peers()), 15, what="bgpd's BFD up")
+    wait_until(lambda: tor_fib_has(scenario, f"{V1}/32"), 5, what="the VIP in the ToR's FIB")
+    time.sleep(1.5)  # both sides leave the slow start rate
+    for ns, ifname in ((scenario.lab.tor, Lab.TOR_IF), (scenario.lab.node, Lab.NODE_IF)):
+        ns.run("tc", "qdisc", "replace", "dev", ifname, "root", "pfifo", "limit", "0")
+    start = time.monotonic()
+    wait_until(lambda: not tor_fib_has(scenario, f"{V1}/32"), 5, 0.02, what="FIB cleared")
+    took = time.monotonic() - start
+    print(f"silent node: its VIP left the ToR's FIB after {took:.2f} s (hold time 9 s)")
+    assert took < 1.5, f"the ToR dropped the route after {took:.2f} s"
+
+
+def test_a_killed_daemons_routes_stay_stale_at_the_tor_despite_bfd(
+    bfd_tor: tuple[Scenario, ZebraBgp],
+) -> None:
+    """What a crash does today, with graceful restart on (the default): kvip-bgp SIGKILLed
+    takes ExaBGP and the BFD process with it, the TCP session closes at once, and the ToR
+    keeps the routes as stale (graceful-restart helper) although BFD goes down 0.9 s
+    later: FRR's bgpd acts on a BFD Down only for an Established session. Silent
+    failures (above) are where BFD shortens the outage; see the README."""
+    scenario, tor = bfd_tor
+    daemon = scenario.start_daemon(bfd_config(scenario))
+    scenario.wait_routes(lambda r: f"{V1}/32" in r, "web's VIP at the ToR")
+    wait_until(lambda: any(p["status"] == "up" for p in tor.bfd_peers()), 15, what="bgpd's BFD up")
+    time.sleep(1.5)
+    daemon.send_signal(signal.SIGKILL)
+    wait_until(
+        lambda: all(p["status"] == "down" for p in tor.bfd_peers()), 5, 0.05, what="BFD down"
+    )
+    time.sleep(1.0)
+    route = scenario.routes()[f"{V1}/32"]
+    assert route.stale, "the route should be kept as stale by the graceful-restart helper"
+    assert tor_fib_has(scenario, f"{V1}/32")

@@ -100,6 +100,10 @@ def test_session_comes_up_with_frr_and_a_daemon_crash_is_seen_in_a_detection_tim
     time.sleep(3)
     assert bfdd.status() == "up"
     assert all(d.get("state") != "down" for d in list(probe.lines.queue))
+    # The child reports its longest gap between packets while Up: at an idle 300 ms
+    # rate it is the jittered interval (225-300 ms) plus scheduling, far below 900.
+    gaps = probe.wait_for(lambda d: "max_tx_gap" in d, 3)["max_tx_gap"]
+    assert 0.2 < gaps[Lab.TOR_V4] < 0.45, gaps
 
     assert probe.process.stdin is not None
     probe.process.stdin.close()  # the daemon is gone

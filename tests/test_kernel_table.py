@@ -20,19 +20,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from conftest import require_lab
 
 from kvip_bgp.netif.routes import RouteTable
 from kvip_bgp.testing.bird import BirdNeighbor, BirdPeer
-from kvip_bgp.testing.daemon import end_process, read_pid_file
-from kvip_bgp.testing.frr import FrrNeighbor, FrrPeer
+from kvip_bgp.testing.frr import FrrNeighbor, FrrPeer, ZebraBgp
 from kvip_bgp.testing.netlab import Lab, Netns, in_netns, wait_until
 from kvip_bgp.testing.procfs import cmdline, pid_alive
 
@@ -144,63 +140,6 @@ def test_route_table_above_255(lab: Lab) -> None:
 # ---------------------------------------------------------------- FRR zebra redistributes
 
 
-class ZebraBgp(FrrPeer):
-    """FRR with zebra: bgpd talks to a zebra in the same namespace instead of running -Z.
-
-    zebra has no ``--skip_runas``; as root it insists on root being in ``frrvty``, so it
-    runs as the ``frr`` user (Debian's package creates it) from a directory it owns.
-    """
-
-    @property
-    def zserv(self) -> Path:
-        return self.workdir / "zserv.api"
-
-    @property
-    def zebra_pid(self) -> Path:
-        return self.workdir / "zebra.pid"
-
-    def _bgpd_argv(self, pid_file: Path, *extra: str) -> list[str]:
-        argv = super()._bgpd_argv(pid_file, *extra)
-        argv.remove("-Z")
-        return [*argv, "-z", str(self.zserv)]
-
-    def start(self, timeout: float = 10.0) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.workdir.parent, 0o711)
-        shutil.chown(self.workdir, "frr", "frr")
-        conf = self.workdir / "zebra.conf"
-        conf.write_text(f"ip import-table {TABLE}\n")
-        shutil.chown(conf, "frr", "frr")
-        self.ns.run(
-            "/usr/lib/frr/zebra",
-            "-d",
-            "-u",
-            "frr",
-            "-g",
-            "frr",
-            "-P",
-            "0",
-            "-f",
-            str(conf),
-            "-i",
-            str(self.zebra_pid),
-            "-z",
-            str(self.zserv),
-            "--vty_socket",
-            str(self.workdir),
-            "--log",
-            f"file:{self.workdir / 'zebra.log'}",
-        )
-        wait_until(self.zserv.exists, timeout, what="zebra's zserv socket")
-        super().start(timeout)
-
-    def stop(self, timeout: float = 5.0, *, graceful: bool = True) -> None:
-        super().stop(timeout, graceful=graceful)
-        pid = read_pid_file(self.zebra_pid)
-        if pid is not None:
-            end_process(pid, timeout, what="zebra")
-
-
 @pytest.fixture
 def tor(lab: Lab) -> FrrPeer:
     peer = FrrPeer(
@@ -221,6 +160,7 @@ def test_frr_zebra_redistributes_the_table(lab: Lab, table: RouteTable, tor: Frr
         lab.workdir / "host-frr",
         extra_config=f"router bgp {NODE_ASN}\n address-family ipv4 unicast\n"
         f"  redistribute table {TABLE}\n exit-address-family\nexit",
+        zebra_config=f"ip import-table {TABLE}\n",
     )
     host.start()
     lab.on_exit(host.stop)

@@ -97,6 +97,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.bfd_max_tx_gap = Gauge(
+            "kvip_bgp_bfd_max_tx_gap_seconds",
+            "Longest time between two BFD packets sent to this peer while Up (since the "
+            "BFD process started): how late it ever was against the negotiated interval",
+            ["peer"],
+            registry=r,
+        )
         self.health_check_up = Gauge(
             "kvip_bgp_health_check_up",
             "1 while the static VIP's health check passes",

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kvip_bgp.testing.daemon import LabDaemon, ReceivedRoute
+from kvip_bgp.testing.daemon import LabDaemon, ReceivedRoute, end_process, read_pid_file
 from kvip_bgp.testing.netlab import Netns, wait_for_value, wait_until
 
 __all__ = [
@@ -65,6 +67,8 @@ class FrrNeighbor:
     ebgp_multihop: int | None = None
     passive: bool = False
     update_source: str | None = None
+    bfd: bool = False
+    """``neighbor X bfd``: bgpd drops the session when BFD goes down (needs ZebraBgp)."""
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,8 @@ class FrrPeer(LabDaemon):
                 lines.append(f" neighbor {addr} passive")
             if nb.update_source is not None:
                 lines.append(f" neighbor {addr} update-source {nb.update_source}")
+            if nb.bfd:
+                lines.append(f" neighbor {addr} bfd")
         route_maps: dict[tuple[tuple[str, ...], tuple[str, ...], int | None], str] = {}
         for afi in _AFIS:
             if afi == "ipv6" and not self.ipv6:
@@ -385,3 +391,90 @@ def time_routes(peer: FrrPeer, afi: str = "ipv4") -> tuple[int, float]:
     start = time.monotonic()
     table = peer.routes(afi)
     return len(table), time.monotonic() - start
+
+
+class ZebraBgp(FrrPeer):
+    """FRR with zebra (and optionally bfdd): bgpd talks to a zebra in the same namespace
+    instead of running -Z, so its routes reach the namespace's kernel FIB and ``neighbor
+    X bfd`` works (bgpd asks bfdd for sessions through zebra).
+
+    zebra has no ``--skip_runas``; as root it insists on root being in ``frrvty``, so it
+    (and bfdd) run as the ``frr`` user (Debian's package creates it) from a directory it
+    owns. ``zebra_config`` is zebra's whole config file.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        zebra_config: str = "",
+        bfdd: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.zebra_config = zebra_config
+        self.bfdd = bfdd
+
+    @property
+    def zserv(self) -> Path:
+        return self.workdir / "zserv.api"
+
+    @property
+    def zebra_pid(self) -> Path:
+        return self.workdir / "zebra.pid"
+
+    @property
+    def bfdd_pid(self) -> Path:
+        return self.workdir / "bfdd.pid"
+
+    def _bgpd_argv(self, pid_file: Path, *extra: str) -> list[str]:
+        argv = super()._bgpd_argv(pid_file, *extra)
+        argv.remove("-Z")
+        return [*argv, "-z", str(self.zserv)]
+
+    def _as_frr(self, program: str, conf_text: str, pid: Path, *extra: str) -> None:
+        conf = self.workdir / f"{program}.conf"
+        conf.write_text(conf_text)
+        shutil.chown(conf, "frr", "frr")
+        self.ns.run(
+            f"/usr/lib/frr/{program}",
+            "-d",
+            "-u",
+            "frr",
+            "-g",
+            "frr",
+            "-f",
+            str(conf),
+            "-i",
+            str(pid),
+            "-z",
+            str(self.zserv),
+            "--vty_socket",
+            str(self.workdir),
+            "--log",
+            f"file:{self.workdir / f'{program}.log'}",
+            *extra,
+        )
+
+    def start(self, timeout: float | None = None) -> None:
+        wait = 10.0 if timeout is None else timeout
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.workdir.parent, 0o711)
+        shutil.chown(self.workdir, "frr", "frr")
+        self._as_frr("zebra", self.zebra_config, self.zebra_pid, "-P", "0")
+        wait_until(self.zserv.exists, wait, what="zebra's zserv socket")
+        if self.bfdd:
+            self._as_frr("bfdd", "", self.bfdd_pid, "--bfdctl", str(self.workdir / "bfdd.sock"))
+        super().start(timeout)
+
+    def stop(self, timeout: float = 5.0, *, graceful: bool = True) -> None:
+        super().stop(timeout, graceful=graceful)
+        for pid_file, what in ((self.bfdd_pid, "bfdd"), (self.zebra_pid, "zebra")):
+            pid = read_pid_file(pid_file)
+            if pid is not None:
+                end_process(pid, timeout, what=what)
+
+    def bfd_peers(self) -> list[dict[str, Any]]:
+        """``show bfd peers json`` (bfdd's sessions, the ones bgpd asked for included)."""
+        out = self.vtysh("show bfd peers json")
+        peers: list[dict[str, Any]] = json.loads(out)
+        return peers

@@ -6,8 +6,10 @@ garbage, and one C call (a ``json.loads`` of a page, a full collection) holds th
 for as long as it runs (docs/architecture.md has the measurement).
 
 Protocol with the daemon, one JSON object per line on stdout: ``{"state": ...}`` for
-every state change (``BfdPeerState``) and ``{"dropped": {reason: total}}`` at most once
-a second while packets are being dropped. The daemon's log lines go to stderr.
+every state change (``BfdPeerState``), and at most once a second when they changed
+``{"dropped": {reason: total}}`` and ``{"max_tx_gap": {peer: seconds}}`` (the longest
+time between two packets sent while Up: how late this process ever was). The daemon's
+log lines go to stderr.
 
 Ending: SIGTERM (a planned stop, after the daemon's withdrawals) sends AdminDown for
 ``--linger`` seconds, so the peers know it was on purpose. End of stdin means the daemon
@@ -35,7 +37,7 @@ from typing import Any, Final
 import structlog
 
 from kvip_bgp.bgp.bfd.session import Timers
-from kvip_bgp.bgp.bfd.thread import BfdPeer, BfdPeerState, BfdThread
+from kvip_bgp.bgp.bfd.thread import BfdPeer, BfdPeerState, BfdThread, IPAddress
 
 DROP_REPORT_INTERVAL: Final = 1.0
 _PR_SET_PDEATHSIG: Final = 1
@@ -84,6 +86,8 @@ class _Output:
         self._lock = threading.Lock()
         self._dropped: Counter[str] = Counter()
         self._reported: dict[str, int] = {}
+        self._gaps: dict[str, float] = {}
+        self._gaps_reported: dict[str, float] = {}
 
     def write(self, document: dict[str, Any]) -> None:
         with self._lock:
@@ -97,12 +101,22 @@ class _Output:
         with self._lock:
             self._dropped[reason] += 1
 
-    def report_drops(self) -> None:
+    def gap(self, peer: IPAddress, seconds: float) -> None:
+        with self._lock:
+            key = str(peer)
+            self._gaps[key] = max(seconds, self._gaps.get(key, 0.0))
+
+    def report(self) -> None:
+        """Drop totals and the longest gaps between packets, when they changed."""
         with self._lock:
             totals = dict(self._dropped)
+            gaps = dict(self._gaps)
         if totals != self._reported:
             self._reported = totals
             self.write({"dropped": totals})
+        if gaps != self._gaps_reported:
+            self._gaps_reported = gaps
+            self.write({"max_tx_gap": {peer: round(value, 4) for peer, value in gaps.items()}})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent()
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     out = _Output()
-    thread = BfdThread(peers, out.state, out.dropped)
+    thread = BfdThread(peers, out.state, out.dropped, gap=out.gap)
     planned = threading.Event()
     gone = threading.Event()
     wake = threading.Event()
@@ -141,14 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     while not wake.wait(DROP_REPORT_INTERVAL):
         if not thread.is_alive():
             return 1
-        out.report_drops()
+        out.report()
     if not planned.is_set():
         # The daemon is gone: no AdminDown (the BFD thread dies with the process), so
         # the peers see a failure within their detection time.
         return 1
     thread.stop(args.linger)
     thread.join(args.linger + 2.0)
-    out.report_drops()
+    out.report()
     return 0
 
 

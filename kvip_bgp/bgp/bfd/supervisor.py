@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
@@ -61,8 +62,22 @@ def bfd_peers(peers: tuple[Peer, ...]) -> list[dict[str, Any]]:
     ]
 
 
-def parse_line(line: str) -> BfdState | dict[str, int] | None:
-    """One line of the child: a state change, drop totals, or None (anything else)."""
+@dataclass(frozen=True)
+class DropTotals:
+    """Packets the child dropped since it started, per reason (unknown reasons: other)."""
+
+    totals: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class TxGaps:
+    """The longest time between two packets the child sent while Up, per peer."""
+
+    seconds: tuple[tuple[str, float], ...]
+
+
+def parse_line(line: str) -> BfdState | DropTotals | TxGaps | None:
+    """One line of the child: a state change, drop totals, gaps, or None (anything else)."""
     try:
         document = json.loads(line)
     except ValueError:
@@ -83,11 +98,23 @@ def parse_line(line: str) -> BfdState | dict[str, int] | None:
         return BfdState(peer, name, diagnostic, float(at))
     dropped = document.get("dropped")
     if isinstance(dropped, dict):
-        return {
-            (reason if reason in DROP_REASONS else "other"): count
-            for reason, count in dropped.items()
-            if isinstance(count, int) and not isinstance(count, bool) and count >= 0
-        }
+        totals: dict[str, int] = {}
+        for reason, count in dropped.items():
+            if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+                key = reason if reason in DROP_REASONS else "other"
+                totals[key] = totals.get(key, 0) + count
+        return DropTotals(tuple(sorted(totals.items())))
+    gaps = document.get("max_tx_gap")
+    if isinstance(gaps, dict):
+        seconds = []
+        for peer, value in gaps.items():
+            try:
+                address = str(ipaddress.ip_address(peer))
+            except ValueError:
+                continue
+            if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+                seconds.append((address, float(value)))
+        return TxGaps(tuple(sorted(seconds)))
     return None
 
 
@@ -108,12 +135,15 @@ class BfdReader(threading.Thread):
                 self._metrics.bfd_session_up.labels(item.peer).set(1 if item.state == "up" else 0)
                 self._metrics.bfd_state_changes.labels(item.peer, item.state).inc()
                 self._publish(item)
-            elif isinstance(item, dict):
+            elif isinstance(item, DropTotals):
                 # The child reports running totals per process: count the increase.
-                for reason, total in item.items():
+                for reason, total in item.totals:
                     if total > counted.get(reason, 0):
                         self._metrics.bfd_dropped.labels(reason).inc(total - counted.get(reason, 0))
                         counted[reason] = total
+            elif isinstance(item, TxGaps):
+                for peer, seconds in item.seconds:
+                    self._metrics.bfd_max_tx_gap.labels(peer).set(seconds)
         self._stream.close()
 
 

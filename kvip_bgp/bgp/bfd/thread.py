@@ -125,11 +125,15 @@ class BfdThread(threading.Thread):
         publish: Callable[[BfdPeerState], None],
         dropped: Callable[[str], None],
         rng: random.Random | None = None,
+        gap: Callable[[IPAddress, float], None] | None = None,
     ) -> None:
         super().__init__(name="bfd", daemon=True)
         self._peers = peers
         self._publish = publish
         self._dropped = dropped
+        self._gap = gap
+        # peer -> (time, transmit interval) of the last periodic packet sent while Up
+        self._last_up_tx: dict[IPAddress, tuple[float, int]] = {}
         self._rng = rng or random.SystemRandom()
         self._stop_at: float | None = None
         self._stopping = threading.Event()
@@ -198,9 +202,12 @@ class BfdThread(threading.Thread):
                 self._set(sessions, peer, bfd.expire(s, now))
                 s = sessions[peer]
                 if bfd.due(s, now):
+                    periodic = now >= s.next_tx
                     s, packet = bfd.transmit(s, now, self._rng.random())
                     sessions[peer] = s
                     self._send(senders[peer], peer, packet)
+                    if periodic:
+                        self._measure_gap(peer, s, now)
             wait = (
                 min(
                     [s.next_tx for s in sessions.values()]
@@ -263,11 +270,13 @@ class BfdThread(threading.Thread):
                     # Section 6.8.6: Your Discriminator 0 is only valid from Down/AdminDown.
                     self._dropped("discriminator")
                     continue
-                known = sessions[sender].remote_discriminator
-                if known and packet.my_discriminator != known:
-                    # Not the remote we are talking to: a forged Down or AdminDown from
-                    # one hop away must not end the session. A remote that restarted
-                    # (new discriminator) is let in once our detection time expires.
+                current = sessions[sender]
+                known = current.remote_discriminator
+                if current.state == State.UP and known and packet.my_discriminator != known:
+                    # Not the remote we are Up with: a forged Down or AdminDown from one
+                    # hop away must not end the session. A remote that restarted (new
+                    # discriminator) is let in once our detection time expires; before
+                    # Up, a new discriminator is taken as is (a peer's session recreated).
                     self._dropped("discriminator")
                     continue
                 peer = sender
@@ -293,6 +302,23 @@ class BfdThread(threading.Thread):
             detection_ms=new.detection_time_us // 1000,
         )
         self._publish(BfdPeerState(str(peer), name, int(new.local_diagnostic), time.time()))
+
+    def _measure_gap(self, peer: IPAddress, s: bfd.Session, now: float) -> None:
+        """Report the time between two periodic packets sent while Up at one rate.
+
+        The interval is at most the negotiated one; anything longer is this process
+        being late (scheduling, the GIL), which is what eats into the peer's detection
+        time. Gaps across a state or rate change are not this kind and are skipped.
+        """
+        if self._gap is None:
+            return
+        if s.state != State.UP:
+            self._last_up_tx.pop(peer, None)
+            return
+        last = self._last_up_tx.get(peer)
+        if last is not None and last[1] == s.transmit_interval_us:
+            self._gap(peer, now - last[0])
+        self._last_up_tx[peer] = (now, s.transmit_interval_us)
 
     def _send(self, sock: socket.socket, peer: IPAddress, packet: ControlPacket) -> None:
         try:
