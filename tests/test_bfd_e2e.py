@@ -192,8 +192,10 @@ def test_a_killed_daemons_routes_stay_stale_at_the_tor_despite_bfd(
     """What a crash does today, with graceful restart on (the default): kvip-bgp SIGKILLed
     takes ExaBGP and the BFD process with it, the TCP session closes at once, and the ToR
     keeps the routes as stale (graceful-restart helper) although BFD goes down 0.9 s
-    later: FRR's bgpd acts on a BFD Down only for an Established session. Silent
-    failures (above) are where BFD shortens the outage; see the README."""
+    later: FRR's bgpd acts on a BFD Down only for an Established session. The node's
+    VIPs stay bound, so the traffic keeps flowing until the restarted daemon takes over
+    (the README says why that is the right outcome); silent failures (above) are where
+    BFD shortens the outage."""
     scenario, tor = bfd_tor
     daemon = scenario.start_daemon(bfd_config(scenario))
     scenario.wait_routes(lambda r: f"{V1}/32" in r, "web's VIP at the ToR")
@@ -207,3 +209,4 @@ def test_a_killed_daemons_routes_stay_stale_at_the_tor_despite_bfd(
     route = scenario.routes()[f"{V1}/32"]
     assert route.stale, "the route should be kept as stale by the graceful-restart helper"
     assert tor_fib_has(scenario, f"{V1}/32")
+    assert V1 in scenario.addresses(), "the node still holds the VIP it is attracting"
