@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import struct
 
@@ -22,6 +23,7 @@ from kvip_bgp.bgp.bfd.packet import (
     encode,
 )
 from kvip_bgp.bgp.bfd.supervisor import DropTotals, TxGaps, bfd_peers, parse_line
+from kvip_bgp.bgp.bfd.thread import BfdPeer, BfdPeerState, BfdThread
 from kvip_bgp.configfile import load as config_load
 from kvip_bgp.runtime.messages import BfdState
 
@@ -363,3 +365,15 @@ def test_the_child_refuses_a_bad_peers_document(text: str) -> None:
     assert parse_peers(json.dumps([GOOD_PEER]))  # the base case is good
     with pytest.raises((ValueError, TypeError)):
         parse_peers(text)
+
+
+def test_a_local_address_that_is_not_here_reports_the_peer_down_and_ends() -> None:
+    """No silent 'up without BFD': the peer is reported down, the thread (process) ends,
+    and the daemon restarts the BFD process with backoff until the address exists."""
+    published: list[BfdPeerState] = []
+    peer = BfdPeer(ipaddress.ip_address("192.0.2.2"), ipaddress.ip_address("192.0.2.77"), TIMERS)
+    thread = BfdThread((peer,), published.append, lambda reason: None)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert [(p.peer, p.state) for p in published] == [("192.0.2.2", "down")]

@@ -15,6 +15,7 @@ socket per turn so that transmitting on time never starves.
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import random
 import select
@@ -28,7 +29,14 @@ from typing import Final
 import structlog
 
 from kvip_bgp.bgp.bfd import session as bfd
-from kvip_bgp.bgp.bfd.packet import ControlPacket, PacketError, State, decode, encode
+from kvip_bgp.bgp.bfd.packet import (
+    ControlPacket,
+    Diagnostic,
+    PacketError,
+    State,
+    decode,
+    encode,
+)
 
 log = structlog.get_logger("kvip_bgp.bfd")
 
@@ -109,8 +117,10 @@ def send_socket(local: IPAddress, rng: random.Random) -> socket.socket:
         try:
             sock.bind((str(local), rng.choice(SOURCE_PORTS)))
             break
-        except OSError:
-            continue
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                sock.close()
+                raise
     else:
         sock.close()
         raise OSError(f"no free UDP source port in 49152-65535 on {local}")
@@ -159,9 +169,25 @@ class BfdThread(threading.Thread):
                 discriminator = self._discriminator(used)
                 sessions[peer.peer] = bfd.new_session(discriminator, peer.timers, now)
                 by_discriminator[discriminator] = peer.peer
-                senders[peer.peer] = send_socket(peer.local, self._rng)
-                if peer.local not in receivers.values():
-                    receivers[receive_socket(peer.local)] = peer.local
+                try:
+                    senders[peer.peer] = send_socket(peer.local, self._rng)
+                    if peer.local not in receivers.values():
+                        receivers[receive_socket(peer.local)] = peer.local
+                except OSError as error:
+                    # Typically the local address is not (yet) on this host. The peer
+                    # must not count as up without the BFD it was configured with: say
+                    # so, then end (the process exits; the daemon restarts it with
+                    # backoff, so the session comes once the address does).
+                    log.error(
+                        "bfd.socket_failed",
+                        peer=str(peer.peer),
+                        local=str(peer.local),
+                        error=str(error),
+                    )
+                    self._publish(
+                        BfdPeerState(str(peer.peer), "down", Diagnostic.NONE, time.time())
+                    )
+                    return
                 log.info(
                     "bfd.session_created",
                     peer=str(peer.peer),
