@@ -106,9 +106,16 @@ class Daemon:
 
     def run(self) -> int:
         """The whole life of the daemon, holding the runtime directory's lock throughout."""
+        config = self.config
+        if config.ipam:
+            # Validated (check-config reports every problem), but no thread allocates yet:
+            # starting would leave every Service without a VIP while looking configured.
+            raise StartupError(
+                "ipam.pools: address allocation from pools is not available in this version "
+                "yet (the pools are validated only); remove the ipam section to run"
+            )
         process_settings.configure()
         process_settings.on_stop_signals(self._on_signal)
-        config = self.config
         self.metrics.build_info.info({"version": _version()})
         log.info(
             "app.starting",

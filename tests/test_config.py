@@ -423,6 +423,68 @@ BAD_DOCUMENTS = [
     ("listen-port-range", {"http.listen": "127.0.0.1:65536"}, ["http.listen: port must be"]),
     ("listen-empty-host", {"http.listen": ":9472"}, ["http.listen: host is empty"]),
     ("listen-int", {"http.listen": 9472}, ["http.listen: must be 'HOST:PORT', got 9472"]),
+    # IPAM pools: DNS-label names, unique; CIDRs or ranges inside vips.allowed; no overlap
+    ("ipam-unknown-key", {"ipam.pool": []}, ["ipam.pool: unknown key"]),
+    (
+        "ipam-pool-unknown-key",
+        {"ipam.pools": [{"name": "a", "addresses": ["198.51.100.0/28"], "autoassign": True}]},
+        ["ipam.pools[0].autoassign: unknown key"],
+    ),
+    (
+        "ipam-bad-name-and-missing-addresses",
+        {"ipam.pools": [{"name": "Public_1"}]},
+        [
+            "ipam.pools[0].name: 'Public_1' is not a DNS label",
+            "ipam.pools[0].addresses: required",
+        ],
+    ),
+    (
+        "ipam-outside-allowed",
+        {"ipam.pools": [{"name": "a", "addresses": ["203.0.113.0/28"]}]},
+        ["ipam.pools[0].addresses[0]: 203.0.113.0/28 is not inside one range of vips.allowed"],
+    ),
+    (
+        "ipam-bad-range",
+        {"ipam.pools": [{"name": "a", "addresses": ["198.51.100.9-198.51.100.1", 5]}]},
+        [
+            "ipam.pools[0].addresses[0]: 198.51.100.9-198.51.100.1: the last address is below",
+            "ipam.pools[0].addresses[1]: must be a CIDR or first-last range, got int",
+        ],
+    ),
+    (
+        "ipam-overlap-and-duplicate-name",
+        {
+            "ipam.pools": [
+                {"name": "a", "addresses": ["198.51.100.0/28"]},
+                {"name": "a", "addresses": ["198.51.100.10-198.51.100.20"]},
+            ]
+        },
+        [
+            "ipam.pools[1].name: 'a' is also pools[0]",
+            "ipam.pools[1].addresses: 198.51.100.10-198.51.100.20 overlaps 198.51.100.0-",
+        ],
+    ),
+    (
+        "ipam-bad-fields",
+        {
+            "ipam.pools": [
+                {
+                    "name": "a",
+                    "addresses": ["198.51.100.0/28"],
+                    "auto_assign": "yes",
+                    "namespaces": ["Team A"],
+                    "service_selector": ["tier"],
+                    "priority": -1,
+                }
+            ]
+        },
+        [
+            "ipam.pools[0].auto_assign: must be true or false",
+            "ipam.pools[0].namespaces[0]: must be a namespace name",
+            "ipam.pools[0].service_selector: must be a mapping",
+            "ipam.pools[0].priority: must be 0..1000000, got -1",
+        ],
+    ),
     # BFD: single-hop, from a known local address, with ExaBGP, within FRR's ranges
     (
         "bfd-unknown-key",
@@ -521,6 +583,34 @@ def test_config_error_message_lists_every_problem() -> None:
 GOOD_DOCUMENTS = [
     ("minimal", {}, lambda c: c.bgp.router_id == ipaddress.IPv4Address("192.0.2.1")),
     ("no-bfd-by-default", {}, lambda c: c.bgp.peers[0].bfd is None),
+    ("no-pools-by-default", {}, lambda c: c.ipam == ()),
+    (
+        "ipam-pools",
+        {
+            "ipam.pools": [
+                {
+                    "name": "public",
+                    "addresses": ["198.51.100.64/27", "198.51.100.200-198.51.100.210"],
+                    "avoid_buggy_ips": True,
+                    "namespaces": ["team-a"],
+                    "service_selector": {"tier": "gold"},
+                    "priority": 2,
+                },
+                {"name": "v6", "addresses": ["2001:db8:100::/64"], "auto_assign": False},
+            ]
+        },
+        lambda c: (
+            [p.name for p in c.ipam] == ["public", "v6"]
+            and [str(r) for r in c.ipam[0].ranges]
+            == ["198.51.100.64-198.51.100.95", "198.51.100.200-198.51.100.210"]
+            and c.ipam[0].avoid_buggy_ips
+            and c.ipam[0].namespaces == frozenset({"team-a"})
+            and c.ipam[0].service_selector == (("tier", "gold"),)
+            and c.ipam[0].priority == 2
+            and c.ipam[1].auto_assign is False
+            and c.ipam[1].ranges[0].family == 6
+        ),
+    ),
     (
         "bfd-defaults",
         {"bgp.peers[0].bfd": {}},
@@ -912,3 +1002,34 @@ def test_any_mutation_either_parses_or_names_a_problem(path: str, value: Any) ->
         config.parse(document, environ={})
     except ConfigError as error:
         assert error.problems
+
+
+def test_pools_are_validated_but_run_refuses_them_until_allocation_exists(tmp_path: Path) -> None:
+    """check-config accepts valid pools; run says plainly that nothing would allocate."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    document = build(
+        {
+            "kubernetes.enabled": False,
+            "static": [{"address": "198.51.100.53"}],
+            "ipam.pools": [{"name": "public", "addresses": ["198.51.100.64/28"]}],
+        }
+    )
+    path = tmp_path / "kvip-bgp.yaml"
+    path.write_text(yaml.safe_dump(document))
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "kvip_bgp.cli", *args, "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert cli("check-config").returncode == 0
+    run = cli("run", "--runtime-dir", str(tmp_path / "run"))
+    assert run.returncode == 1
+    assert "ipam.pools: address allocation from pools is not available" in run.stderr

@@ -21,6 +21,7 @@ from typing import Any, Final
 import yaml
 
 from kvip_bgp.configfile.bgp import parse_attributes, parse_bgp
+from kvip_bgp.configfile.ipam import parse_ipam
 from kvip_bgp.configfile.reader import ConfigError, Reader
 from kvip_bgp.configfile.vips import parse_static, parse_vips
 from kvip_bgp.domain.config import (
@@ -44,6 +45,7 @@ _TOP_KEYS: Final = (
     "static",
     "http",
     "log",
+    "ipam",
 )
 
 
@@ -99,6 +101,7 @@ def parse(
 
     shutdown_timeout = r.number(top.get("shutdown_timeout"), "shutdown_timeout", 1, 600, 10.0)
     static = parse_static(r, top.get("static"), vips)
+    ipam = parse_ipam(r, top.get("ipam"), vips)
 
     http_map = r.mapping(top.get("http"), "http", ("listen",))
     listen: tuple[str, int] | None = ("127.0.0.1", 9472)
@@ -131,6 +134,7 @@ def parse(
         static=static,
         http=HttpConfig(listen=listen),
         log=log,
+        ipam=ipam,
         source=source,
     )
 

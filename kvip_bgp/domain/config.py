@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
+from kvip_bgp.domain.ipam import Pool
 from kvip_bgp.domain.model import (
     IPAddress,
     IPNetwork,
@@ -148,4 +149,6 @@ class Config:
     static: tuple[StaticVip, ...] = ()
     http: HttpConfig = HttpConfig()
     log: LogConfig = LogConfig()
+    ipam: tuple[Pool, ...] = ()
+    """``ipam.pools``; empty: no allocation, VIPs come only from requests and status."""
     source: Path | None = None
