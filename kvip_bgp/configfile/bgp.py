@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from kvip_bgp.configfile.reader import Reader, type_name
+from kvip_bgp.configfile.reader import Reader
 from kvip_bgp.domain.config import BfdTimers, BgpConfig, Peer
 from kvip_bgp.domain.model import MAX_U32, Community, IPAddress, LargeCommunity, RouteAttributes
 
@@ -130,17 +130,7 @@ def _parse_peer(r: Reader, value: Any, path: str) -> Peer | None:
                 )
                 password = None
 
-    selector: list[tuple[str, str]] = []
-    sel = m.get("node_selector")
-    if sel is not None:
-        if not isinstance(sel, Mapping):
-            r.fail(f"{path}.node_selector", f"must be a mapping, got {type_name(sel)}")
-        else:
-            for key, val in sel.items():
-                if not isinstance(key, str) or not isinstance(val, str):
-                    r.fail(f"{path}.node_selector.{key}", "label keys and values must be strings")
-                else:
-                    selector.append((key, val))
+    selector = r.labels(m.get("node_selector"), f"{path}.node_selector")
 
     next_hop_v6 = r.address_of(m.get("next_hop_v6"), f"{path}.next_hop_v6", ipaddress.IPv6Address)
     next_hop_v4 = r.address_of(m.get("next_hop_v4"), f"{path}.next_hop_v4", ipaddress.IPv4Address)
@@ -157,7 +147,7 @@ def _parse_peer(r: Reader, value: Any, path: str) -> Peer | None:
         password_file=password_file,
         password=password,
         ttl=ttl or 1,
-        node_selector=tuple(sorted(selector)),
+        node_selector=selector,
         next_hop_v6=next_hop_v6,
         next_hop_v4=next_hop_v4,
         bfd=bfd,

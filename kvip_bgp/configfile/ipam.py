@@ -66,17 +66,7 @@ def _parse_pool(r: Reader, value: Any, path: str, vips: VipConfig | None) -> Poo
             namespaces.append(ns)
         else:
             r.fail(f"{path}.namespaces[{i}]", f"must be a namespace name, got {ns!r}")
-    selector: list[tuple[str, str]] = []
-    raw_selector = m.get("service_selector")
-    if raw_selector is not None:
-        if not isinstance(raw_selector, Mapping):
-            r.fail(f"{path}.service_selector", f"must be a mapping, got {type_name(raw_selector)}")
-        else:
-            for key, val in raw_selector.items():
-                if not isinstance(key, str) or not isinstance(val, str):
-                    r.fail(f"{path}.service_selector.{key}", "label keys and values are strings")
-                else:
-                    selector.append((key, val))
+    selector = r.labels(m.get("service_selector"), f"{path}.service_selector")
     auto_assign = r.boolean(m.get("auto_assign"), f"{path}.auto_assign", True)
     avoid_buggy = r.boolean(m.get("avoid_buggy_ips"), f"{path}.avoid_buggy_ips", False)
     priority = r.integer(m.get("priority"), f"{path}.priority", 0, 1_000_000, 0)
@@ -88,7 +78,7 @@ def _parse_pool(r: Reader, value: Any, path: str, vips: VipConfig | None) -> Poo
         auto_assign=auto_assign,
         avoid_buggy_ips=avoid_buggy,
         namespaces=frozenset(namespaces),
-        service_selector=tuple(sorted(selector)),
+        service_selector=selector,
         priority=priority or 0,
     )
 

@@ -118,6 +118,21 @@ class Reader:
             return None
         return parsed
 
+    def labels(self, value: Any, path: str) -> tuple[tuple[str, str], ...]:
+        """A label selector (``matchLabels``): string keys to string values, sorted."""
+        if value is None:
+            return ()
+        if not isinstance(value, Mapping):
+            self.fail(path, f"must be a mapping, got {type_name(value)}")
+            return ()
+        pairs = []
+        for key, val in value.items():
+            if not isinstance(key, str) or not isinstance(val, str):
+                self.fail(f"{path}.{key}", "label keys and values must be strings")
+            else:
+                pairs.append((key, val))
+        return tuple(sorted(pairs))
+
     def listing(self, value: Any, path: str) -> Sequence[Any]:
         if value is None:
             return ()
