@@ -22,10 +22,18 @@ from kvip_bgp.bgp.bfd.packet import (
     decode,
     encode,
 )
-from kvip_bgp.bgp.bfd.supervisor import DropTotals, TxGaps, bfd_peers, parse_line
+from kvip_bgp.bgp.bfd.supervisor import (
+    RESTART_BACKOFF,
+    BfdSupervisor,
+    DropTotals,
+    TxGaps,
+    bfd_peers,
+    parse_line,
+)
 from kvip_bgp.bgp.bfd.thread import BfdPeer, BfdPeerState, BfdThread
 from kvip_bgp.configfile import load as config_load
 from kvip_bgp.runtime.messages import BfdState
+from kvip_bgp.runtime.metrics import Metrics
 
 TIMERS = bfd.Timers(desired_min_tx_us=300_000, required_min_rx_us=300_000, multiplier=3)
 
@@ -377,3 +385,38 @@ def test_a_local_address_that_is_not_here_reports_the_peer_down_and_ends() -> No
     thread.join(5)
     assert not thread.is_alive()
     assert [(p.peer, p.state) for p in published] == [("192.0.2.2", "down")]
+
+
+def test_a_dead_bfd_process_leaves_every_session_down_not_its_last_state() -> None:
+    """The child reports changes only; when it dies, the supervisor reports each peer
+    down (its last report may have been "up"), then restarts it after the backoff."""
+    parsed = config_load.parse(
+        {
+            "node_name": "n1",
+            "bgp": {
+                "asn": 64512,
+                "peers": [
+                    {"address": "127.0.0.2", "asn": 64500, "local_address": "127.0.0.1"}
+                    | {"bfd": {}}
+                ],
+            },
+            "vips": {"allowed": ["198.51.100.0/24"]},
+        },
+        environ={},
+    )
+    published: list[BfdState] = []
+    supervisor = BfdSupervisor(parsed.bgp.peers, published.append, Metrics())
+    supervisor.start()
+    try:
+        process = supervisor._process
+        assert process is not None
+        process.kill()
+        process.wait(5)
+        supervisor.tick(100.0)
+        assert [(s.peer, s.state) for s in published if s.state == "down"] == [
+            ("127.0.0.2", "down")
+        ]
+        supervisor.tick(100.0 + RESTART_BACKOFF[0])  # restarted after the backoff
+        assert supervisor._process is not process and supervisor._process.poll() is None
+    finally:
+        supervisor.stop(3.0)

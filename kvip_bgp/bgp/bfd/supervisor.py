@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -161,7 +162,9 @@ class BfdSupervisor:
     def __init__(
         self, peers: tuple[Peer, ...], publish: Callable[[BfdState], None], metrics: Metrics
     ) -> None:
-        self._document = json.dumps(bfd_peers(peers))
+        document = bfd_peers(peers)
+        self._document = json.dumps(document)
+        self._peers = tuple(str(item["peer"]) for item in document)
         self._publish = publish
         self._metrics = metrics
         self._process: subprocess.Popen[bytes] | None = None
@@ -201,6 +204,11 @@ class BfdSupervisor:
                 reason="peers see the sessions go down; they come back after the restart",
             )
             self._backoff = min(RESTART_BACKOFF[1], self._backoff * 2)
+            # The process reported only changes, so its last word may have been "up":
+            # with it gone there is no BFD, and every session counts as down.
+            for peer in self._peers:
+                self._metrics.bfd_session_up.labels(peer).set(0)
+                self._publish(BfdState(peer, "down", 0, time.time()))
         elif now >= self._restart_at:
             self._restart_at = None
             self._close_stdin()
