@@ -406,6 +406,15 @@ def test_annotation_parsers_raise_only_annotation_errors(name: str, value: str) 
             parse_one(value)
 
 
+# What the cluster thread decides on: a few Services, slices, maybe this Node, a config.
+CLUSTER_INPUTS: dict[str, st.SearchStrategy[Any]] = {
+    "services": st.lists(SERVICE, min_size=1, max_size=4),
+    "slices": st.lists(SLICE, max_size=4),
+    "node": st.one_of(st.none(), NODE),
+    "which": st.sampled_from([0, 1]),
+}
+
+
 def _decide_all(
     services: list[dict[str, Any]],
     slices: list[dict[str, Any]],
@@ -423,12 +432,7 @@ def _decide_all(
 
 
 @SETTINGS
-@given(
-    services=st.lists(SERVICE, min_size=1, max_size=4),
-    slices=st.lists(SLICE, max_size=4),
-    node=st.one_of(st.none(), NODE),
-    which=st.sampled_from([0, 1]),
-)
+@given(**CLUSTER_INPUTS)
 def test_decide_never_raises_and_emits_only_valid_commands(
     services: list[dict[str, Any]],
     slices: list[dict[str, Any]],
@@ -456,12 +460,7 @@ def test_decide_never_raises_and_emits_only_valid_commands(
 
 
 @SETTINGS
-@given(
-    services=st.lists(SERVICE, min_size=1, max_size=4),
-    slices=st.lists(SLICE, max_size=4),
-    node=st.one_of(st.none(), NODE),
-    which=st.sampled_from([0, 1]),
-)
+@given(**CLUSTER_INPUTS)
 def test_every_reason_and_source_the_policy_gives_parses_back(
     services: list[dict[str, Any]],
     slices: list[dict[str, Any]],
