@@ -8,7 +8,7 @@ PIP     := $(VENV)/bin/pip
 CONFIG  ?=
 APT_PACKAGES := frr iproute2 systemd bird2 gobgpd
 
-.PHONY: install system-deps test unit lint lab bench clean help install-systemd soak
+.PHONY: install system-deps test unit lint lab bench clean help install-systemd soak docs
 DURATION ?= 30m
 
 help:
@@ -16,6 +16,7 @@ help:
 	@echo "make test     install everything and run lint + every test"
 	@echo "make unit     only the tests that need neither root nor FRR"
 	@echo "make lint     ruff + mypy + the import contracts (setup.cfg [importlinter])"
+	@echo "make docs     regenerate docs/configuration.md and the chart's values.schema.json"
 	@echo "make install  create $(VENV) with kvip-bgp and its test tools"
 	@echo "make bench    convergence, latency, memory, CPU at 150/1,000/10,000 Services (~12 min)"
 	@echo "make soak     DURATION=30m: churn in the lab; print RSS/thread/fd growth (not in CI)"
@@ -59,6 +60,11 @@ unit: install
 
 lab: install system-deps
 	$(PY) -m kvip_bgp.testing.scenario $(if $(CONFIG),--config $(CONFIG))
+
+# docs/configuration.md and charts/kvip-bgp/values.schema.json come from the key table
+# kvip_bgp/configfile/keys.py; tests/test_reference.py fails when they are stale.
+docs: install
+	$(PY) -m kvip_bgp.configfile.reference
 
 # Bare metal: venv in /opt/kvip-bgp, unit in /etc/systemd/system, example config if absent.
 install-systemd:

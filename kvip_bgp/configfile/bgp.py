@@ -5,25 +5,11 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from kvip_bgp.configfile.reader import Reader
 from kvip_bgp.domain.config import BfdTimers, BgpConfig, Peer
-from kvip_bgp.domain.model import MAX_U32, Community, IPAddress, LargeCommunity, RouteAttributes
-
-_PEER_KEYS: Final = (
-    "address",
-    "asn",
-    "port",
-    "local_address",
-    "password_file",
-    "ttl",
-    "node_selector",
-    "next_hop_v6",
-    "next_hop_v4",
-    "bfd",
-)
-_BFD_KEYS: Final = ("min_rx", "min_tx", "multiplier")
+from kvip_bgp.domain.model import Community, IPAddress, LargeCommunity, RouteAttributes
 
 
 def parse_bgp(r: Reader, value: Any, require_peers: bool) -> BgpConfig | None:
@@ -33,14 +19,14 @@ def parse_bgp(r: Reader, value: Any, require_peers: bool) -> BgpConfig | None:
     if not isinstance(value, Mapping):
         r.mapping(value, "bgp", ())  # records "must be a mapping"; nothing else to check
         return None
-    m = r.mapping(value, "bgp", ("asn", "router_id", "hold_time", "graceful_restart", "peers"))
+    m = r.section(value, "bgp")
     if m.get("asn") is None:
         r.fail("bgp.asn", "required")
-    asn = r.integer(m.get("asn"), "bgp.asn", 1, MAX_U32)
-    hold_time = r.integer(m.get("hold_time"), "bgp.hold_time", 0, 65535, 30)
-    if hold_time is not None and 0 < hold_time < 3:
+    asn = r.opt_int_key(m, "bgp", "asn")
+    hold_time = r.int_key(m, "bgp", "hold_time")
+    if 0 < hold_time < 3:
         r.fail("bgp.hold_time", "must be 0 or 3..65535 (RFC 4271)")
-    graceful_restart = r.integer(m.get("graceful_restart"), "bgp.graceful_restart", 0, 4095, 120)
+    graceful_restart = r.int_key(m, "bgp", "graceful_restart")
     raw_peers = m.get("peers")
     peer_items = r.listing(raw_peers, "bgp.peers")
     peers_listed = raw_peers is None or len(peer_items) > 0 or raw_peers == []
@@ -82,14 +68,14 @@ def parse_bgp(r: Reader, value: Any, require_peers: bool) -> BgpConfig | None:
     return BgpConfig(
         asn=asn,
         router_id=router_id,
-        hold_time=hold_time if hold_time is not None else 30,
-        graceful_restart=graceful_restart if graceful_restart is not None else 120,
+        hold_time=hold_time,
+        graceful_restart=graceful_restart,
         peers=peers,
     )
 
 
 def _parse_peer(r: Reader, value: Any, path: str) -> Peer | None:
-    m = r.mapping(value, path, _PEER_KEYS)
+    m = r.section(value, path)
     if not m:
         if value is None or isinstance(value, Mapping):
             r.fail(path, "empty peer")
@@ -98,16 +84,16 @@ def _parse_peer(r: Reader, value: Any, path: str) -> Peer | None:
         if m.get(required) is None:
             r.fail(f"{path}.{required}", "required")
     address = r.address(m.get("address"), f"{path}.address")
-    asn = r.integer(m.get("asn"), f"{path}.asn", 1, MAX_U32)
-    port = r.integer(m.get("port"), f"{path}.port", 1, 65535, 179)
+    asn = r.opt_int_key(m, path, "asn")
+    port = r.int_key(m, path, "port")
     local_address = r.address(m.get("local_address"), f"{path}.local_address")
     if address and local_address and address.version != local_address.version:
         r.fail(f"{path}.local_address", "must be of the same IP version as address")
-    ttl = r.integer(m.get("ttl"), f"{path}.ttl", 1, 255, 1)
+    ttl = r.int_key(m, path, "ttl")
 
     password_file: Path | None = None
     password: str | None = None
-    raw_pw = r.string(m.get("password_file"), f"{path}.password_file")
+    raw_pw = r.str_key(m, path, "password_file")
     if raw_pw is not None:
         password_file = Path(raw_pw)
         try:
@@ -142,11 +128,11 @@ def _parse_peer(r: Reader, value: Any, path: str) -> Peer | None:
     return Peer(
         address=address,
         asn=asn,
-        port=port or 179,
+        port=port,
         local_address=local_address,
         password_file=password_file,
         password=password,
-        ttl=ttl or 1,
+        ttl=ttl,
         node_selector=selector,
         next_hop_v6=next_hop_v6,
         next_hop_v4=next_hop_v4,
@@ -155,29 +141,27 @@ def _parse_peer(r: Reader, value: Any, path: str) -> Peer | None:
 
 
 def _parse_bfd(
-    r: Reader, value: Any, path: str, ttl: int | None, local_address: IPAddress | None
+    r: Reader, value: Any, path: str, ttl: int, local_address: IPAddress | None
 ) -> BfdTimers | None:
     """Single-hop BFD (RFC 5881): one hop away, from a known local address."""
     if value is None:
         return None
-    m = r.mapping(value, path, _BFD_KEYS)
+    m = r.section(value, path)
     if not isinstance(value, Mapping):
         return None
     # FRR accepts 10..60000 ms; below 10 ms no Python process keeps the rhythm.
-    min_rx = r.integer(m.get("min_rx"), f"{path}.min_rx", 10, 60000, 300)
-    min_tx = r.integer(m.get("min_tx"), f"{path}.min_tx", 10, 60000, 300)
-    multiplier = r.integer(m.get("multiplier"), f"{path}.multiplier", 1, 255, 3)
-    if ttl is not None and ttl > 1:
+    min_rx = r.int_key(m, path, "min_rx")
+    min_tx = r.int_key(m, path, "min_tx")
+    multiplier = r.int_key(m, path, "multiplier")
+    if ttl > 1:
         r.fail(path, "BFD is single-hop only (RFC 5881): not with ttl > 1")
     if local_address is None:
         r.fail(path, "needs local_address: BFD binds its UDP sockets to it")
-    if min_rx is None or min_tx is None or multiplier is None:
-        return None
     return BfdTimers(min_rx=min_rx, min_tx=min_tx, multiplier=multiplier)
 
 
 def parse_attributes(r: Reader, value: Any, path: str) -> RouteAttributes | None:
-    m = r.mapping(value, path, ("communities", "large_communities", "local_preference", "med"))
+    m = r.section(value, path)
     communities = [
         c
         for i, item in enumerate(r.listing(m.get("communities"), f"{path}.communities"))
@@ -189,8 +173,8 @@ def parse_attributes(r: Reader, value: Any, path: str) -> RouteAttributes | None
         if (lc := r.parsed(item, f"{path}.large_communities[{i}]", LargeCommunity.parse))
         is not None
     ]
-    local_pref = r.integer(m.get("local_preference"), f"{path}.local_preference", 0, MAX_U32)
-    med = r.integer(m.get("med"), f"{path}.med", 0, MAX_U32)
+    local_pref = r.opt_int_key(m, path, "local_preference")
+    med = r.opt_int_key(m, path, "med")
     return RouteAttributes(
         communities=tuple(communities),
         large_communities=tuple(large),

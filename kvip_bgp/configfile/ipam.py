@@ -10,22 +10,13 @@ from kvip_bgp.configfile.reader import Reader, type_name
 from kvip_bgp.domain.config import VipConfig
 from kvip_bgp.domain.ipam import AddressRange, Pool, parse_range
 
-_POOL_KEYS: Final = (
-    "name",
-    "addresses",
-    "auto_assign",
-    "avoid_buggy_ips",
-    "namespaces",
-    "service_selector",
-    "priority",
-)
 # A DNS label (RFC 1123), as Kubernetes names pools and annotation values expect.
 _DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def parse_ipam(r: Reader, value: Any, vips: VipConfig | None) -> tuple[Pool, ...]:
     """``ipam.pools``; absent or empty: no allocation (VIPs only as requested)."""
-    m = r.mapping(value, "ipam", ("pools",))
+    m = r.section(value, "ipam")
     pools: list[tuple[int, Pool]] = []
     for index, item in enumerate(r.listing(m.get("pools"), "ipam.pools")):
         parsed = _parse_pool(r, item, f"ipam.pools[{index}]", vips)
@@ -49,12 +40,12 @@ def parse_ipam(r: Reader, value: Any, vips: VipConfig | None) -> tuple[Pool, ...
 
 
 def _parse_pool(r: Reader, value: Any, path: str, vips: VipConfig | None) -> Pool | None:
-    m = r.mapping(value, path, _POOL_KEYS)
+    m = r.section(value, path)
     if not m:
         if value is None or isinstance(value, Mapping):
             r.fail(path, "empty pool")
         return None
-    name = r.string(m.get("name"), f"{path}.name")
+    name = r.str_key(m, path, "name")
     if name is None:
         r.fail(f"{path}.name", "required")
     elif not _DNS_LABEL.match(name):
@@ -67,9 +58,9 @@ def _parse_pool(r: Reader, value: Any, path: str, vips: VipConfig | None) -> Poo
         else:
             r.fail(f"{path}.namespaces[{i}]", f"must be a namespace name, got {ns!r}")
     selector = r.labels(m.get("service_selector"), f"{path}.service_selector")
-    auto_assign = r.boolean(m.get("auto_assign"), f"{path}.auto_assign", True)
-    avoid_buggy = r.boolean(m.get("avoid_buggy_ips"), f"{path}.avoid_buggy_ips", False)
-    priority = r.integer(m.get("priority"), f"{path}.priority", 0, 1_000_000, 0)
+    auto_assign = r.bool_key(m, path, "auto_assign")
+    avoid_buggy = r.bool_key(m, path, "avoid_buggy_ips")
+    priority = r.int_key(m, path, "priority")
     if name is None or not ranges:
         return None
     return Pool(
@@ -79,7 +70,7 @@ def _parse_pool(r: Reader, value: Any, path: str, vips: VipConfig | None) -> Poo
         avoid_buggy_ips=avoid_buggy,
         namespaces=frozenset(namespaces),
         service_selector=selector,
-        priority=priority or 0,
+        priority=priority,
     )
 
 

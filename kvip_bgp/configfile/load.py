@@ -16,36 +16,21 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import yaml
 
+from kvip_bgp.configfile import keys
 from kvip_bgp.configfile.bgp import parse_attributes, parse_bgp
 from kvip_bgp.configfile.ipam import parse_ipam
 from kvip_bgp.configfile.reader import ConfigError, Reader
 from kvip_bgp.configfile.vips import parse_static, parse_vips
 from kvip_bgp.domain.config import (
-    LOG_LEVELS,
     Config,
     HttpConfig,
     KernelTable,
     KubernetesConfig,
     LogConfig,
-)
-
-_TOP_KEYS: Final = (
-    "node_name",
-    "bgp",
-    "advertise",
-    "vips",
-    "kubernetes",
-    "output",
-    "kernel_table",
-    "shutdown_timeout",
-    "static",
-    "http",
-    "log",
-    "ipam",
 )
 
 
@@ -69,16 +54,16 @@ def parse(
     """Validate an already-parsed YAML document (a dict) into a ``Config``."""
     env = os.environ if environ is None else environ
     r = Reader()
-    top = r.mapping(document, "", _TOP_KEYS)
+    top = r.section(document, "")
     if document is None:
         r.fail("(top level)", "the file is empty")
 
-    node_name = r.string(top.get("node_name"), "node_name")
+    node_name = r.str_key(top, "", "node_name")
     if node_name is None:
         node_name = env.get("NODE_NAME") or socket.gethostname()
 
     vips = parse_vips(r, top.get("vips"))
-    output = r.choice(top.get("output"), "output", ("exabgp", "kernel-table"), "exabgp")
+    output = r.choice_key(top, "", "output")
     bgp = parse_bgp(r, top.get("bgp"), require_peers=output == "exabgp")
     if bgp is not None and output == "kernel-table":
         for index, peer in enumerate(bgp.peers):
@@ -91,30 +76,28 @@ def parse(
     advertise = parse_attributes(r, top.get("advertise"), "advertise")
     kubernetes = _parse_kubernetes(r, top.get("kubernetes"))
 
-    kt = r.mapping(top.get("kernel_table"), "kernel_table", ("table", "protocol"))
+    kt = r.section(top.get("kernel_table"), "kernel_table")
     kernel_table = KernelTable(
-        table=r.integer(kt.get("table"), "kernel_table.table", 1, 2**32 - 1, 198) or 198,
-        protocol=r.integer(kt.get("protocol"), "kernel_table.protocol", 1, 255, 248) or 248,
+        table=r.int_key(kt, "kernel_table", "table"),
+        protocol=r.int_key(kt, "kernel_table", "protocol"),
     )
     if kernel_table.table in (253, 254, 255):
         r.fail("kernel_table.table", "253/254/255 are the kernel's default/main/local tables")
 
-    shutdown_timeout = r.number(top.get("shutdown_timeout"), "shutdown_timeout", 1, 600, 10.0)
+    shutdown_timeout = r.number_key(top, "", "shutdown_timeout")
     static = parse_static(r, top.get("static"), vips)
     ipam = parse_ipam(r, top.get("ipam"), vips)
 
-    http_map = r.mapping(top.get("http"), "http", ("listen",))
-    listen: tuple[str, int] | None = ("127.0.0.1", 9472)
+    http_map = r.section(top.get("http"), "http")
+    listen = r.host_port(keys.default("http.listen"), "http.listen")
     if "listen" in http_map:
         raw_listen = http_map["listen"]
         listen = None if raw_listen is None else r.host_port(raw_listen, "http.listen")
 
-    log_map = r.mapping(top.get("log"), "log", ("format", "level"))
+    log_map = r.section(top.get("log"), "log")
     log = LogConfig(
-        format="console"
-        if r.choice(log_map.get("format"), "log.format", ("json", "console"), "json") == "console"
-        else "json",
-        level=r.choice(log_map.get("level"), "log.level", LOG_LEVELS, "info"),
+        format="console" if r.choice_key(log_map, "log", "format") == "console" else "json",
+        level=r.choice_key(log_map, "log", "level"),
     )
 
     if not kubernetes.enabled and not static:
@@ -140,33 +123,13 @@ def parse(
 
 
 def _parse_kubernetes(r: Reader, value: Any) -> KubernetesConfig:
-    m = r.mapping(
-        value,
-        "kubernetes",
-        (
-            "enabled",
-            "kubeconfig",
-            "load_balancer_class",
-            "legacy_class_handling",
-            "withdraw_when_cordoned",
-            "watch_read_timeout",
-        ),
-    )
-    kubeconfig = r.string(m.get("kubeconfig"), "kubernetes.kubeconfig")
+    m = r.section(value, "kubernetes")
+    kubeconfig = r.str_key(m, "kubernetes", "kubeconfig")
     return KubernetesConfig(
-        enabled=r.boolean(m.get("enabled"), "kubernetes.enabled", True),
+        enabled=r.bool_key(m, "kubernetes", "enabled"),
         kubeconfig=Path(kubeconfig) if kubeconfig else None,
-        load_balancer_class=r.string(
-            m.get("load_balancer_class"), "kubernetes.load_balancer_class", "kvip-bgp.io/bgp"
-        )
-        or "kvip-bgp.io/bgp",
-        legacy_class_handling=r.boolean(
-            m.get("legacy_class_handling"), "kubernetes.legacy_class_handling", True
-        ),
-        withdraw_when_cordoned=r.boolean(
-            m.get("withdraw_when_cordoned"), "kubernetes.withdraw_when_cordoned", False
-        ),
-        watch_read_timeout=r.number(
-            m.get("watch_read_timeout"), "kubernetes.watch_read_timeout", 1, 3600, 120.0
-        ),
+        load_balancer_class=r.str_key(m, "kubernetes", "load_balancer_class") or "",
+        legacy_class_handling=r.bool_key(m, "kubernetes", "legacy_class_handling"),
+        withdraw_when_cordoned=r.bool_key(m, "kubernetes", "withdraw_when_cordoned"),
+        watch_read_timeout=r.number_key(m, "kubernetes", "watch_read_timeout"),
     )

@@ -9,12 +9,14 @@ import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from kvip_bgp.configfile import keys
 from kvip_bgp.domain.model import (
     IPAddress,
 )
 
 T = TypeVar("T")
 A = TypeVar("A", ipaddress.IPv4Address, ipaddress.IPv6Address)
+K = TypeVar("K", bound=keys.Key)
 
 
 class ConfigError(Exception):
@@ -45,6 +47,48 @@ class Reader:
                 where = f"{path}.{key}" if path else str(key)
                 self.fail(where, f"unknown key (allowed: {', '.join(allowed)})")
         return value
+
+    # Keys of the table (configfile.keys): ``where`` is the concrete path of the mapping
+    # (``bgp.peers[3]``), ``name`` the key in it; range and default come from the table.
+
+    def section(self, value: Any, where: str) -> Mapping[str, Any]:
+        """A mapping whose allowed keys are the table's children of ``where``."""
+        return self.mapping(value, where, keys.names(keys.template(where)))
+
+    def int_key(self, m: Mapping[str, Any], where: str, name: str) -> int:
+        """A key with a default: always an int (the default when absent or invalid)."""
+        key = self._key(where, name, keys.Int)
+        if key.default is None:
+            raise TypeError(f"{key.path} has no default: use opt_int_key")
+        value = self.integer(m.get(name), _join(where, name), key.low, key.high, key.default)
+        return key.default if value is None else value
+
+    def opt_int_key(self, m: Mapping[str, Any], where: str, name: str) -> int | None:
+        key = self._key(where, name, keys.Int)
+        return self.integer(m.get(name), _join(where, name), key.low, key.high, key.default)
+
+    def number_key(self, m: Mapping[str, Any], where: str, name: str) -> float:
+        key = self._key(where, name, keys.Number)
+        return self.number(m.get(name), _join(where, name), key.low, key.high, key.default)
+
+    def bool_key(self, m: Mapping[str, Any], where: str, name: str) -> bool:
+        key = self._key(where, name, keys.Bool)
+        return self.boolean(m.get(name), _join(where, name), key.default)
+
+    def str_key(self, m: Mapping[str, Any], where: str, name: str) -> str | None:
+        key = self._key(where, name, keys.Str)
+        return self.string(m.get(name), _join(where, name), key.default)
+
+    def choice_key(self, m: Mapping[str, Any], where: str, name: str) -> str:
+        key = self._key(where, name, keys.Choice)
+        return self.choice(m.get(name), _join(where, name), key.choices, key.default)
+
+    @staticmethod
+    def _key(where: str, name: str, kind: type[K]) -> K:
+        found = keys.BY_PATH[keys.template(_join(where, name))]
+        if not isinstance(found, kind):
+            raise TypeError(f"{found.path} is {type(found).__name__}, not {kind.__name__}")
+        return found
 
     def integer(
         self, value: Any, path: str, low: int, high: int, default: int | None = None
@@ -171,3 +215,7 @@ class Reader:
 
 def type_name(value: Any) -> str:
     return "nothing" if value is None else type(value).__name__
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name

@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kvip_bgp.configfile import keys
 from kvip_bgp.configfile.reader import Reader, type_name
 from kvip_bgp.domain.config import AllowedRange, HealthCheck, StaticVip, VipConfig
-from kvip_bgp.domain.model import MAX_U32, IPAddress, IPNetwork
+from kvip_bgp.domain.model import IPAddress, IPNetwork
 
 
 def _parse_network(r: Reader, value: Any, path: str) -> IPNetwork | None:
@@ -30,7 +31,7 @@ def parse_vips(r: Reader, value: Any) -> VipConfig | None:
     if not isinstance(value, Mapping):
         r.mapping(value, "vips", ())  # records "must be a mapping"; nothing else to check
         return None
-    m = r.mapping(value, "vips", ("allowed", "interface", "bind"))
+    m = r.section(value, "vips")
     raw_allowed = m.get("allowed")
     if raw_allowed is None:
         r.fail("vips.allowed", "required: list the ranges VIPs may come from")
@@ -41,7 +42,7 @@ def parse_vips(r: Reader, value: Any) -> VipConfig | None:
     for i, item in enumerate(items):
         path = f"vips.allowed[{i}]"
         if isinstance(item, Mapping):
-            entry = r.mapping(item, path, ("cidr", "namespaces"))
+            entry = r.section(item, path)
             cidr = _parse_network(r, entry.get("cidr"), f"{path}.cidr")
             namespaces: list[str] = []
             for j, ns in enumerate(r.listing(entry.get("namespaces"), f"{path}.namespaces")):
@@ -56,10 +57,10 @@ def parse_vips(r: Reader, value: Any) -> VipConfig | None:
         if cidr.prefixlen == 0:
             r.fail(path, f"{cidr} admits every address; name real ranges")
         ranges.append(AllowedRange(cidr, tuple(namespaces)))
-    interface: str | None = "lo"
-    if "interface" in m:
+    interface: str | None = keys.default("vips.interface")
+    if "interface" in m:  # null is a value: "do not bind"
         interface = None if m["interface"] is None else r.string(m["interface"], "vips.interface")
-    bind = r.choice(m.get("bind"), "vips.bind", ("address", "local-route"), "address")
+    bind = r.choice_key(m, "vips", "bind")
     if bind == "local-route" and interface is None:
         r.fail("vips.bind", "local-route needs vips.interface (the device of the local routes)")
     return VipConfig(
@@ -70,15 +71,13 @@ def parse_vips(r: Reader, value: Any) -> VipConfig | None:
 
 
 def _parse_check(r: Reader, value: Any, path: str) -> HealthCheck | None:
-    m = r.mapping(
-        value, path, ("tcp", "http", "expect", "exec", "interval", "timeout", "rise", "fall")
-    )
+    m = r.section(value, path)
     kinds = [k for k in ("tcp", "http", "exec") if m.get(k) is not None]
     if len(kinds) != 1:
         r.fail(path, "needs exactly one of tcp, http, exec")
         return None
     tcp = r.host_port(m["tcp"], f"{path}.tcp") if "tcp" in kinds else None
-    http = r.string(m.get("http"), f"{path}.http")
+    http = r.str_key(m, path, "http")
     if http is not None and not http.startswith(("http://", "https://")):
         r.fail(f"{path}.http", f"must be an http:// or https:// URL, got {http!r}")
     exec_argv: tuple[str, ...] | None = None
@@ -88,19 +87,19 @@ def _parse_check(r: Reader, value: Any, path: str) -> HealthCheck | None:
             r.fail(f"{path}.exec", "must be a non-empty list of strings (argv)")
         else:
             exec_argv = tuple(argv)
-    interval = r.number(m.get("interval"), f"{path}.interval", 0.1, 3600, 2.0)
-    timeout = r.number(m.get("timeout"), f"{path}.timeout", 0.1, 3600, 1.0)
+    interval = r.number_key(m, path, "interval")
+    timeout = r.number_key(m, path, "timeout")
     if timeout > interval:
         r.fail(f"{path}.timeout", f"must not exceed interval ({interval})")
     return HealthCheck(
         tcp=tcp,
         http=http,
-        expect=r.integer(m.get("expect"), f"{path}.expect", 100, 599, 200) or 200,
+        expect=r.int_key(m, path, "expect"),
         exec_argv=exec_argv,
         interval=interval,
         timeout=timeout,
-        rise=r.integer(m.get("rise"), f"{path}.rise", 1, 100, 2) or 2,
-        fall=r.integer(m.get("fall"), f"{path}.fall", 1, 100, 3) or 3,
+        rise=r.int_key(m, path, "rise"),
+        fall=r.int_key(m, path, "fall"),
     )
 
 
@@ -109,7 +108,7 @@ def parse_static(r: Reader, value: Any, vips: VipConfig | None) -> tuple[StaticV
     seen: set[IPAddress] = set()
     for i, item in enumerate(r.listing(value, "static")):
         path = f"static[{i}]"
-        m = r.mapping(item, path, ("address", "check", "down_med", "maintenance_file"))
+        m = r.section(item, path)
         if m.get("address") is None:
             r.fail(f"{path}.address", "required")
             continue
@@ -122,12 +121,12 @@ def parse_static(r: Reader, value: Any, vips: VipConfig | None) -> tuple[StaticV
             r.fail(f"{path}.address", f"{address} is listed twice")
         seen.add(address)
         check = _parse_check(r, m["check"], f"{path}.check") if m.get("check") else None
-        maintenance = r.string(m.get("maintenance_file"), f"{path}.maintenance_file")
+        maintenance = r.str_key(m, path, "maintenance_file")
         result.append(
             StaticVip(
                 address=address,
                 check=check,
-                down_med=r.integer(m.get("down_med"), f"{path}.down_med", 0, MAX_U32),
+                down_med=r.opt_int_key(m, path, "down_med"),
                 maintenance_file=Path(maintenance) if maintenance else None,
             )
         )
