@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from kvip_bgp.configfile import commands
 from kvip_bgp.configfile import reader as config_module
 from kvip_bgp.configfile.load import load
 from kvip_bgp.domain.config import Config
@@ -19,8 +20,9 @@ through ExaBGP, and binds them on a local interface.
   kvip-bgp render-exabgp --config FILE  print the ExaBGP configuration it would use
   kvip-bgp status                       peers, announced VIPs, refused Services (this node)
   kvip-bgp explain NAMESPACE/NAME       why this node does or does not announce a Service
+  kvip-bgp manifest control-plane ...   a static Pod announcing the Kubernetes API's VIP
 
-The configuration file format is described in README.md.
+The configuration file format is described in docs/configuration.md.
 """
 
 
@@ -80,11 +82,14 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--config", "-c", type=Path, metavar="FILE", help="config to find --url")
         p.add_argument("--json", action="store_true", help="print the raw JSON")
+    commands.add_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in commands.COMMANDS:
+        return commands.main(args)
     if args.command in ("status", "explain"):
         from kvip_bgp.ops import report
 

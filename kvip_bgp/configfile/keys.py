@@ -221,6 +221,13 @@ KEYS: Final[tuple[Key, ...]] = (
         doc="successes in a row before the VIP is up"),
     Int(path="static[].check.fall", low=1, high=100, default=3,
         doc="failures in a row before the VIP is down"),
+    Str(path="static[].check.ca_file", default=None, default_doc="the system's CAs",
+        doc="https: CA bundle the server's certificate must chain to"),
+    Str(path="static[].check.server_name", default=None, default_doc="the URL's host",
+        doc="https: name the certificate must carry, sent as SNI (`kubernetes` for an "
+            "API server reached at 127.0.0.1)"),
+    Bool(path="static[].check.insecure", default=False,
+         doc="https: do not verify the certificate at all"),
     Int(path="static[].down_med", low=0, high=MAX_U32, default=None,
         doc="while down: keep announcing with this MED; null: withdraw"),
     Str(path="static[].maintenance_file", default=None,

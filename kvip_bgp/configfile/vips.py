@@ -87,6 +87,14 @@ def _parse_check(r: Reader, value: Any, path: str) -> HealthCheck | None:
             r.fail(f"{path}.exec", "must be a non-empty list of strings (argv)")
         else:
             exec_argv = tuple(argv)
+    ca_file = r.str_key(m, path, "ca_file")
+    server_name = r.str_key(m, path, "server_name")
+    insecure = r.bool_key(m, path, "insecure")
+    for name in ("ca_file", "server_name", "insecure"):
+        if m.get(name) is not None and not (http or "").startswith("https://"):
+            r.fail(f"{path}.{name}", "only with an https:// URL in http")
+    if insecure and (ca_file or server_name):
+        r.fail(f"{path}.insecure", "contradicts ca_file/server_name (they verify)")
     interval = r.number_key(m, path, "interval")
     timeout = r.number_key(m, path, "timeout")
     if timeout > interval:
@@ -100,6 +108,9 @@ def _parse_check(r: Reader, value: Any, path: str) -> HealthCheck | None:
         timeout=timeout,
         rise=r.int_key(m, path, "rise"),
         fall=r.int_key(m, path, "fall"),
+        ca_file=Path(ca_file) if ca_file else None,
+        server_name=server_name,
+        insecure=insecure,
     )
 
 

@@ -115,6 +115,11 @@ class HealthCheck:
     timeout: float = 1.0
     rise: int = 2
     fall: int = 3
+    # https only: the CA that signed the server's certificate (None: the system's CAs),
+    # the name the certificate must carry (None: the URL's host), or no verification.
+    ca_file: Path | None = None
+    server_name: str | None = None
+    insecure: bool = False
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -39,6 +40,7 @@ import structlog
 from kvip_bgp.domain.config import HealthCheck, StaticVip
 from kvip_bgp.domain.model import Advertisement, IPAddress, RouteAttributes
 from kvip_bgp.domain.sources import VipSource
+from kvip_bgp.runtime.https import Tls, https_connection, tls_settings
 from kvip_bgp.runtime.metrics import Metrics
 
 log = structlog.get_logger("kvip_bgp.health")
@@ -144,7 +146,7 @@ def run_check(check: HealthCheck) -> CheckResult:
         if check.tcp is not None:
             return check_tcp(check.tcp[0], check.tcp[1], check.timeout)
         if check.http is not None:
-            return check_http(check.http, check.expect, check.timeout)
+            return check_http(check.http, check.expect, check.timeout, tls_settings(check))
         if check.exec_argv is not None:
             return check_exec(check.exec_argv, check.timeout)
     except Exception as error:  # a bug or an exotic OS error: fail the check, keep going
@@ -161,7 +163,7 @@ def check_tcp(host: str, port: int, timeout: float) -> CheckResult:
         return CheckResult(False, _os_error_reason(error))
 
 
-def check_http(url: str, expect: int, timeout: float) -> CheckResult:
+def check_http(url: str, expect: int, timeout: float, tls: Tls | None = None) -> CheckResult:
     """Pass when ``GET url`` answers with status ``expect`` within ``timeout``.
 
     ``http.client`` rather than ``urllib``: redirects are not followed (a 301 is an
@@ -175,7 +177,7 @@ def check_http(url: str, expect: int, timeout: float) -> CheckResult:
     deadline = time.monotonic() + timeout
     connection: http.client.HTTPConnection
     if parts.scheme == "https":
-        connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout)
+        connection = https_connection(parts.hostname, parts.port, timeout, tls)
     else:
         connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     path = parts.path or "/"
@@ -189,6 +191,8 @@ def check_http(url: str, expect: int, timeout: float) -> CheckResult:
         connection.request("GET", path, headers={"User-Agent": "kvip-bgp-health"})
         response = connection.getresponse()
         status = response.status
+    except ssl.SSLCertVerificationError as error:  # a ValueError too: before that
+        return CheckResult(False, f"certificate not trusted: {error.verify_message}")
     except (http.client.HTTPException, ValueError) as error:
         return CheckResult(False, f"bad response: {type(error).__name__}")
     except OSError as error:
