@@ -21,6 +21,7 @@ through ExaBGP, and binds them on a local interface.
   kvip-bgp status                       peers, announced VIPs, refused Services (this node)
   kvip-bgp explain NAMESPACE/NAME       why this node does or does not announce a Service
   kvip-bgp manifest control-plane ...   a static Pod announcing the Kubernetes API's VIP
+  kvip-bgp import metallb FILE...       a kvip-bgp config from MetalLB resources
 
 The configuration file format is described in docs/configuration.md.
 """

@@ -1,4 +1,4 @@
-"""The commands that write configuration: ``manifest control-plane``.
+"""The commands that write configuration: ``manifest control-plane``, ``import metallb``.
 
 They live beside the loader because they produce (and validate) config files; cli.py
 only hands them its subparsers.
@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Final
 
 from kvip_bgp.configfile import controlplane
 from kvip_bgp.configfile.load import parse
 from kvip_bgp.configfile.reader import ConfigError
 
-COMMANDS: Final = ("manifest",)
+COMMANDS: Final = ("manifest", "import")
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,9 +50,27 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     cp.add_argument("--image", help="the kvip-bgp image (default: kvip-bgp:0.1.0)")
     cp.add_argument("--http-port", type=int, help="/metrics /healthz port on 127.0.0.1 (9473)")
 
+    importer = sub.add_parser(
+        "import",
+        help="convert another load balancer's configuration",
+        description="convert another load balancer's configuration",
+    )
+    sources = importer.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    text = (
+        "print a kvip-bgp config equivalent to MetalLB resources (IPAddressPool, BGPPeer, "
+        "BGPAdvertisement, Community...), and on stderr every field it cannot carry over"
+    )
+    metallb = sources.add_parser("metallb", help=text, description=text)
+    metallb.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    metallb.add_argument("--router-id", help="bgp.router_id for the config (MetalLB has none)")
+
 
 def main(args: argparse.Namespace) -> int:
-    return _control_plane(args)
+    if args.command == "manifest":
+        return _control_plane(args)
+    from kvip_bgp.configfile import metallb
+
+    return metallb.main(args.files, args.router_id)
 
 
 def _control_plane(args: argparse.Namespace) -> int:
