@@ -115,6 +115,9 @@ def test_the_generated_files_are_up_to_date() -> None:
     """Run ``make docs`` after changing configfile/keys.py."""
     assert (ROOT / reference.DOCS).read_text(encoding="utf-8") == reference.markdown()
     assert (ROOT / reference.CHART_SCHEMA).read_text(encoding="utf-8") == (reference.schema_text())
+    operating = (ROOT / reference.OPERATING).read_text(encoding="utf-8")
+    assert operating == reference.operating_text(operating)
+    assert "`kvip_bgp_session_up` | gauge | peer |" in operating
 
 
 def test_the_docs_name_every_key() -> None:
