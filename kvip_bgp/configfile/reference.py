@@ -55,6 +55,15 @@ CHART_ONLY: Final[Mapping[str, Mapping[str, Any]]] = {
         },
         "description": "TCP-MD5 passwords: an existing Secret, or values the chart puts in one",
     },
+    "prometheusRule": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "enabled": {"type": "boolean"},
+            "for": {"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d|w|y))+$"},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
     "http.port": {"type": "integer", "minimum": 1, "maximum": 65535},
     "http.bindAddress": {
         "type": "string",
