@@ -1,20 +1,27 @@
-# kvip-bgp image: Debian slim + the package, installed the way `make install` does it
+# kvip-bgp image: Debian bookworm + the package, installed the way `make install` does it
 # (`pip install .` into a virtualenv at /opt/kvip-bgp/venv).
 #
-#   docker build -t kvip-bgp:0.1.0 .
+#   make image                        # buildah, on a base made by debootstrap (no registry)
+#   docker build -t kvip-bgp:0.1.0 .  # on python:3.11-slim-bookworm from Docker Hub
+#
+# BASE must have python3 with venv (Debian: python3-venv) and /bin/sh.
 #
 # The chart (charts/kvip-bgp) runs it as root with CAP_NET_ADMIN only and a read-only root
 # filesystem; its init container uses /bin/sh and sed from the base image.
 
-FROM python:3.11-slim-bookworm AS build
+ARG BASE=python:3.11-slim-bookworm
+FROM ${BASE} AS build
+# Optional: a CA bundle for pip, mounted into the build only (make image passes the build
+# machine's when its egress to PyPI needs it); it does not end up in the image.
+ARG PIP_CERT
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY . /src
-RUN python -m venv /opt/kvip-bgp/venv \
+RUN python3 -m venv /opt/kvip-bgp/venv \
  && /opt/kvip-bgp/venv/bin/pip install /src \
  && /opt/kvip-bgp/venv/bin/kvip-bgp --help >/dev/null
 
-FROM python:3.11-slim-bookworm
+FROM ${BASE}
 # Same base image as the build stage, so the venv's python symlink stays valid.
 COPY --from=build /opt/kvip-bgp/venv /opt/kvip-bgp/venv
 ENV PATH=/opt/kvip-bgp/venv/bin:$PATH \

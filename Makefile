@@ -7,8 +7,12 @@ PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 CONFIG  ?=
 APT_PACKAGES := frr iproute2 systemd bird2 gobgpd
+# make image (and its lab test): build with buildah on a debootstrap base, run with podman
+# (runc: crun refuses this host's cgroup v1/v2 hybrid).
+IMAGE_APT_PACKAGES := debootstrap buildah podman runc
+IMAGE ?= kvip-bgp:0.1.0
 
-.PHONY: install system-deps test unit lint lab bench clean help install-systemd soak docs
+.PHONY: install system-deps test unit lint lab bench clean help install-systemd soak docs image image-deps
 DURATION ?= 30m
 
 help:
@@ -16,6 +20,7 @@ help:
 	@echo "make test     install everything and run lint + every test"
 	@echo "make unit     only the tests that need neither root nor FRR"
 	@echo "make lint     ruff + mypy + the import contracts (setup.cfg [importlinter])"
+	@echo "make image    build the container image with buildah (IMAGE=$(IMAGE)), no registry needed"
 	@echo "make docs     regenerate docs/configuration.md and the chart's values.schema.json"
 	@echo "make install  create $(VENV) with kvip-bgp and its test tools"
 	@echo "make bench    convergence, latency, memory, CPU at 150/1,000/10,000 Services (~12 min)"
@@ -52,7 +57,7 @@ lint: install $(LINT_VENV)/.installed
 	$(VENV)/bin/mypy kvip_bgp
 	PYTHONPATH=$(CURDIR) $(LINT_VENV)/bin/lint-imports
 
-test: install system-deps lint
+test: install system-deps image-deps lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 unit: install
@@ -60,6 +65,14 @@ unit: install
 
 lab: install system-deps
 	$(PY) -m kvip_bgp.testing.scenario $(if $(CONFIG),--config $(CONFIG))
+
+image-deps:
+	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="$(IMAGE_APT_PACKAGES)"
+
+# The Dockerfile built by buildah on Debian bookworm from debootstrap (deploy/image/build.sh
+# says why each flag is there); tests/test_image.py runs it in the lab.
+image: image-deps
+	IMAGE=$(IMAGE) sh deploy/image/build.sh
 
 # docs/configuration.md and charts/kvip-bgp/values.schema.json come from the key table
 # kvip_bgp/configfile/keys.py; tests/test_reference.py fails when they are stale.
