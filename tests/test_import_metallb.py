@@ -15,6 +15,11 @@ from kvip_bgp.configfile.metallb_peers import duration
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "metallb"
 POOL = FIXTURES / "ipaddresspool_simple.yaml"
+EMPTY_ADVERTISEMENT = {
+    "apiVersion": "metallb.io/v1beta1",
+    "kind": "BGPAdvertisement",
+    "metadata": {"name": "empty", "namespace": "metallb-system"},
+}
 PEER = FIXTURES / "bgppeer_simple.yaml"
 
 
@@ -150,9 +155,10 @@ def test_each_example_field_by_field(name: str, lost: list[str], config: dict[st
         inputs.append(POOL.name)
     if "BGPPeer" not in kinds:
         inputs.append(PEER.name)
+    objects = metallb.read([FIXTURES / n for n in inputs])
     if "BGPAdvertisement" not in kinds and not name.startswith(("l2", "simple")):
-        inputs.append("simple_pool_adv_bgp.yaml")  # its "empty" advertisement
-    done = convert(*inputs, router_id="192.0.2.1")
+        objects.append(EMPTY_ADVERTISEMENT)  # as simple_pool_adv_bgp.yaml's
+    done = metallb.convert(objects, "192.0.2.1")
     assert sorted(lost_fields(done)) == sorted(lost), done.lost
     for path, expected in config.items():
         node: Any = done.config
@@ -237,3 +243,25 @@ def test_the_command_prints_config_and_reports_on_stderr(
     assert "# Not carried over" in out  # travels with the file, as comments
     assert "not carried over: BGPPeer/peer.spec.vrf: kvip-bgp peers in the default VRF only" in err
     assert "not carried over: BGPAdvertisement: none among the inputs" in err
+
+
+def test_kubectl_get_output_is_read(tmp_path: Path) -> None:
+    """``kubectl get ... -o yaml`` prints a List whose items carry status and managed
+    fields: only the items' specs matter."""
+    items = [
+        doc
+        for name in ("ipaddresspool_simple.yaml", "bgppeer_simple.yaml", "simple_pool_adv_bgp.yaml")
+        for doc in yaml.safe_load_all((FIXTURES / name).read_text(encoding="utf-8"))
+        if doc
+    ]
+    for item in items:
+        item["metadata"]["managedFields"] = [{"manager": "kubectl"}]
+        item["status"] = {}
+    listed = tmp_path / "metallb.yaml"
+    listed.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}))
+    done = metallb.convert(metallb.read([listed]), "192.0.2.1")
+    # Two of the examples define the same pool: one pool, and the repetition is named.
+    assert lost_fields(done) == ["IPAddressPool/example"]
+    assert done.config["bgp"]["peers"] == [{"address": "172.30.0.3", "asn": 64512}]
+    assert [p["name"] for p in done.config["ipam"]["pools"]] == ["example"]
+    parse(done.config, environ={})

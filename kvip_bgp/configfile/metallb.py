@@ -27,12 +27,18 @@ GROUP: Final = "metallb.io/"
 def convert(objects: Sequence[Mapping[str, Any]], router_id: str | None = None) -> Conversion:
     out = Conversion()
     by_kind: dict[str, list[Mapping[str, Any]]] = {}
+    seen: set[tuple[str, str, str]] = set()
     for obj in objects:
         kind, api = str(obj.get("kind")), str(obj.get("apiVersion", ""))
         name = (obj.get("metadata") or {}).get("name", "?")
         if not api.startswith(GROUP) or kind not in _KINDS:
             out.lose(f"{kind}/{name}", f"{api or 'no apiVersion'} {kind} is not converted")
             continue
+        identity = (kind, str((obj.get("metadata") or {}).get("namespace", "")), str(name))
+        if identity in seen:  # the same object in two files: one pool, not two
+            out.lose(f"{kind}/{name}", "listed more than once in the inputs: kept the first")
+            continue
+        seen.add(identity)
         by_kind.setdefault(kind, []).append(obj)
     communities = _communities(by_kind.get("Community", []), out)
     bfd = {name_of(p): p.get("spec") or {} for p in by_kind.get("BFDProfile", [])}
