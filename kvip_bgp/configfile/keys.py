@@ -166,7 +166,7 @@ KEYS: Final[tuple[Key, ...]] = (
            "248`, listed by `ip route show table local`; the kernel accepts traffic for it "
            "exactly as for an address. Adding an IPv4 address walks the interface's whole "
            "address list, so many VIPs cost quadratic kernel time at start; local routes "
-           "cost constant time each (figures: docs/performance.md). The cost: an IPv6 "
+           "cost constant time each (figures: [performance](performance.md)). The cost: an IPv6 "
            "service cannot `bind()` to the VIP itself (only to `[::]`) unless "
            "`net.ipv6.ip_nonlocal_bind=1`; IPv4 services can. Needs `vips.interface`."),
 

@@ -183,6 +183,8 @@ def chart_schema() -> dict[str, Any]:
 def _type(key: Key) -> str:
     if isinstance(key, Section):
         text = "list of mappings" if key.listed else "mapping"
+        if key.listed and key.scalar is not None:
+            text = "list of strings or mappings"
     elif isinstance(key, Int):
         text = f"integer {key.low}..{key.high}"
     elif isinstance(key, Number):
