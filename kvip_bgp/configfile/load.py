@@ -8,6 +8,7 @@ mistake until the day it matters.
 Parsing goes through a small ``Reader`` that walks the YAML tree, records problems with
 their paths and returns a placeholder so that checking continues past the first error.
 The larger sections have modules of their own: ``configfile.bgp``, ``configfile.vips``.
+Every key's type, range, default and description is in ``configfile.keys``.
 """
 
 from __future__ import annotations
