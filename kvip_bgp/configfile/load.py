@@ -150,6 +150,7 @@ def _parse_kubernetes(r: Reader, value: Any) -> KubernetesConfig:
             "legacy_class_handling",
             "withdraw_when_cordoned",
             "watch_read_timeout",
+            "lease_duration",
         ),
     )
     kubeconfig = r.string(m.get("kubeconfig"), "kubernetes.kubeconfig")
@@ -169,4 +170,6 @@ def _parse_kubernetes(r: Reader, value: Any) -> KubernetesConfig:
         watch_read_timeout=r.number(
             m.get("watch_read_timeout"), "kubernetes.watch_read_timeout", 1, 3600, 120.0
         ),
+        lease_duration=r.integer(m.get("lease_duration"), "kubernetes.lease_duration", 3, 300, 15)
+        or 15,
     )
