@@ -73,7 +73,7 @@ def test_a_stale_event_never_replaces_a_newer_version() -> None:
     state.next_writes()
     # A watch event from before our write (rv 5 < 7): the address must not look free.
     state.seen(svc("web", rv=5))
-    assert not state.dirty
+    assert not state.changed
     state.seen(svc("other", rv=11))
     (write,) = state.next_writes()[0]
     assert write.service.key == key("other") and ips(write) == ["198.51.100.65"]
@@ -240,3 +240,20 @@ def test_with_pools_the_policy_announces_the_allocation_not_the_request() -> Non
     assert decide(requested, here, None, node_config).vip_source is None
     allocated = parse_service(service("web", "198.51.100.70", ingress=["198.51.100.70"]))
     assert decide(allocated, here, None, node_config).vip_source == "status.loadBalancer.ingress"
+
+
+def test_kvip_bgp_status_prints_pools_allocations_and_pending() -> None:
+    from kvip_bgp.ops.report import render_status
+
+    tiny = with_pools(Pool("one", (parse_range("198.51.100.64/32"),)))
+    state = Allocations(tiny)
+    first = svc("a", annotations={POOL_ANNOTATION: "one"}, ingress=["198.51.100.64"])
+    state.listed_all([first, svc("b", created="2026-01-02T00:00:00Z")], "10")
+    state.next_writes()
+    out = render_status({"ipam": state.status(True).document()})
+    assert "IPAM POOLS" in out and "one   IPv4    1         0" in out
+    assert "default/a  one   198.51.100.64" in out
+    assert "PENDING ALLOCATION" in out and "default/b  no free address" in out
+    follower = render_status({"ipam": state.status(False).document()})
+    assert "allocation is made by the Lease holder" in follower
+    assert "IPAM" not in render_status({})

@@ -162,7 +162,7 @@ class Allocator:
             self._leading
             and bool(self.state.pools)
             and time.monotonic() >= self._resume_at
-            and (bool(self._writes) or self.state.dirty or self._must_list)
+            and (bool(self._writes) or self.state.changed or self._must_list)
         )
 
     def failed(self, retry_in: float = 1.0) -> None:
@@ -188,6 +188,7 @@ class Allocator:
         then write until ``deadline`` (the rest waits for the next turn)."""
         if not self._leading or not self.state.pools or time.monotonic() < self._resume_at:
             return
+        first = self._must_list  # the first plan after a list is always logged
         if self._must_list:
             started = time.monotonic()
             services, version = list_services(self._api)
@@ -196,14 +197,14 @@ class Allocator:
             log.info(
                 "ipam.listed", services=len(services), seconds=round(time.monotonic() - started, 3)
             )
-        if self.state.dirty:
+        if self.state.changed and self.state.refresh():
             started = time.monotonic()
             self._writes, failures = self.state.next_writes()
             self._done = set()
             for event in failures:
                 post(_service_event(event, self.state))
             log.log(
-                20 if self._writes or failures else 10,
+                20 if self._writes or failures or first else 10,
                 "ipam.planned",
                 writes=len(self._writes),
                 failed=len(failures),

@@ -129,6 +129,8 @@ class Allocations:
         self._config = config
         self._services: dict[ObjectKey, ServiceInfo] = {}
         self._claims: dict[ObjectKey, ClaimOf] = {}
+        # Seen but not turned into claims yet: only a planning holder pays for claims.
+        self._unclaimed: set[ObjectKey] = set()
         self._listed_at = ""  # resourceVersion of the last full list ("": none yet)
         self.listed = False
         self.dirty = True
@@ -142,7 +144,7 @@ class Allocations:
     def set_config(self, config: Config) -> None:
         """New pools (a reload): every claim is rebuilt, the next pass re-plans."""
         self._config = config
-        self._claims = {k: claim_of(s, config) for k, s in self._services.items()}
+        self._unclaimed |= set(self._services)
         self.dirty = True
 
     def listed_all(self, services: Iterable[ServiceInfo], resource_version: str) -> None:
@@ -172,10 +174,25 @@ class Allocations:
             self._forget(key)
             return
         self._services[key] = service
-        claim = claim_of(service, self._config)
-        if claim != self._claims.get(key) or (claim is None and _ours_before(service)):
-            self.dirty = True
-        self._claims[key] = claim
+        self._unclaimed.add(key)
+
+    @property
+    def changed(self) -> bool:
+        """Something may need a new plan (cheap: claims are not built here)."""
+        return self.dirty or bool(self._unclaimed)
+
+    def refresh(self) -> bool:
+        """Build the claims of Services seen since; whether the plan must be made again."""
+        for key in self._unclaimed:
+            service = self._services.get(key)
+            if service is None:
+                continue
+            claim = claim_of(service, self._config)
+            if claim != self._claims.get(key) or (claim is None and _ours_before(service)):
+                self.dirty = True
+            self._claims[key] = claim
+        self._unclaimed = set()
+        return self.dirty
 
     def uid(self, key: ObjectKey) -> str:
         service = self._services.get(key)
@@ -187,6 +204,7 @@ class Allocations:
 
     def _forget(self, key: ObjectKey) -> None:
         self._services.pop(key, None)
+        self._unclaimed.discard(key)
         if self._claims.pop(key, None) is not None:
             self.dirty = True
         self._failed.pop(key, None)
@@ -194,6 +212,7 @@ class Allocations:
     def next_writes(self) -> tuple[list[AllocationWrite], list[Event]]:
         """Plan again; the writes that make every Service match it, releases first, and
         the AllocationFailed Events not posted yet."""
+        self.refresh()
         self.dirty = False
         claims: list[Claim] = []
         invalid: dict[ObjectKey, InvalidRequest] = {}
