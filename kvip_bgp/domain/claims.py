@@ -80,10 +80,8 @@ def claim_of(service: ServiceInfo, config: Config) -> Claim | InvalidRequest | N
         sharing = _one_value(service, "allow-shared-ip")
     except AnnotationError as error:
         return InvalidRequest(str(error))
-    families = tuple(_FAMILIES[f] for f in service.ip_families)
-    local = None
-    if service.external_traffic_policy == "Local":
-        local = ",".join(f"{k}={v}" for k, v in service.selector)
+    families = tuple(_FAMILIES[f] for f in service.ip_families.split(",") if f in _FAMILIES)
+    local = service.selector if service.external_traffic_policy == "Local" else None
     return Claim(
         key=service.key,
         created=service.created,
@@ -94,7 +92,7 @@ def claim_of(service: ServiceInfo, config: Config) -> Claim | InvalidRequest | N
         requested_pool=pool,
         sharing_key=sharing,
         local_selector=local,
-        ports=service.ports,
+        ports=_ports(service.ports),
         held=held_ips(service),
         held_pool=service.annotation(POOL_ANNOTATION),
     )
@@ -130,6 +128,14 @@ def _one_value(service: ServiceInfo, key: str) -> str | None:
         )
     value = ours if ours is not None else theirs
     return None if value is None else value.strip()
+
+
+def _ports(text: str) -> frozenset[tuple[str, int]]:
+    result = set()
+    for item in text.split(",") if text else ():
+        protocol, _, port = item.rpartition("/")
+        result.add((protocol, int(port)))
+    return frozenset(result)
 
 
 def _text(ips: tuple[IPAddress, ...]) -> str:
