@@ -7,6 +7,8 @@ import ipaddress
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kvip_bgp.configfile.load import parse
 from kvip_bgp.domain.claims import POOL_ANNOTATION, InvalidRequest, claim_of
@@ -257,3 +259,94 @@ def test_kvip_bgp_status_prints_pools_allocations_and_pending() -> None:
     follower = render_status({"ipam": state.status(False).document()})
     assert "allocation is made by the Lease holder" in follower
     assert "IPAM" not in render_status({})
+
+
+# ------------------------------------------------------------- property: the whole loop
+
+POOL8 = with_pools(Pool("p", (parse_range("198.51.100.64/29"),)))
+CREATE = st.tuples(st.just("create"), st.integers(0, 9), st.sampled_from([None, None, 64, 71]))
+STEP = st.tuples(st.just("step"), st.integers(1, 4), st.none())
+OPS = st.lists(
+    st.one_of(
+        CREATE,
+        CREATE,
+        STEP,
+        STEP,
+        st.tuples(st.just("delete"), st.integers(0, 9), st.none()),
+        st.tuples(st.just("restart"), st.none(), st.none()),
+        st.tuples(st.just("stale"), st.integers(0, 9), st.none()),
+    ),
+    max_size=50,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(OPS)
+def test_writes_never_give_an_address_to_two_services_nor_move_a_valid_one(
+    ops: list[tuple[str, int | None, int | None]],
+) -> None:
+    """A simulated API (versions, 409s) in front of the real Allocations: after every
+    write no address is held twice, and a held address only goes with its Service."""
+    store: dict[str, ServiceInfo] = {}
+    history: dict[str, list[ServiceInfo]] = {}
+    version = [100]
+    state = Allocations(POOL8)
+    state.listed_all([], "100")
+
+    def put(info: ServiceInfo) -> ServiceInfo:
+        version[0] += 1
+        info = dataclasses.replace(info, resource_version=str(version[0]))
+        store[info.key.name] = info
+        history.setdefault(info.key.name, []).append(info)
+        return info
+
+    def check(before: dict[str, tuple[str, ...]]) -> None:
+        held = [ip for s in store.values() for ip in s.ingress_ips]
+        assert len(held) == len(set(held)), store
+        for name, ips in before.items():
+            if ips and name in store:
+                assert store[name].ingress_ips == ips, (name, ips, store[name].ingress_ips)
+
+    for op, arg, extra in ops:
+        if op == "create" and arg is not None and f"s{arg}" not in store:
+            notes = {"kvip-bgp.io/loadbalancerIPs": f"198.51.100.{extra}"} if extra else None
+            created = f"2026-01-01T00:00:{version[0] % 60:02d}Z"
+            state.seen(put(svc(f"s{arg}", created=created, annotations=notes)))
+        elif op == "delete" and f"s{arg}" in store:
+            gone = store.pop(f"s{arg}")
+            version[0] += 1
+            state.seen(dataclasses.replace(gone, resource_version=str(version[0])), deleted=True)
+        elif op == "stale" and history.get(f"s{arg}"):
+            state.seen(history[f"s{arg}"][0])  # a late watch event: must change nothing
+        elif op == "restart":
+            state = Allocations(POOL8)
+            state.listed_all(list(store.values()), str(version[0]))
+        elif op == "step" and arg is not None:
+            writes, _ = state.next_writes()
+            done: set[ObjectKey] = set()
+            for write in writes[:arg]:
+                if not write.after <= done:
+                    break
+                current = store.get(write.service.key.name)
+                if current is None or current.resource_version != write.service.resource_version:
+                    if current is not None:
+                        state.seen(current)  # 409: read again
+                    break
+                # Requests never change here, so a holding is never moved or dropped.
+                if current.ingress_ips:
+                    assert tuple(map(str, write.ips)) == current.ingress_ips, write
+                before = {n: s.ingress_ips for n, s in store.items() if n != current.key.name}
+                notes = dict(current.annotations)
+                notes.pop(POOL_ANNOTATION, None)
+                if write.pool is not None:
+                    notes[POOL_ANNOTATION] = write.pool
+                written = put(
+                    dataclasses.replace(
+                        current,
+                        ingress_ips=tuple(map(str, write.ips)),
+                        annotations=tuple(sorted(notes.items())),
+                    )
+                )
+                check(before)
+                state.seen(written)
+                done.add(write.service.key)
