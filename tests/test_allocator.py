@@ -16,7 +16,7 @@ from kvip_bgp.domain.objects import parse_service
 from kvip_bgp.kube import writer as kube
 from kvip_bgp.kube.allocator import Allocator, apply
 from kvip_bgp.kube.client import load_api_client
-from kvip_bgp.kube.lease import LeaseSettings
+from kvip_bgp.kube.lease import Lease, LeaseSettings
 from kvip_bgp.runtime.allocation import AllocationWrite
 from kvip_bgp.runtime.messages import ServiceEvent, ServiceSeen, ServicesListed, WriteRequest
 from kvip_bgp.runtime.metrics import Metrics
@@ -178,3 +178,43 @@ def test_a_writer_that_does_not_hold_the_lease_allocates_nothing(
     finally:
         writer.stop()
         writer.join(5)
+
+
+def test_nothing_is_planned_before_a_full_list_and_a_takeover_lists_itself(
+    api: FakeKubeAPI, kubeconfig: Path
+) -> None:
+    listed = (parse_service(api.put(service("web"))),)
+    client = load_api_client(kubeconfig)
+    # Created the Lease (or renewed its own): the cluster thread's list is awaited.
+    allocator = Allocator(client, config("198.51.100.64/30"))
+    allocator.leadership(True, list_first=False)
+    allocator.step(1e12, lambda _e: None, never_stop)
+    assert not allocator.busy
+    assert api.count_requests("GET", "/services") == 0 and ingress(api, "web") == []
+    allocator.take(ServicesListed(listed, str(api.resource_version)))
+    assert allocator.busy
+    allocator.step(1e12, lambda _e: None, never_stop)
+    assert ingress(api, "web") == ["198.51.100.64"]
+    # Taken over from another node: its own LIST before the first plan.
+    other = Allocator(client, config("198.51.100.64/30"))
+    other.leadership(True, list_first=True)
+    other.step(1e12, lambda _e: None, never_stop)
+    assert api.count_requests("GET", "/services") == 1
+    assert other.state.status(True).assigned[listed[0].key][1] == (
+        parse_range("198.51.100.64/32").first,
+    )
+
+
+def test_the_lease_says_whether_it_was_taken_over(api: FakeKubeAPI, kubeconfig: Path) -> None:
+    settings = LeaseSettings(namespace="kube-system", duration=3, renew_every=1)
+    a = Lease(load_api_client(kubeconfig), "node-a", settings)
+    b = Lease(load_api_client(kubeconfig), "node-b", settings)
+    assert a.try_acquire() and not a.taken_over  # created
+    assert a.try_acquire() and not a.taken_over  # renewed
+    assert not b.try_acquire()
+    lease = api.get("Lease", "kvip-bgp-status-writer", "kube-system")
+    assert lease is not None
+    lease["spec"]["renewTime"] = "2000-01-01T00:00:00.000000Z"  # expired
+    api.put(lease)
+    assert b.try_acquire() and b.taken_over
+    assert not a.try_acquire() and not a.taken_over

@@ -116,9 +116,12 @@ class Allocator:
     Why in the writer thread: it holds the Lease, so "only the holder allocates" is one
     check in one thread, never a message about leadership that could arrive late; and the
     holder's writes (statuses, Events, allocations) go out in one ordered stream.
-    On becoming the holder it lists every Service itself: a write the previous holder made
-    just before it stopped may not have reached this node's watch yet, and planning
-    without it could hand the same address out twice.
+    Nothing is planned before a full list of Services. Taking the Lease over from another
+    node, it lists every Service itself: a write the previous holder made just before it
+    stopped may not have reached this node's watch yet, and planning without it could
+    hand the same address out twice. Creating the Lease, or renewing its own (a restart of
+    this node), it plans from the cluster thread's list: the writes of its own earlier
+    run were done before this process's watch listed.
     """
 
     def __init__(
@@ -135,11 +138,12 @@ class Allocator:
         self._metrics = metrics
         self._gap = 1.0 / writes_per_second
         self._leading = False
-        self._must_list = True
+        self._must_list = False
         self._writes: list[AllocationWrite] = []
         self._done: set[ObjectKey] = set()
         self._published: AllocationStatus | None = None
         self._resume_at = 0.0
+        self._first_plan = False
 
     def take(self, request: AllocatorInput) -> None:
         match request:
@@ -162,7 +166,9 @@ class Allocator:
             self._leading
             and bool(self.state.pools)
             and time.monotonic() >= self._resume_at
-            and (bool(self._writes) or self.state.changed or self._must_list)
+            and (
+                bool(self._writes) or self._must_list or (self.state.changed and self.state.listed)
+            )
         )
 
     def failed(self, retry_in: float = 1.0) -> None:
@@ -171,9 +177,10 @@ class Allocator:
         self._must_list = True
         self._resume_at = time.monotonic() + retry_in
 
-    def leadership(self, leading: bool) -> None:
+    def leadership(self, leading: bool, list_first: bool = True) -> None:
         if leading and not self._leading:
-            self._must_list = True
+            self._must_list = list_first
+            self._first_plan = True  # logged at info
         if not leading and self._leading:
             self._writes = []
             if self._metrics is not None:
@@ -188,7 +195,8 @@ class Allocator:
         then write until ``deadline`` (the rest waits for the next turn)."""
         if not self._leading or not self.state.pools or time.monotonic() < self._resume_at:
             return
-        first = self._must_list  # the first plan after a list is always logged
+        if not self._must_list and not self.state.listed:
+            return  # waits for the cluster thread's first list
         if self._must_list:
             started = time.monotonic()
             services, version = list_services(self._api)
@@ -204,12 +212,13 @@ class Allocator:
             for event in failures:
                 post(_service_event(event, self.state))
             log.log(
-                20 if self._writes or failures or first else 10,
+                20 if self._writes or failures or self._first_plan else 10,
                 "ipam.planned",
                 writes=len(self._writes),
                 failed=len(failures),
                 seconds=round(time.monotonic() - started, 3),
             )
+            self._first_plan = False
             self._publish(True)
         while self._writes and time.monotonic() < deadline and not stopping():
             write = self._writes[0]

@@ -127,7 +127,7 @@ class ClusterWriter(threading.Thread):
         if leader != self._leader:
             self._leader = leader
             if self._allocator is not None:
-                self._allocator.leadership(leader)
+                self._allocator.leadership(leader, list_first=self._lease.taken_over)
             log.info("kube.status_writer", leader=leader, identity=self._identity)
             if self._on_leader_change is not None:
                 self._on_leader_change(leader)
