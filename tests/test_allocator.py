@@ -218,3 +218,36 @@ def test_the_lease_says_whether_it_was_taken_over(api: FakeKubeAPI, kubeconfig: 
     api.put(lease)
     assert b.try_acquire() and b.taken_over
     assert not a.try_acquire() and not a.taken_over
+
+
+def test_the_first_plan_waits_for_the_routes_at_most_yield_max(
+    api: FakeKubeAPI, kubeconfig: Path
+) -> None:
+    api.put(service("web"))
+    busy = [True]
+    allocator = Allocator(
+        load_api_client(kubeconfig),
+        config("198.51.100.64/30"),
+        routes_busy=lambda: busy[0],
+        yield_max=0.3,
+    )
+    allocator.leadership(True)
+    allocator.step(1e12, lambda _e: None, never_stop)
+    assert ingress(api, "web") == [] and allocator.busy  # comes back soon, to check
+    busy[0] = False
+    allocator.step(1e12, lambda _e: None, never_stop)
+    assert ingress(api, "web") == ["198.51.100.64"]
+    # Routes busy for longer than yield_max: the plan goes ahead anyway.
+    api.put(service("other"))
+    late = Allocator(
+        load_api_client(kubeconfig),
+        config("198.51.100.64/30"),
+        routes_busy=lambda: True,
+        yield_max=0.3,
+    )
+    late.leadership(True)
+    late.step(1e12, lambda _e: None, never_stop)
+    assert ingress(api, "other") == []
+    threading.Event().wait(0.35)
+    late.step(1e12, lambda _e: None, never_stop)
+    assert ingress(api, "other") == ["198.51.100.65"]

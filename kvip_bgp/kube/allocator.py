@@ -131,6 +131,8 @@ class Allocator:
         status: Snapshot[AllocationStatus] | None = None,
         metrics: Metrics | None = None,
         writes_per_second: float = 200.0,
+        routes_busy: Callable[[], bool] | None = None,
+        yield_max: float = 10.0,
     ) -> None:
         self._api = api
         self.state = Allocations(config)
@@ -144,6 +146,9 @@ class Allocator:
         self._published: AllocationStatus | None = None
         self._resume_at = 0.0
         self._first_plan = False
+        self._routes_busy = routes_busy
+        self._yield_max = yield_max
+        self._yielding_since: float | None = None
 
     def take(self, request: AllocatorInput) -> None:
         match request:
@@ -197,6 +202,8 @@ class Allocator:
             return
         if not self._must_list and not self.state.listed:
             return  # waits for the cluster thread's first list
+        if self._first_plan and self._yield_to_routes():
+            return
         if self._must_list:
             started = time.monotonic()
             services, version = list_services(self._api)
@@ -249,6 +256,19 @@ class Allocator:
             time.sleep(self._gap)
         if not self._writes and self._published is not None and self._published.outstanding:
             self._publish(True)
+
+    def _yield_to_routes(self) -> bool:
+        """The first plan waits while the routes of a cold start go out (at most
+        ``yield_max`` seconds): the addresses Services already hold are announced from
+        their status without it, and on 2 cores its CPU would delay them."""
+        if self._routes_busy is None or not self._routes_busy():
+            self._yielding_since = None
+            return False
+        now = time.monotonic()
+        if self._yielding_since is None:
+            self._yielding_since = now
+            log.info("ipam.waits_for_routes")
+        return now - self._yielding_since < self._yield_max
 
     def _publish(self, leading: bool) -> None:
         status = self.state.status(leading and not self._must_list, len(self._writes))

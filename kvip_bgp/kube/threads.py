@@ -88,7 +88,9 @@ def start_kubernetes(
         ),
         writes,
         routes_busy=routes_busy,
-        allocator=Allocator(new_api_client(configuration), config, ipam, metrics),
+        allocator=Allocator(
+            new_api_client(configuration), config, ipam, metrics, routes_busy=routes_busy
+        ),
     )
     writer.start()
     cluster = ClusterState(
