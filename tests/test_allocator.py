@@ -18,7 +18,13 @@ from kvip_bgp.kube.allocator import Allocator, apply
 from kvip_bgp.kube.client import load_api_client
 from kvip_bgp.kube.lease import Lease, LeaseSettings
 from kvip_bgp.runtime.allocation import AllocationWrite
-from kvip_bgp.runtime.messages import ServiceEvent, ServiceSeen, ServicesListed, WriteRequest
+from kvip_bgp.runtime.messages import (
+    AllocatorConfig,
+    ServiceEvent,
+    ServiceSeen,
+    ServicesListed,
+    WriteRequest,
+)
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.workqueue import CoalescingQueue
 from kvip_bgp.testing import fakes
@@ -251,3 +257,26 @@ def test_the_first_plan_waits_for_the_routes_at_most_yield_max(
     threading.Event().wait(0.35)
     late.step(1e12, lambda _e: None, never_stop)
     assert ingress(api, "other") == ["198.51.100.65"]
+
+
+def test_new_pools_from_a_reload_reach_the_allocator_and_a_pending_service_is_served(
+    api: FakeKubeAPI, kubeconfig: Path
+) -> None:
+    api.put(service("a"))
+    api.put(service("b"))
+    allocator = Allocator(load_api_client(kubeconfig), config("198.51.100.64/32"))
+    allocator.leadership(True)
+    failures: list[ServiceEvent] = []
+    allocator.step(1e12, failures.append, never_stop)
+    assert [ingress(api, n) for n in "ab"] == [["198.51.100.64"], []]
+    assert sorted(e.reason for e in failures) == ["AllocationFailed", "IPAllocated"]
+    allocator.take(AllocatorConfig(config("198.51.100.64/31")))  # the pool grows
+    allocator.step(1e12, failures.append, never_stop)
+    assert ingress(api, "b") == ["198.51.100.65"]
+    # From no pools at all: the allocator lists the Services first (none were forwarded).
+    empty = Allocator(load_api_client(kubeconfig), dataclasses.replace(config(), ipam=()))
+    empty.leadership(True, list_first=False)
+    empty.step(1e12, failures.append, never_stop)
+    empty.take(AllocatorConfig(config("198.51.100.64/30")))
+    empty.step(1e12, failures.append, never_stop)
+    assert empty.state.status(True).pending == {}

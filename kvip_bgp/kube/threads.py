@@ -26,7 +26,13 @@ from kvip_bgp.kube.watch import ResourceStream, WatchTimeouts, resources
 from kvip_bgp.kube.writer import ClusterWriter
 from kvip_bgp.runtime.allocation import AllocationStatus
 from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus
-from kvip_bgp.runtime.messages import ClusterStop, ExplainRequest, ReplyBox, WriteRequest
+from kvip_bgp.runtime.messages import (
+    AllocatorConfig,
+    ClusterStop,
+    ExplainRequest,
+    ReplyBox,
+    WriteRequest,
+)
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.snapshot import Snapshot
 from kvip_bgp.runtime.workqueue import CoalescingQueue
@@ -41,6 +47,13 @@ class KubernetesThreads:
     cluster: threading.Thread
     writer: ClusterWriter
     ipam: Snapshot[AllocationStatus] | None = None  # None: no pools
+    writes: CoalescingQueue[tuple[str, ...], WriteRequest] | None = None
+
+    def new_pools(self, config: Config) -> None:
+        """Hand the allocator (in the writer thread) a new config: its pools and classes."""
+        if self.writes is not None:
+            request = AllocatorConfig(config)
+            self.writes.put(ClusterWriter.key(request), request)
 
     def explain(self, service: str, timeout: float = 5.0) -> Explanation | None:
         """Ask the cluster-state thread (it owns the cache) and wait for its answer;
@@ -115,5 +128,5 @@ def start_kubernetes(
         stream.start()
         streams.append(stream)
     return KubernetesThreads(
-        tuple(streams), events, cluster_thread, writer, ipam if config.ipam else None
+        tuple(streams), events, cluster_thread, writer, ipam if config.ipam else None, writes
     )
