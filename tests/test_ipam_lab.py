@@ -149,6 +149,39 @@ def test_a_pool_edit_that_keeps_an_address_keeps_it(scenario: Scenario) -> None:
     assert not any(events(scenario, n, "ClearAssignment") for n in before)
 
 
+def test_requests_are_honoured_inside_a_pool_and_refused_outside_or_in_contradiction(
+    scenario: Scenario,
+) -> None:
+    add(scenario, "req", annotations={"kvip-bgp.io/loadbalancerIPs": "198.51.100.69"})
+    add(scenario, "outside", annotations={"kvip-bgp.io/loadbalancerIPs": "198.51.100.200"})
+    add(
+        scenario,
+        "torn",
+        annotations={"kvip-bgp.io/loadbalancerIPs": "198.51.100.68"},
+        spec_ip="198.51.100.70",
+    )
+    wait_until(lambda: ingress(scenario, "req") == ["198.51.100.69"], 10, what="req served")
+    assert pool_of(scenario, "req") == "public"  # a request may come from any pool
+    scenario.wait_routes(lambda r: "198.51.100.69/32" in r, "the requested VIP at FRR")
+    wait_until(
+        lambda: (
+            events(scenario, "outside", "AllocationFailed")
+            and events(scenario, "torn", "AllocationFailed")
+        ),
+        10,
+        what="both refused",
+    )
+    (outside,) = events(scenario, "outside", "AllocationFailed")
+    assert "198.51.100.200: not in a pool that admits it" in outside["message"]
+    (torn,) = events(scenario, "torn", "AllocationFailed")
+    assert "spec.loadBalancerIP" in torn["message"] and torn["type"] == "Warning"
+    assert ingress(scenario, "outside") == [] and ingress(scenario, "torn") == []
+    routes = scenario.routes()
+    assert not {"198.51.100.200/32", "198.51.100.68/32", "198.51.100.70/32"} & set(routes)
+    pending = {p["service"]: p["reason"] for p in scenario.status()["ipam"]["pending"]}
+    assert set(pending) == {"default/outside", "default/torn"}
+
+
 def test_two_daemons_racing_for_the_lease_never_hand_an_address_out_twice(
     scenario: Scenario,
 ) -> None:
