@@ -59,6 +59,7 @@ PREFIX = "kvb-"
 BENCH_DIR = Path(__file__).resolve().parent
 VIP_FIRST = ipaddress.ip_address("100.64.0.1")
 VIP_ALLOWED = "100.64.0.0/18"  # 16,382 usable /32s; shared address space, lab-only
+IPAM_POOL = "bench"  # --ipam: one pool, all of VIP_ALLOWED
 RCV_LOCAL = "203.0.113.1"  # the node's end of the link to the receiver
 RCV_PEER = "203.0.113.2"
 RCV_ASN = 64600
@@ -69,11 +70,22 @@ def vip(index: int) -> str:
     return str(VIP_FIRST + index)
 
 
-def service_objects(count: int) -> Iterator[dict[str, Any]]:
-    """Service then its EndpointSlice (one ready endpoint on this node), for each index."""
+def service_objects(count: int, allocated: bool = False) -> Iterator[dict[str, Any]]:
+    """Service then its EndpointSlice (one ready endpoint on this node), for each index.
+
+    ``allocated``: each Service also holds its VIP as the allocator leaves it (status and
+    pool annotation), as a restarted Lease holder finds the cluster."""
     for index in range(count):
         name = f"svc-{index:05d}"
-        yield service(name, vip(index))
+        if allocated:
+            yield service(
+                name,
+                vip(index),
+                ingress=[vip(index)],
+                annotations={"kvip-bgp.io/ip-allocated-from-pool": IPAM_POOL},
+            )
+        else:
+            yield service(name, vip(index))
         yield endpoint_slice(name, [NODE_NAME])
 
 
@@ -314,6 +326,8 @@ def bench_config(
     if args.bind_interface is not None:
         config["vips"]["bind"] = args.bind
     config["shutdown_timeout"] = 30
+    if args.ipam:
+        config["ipam"] = {"pools": [{"name": IPAM_POOL, "addresses": [VIP_ALLOWED]}]}
     if args.bfd:
         config["bgp"]["peers"][0]["bfd"] = {"min_rx": 300, "min_tx": 300, "multiplier": 3}
     if receiver:
@@ -468,6 +482,8 @@ class Result:
     stop_s: float = float("nan")
     bfd_max_tx_gap_ms: float = float("nan")
     bfd_downs: int = 0
+    ipam_list_s: float = float("nan")
+    ipam_plan_s: float = float("nan")
 
 
 def bfd_cold_start_report(scenario: Scenario, result: Result) -> None:
@@ -489,6 +505,22 @@ def bfd_cold_start_report(scenario: Scenario, result: Result) -> None:
     )
 
 
+def ipam_cold_start_report(scenario: Scenario, result: Result) -> None:
+    """With --ipam: how long the Lease holder's own LIST and first plan took (its log)."""
+
+    def first(event: str) -> dict[str, Any] | None:
+        return next((line for line in scenario.log_lines() if line.get("event") == event), None)
+
+    wait_until(lambda: first("ipam.planned") is not None, 30, what="the first allocation plan")
+    listed, planned = first("ipam.listed"), first("ipam.planned")
+    result.ipam_list_s = float((listed or {}).get("seconds", "nan"))
+    result.ipam_plan_s = float((planned or {}).get("seconds", "nan"))
+    say(
+        f"N={result.n} first allocation pass: LIST {result.ipam_list_s:.3f} s, plan "
+        f"{result.ipam_plan_s:.3f} s, {(planned or {}).get('writes')} writes"
+    )
+
+
 def say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
@@ -499,7 +531,7 @@ def phase_cold(
     n = result.n
     assert scenario.frr is not None
     clear_services(scenario)
-    scenario.api.put_many(service_objects(n))
+    scenario.api.put_many(service_objects(n, args.allocated or args.ipam))
     fresh_frr(scenario.frr)
     started = time.monotonic()
     pid = start_daemon(scenario, bench_config(scenario, args))
@@ -512,6 +544,8 @@ def phase_cold(
     say(f"N={n} cold start: {result.cold_s:.2f} s")
     if args.bfd:
         bfd_cold_start_report(scenario, result)
+    if args.ipam:
+        ipam_cold_start_report(scenario, result)
     if args.idle_seconds > 0:
         # Idle means after the Lease holder has written every Service's status (the
         # MODIFIED events those writes cause are part of converging, not of idling).
@@ -808,6 +842,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="BFD (300 ms x 3) to the ToR's bfdd: report the longest gap between our BFD "
         "packets during the cold start",
+    )
+    parser.add_argument(
+        "--allocated",
+        action="store_true",
+        help="the cold start's Services already hold their VIP in status (with the pool "
+        "annotation): the objects of --ipam without pools, its A/B reference",
+    )
+    parser.add_argument(
+        "--ipam",
+        action="store_true",
+        help="one pool over the VIP range, Services already allocated (implies "
+        "--allocated): what the first allocation pass adds to a leader's cold start; "
+        "use with --phases cold",
     )
     parser.add_argument("--keep", action="store_true", help="keep the lab's work directory")
     parser.add_argument("--profile", type=Path, help="also write py-spy raw profiles here")

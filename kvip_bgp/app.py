@@ -33,6 +33,7 @@ from kvip_bgp.domain.config import Config, Peer
 from kvip_bgp.domain.model import Advertisement, IPAddress
 from kvip_bgp.domain.sources import VipSource
 from kvip_bgp.ops.http import StatusServer
+from kvip_bgp.runtime.allocation import AllocationStatus
 from kvip_bgp.runtime.cluster import SOURCE as KUBE_SOURCE
 from kvip_bgp.runtime.cluster import ClusterStatus
 from kvip_bgp.runtime.messages import Inbox, SourceSynced, Stop, VipDesired, post
@@ -92,6 +93,7 @@ class Daemon:
         self.inbox: Inbox = CoalescingQueue()
         self.reconciler_status: Snapshot[ReconcilerStatus] = Snapshot(ReconcilerStatus())
         self.cluster_status: Snapshot[ClusterStatus] = Snapshot(ClusterStatus())
+        self.ipam_status: Snapshot[AllocationStatus] = Snapshot(AllocationStatus())
         # Whether ExaBGP runs: published by the main thread, the only user of the process
         # (it polls, restarts and stops it); /healthz reads this, never the process.
         self.exabgp_running: Snapshot[bool] = Snapshot(False)
@@ -107,13 +109,6 @@ class Daemon:
     def run(self) -> int:
         """The whole life of the daemon, holding the runtime directory's lock throughout."""
         config = self.config
-        if config.ipam:
-            # Validated (check-config reports every problem), but no thread allocates yet:
-            # starting would leave every Service without a VIP while looking configured.
-            raise StartupError(
-                "ipam.pools: address allocation from pools is not available in this version "
-                "yet (the pools are validated only); remove the ipam section to run"
-            )
         process_settings.configure()
         process_settings.on_stop_signals(self._on_signal)
         self.metrics.build_info.info({"version": _version()})
@@ -222,6 +217,7 @@ class Daemon:
                 kubernetes.explain if kubernetes is not None else None,
                 # With output: kernel-table the host's routing daemon owns the sessions.
                 needs_peer=speaker is not None,
+                ipam=self.ipam_status if config.ipam else None,
             )
             http_server.start()
 
@@ -343,6 +339,7 @@ class Daemon:
             self.metrics,
             self.cluster_status,
             self._kubernetes_routes_busy,
+            self.ipam_status,
         )
 
     def _kubernetes_routes_busy(self) -> bool:

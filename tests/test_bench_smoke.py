@@ -53,3 +53,24 @@ def test_bench_small_n(lab_required: None, tmp_path: Path) -> None:
     assert result["changes"] == 10
     assert result["latency_p50_ms"] <= result["latency_p99_ms"] <= result["latency_max_ms"]
     assert len(list(tmp_path.glob("bench-*.csv"))) == 1
+
+
+def test_bench_ipam_cold_start_reports_the_first_plan(lab_required: None, tmp_path: Path) -> None:
+    code = bench.main(
+        [
+            "--sizes",
+            "20",
+            "--phases",
+            "cold",
+            "--ipam",
+            "--idle-seconds",
+            "0",
+            "--timeout",
+            "30",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    (result,) = json.loads((tmp_path / "latest.json").read_text())["results"]
+    assert math.isfinite(result["cold_s"]) and math.isfinite(result["ipam_plan_s"])

@@ -76,6 +76,20 @@ FULL: dict[str, Any] = {
             {"cidr": "2001:db8:100::/64", "namespaces": ["team-a"]},
         ]
     },
+    "ipam": {
+        "pools": [
+            {"name": "public", "addresses": ["198.51.100.64/27", "2001:db8:100::/112"]},
+            {
+                "name": "team-a",
+                "addresses": ["198.51.100.128-198.51.100.159"],
+                "namespaces": ["team-a"],
+                "service_selector": {"tier": "web"},
+                "auto_assign": False,
+                "avoid_buggy_ips": True,
+                "priority": 10,
+            },
+        ]
+    },
     "kubernetes": {"withdrawWhenCordoned": True},
     "shutdownTimeout": 25,
     "serviceMonitor": {"enabled": True},
@@ -232,7 +246,9 @@ def test_rbac_is_exactly_least_privilege(helm: ModuleType) -> None:
     for values in (MINIMAL, FULL):
         objects = render(helm, values)
         cluster_role = one(objects, "ClusterRole")
-        assert rule_set(cluster_role["rules"]) == {
+        # Pools (FULL): the allocator also patches the Service's pool annotation.
+        allocation = {("", "services", "patch")} if values is FULL else set()
+        assert rule_set(cluster_role["rules"]) == allocation | {
             ("", "services", "get"),
             ("", "services", "list"),
             ("", "services", "watch"),
@@ -489,6 +505,13 @@ def test_full_config_parses_with_passwords_and_racks(helm: ModuleType, tmp_path:
     assert config.vips.allowed[1].namespaces == ("team-a",)
     assert config.kubernetes.withdraw_when_cordoned is True
     assert config.shutdown_timeout == 25
+    public, team = config.ipam
+    assert [str(r) for r in public.ranges] == [
+        "198.51.100.64-198.51.100.95",
+        "2001:db8:100::-2001:db8:100::ffff",
+    ]
+    assert (team.priority, team.auto_assign, team.avoid_buggy_ips) == (10, False, True)
+    assert team.namespaces == {"team-a"} and team.service_selector == (("tier", "web"),)
     # serviceMonitor.enabled: the server binds the node's address so it can be scraped.
     assert config.http.listen == (NODE_IP, 9472)
 

@@ -239,6 +239,45 @@ def test_patch_service_status_changes_status_only(api: FakeKubeAPI, kube: client
     assert stored["status"]["loadBalancer"]["ingress"] == [{"ip": "198.51.100.2"}]
 
 
+def test_merge_patches_with_a_resource_version_are_optimistic_like_the_api_server(
+    api: FakeKubeAPI, kube: client.ApiClient
+) -> None:
+    """What the allocator relies on: a stale resourceVersion is a 409 and writes nothing,
+    the status subresource ignores metadata, null removes an annotation."""
+    from kvip_bgp.kube.client import request_json
+
+    merge = "application/merge-patch+json"
+    status_path = "/api/v1/namespaces/default/services/a/status"
+    old = api.put(objects.service("a", annotations={"kvip-bgp.io/ip-allocated-from-pool": "p"}))
+    rv = old["metadata"]["resourceVersion"]
+    api.put(objects.service("a", labels={"edited": "yes"}))  # someone else writes first
+    stale = {"metadata": {"resourceVersion": rv}, "status": {"loadBalancer": {"ingress": []}}}
+    for path in (status_path, "/api/v1/namespaces/default/services/a"):
+        with pytest.raises(ApiException) as err:
+            request_json(kube, "PATCH", path, stale, merge)
+        assert err.value.status == 409
+        assert json.loads(err.value.body)["reason"] == "Conflict"
+    current = api.get("Service", "a")
+    assert current is not None
+    fresh = current["metadata"]["resourceVersion"]
+    body = {
+        "metadata": {"resourceVersion": fresh, "annotations": {"ignored": "by /status"}},
+        "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.64"}]}},
+    }
+    written = request_json(kube, "PATCH", status_path, body, merge)
+    assert "ignored" not in written["metadata"]["annotations"]
+    assert written["status"]["loadBalancer"]["ingress"] == [{"ip": "198.51.100.64"}]
+    release = {
+        "metadata": {
+            "resourceVersion": written["metadata"]["resourceVersion"],
+            "annotations": {"kvip-bgp.io/ip-allocated-from-pool": None},
+        }
+    }
+    path = "/api/v1/namespaces/default/services/a"
+    released = request_json(kube, "PATCH", path, release, merge)
+    assert "kvip-bgp.io/ip-allocated-from-pool" not in released["metadata"]["annotations"]
+
+
 def test_create_and_patch_event(api: FakeKubeAPI, kube: client.ApiClient) -> None:
     core = client.CoreV1Api(kube)
     event = client.CoreV1Event(

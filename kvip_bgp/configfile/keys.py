@@ -183,6 +183,9 @@ KEYS: Final[tuple[Key, ...]] = (
          doc="withdraw this node's VIPs while it is cordoned"),
     Number(path="kubernetes.watch_read_timeout", low=1, high=3600, default=120.0,
            doc="seconds without a byte (bookmarks included) before a watch counts as dead"),
+    Int(path="kubernetes.lease_duration", low=3, high=300, default=15,
+        doc="seconds of the `kvip-bgp-status-writer` Lease, renewed every third of it: how "
+        "long a dead holder's statuses, Events and allocations wait for another node"),
 
     Choice(path="output", choices=("exabgp", "kernel-table"), default="exabgp",
            doc="`exabgp`: own BGP sessions; `kernel-table`: routes for the host's FRR/BIRD",
@@ -245,9 +248,10 @@ KEYS: Final[tuple[Key, ...]] = (
     Section(path="ipam", doc="address pools Services without a requested VIP get one from"),
     Section(path="ipam.pools", listed=True,
             doc="absent or empty: no allocation, VIPs come only from requests and status",
-            notes="`ipam.pools` is validated (names, ranges inside `vips.allowed`, no "
-            "overlaps), but `kvip-bgp run` refuses to start with pools configured: "
-            "allocation is not wired into the daemon yet."),
+            notes="Each pool lies inside one range of `vips.allowed` and no two overlap; "
+            "every problem is reported by key path. With pools, a Service's VIPs are the "
+            "ones the Lease holder wrote into its status after checking them against the "
+            "pools, requests included. See [ipam.md](ipam.md)."),
     Str(path="ipam.pools[].name", default=None, required=True,
         doc="a DNS label; what `kvip-bgp.io/address-pool` names"),
     Other(path="ipam.pools[].addresses", required=True, schema=_STRINGS,

@@ -133,4 +133,5 @@ def _parse_kubernetes(r: Reader, value: Any) -> KubernetesConfig:
         legacy_class_handling=r.bool_key(m, "kubernetes", "legacy_class_handling"),
         withdraw_when_cordoned=r.bool_key(m, "kubernetes", "withdraw_when_cordoned"),
         watch_read_timeout=r.number_key(m, "kubernetes", "watch_read_timeout"),
+        lease_duration=r.int_key(m, "kubernetes", "lease_duration"),
     )

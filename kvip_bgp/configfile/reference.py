@@ -38,6 +38,7 @@ CHART_VALUES: Final[Mapping[str, str]] = {
     "kubernetes.withdrawWhenCordoned": "kubernetes.withdraw_when_cordoned",
     "shutdownTimeout": "shutdown_timeout",
     "log": "log",
+    "ipam": "ipam",
 }
 _NAME: Final = {"type": "string", "minLength": 1}
 CHART_ONLY: Final[Mapping[str, Mapping[str, Any]]] = {

@@ -125,18 +125,22 @@ def parse_service_attributes(service: ServiceInfo, defaults: RouteAttributes) ->
     )
 
 
-def service_vips(service: ServiceInfo) -> tuple[tuple[IPAddress, ...], str | None]:
+def service_vips(
+    service: ServiceInfo, allocated_only: bool = False
+) -> tuple[tuple[IPAddress, ...], str | None]:
     """The VIPs a Service asks for and where they came from.
 
     Order of precedence: the ``loadbalancerIPs`` annotation (ours, then kube-vip's), then
     ``spec.loadBalancerIP``, then ``status.loadBalancer.ingress[].ip`` (an IPAM such as
-    MetalLB's controller may have written it).
+    MetalLB's controller may have written it). ``allocated_only`` (pools are configured):
+    the status alone, which the allocator writes once it has checked the request.
     """
-    for name in (PREFIX + "loadbalancerIPs", KUBE_VIP_PREFIX + "loadbalancerIPs"):
+    requests = (PREFIX + "loadbalancerIPs", KUBE_VIP_PREFIX + "loadbalancerIPs")
+    for name in () if allocated_only else requests:
         raw = service.annotation(name)
         if raw is not None:
             return parse_vip_list(name, raw), f"annotation {name}"
-    if service.load_balancer_ip:
+    if service.load_balancer_ip and not allocated_only:
         return parse_vip_list("spec.loadBalancerIP", service.load_balancer_ip), (
             "spec.loadBalancerIP"
         )
@@ -148,13 +152,13 @@ def service_vips(service: ServiceInfo) -> tuple[tuple[IPAddress, ...], str | Non
     return (), None
 
 
-def named_vips(service: ServiceInfo) -> tuple[IPAddress, ...]:
+def named_vips(service: ServiceInfo, allocated_only: bool = False) -> tuple[IPAddress, ...]:
     """Every VIP ``service`` names, before any check; () when its VIP annotation is bad.
 
     What ``decide`` may announce for it is a subset: the cluster's first pass holds a VIP
     back until every Service naming it has been decided.
     """
     try:
-        return service_vips(service)[0]
+        return service_vips(service, allocated_only)[0]
     except AnnotationError:
         return ()

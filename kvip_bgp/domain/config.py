@@ -95,6 +95,7 @@ class KubernetesConfig:
     legacy_class_handling: bool = True
     withdraw_when_cordoned: bool = False
     watch_read_timeout: float = 120.0
+    lease_duration: int = 15  # the status writer's (and allocator's) Lease; renewed at 1/3
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from kvip_bgp.domain.model import parse_ip
 
-ANNOTATION_PREFIXES: Final = ("kvip-bgp.io/", "kube-vip.io/")
+ANNOTATION_PREFIXES: Final = ("kvip-bgp.io/", "kube-vip.io/", "metallb.io/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,15 @@ class ServiceInfo:
     ingress_ips: tuple[str, ...]
     annotations: tuple[tuple[str, str], ...]
     resource_version: str
+    # What address management needs (domain/claims.py); the policy reads none of it.
+    # Kept as interned text where Services repeat each other (ports, families): one
+    # copy for all of them, parsed only by the holder when it plans.
+    created: str = ""  # metadata.creationTimestamp: the older Service keeps a conflict
+    labels: tuple[tuple[str, str], ...] = ()
+    ip_families: str = ""  # spec.ipFamilies joined by ",": "IPv4", "IPv6,IPv4"
+    ip_family_policy: str | None = None
+    ports: str = ""  # "TCP/80,UDP/53": spec.ports' (protocol, port), sorted
+    selector: str = ""  # externalTrafficPolicy Local: "app=web,tier=x", spec.selector sorted
 
     def annotation(self, name: str) -> str | None:
         for key, value in self.annotations:
@@ -144,6 +153,35 @@ def parse_service(obj: Mapping[str, Any]) -> ServiceInfo:
         ingress_ips=ingress_ips,
         annotations=annotations,
         resource_version=_str(meta.get("resourceVersion")) or "",
+        created=_shared(meta.get("creationTimestamp")) or "",
+        labels=_pairs(meta.get("labels")),
+        ip_families=sys.intern(
+            ",".join(f for f in _list(spec.get("ipFamilies")) if f in ("IPv4", "IPv6"))
+        ),
+        ip_family_policy=_shared(spec.get("ipFamilyPolicy")),
+        ports=sys.intern(
+            ",".join(
+                sorted(
+                    f"{_str(_map(p).get('protocol')) or 'TCP'}/{port}"
+                    for p in _list(spec.get("ports"))
+                    if isinstance(port := _map(p).get("port"), int)
+                )
+            )
+        ),
+        selector=",".join(f"{k}={v}" for k, v in _pairs(spec.get("selector")))
+        if spec.get("externalTrafficPolicy") == "Local"
+        else "",
+    )
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
+    """A string map (labels, a selector) as sorted pairs; other entries left out."""
+    return tuple(
+        sorted((k, v) for k, v in _map(value).items() if isinstance(k, str) and isinstance(v, str))
     )
 
 

@@ -131,14 +131,18 @@ def decide(
         if raw is not None and raw.strip().lower() == "true":
             return ServiceDecision(key, Refusal(Reason.IGNORED), message=f"{ignore_key}=true")
     try:
-        vips, source = service_vips(service)
+        vips, source = service_vips(service, allocated_only=bool(config.ipam))
         attributes = parse_service_attributes(service, config.advertise)
     except AnnotationError as error:
         invalid = Refusal(Reason.INVALID_ANNOTATION, error.annotation)
         return ServiceDecision(key, invalid, message=str(error))
     if not vips:
         return ServiceDecision(
-            key, Refusal(Reason.NO_VIP), message="no VIP from annotation, spec or status"
+            key,
+            Refusal(Reason.NO_VIP),
+            message="no address allocated from a pool yet"
+            if config.ipam
+            else "no VIP from annotation, spec or status",
         )
 
     verdicts: list[VipVerdict] = []

@@ -1,7 +1,7 @@
 """A ``coordination.k8s.io`` Lease: at most one holder among the nodes, taken and renewed.
 
-The status writer holds one so that 80 nodes do not all write the same status; the IP
-allocator will hold one for the same reason. A ``Lease`` is used by one thread only (the
+The status writer holds one so that 80 nodes do not all write the same status, and
+allocates addresses while it holds it. A ``Lease`` is used by one thread only (the
 one that renews it), through that thread's own API client.
 """
 
@@ -47,6 +47,8 @@ class Lease:
         self._api = api
         self.identity = identity
         self.settings = settings
+        # The last successful try_acquire took the Lease from another holder (expired).
+        self.taken_over = False
 
     def try_acquire(self) -> bool:
         """Create, renew or take over (once expired) the Lease; False if another holds it.
@@ -55,6 +57,7 @@ class Lease:
         node wrote it first: not ours this round. Other API errors propagate.
         """
         lease = self.settings
+        self.taken_over = False
         now = now_micro()
         leases = api_path(LEASES, lease.namespace)
         this_lease = api_path(LEASES + "/{}", lease.namespace, lease.name)
@@ -107,4 +110,5 @@ class Lease:
             if error.status == 409:  # someone else renewed or took it first
                 return False
             raise
+        self.taken_over = holder is not None and holder != self.identity
         return True

@@ -7,6 +7,7 @@ from the one loaded configuration (see ``client.new_api_client``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import threading
@@ -18,12 +19,20 @@ from kvip_bgp.domain.config import Config
 from kvip_bgp.domain.explain import Explanation
 from kvip_bgp.domain.model import Advertisement, IPAddress
 from kvip_bgp.domain.objects import ObjectKey
+from kvip_bgp.kube.allocator import Allocator
 from kvip_bgp.kube.client import Configuration, new_api_client
 from kvip_bgp.kube.lease import LeaseSettings
 from kvip_bgp.kube.watch import ResourceStream, WatchTimeouts, resources
 from kvip_bgp.kube.writer import ClusterWriter
+from kvip_bgp.runtime.allocation import AllocationStatus
 from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus
-from kvip_bgp.runtime.messages import ClusterStop, ExplainRequest, ReplyBox, WriteRequest
+from kvip_bgp.runtime.messages import (
+    AllocatorConfig,
+    ClusterStop,
+    ExplainRequest,
+    ReplyBox,
+    WriteRequest,
+)
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.snapshot import Snapshot
 from kvip_bgp.runtime.workqueue import CoalescingQueue
@@ -37,13 +46,27 @@ class KubernetesThreads:
     events: queue.Queue[Any]
     cluster: threading.Thread
     writer: ClusterWriter
+    ipam: Snapshot[AllocationStatus] | None = None  # None: no pools
+    writes: CoalescingQueue[tuple[str, ...], WriteRequest] | None = None
+
+    def new_pools(self, config: Config) -> None:
+        """Hand the allocator (in the writer thread) a new config: its pools and classes."""
+        if self.writes is not None:
+            request = AllocatorConfig(config)
+            self.writes.put(ClusterWriter.key(request), request)
 
     def explain(self, service: str, timeout: float = 5.0) -> Explanation | None:
-        """Ask the cluster-state thread (it owns the cache) and wait for its answer."""
+        """Ask the cluster-state thread (it owns the cache) and wait for its answer;
+        with pools, the allocator's view of the Service goes before the result line."""
         namespace, _, name = service.partition("/")
+        key = ObjectKey(namespace, name)
         reply: ReplyBox[Explanation] = ReplyBox()
-        self.events.put(ExplainRequest(ObjectKey(namespace, name), reply))
-        return reply.get(timeout)
+        self.events.put(ExplainRequest(key, reply))
+        answer = reply.get(timeout)
+        if answer is None or self.ipam is None or not answer.steps:
+            return answer
+        steps = (*answer.steps[:-1], *self.ipam.read().steps(key), answer.steps[-1])
+        return dataclasses.replace(answer, steps=steps)
 
     def stop(self) -> None:
         for stream in self.streams:
@@ -63,6 +86,7 @@ def start_kubernetes(
     metrics: Metrics,
     status: Snapshot[ClusterStatus],
     routes_busy: Callable[[], bool],
+    ipam: Snapshot[AllocationStatus] | None = None,
 ) -> KubernetesThreads:
     """The writer, the cluster-state thread, then the streams that feed it; all started."""
     events: queue.Queue[Any] = queue.Queue()
@@ -70,9 +94,16 @@ def start_kubernetes(
     writer = ClusterWriter(
         new_api_client(configuration),
         config.node_name,
-        LeaseSettings(namespace=os.environ.get("POD_NAMESPACE") or "kube-system"),
+        LeaseSettings(
+            namespace=os.environ.get("POD_NAMESPACE") or "kube-system",
+            duration=config.kubernetes.lease_duration,
+            renew_every=config.kubernetes.lease_duration / 3,
+        ),
         writes,
         routes_busy=routes_busy,
+        allocator=Allocator(
+            new_api_client(configuration), config, ipam, metrics, routes_busy=routes_busy
+        ),
     )
     writer.start()
     cluster = ClusterState(
@@ -96,4 +127,6 @@ def start_kubernetes(
         )
         stream.start()
         streams.append(stream)
-    return KubernetesThreads(tuple(streams), events, cluster_thread, writer)
+    return KubernetesThreads(
+        tuple(streams), events, cluster_thread, writer, ipam if config.ipam else None, writes
+    )

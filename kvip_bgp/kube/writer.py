@@ -9,6 +9,7 @@ from typing import Any, Final
 
 import structlog
 
+from kvip_bgp.kube.allocator import Allocator
 from kvip_bgp.kube.client import (
     STRATEGIC_MERGE_PATCH,
     ApiClient,
@@ -17,7 +18,14 @@ from kvip_bgp.kube.client import (
     request_json,
 )
 from kvip_bgp.kube.lease import Lease, LeaseSettings, now_micro
-from kvip_bgp.runtime.messages import ServiceEvent, StatusWanted, WriteRequest
+from kvip_bgp.runtime.messages import (
+    AllocatorConfig,
+    ServiceEvent,
+    ServiceSeen,
+    ServicesListed,
+    StatusWanted,
+    WriteRequest,
+)
 
 log = structlog.get_logger("kvip_bgp.kube")
 
@@ -49,6 +57,7 @@ class ClusterWriter(threading.Thread):
         requests: Any,  # CoalescingQueue[tuple[str, ...], WriteRequest]
         on_leader_change: Callable[[bool], None] | None = None,
         routes_busy: Callable[[], bool] | None = None,
+        allocator: Allocator | None = None,
     ) -> None:
         super().__init__(name="cluster-writer", daemon=True)
         self._api = api
@@ -57,6 +66,8 @@ class ClusterWriter(threading.Thread):
         self._requests = requests
         self._on_leader_change = on_leader_change
         self._routes_busy = routes_busy
+        self._allocator = allocator  # address management, only while we hold the Lease
+        self._renewed_at = 0.0  # monotonic time of the last successful renewal
         # Since when status writes have yielded to the route pipeline (None: they do not).
         self._yielding_since: float | None = None
         self._stopping = threading.Event()
@@ -75,6 +86,12 @@ class ClusterWriter(threading.Thread):
     def key(request: WriteRequest) -> tuple[str, ...]:
         if isinstance(request, StatusWanted):
             return ("status", request.service)
+        if isinstance(request, ServiceSeen):
+            return ("service", str(request.service.key))
+        if isinstance(request, ServicesListed):
+            return ("services",)
+        if isinstance(request, AllocatorConfig):
+            return ("allocator-config",)
         return ("event", request.service, request.reason, request.message)
 
     def run(self) -> None:
@@ -86,15 +103,15 @@ class ClusterWriter(threading.Thread):
                 self._forget_old_writes()
                 next_renew = now + self._lease.settings.renew_every
             # While statuses are pending, come back at once after the flush below.
-            wait = 0.01 if self._leader and self._pending_status else next_renew - time.monotonic()
-            for _key, request in self._requests.drain(max(0.01, wait)):
+            busy = self._pending_status or (self._allocator is not None and self._allocator.busy)
+            wait = 0.01 if self._leader and busy else next_renew - time.monotonic()
+            for key, request in self._requests.drain(max(0.01, wait)):
                 try:
                     self._handle(request)
                 except Exception as error:  # an API error must not kill the writer
-                    log.warning(
-                        "kube.write_failed", service=request.service, error=str(error)[:300]
-                    )
+                    log.warning("kube.write_failed", key=key, error=str(error)[:300])
             if self._leader:
+                self._allocate()
                 self._flush_status()
 
     # -- leader election ----------------------------------------------------------
@@ -105,15 +122,40 @@ class ClusterWriter(threading.Thread):
         except Exception as error:
             log.warning("kube.lease_error", error=str(error)[:300])
             leader = False
+        if leader:
+            self._renewed_at = time.monotonic()
         if leader != self._leader:
             self._leader = leader
+            if self._allocator is not None:
+                self._allocator.leadership(leader, list_first=self._lease.taken_over)
             log.info("kube.status_writer", leader=leader, identity=self._identity)
             if self._on_leader_change is not None:
                 self._on_leader_change(leader)
 
     # -- requests -------------------------------------------------------------------
 
+    def _allocate(self) -> None:
+        """An allocation turn of at most ~1 s, only while the Lease is surely ours.
+
+        "Surely": renewed less than (duration - renew_every) ago, so a holder cut off
+        from the API stops writing before another node can take the Lease over.
+        """
+        settings = self._lease.settings
+        if self._allocator is None:
+            return
+        if time.monotonic() - self._renewed_at > settings.duration - settings.renew_every:
+            return
+        try:
+            self._allocator.step(time.monotonic() + 1.0, self._post_quietly, self._stopping.is_set)
+        except Exception as error:  # the API failed: the next turn starts over
+            log.warning("ipam.pass_failed", error=str(error)[:300])
+            self._allocator.failed()
+
     def _handle(self, request: WriteRequest) -> None:
+        if isinstance(request, ServiceSeen | ServicesListed | AllocatorConfig):
+            if self._allocator is not None:
+                self._allocator.take(request)
+            return
         if isinstance(request, StatusWanted):
             if request.ips is None:
                 self._pending_status.pop(request.service, None)
@@ -185,6 +227,13 @@ class ClusterWriter(threading.Thread):
         cutoff = time.monotonic() - RECENT_WRITE
         if any(at < cutoff for _ips, at in self._written.values()):
             self._written = {s: w for s, w in self._written.items() if w[1] >= cutoff}
+
+    def _post_quietly(self, event: ServiceEvent) -> None:
+        """An allocation's Event: a failure to post it must not undo the allocation pass."""
+        try:
+            self._post_event(event)
+        except Exception as error:
+            log.warning("kube.event_failed", service=event.service, error=str(error)[:300])
 
     def _post_event(self, event: ServiceEvent) -> None:
         namespace, name = event.service.split("/", 1)

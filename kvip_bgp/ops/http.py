@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from kvip_bgp.domain.explain import Explanation
 from kvip_bgp.domain.model import address_order
 from kvip_bgp.domain.reasons import Reason, wire
+from kvip_bgp.runtime.allocation import AllocationStatus
 from kvip_bgp.runtime.cluster import ClusterStatus
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.reconciler import ReconcilerStatus
@@ -92,8 +93,10 @@ class StatusServer:
         threads_alive: Callable[[], bool],
         explain: Callable[[str], Explanation | None] | None = None,
         needs_peer: bool = True,
+        ipam: Snapshot[AllocationStatus] | None = None,
     ) -> None:
         self._needs_peer = needs_peer
+        self._ipam = ipam
         self._explain = explain
         self._metrics = metrics
         self._reconciler = reconciler
@@ -160,6 +163,8 @@ class StatusServer:
                     self._reply(request, 200, body, "application/json")
         elif path == "/status":
             document = status_document(self._reconciler.read(), self._cluster.read())
+            if self._ipam is not None:
+                document["ipam"] = self._ipam.read().document()
             document["now"] = time.time()
             body = json.dumps(document, indent=2).encode()
             self._reply(request, 200, body, "application/json")

@@ -119,9 +119,42 @@ def render_status(doc: dict[str, Any]) -> str:
                 ],
             ),
         ]
+    out += _render_ipam(doc.get("ipam"))
     if doc.get("last_errors"):
         out += ["", "LAST ERRORS", *(f"  {e}" for e in doc["last_errors"])]
     return "\n".join(out)
+
+
+def _render_ipam(ipam: dict[str, Any] | None) -> list[str]:
+    """Pools, allocations and pending Services (only the Lease holder allocates)."""
+    if ipam is None:
+        return []
+    if not ipam.get("allocating"):
+        return ["", "IPAM: allocation is made by the Lease holder, not this node"]
+    out = [
+        "",
+        "IPAM POOLS",
+        table(
+            ("POOL", "FAMILY", "ASSIGNED", "AVAILABLE"),
+            [
+                (p["pool"], f"IPv{p['family']}", p["assigned"], p["available"])
+                for p in ipam["pools"]
+            ],
+        ),
+        "",
+        "ALLOCATIONS",
+        table(
+            ("SERVICE", "POOL", "IPS"),
+            [(a["service"], a["pool"], " ".join(a["ips"])) for a in ipam["allocations"]],
+        ),
+    ]
+    if ipam.get("pending"):
+        out += [
+            "",
+            "PENDING ALLOCATION",
+            table(("SERVICE", "WHY"), [(p["service"], p["reason"]) for p in ipam["pending"]]),
+        ]
+    return out
 
 
 def render_explanation(doc: dict[str, Any]) -> str:

@@ -39,9 +39,13 @@ from kvip_bgp.domain.sources import VipSource
 from kvip_bgp.runtime.cache import ClusterCache
 from kvip_bgp.runtime.messages import (
     RESOURCES,
+    Changed,
     ClusterStop,
     ExplainRequest,
+    Listed,
     ServiceEvent,
+    ServiceSeen,
+    ServicesListed,
     StatusWanted,
     StreamEvent,
     WriteRequest,
@@ -109,6 +113,7 @@ class ClusterState:
                 if isinstance(event, ExplainRequest):
                     questions.append(event)
                     continue
+                self._forward_to_allocator(event)
                 changed = self._c.apply(event)
                 if changed is None:
                     everything = True
@@ -135,6 +140,16 @@ class ClusterState:
                         question.service,
                     )
                 )
+
+    def _forward_to_allocator(self, event: StreamEvent) -> None:
+        """With pools, the allocator (in the writer thread) sees every Service too."""
+        if self._write is None or not self._config.ipam or event.resource != "services":
+            return
+        if isinstance(event, Listed):
+            services = tuple(s for s in event.objects if isinstance(s, ServiceInfo))
+            self._write(ServicesListed(services, event.resource_version))
+        elif isinstance(event, Changed) and isinstance(event.object, ServiceInfo):
+            self._write(ServiceSeen(event.object, deleted=event.kind == "DELETED"))
 
     # -- decisions ----------------------------------------------------------------------
 
@@ -164,7 +179,8 @@ class ClusterState:
         """
         c = self._c
         keys = list(c.services)
-        named = {key: named_vips(c.services[key]) for key in keys}
+        ipam = bool(self._config.ipam)
+        named = {key: named_vips(c.services[key], ipam) for key in keys}
         undecided: Counter[IPAddress] = Counter(vip for vips in named.values() for vip in vips)
         held: set[IPAddress] = set()  # touched, but a Service naming it is still undecided
         changes: list[ServiceDecision] = []

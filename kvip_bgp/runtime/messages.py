@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar, assert_never
 
+from kvip_bgp.domain.config import Config
 from kvip_bgp.domain.explain import Explanation
 from kvip_bgp.domain.model import (
     Advertisement,
@@ -112,7 +113,31 @@ class StatusWanted:
     ips: tuple[str, ...] | None
 
 
-WriteRequest = ServiceEvent | StatusWanted
+@dataclass(frozen=True)
+class ServiceSeen:
+    """For the allocator (pools configured): a Service as a watch event showed it."""
+
+    service: ServiceInfo
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class ServicesListed:
+    """For the allocator: a full list of Services at ``resource_version``."""
+
+    services: tuple[ServiceInfo, ...]
+    resource_version: str
+
+
+@dataclass(frozen=True)
+class AllocatorConfig:
+    """New pools and classes for the allocator (a config reload)."""
+
+    config: Config
+
+
+AllocatorInput = ServiceSeen | ServicesListed | AllocatorConfig
+WriteRequest = ServiceEvent | StatusWanted | AllocatorInput
 
 
 # ----------------------------------------------- exabgp reader thread -> reconciler

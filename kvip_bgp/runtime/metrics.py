@@ -104,6 +104,13 @@ class Metrics:
             ["peer"],
             registry=r,
         )
+        self.ipam_addresses = Gauge(
+            "kvip_bgp_ipam_addresses",
+            "Addresses of each pool and family, assigned or still available (exported by "
+            "the Lease holder, which allocates)",
+            ["pool", "family", "state"],
+            registry=r,
+        )
         self.health_check_up = Gauge(
             "kvip_bgp_health_check_up",
             "1 while the static VIP's health check passes",
