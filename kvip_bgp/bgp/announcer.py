@@ -163,6 +163,11 @@ class ExabgpAnnouncer:
     def announced(self) -> Mapping[IPAddress, Advertisement]:
         return self._applied
 
+    def withdrawing(self) -> Set[IPAddress]:
+        return {
+            prefix.network_address for command in self._in_flight for prefix in command.withdrawn
+        }
+
     def peers(self) -> tuple[PeerView, ...]:
         return tuple(sorted(self._peers.values(), key=lambda p: p.address))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from kvip_bgp.configfile.reader import Reader, type_name
-from kvip_bgp.domain.config import AllowedRange, HealthCheck, StaticVip, VipConfig
+from kvip_bgp.domain.config import UNBIND_DELAY, AllowedRange, HealthCheck, StaticVip, VipConfig
 from kvip_bgp.domain.model import MAX_U32, IPAddress, IPNetwork
 
 
@@ -30,7 +30,7 @@ def parse_vips(r: Reader, value: Any) -> VipConfig | None:
     if not isinstance(value, Mapping):
         r.mapping(value, "vips", ())  # records "must be a mapping"; nothing else to check
         return None
-    m = r.mapping(value, "vips", ("allowed", "interface", "bind"))
+    m = r.mapping(value, "vips", ("allowed", "interface", "bind", "unbind_delay"))
     raw_allowed = m.get("allowed")
     if raw_allowed is None:
         r.fail("vips.allowed", "required: list the ranges VIPs may come from")
@@ -66,6 +66,7 @@ def parse_vips(r: Reader, value: Any) -> VipConfig | None:
         allowed=tuple(ranges),
         interface=interface,
         bind="local-route" if bind == "local-route" else "address",
+        unbind_delay=r.number(m.get("unbind_delay"), "vips.unbind_delay", 0, 60, UNBIND_DELAY),
     )
 
 

@@ -39,6 +39,9 @@ from kvip_bgp.testing.netlab import wait_until
 
 __all__ = ["Attempt", "Traffic", "TrafficReport"]
 
+RETRANSMIT_AFTER = 1.0
+"""Linux retransmits a SYN after 1 s: a longer handshake lost its first SYN."""
+
 
 @dataclass(frozen=True)
 class Attempt:
@@ -49,6 +52,8 @@ class Attempt:
     took: float
     node: str | None
     error: str | None
+    connected: float | None = None
+    """Seconds the handshake took (1 s or more: the first SYN was lost)."""
 
     @property
     def ok(self) -> bool:
@@ -75,6 +80,24 @@ class TrafficReport:
     def since(self, start: float) -> TrafficReport:
         return TrafficReport(tuple(a for a in self.attempts if a.at >= start))
 
+    def broken(self) -> tuple[Attempt, ...]:
+        """Established flows that then failed (``reset``, ``timeout``): what the ToR's
+        hash-threshold ECMP does to a connection in flight when the next-hop set changes
+        (it may move the flow to another node), counted apart from the requests a
+        speaker loses."""
+        return tuple(
+            a
+            for a in self.failures
+            if a.error in ("reset", "timeout")
+            and a.connected is not None
+            and a.connected < RETRANSMIT_AFTER
+        )
+
+    def lost(self) -> tuple[Attempt, ...]:
+        """Failed requests other than ``broken`` flows."""
+        broken = set(self.broken())
+        return tuple(a for a in self.failures if a not in broken)
+
     def missed(self, answering: Collection[str]) -> tuple[Attempt, ...]:
         """Requests that failed or that someone outside ``answering`` answered."""
         return tuple(a for a in self.attempts if not a.ok or a.node not in answering)
@@ -92,6 +115,7 @@ class TrafficReport:
         text = f"{len(self.attempts)} requests, answers {self.answers()}, {len(failed)} failed"
         if failed:
             text += f" {self.errors()} over {self.outage():.2f} s"
+            text += f" ({len(self.broken())} established flows broken)"
         return text
 
 
@@ -140,7 +164,9 @@ class Traffic:
         for line in text.splitlines():
             with contextlib.suppress(ValueError, KeyError):  # a line being written
                 raw = json.loads(line)
-                attempts.append(Attempt(raw["at"], raw["took"], raw["node"], raw["error"]))
+                attempts.append(
+                    Attempt(raw["at"], raw["took"], raw["node"], raw["error"], raw.get("connected"))
+                )
         return TrafficReport(tuple(sorted(attempts, key=lambda a: a.at)))
 
     def wait_answers(self, nodes: Iterable[str], timeout: float = 15.0) -> None:
@@ -180,20 +206,22 @@ _TOTAL_RETRANS = 100
 _TCP_INFO_LEN = 104
 
 
-def _request(vip: str, port: int, timeout: float) -> tuple[str | None, str | None]:
-    """``(node, None)`` for an answer, ``(None, error)`` for a failure."""
-    deadline = time.monotonic() + timeout
+def _request(vip: str, port: int, timeout: float) -> tuple[str | None, str | None, float | None]:
+    """``(node, None, handshake)`` for an answer, ``(node or None, error, ...)`` else."""
+    start = time.monotonic()
+    deadline = start + timeout
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
         try:
             sock.connect((vip, port))
         except ConnectionRefusedError:
-            return None, "refused"
+            return None, "refused", None
         except TimeoutError:
-            return None, "timeout"
+            return None, "timeout", None
         except OSError as error:
-            return None, errno.errorcode.get(error.errno or 0, str(error))
+            return None, errno.errorcode.get(error.errno or 0, str(error)), None
+        connected = time.monotonic() - start
         data = b""
         try:
             sock.sendall(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
@@ -204,19 +232,19 @@ def _request(vip: str, port: int, timeout: float) -> tuple[str | None, str | Non
                     break
                 data += chunk
         except TimeoutError:
-            return None, "timeout"
+            return None, "timeout", connected
         except ConnectionResetError:
-            return None, "reset"
+            return None, "reset", connected
         except OSError as error:
-            return None, errno.errorcode.get(error.errno or 0, str(error))
+            return None, errno.errorcode.get(error.errno or 0, str(error)), connected
         head, _, body = data.partition(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.0 200") or not body.strip():
-            return None, "http"
+            return None, "http", connected
         node = body.strip().decode(errors="replace")
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
         if int.from_bytes(info[_TOTAL_RETRANS : _TOTAL_RETRANS + 4], sys.byteorder):
-            return node, "retransmit"
-        return node, None
+            return node, "retransmit", connected
+        return node, None, connected
     finally:
         sock.close()
 
@@ -229,8 +257,11 @@ def _run(vip: str, port: int, rate: float, timeout: float, out: IO[str]) -> None
     threads: list[threading.Thread] = []
 
     def attempt(at: float) -> None:
-        node, error = _request(vip, port, timeout)
-        line = json.dumps({"at": at, "took": time.monotonic() - at, "node": node, "error": error})
+        node, error, connected = _request(vip, port, timeout)
+        took = time.monotonic() - at
+        line = json.dumps(
+            {"at": at, "took": took, "node": node, "error": error, "connected": connected}
+        )
         with lock:
             out.write(line + "\n")
             out.flush()
