@@ -11,7 +11,10 @@ so the silent-death step is measured both ways in the same fabric.
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -72,6 +75,35 @@ def assert_no_failures(report: TrafficReport, what: str, broken: int = 0) -> Non
     print(f"{what}: {report.summary()}")
     assert not report.lost(), f"{what}: {report.summary()}: {report.lost()[:5]}"
     assert len(report.broken()) <= broken, f"{what}: {report.summary()}: {report.broken()}"
+
+
+# ------------------------------------------------------------------- make lab's promises
+
+
+def test_kubectl_on_the_host_sees_what_the_speakers_wrote(lab: Lab) -> None:
+    """Through the loopback forwarder, as ``make lab``'s ``export KUBECONFIG`` says."""
+    binary = shutil.which("kubectl")
+    if binary is None:
+        pytest.fail("kubectl is missing (make system-deps installs kubernetes-client)")
+    fabric = lab.fabric
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(fabric.lab.workdir),
+        "KUBECONFIG": str(fabric.host_kubeconfig),
+    }
+
+    def kubectl(*args: str) -> str:
+        proc = subprocess.run(
+            [binary, *args], capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    wait_until(lambda: WEB in kubectl("get", "svc", "web", "-o", "wide"), 20, what="web's ingress")
+    fabric.api.put(service("refused", "203.0.113.10"))  # outside vips.allowed
+    wait_until(lambda: "VIPRefused" in kubectl("describe", "svc", "refused"), 20, what="its Event")
+    fabric.api.delete("Service", "refused", "default")
+    assert "local-a" in kubectl("get", "endpointslices")
 
 
 # ------------------------------------------------------------------- 1, 2: steady state

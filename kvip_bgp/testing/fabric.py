@@ -21,6 +21,7 @@ the host's loopback makes it reachable for the real ``kubectl`` too
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import signal
 import socket
@@ -476,6 +477,11 @@ class Fabric:
         except TimeoutError as error:
             tails = "\n".join(n.log_tail(15) for n in self.nodes.values())
             raise TimeoutError(f"{error}; FIB has {sorted(seen[0])}\n{tails}") from None
+
+    @staticmethod
+    def admits(vip: str) -> bool:
+        """Whether ``vip`` is inside the nodes' ``vips.allowed``."""
+        return ipaddress.ip_address(vip) in ipaddress.ip_network(VIP_RANGE)
 
     def tor_table(self) -> str:
         """The ToR's BGP table and kernel routes for the VIP range (for humans)."""
