@@ -106,11 +106,10 @@ class ExabgpAnnouncer:
                 assert_never(message)
 
     def resync(self) -> None:
-        # Safety net. Under the stress test's churn (announce, then withdraw of the same
-        # prefix a few ms later) ExaBGP 5.0.15 acked and logged both in order, yet FRR
-        # kept a few of those prefixes; the cause inside ExaBGP is not found. A second
-        # withdraw of a prefix that is gone is a no-op for the peer, so what was withdrawn
-        # since the last resync is withdrawn again.
+        # Safety net. ExaBGP 5.0.15 could send two queued changes of one prefix out of
+        # order (a withdrawn route stayed at the peer); bgp/exabgp.py fixes that, and a
+        # second withdraw of a prefix that is gone is a no-op for the peer, so what was
+        # withdrawn since the last resync is still withdrawn again.
         self._again = self._recently_withdrawn - set(self._applied)
         self._maybe_present |= self._again
         self._recently_withdrawn = set()
