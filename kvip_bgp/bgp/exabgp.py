@@ -26,12 +26,14 @@ def patch_outgoing_rib(rib_class: Any) -> bool:
         return original is not None
 
     def _update_rib(self: Any, change: Any) -> Any:
+        # Each queued prefix sits in the bucket of its newest change (this keeps it so),
+        # so the older one is found in O(1), whatever the number of attribute sets.
         index = change.index()
-        family = change.nlri.family().afi_safi()
-        for per_family in self._new_attr_af_nlri.values():
-            queued = per_family.get(family)
-            if queued:
-                queued.pop(index, None)
+        previous = self._new_nlri.get(index)
+        if previous is not None:
+            family = change.nlri.family().afi_safi()
+            bucket = self._new_attr_af_nlri.get(previous.attributes.index(), {})
+            bucket.get(family, {}).pop(index, None)
         return original(self, change)
 
     _update_rib._kvip_bgp_fixed = True  # type: ignore[attr-defined]
