@@ -16,7 +16,7 @@ IMAGE ?= kvip-bgp:0.1.0
 DURATION ?= 30m
 
 help:
-	@echo "make lab      run kvip-bgp in a namespace lab against FRR (CONFIG=file.yaml to use yours)"
+	@echo "make lab      the fabric lab: FRR ToR with ECMP, 3 kvip-bgp nodes, a client, kubectl (CONFIG=overrides.yaml)"
 	@echo "make test     install everything and run lint + every test"
 	@echo "make unit     only the tests that need neither root nor FRR"
 	@echo "make lint     ruff + mypy + the import contracts (setup.cfg [importlinter])"
@@ -34,10 +34,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
-# Debian packages for the lab (FRR as the peer). Only installed when missing.
+# Debian packages for the lab (FRR as the peer; kubectl for make lab, from Debian's
+# kubernetes-client when no kubectl is on PATH). Only installed when missing.
 system-deps:
 	@missing=""; \
 	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	command -v kubectl >/dev/null 2>&1 || missing="$$missing kubernetes-client"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -63,8 +65,9 @@ test: install system-deps image-deps lint
 unit: install
 	$(VENV)/bin/pytest -q -m "not lab"
 
+# The fabric lab (kvip_bgp/testing/fabric.py): Ctrl-C removes every namespace again.
 lab: install system-deps
-	$(PY) -m kvip_bgp.testing.scenario $(if $(CONFIG),--config $(CONFIG))
+	$(PY) -m kvip_bgp.testing.fabric_lab $(if $(CONFIG),--config $(CONFIG))
 
 image-deps:
 	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="$(IMAGE_APT_PACKAGES)"

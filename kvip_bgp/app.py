@@ -191,6 +191,7 @@ class Daemon:
             self.metrics,
             self.reconciler_status,
             sources,
+            unbind_delay=config.vips.unbind_delay,
         )
         reconciler_thread = threading.Thread(target=reconciler.run, name="reconciler")
         reconciler_thread.start()

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from kvip_bgp.testing.netlab import wait_until
 from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
 from kvip_bgp.testing.scenario import Scenario, daemon_config
 
@@ -55,7 +56,8 @@ def test_service_lifecycle_reaches_frr_and_interface(scenario: Scenario, bind: s
     # Patch the VIP: the old route and address go, the new ones come.
     scenario.api.put(service("web", V2))
     scenario.wait_routes(lambda r: f"{V2}/32" in r and f"{V1}/32" not in r, "VIP moved")
-    assert bound() == {V2}
+    assert V2 in bound()  # bound before announced; the old one within vips.unbind_delay
+    wait_until(lambda: bound() == {V2}, 5, what=f"only {V2} bound")
 
     # Delete the Service: withdrawn and unbound.
     scenario.api.delete("Service", "web", "default")
@@ -87,7 +89,7 @@ def test_vip_outside_allowed_ranges_never_reaches_frr(scenario: Scenario) -> Non
     scenario.wait_routes(lambda r: f"{V1}/32" not in r, "out-of-range move withdrawn")
     time.sleep(1.0)
     assert set(scenario.routes()) == set()
-    assert scenario.addresses() == set()
+    wait_until(lambda: scenario.addresses() == set(), 5, what="the VIP unbound")
     refused = [
         line
         for line in scenario.log_lines()

@@ -167,7 +167,8 @@ def test_daemon_sigkilled_and_restarted_during_churn(churning: tuple[Scenario, C
     exabgps = [
         pid
         for pid in scenario.lab.node.pids()
-        if "exabgp" in cmdline(pid) and any(runtime in a for a in cmdline(pid))
+        if any(a.endswith("exabgp") for a in cmdline(pid))
+        and any(runtime in a for a in cmdline(pid))
     ]
     assert exabgps == [exabgp_pid(second.pid)], exabgps
     assert foreign <= scenario.addresses()

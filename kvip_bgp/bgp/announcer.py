@@ -106,11 +106,10 @@ class ExabgpAnnouncer:
                 assert_never(message)
 
     def resync(self) -> None:
-        # Safety net. Under the stress test's churn (announce, then withdraw of the same
-        # prefix a few ms later) ExaBGP 5.0.15 acked and logged both in order, yet FRR
-        # kept a few of those prefixes; the cause inside ExaBGP is not found. A second
-        # withdraw of a prefix that is gone is a no-op for the peer, so what was withdrawn
-        # since the last resync is withdrawn again.
+        # Safety net. ExaBGP 5.0.15 could send two queued changes of one prefix out of
+        # order (a withdrawn route stayed at the peer); bgp/exabgp.py fixes that, and a
+        # second withdraw of a prefix that is gone is a no-op for the peer, so what was
+        # withdrawn since the last resync is still withdrawn again.
         self._again = self._recently_withdrawn - set(self._applied)
         self._maybe_present |= self._again
         self._recently_withdrawn = set()
@@ -162,6 +161,11 @@ class ExabgpAnnouncer:
 
     def announced(self) -> Mapping[IPAddress, Advertisement]:
         return self._applied
+
+    def withdrawing(self) -> Set[IPAddress]:
+        return {
+            prefix.network_address for command in self._in_flight for prefix in command.withdrawn
+        }
 
     def peers(self) -> tuple[PeerView, ...]:
         return tuple(sorted(self._peers.values(), key=lambda p: p.address))

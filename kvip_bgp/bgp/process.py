@@ -36,8 +36,9 @@ def _die_with_parent() -> None:
 
 
 def exabgp_argv(config_file: Path) -> list[str]:
-    """Run ExaBGP from the same environment as kvip-bgp (no PATH lookup surprises)."""
-    return [sys.executable, "-m", "exabgp", "server", str(config_file)]
+    """Run ExaBGP from the same environment as kvip-bgp (no PATH lookup surprises),
+    with its outgoing RIB fixed (``bgp/exabgp.py``)."""
+    return [sys.executable, "-m", "kvip_bgp.bgp.exabgp", "server", str(config_file)]
 
 
 class ExabgpProcess:

@@ -169,6 +169,16 @@ KEYS: Final[tuple[Key, ...]] = (
            "cost constant time each (figures: [performance](performance.md)). The cost: an IPv6 "
            "service cannot `bind()` to the VIP itself (only to `[::]`) unless "
            "`net.ipv6.ip_nonlocal_bind=1`; IPv4 services can. Needs `vips.interface`."),
+    Number(path="vips.unbind_delay", low=0, high=60, default=1.0,
+           doc="seconds a withdrawn VIP stays bound after ExaBGP acknowledged the withdrawal",
+           notes="`vips.unbind_delay` counts from ExaBGP's acknowledgement of the withdrawal "
+           "(with `output: kernel-table`: from the route's removal). Routers move traffic "
+           "away only once the UPDATE is in their FIB: in the fabric lab the ToR's FIB "
+           "dropped a node's next hop 55-70 ms after the withdrawal, and unbinding at the "
+           "acknowledgement alone (`0`) lost 3-4 requests of 50/s per withdrawn Service, the "
+           "default none ([performance](performance.md)). A VIP desired again meanwhile keeps "
+           "its address; SIGTERM has its own wait (acks, then a 1 s flush grace, within "
+           "`shutdown_timeout`). Raise it for routers whose FIB programming is slower."),
 
     Section(path="kubernetes", doc="the cluster watch (Services, EndpointSlices, Nodes)"),
     Bool(path="kubernetes.enabled", default=True,

@@ -67,6 +67,7 @@ def parse_vips(r: Reader, value: Any) -> VipConfig | None:
         allowed=tuple(ranges),
         interface=interface,
         bind="local-route" if bind == "local-route" else "address",
+        unbind_delay=r.number_key(m, "vips", "unbind_delay"),
     )
 
 

@@ -18,6 +18,8 @@ OutputMode = Literal["exabgp", "kernel-table"]
 BindMode = Literal["address", "local-route"]
 LogFormat = Literal["json", "console"]
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+UNBIND_DELAY: Final = 1.0
+"""Seconds a withdrawn VIP stays bound after ExaBGP's ack (``vips.unbind_delay``)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ class VipConfig:
     # a ``local`` route in table ``local`` via ``interface`` (seen in ``ip route show
     # table local``), which the kernel adds in constant time (see netif.LocalRouteTable).
     bind: BindMode = "address"
+    # A withdrawn VIP stays bound this long after the routing daemon's ack, while the
+    # peers' FIBs still send it here.
+    unbind_delay: float = UNBIND_DELAY
 
     def admits(self, vip: IPAddress, namespace: str | None = None) -> bool:
         """The most specific range containing ``vip`` decides (a namespaced range

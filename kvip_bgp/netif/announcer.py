@@ -105,6 +105,10 @@ class KernelTableAnnouncer:
     def announced(self) -> Mapping[IPAddress, Advertisement]:
         return self._applied
 
+    def withdrawing(self) -> Set[IPAddress]:
+        """Nothing: the kernel has removed a route when ``remove`` returns."""
+        return frozenset()
+
     def peers(self) -> tuple[PeerView, ...]:
         return ()
 

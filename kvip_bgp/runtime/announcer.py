@@ -68,6 +68,9 @@ class Announcer(Protocol):
     def announced(self) -> Mapping[IPAddress, Advertisement]:
         """What is applied now (sent and not failed)."""
 
+    def withdrawing(self) -> Set[IPAddress]:
+        """VIPs whose withdrawal is sent but not yet acknowledged by the routing daemon."""
+
     def peers(self) -> tuple[PeerView, ...]:
         """The BGP sessions this announcer knows of, sorted by address."""
 

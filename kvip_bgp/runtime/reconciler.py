@@ -11,7 +11,10 @@ Two safety rules:
 - nothing is withdrawn or unbound until every source has delivered its first full state
   (an empty cache at startup must not look like "withdraw everything"); what a source
   publishes before that is final and announced at once;
-- an address is bound before its route is announced and unbound after it is withdrawn.
+- an address is bound before its route is announced, and unbound only once the routing
+  daemon has acknowledged the withdrawal and ``unbind_delay`` has passed since: the
+  peers need that long to move the traffic away (their FIB follows the UPDATE), and
+  until then the node must keep accepting what they still send it.
 
 Binding and announcing are pipelined: a pass binds at most ``BIND_CHUNK`` new addresses
 and announces what is bound, and the next pass follows at once. ExaBGP, a process of its
@@ -104,6 +107,8 @@ class _State:
     last_repair: float = 0.0
     bfd: dict[str, BfdState] = field(default_factory=dict)
     published_peers: frozenset[str] = frozenset()
+    # Withdrawn and acknowledged, still bound: when each may be unbound.
+    unbind_at: dict[IPAddress, float] = field(default_factory=dict)
 
 
 class Reconciler:
@@ -115,8 +120,11 @@ class Reconciler:
         metrics: Metrics,
         status: Snapshot[ReconcilerStatus],
         sources: tuple[str, ...],
+        *,
+        unbind_delay: float = 0.0,
     ) -> None:
         self._inbox = inbox
+        self._unbind_delay = unbind_delay
         self._addresses = addresses
         self._announcer = announcer
         self._metrics = metrics
@@ -174,6 +182,8 @@ class Reconciler:
         retry_at = self._announcer.wake_at()
         if retry_at is not None and retry_at > now:
             wait = min(wait, retry_at - now)
+        if s.unbind_at:
+            wait = min(wait, min(s.unbind_at.values()) - now)
         return max(0.01, wait)
 
     # -- messages ------------------------------------------------------------------
@@ -237,8 +247,29 @@ class Reconciler:
         self._announcer.set(effective, deferred, all_synced, now)
         self._collect_errors()
         if all_synced:
-            # Unbind only what is no longer desired and no longer announced anywhere.
-            self._unbind(s.bound - set(effective) - set(self._announcer.announced()))
+            self._unbind(self._due_unbinds(effective, now))
+
+    def _due_unbinds(
+        self, effective: Mapping[IPAddress, Advertisement], now: float
+    ) -> set[IPAddress]:
+        """What may be unbound now: not desired, not announced, its withdrawal acknowledged
+        at least ``unbind_delay`` ago. A VIP desired again meanwhile keeps its address."""
+        s = self._s
+        gone = s.bound - set(effective) - set(self._announcer.announced())
+        for vip in set(s.unbind_at) - gone:
+            del s.unbind_at[vip]
+        if not gone:
+            return set()
+        withdrawing = self._announcer.withdrawing()
+        due: set[IPAddress] = set()
+        for vip in gone:
+            if vip in withdrawing:
+                continue  # the delay starts at the acknowledgement
+            if s.unbind_at.setdefault(vip, now + self._unbind_delay) <= now:
+                due.add(vip)
+        for vip in due:
+            del s.unbind_at[vip]
+        return due
 
     def _bind(self, effective: Mapping[IPAddress, Advertisement]) -> set[IPAddress]:
         """Bind up to ``BIND_CHUNK`` desired addresses; return those left for later passes.

@@ -58,6 +58,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from kvip_bgp.testing import fakeapi_discovery
+
 __all__ = [
     "FakeKubeAPI",
     "RequestRecord",
@@ -451,7 +453,12 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length > 0 else b""
             result = self.server.api._handle(
-                method, self.path, self.headers.get("Content-Type", ""), body, self.connection
+                method,
+                self.path,
+                self.headers.get("Content-Type", ""),
+                body,
+                self.connection,
+                self.headers.get("Accept", ""),
             )
             if isinstance(result, _Reply):
                 self._send(result)
@@ -856,7 +863,13 @@ class FakeKubeAPI:
     # ----------------------------------------------------------- HTTP internals
 
     def _handle(
-        self, method: str, target: str, content_type: str, body: bytes, conn: socket.socket
+        self,
+        method: str,
+        target: str,
+        content_type: str,
+        body: bytes,
+        conn: socket.socket,
+        accept: str = "",
     ) -> _Reply | _Watcher:
         split = urlsplit(target)
         path = split.path
@@ -867,8 +880,17 @@ class FakeKubeAPI:
                 self._fail_count -= 1
                 code = self._fail_status
                 return _Reply(code, _dumps(_status(code, f"injected failure ({code})")))
+        segs = [unquote(s) for s in path.split("/") if s]
+        special = fakeapi_discovery.intercept(method, segs, query, self.events)
+        if special is not None:
+            return _Reply(special[0], _dumps(special[1]))
         try:
-            return self._route(method, path, query, content_type, body, conn)
+            result = self._route(method, path, query, content_type, body, conn)
+            if isinstance(result, _Reply) and method == "GET" and result.status == 200:
+                table = fakeapi_discovery.as_table(result.body, accept)
+                if table is not None:
+                    return _Reply(200, table)
+            return result
         except _ApiError as err:
             return _Reply(err.code, _dumps(_status(err.code, err.message, err.reason)))
 
@@ -989,7 +1011,13 @@ class FakeKubeAPI:
         entries: list[JSONObject] = []
         for rt in resources:
             entries.append(
-                {"name": rt.plural, "namespaced": rt.namespaced, "kind": rt.kind, "verbs": verbs}
+                {
+                    "name": rt.plural,
+                    "namespaced": rt.namespaced,
+                    "kind": rt.kind,
+                    "verbs": verbs,
+                    **fakeapi_discovery.resource_extras(rt.plural, rt.kind),
+                }
             )
             if rt.status_subresource:
                 entries.append(

@@ -116,7 +116,7 @@ def endpoint_slice(
         },
         "addressType": "IPv4",
         "endpoints": [*endpoints],
-        "ports": [{"port": 8080, "protocol": "TCP"}],
+        "ports": [{"name": "", "port": 8080, "protocol": "TCP"}],  # the API sets the name
     }
 
 

@@ -59,10 +59,10 @@ def cmdline(pid: int) -> list[str]:
 
 
 def exabgp_pid(daemon_pid: int) -> int | None:
-    """The ExaBGP process the daemon supervises (``python -m exabgp server ...``)."""
+    """The ExaBGP process the daemon supervises (``python -m kvip_bgp.bgp.exabgp server``)."""
     for child in children(daemon_pid):
         argv = cmdline(child)
-        if "exabgp" in argv and "server" in argv:
+        if any(a.endswith("exabgp") for a in argv) and "server" in argv:
             return child
     return None
 

@@ -477,11 +477,11 @@ class Churn:
                 self.api.put(model.service_object())
                 self.api.put(endpoint_slice(model.name, model.slices["a"]))
 
-    def step(self, only_if_running: bool = False) -> None:
-        """One random change (same mix as the stress test)."""
+    def step(self, only_if_running: bool = False) -> ChurnModel | None:
+        """One random change (same mix as the stress test); the model it changed."""
         with self._lock:
             if only_if_running and not self._running.is_set():
-                return  # paused between the check in the loop and taking the lock
+                return None  # paused between the check in the loop and taking the lock
             rng, api = self.rng, self.api
             model = rng.choice(self.models)
             action = rng.randrange(9)
@@ -520,6 +520,7 @@ class Churn:
             else:
                 api.put(model.service_object())
             self.events += 1
+            return model
 
     # -- background thread -------------------------------------------------------------
 
