@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from kvip_bgp import app, rundir
+from kvip_bgp.bgp import process as exabgp_process
 from kvip_bgp.configfile.load import load
 from kvip_bgp.domain.config import Config
 from kvip_bgp.domain.model import BindResult, IPAddress
@@ -77,7 +78,7 @@ def http_get(port: int, path: str) -> tuple[int, str]:
 @pytest.fixture
 def process_state() -> Iterator[None]:
     """``Daemon.run`` sets process-global state (signals, gc, umask): put it back after."""
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     thresholds = gc.get_threshold()
     umask = os.umask(0o022)
     os.umask(umask)
@@ -145,7 +146,7 @@ def test_only_the_main_thread_touches_the_exabgp_process(
 ) -> None:
     """/healthz reads the state the supervisor published, never the (replaceable) Popen."""
     calls: list[tuple[str, str]] = []
-    monkeypatch.setattr(app.exabgp, "ExabgpProcess", lambda path, env: RecordingProcess(calls))
+    monkeypatch.setattr(exabgp_process, "ExabgpProcess", lambda path, env: RecordingProcess(calls))
     port = free_port()
     config = load(write_config(tmp_path, port))
 
@@ -202,7 +203,7 @@ def test_netlink_tables_are_closed_only_after_the_reconciler_ended(
     calls: list[tuple[str, str]] = []
     closed_while: list[bool] = []
     release = threading.Event()
-    monkeypatch.setattr(app.exabgp, "ExabgpProcess", lambda path, env: RecordingProcess(calls))
+    monkeypatch.setattr(exabgp_process, "ExabgpProcess", lambda path, env: RecordingProcess(calls))
     monkeypatch.setattr(addresses, "AddressTable", lambda name: RecordingTable(closed_while))
     if not stops:
         monkeypatch.setattr(app, "Reconciler", lambda *a, **k: StubbornReconciler(release))

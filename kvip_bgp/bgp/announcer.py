@@ -76,6 +76,12 @@ class ExabgpAnnouncer:
         self._again: set[IPAddress] = set()
         self._backoff = Backoff(INITIAL_BACKOFF, MAX_BACKOFF, INITIAL_BACKOFF)
         self._errors: list[str] = []
+        # Peers a reload added: ExaBGP starts them with an empty RIB, so their first
+        # session gets every applied route (``_replay``) before its End-of-RIB.
+        self._fresh: set[str] = set()
+        self._replay: set[str] = set()
+        # Peers a reload removed: ExaBGP's last word about them is not a session of ours.
+        self._removed: set[str] = set()
 
     # -- the Announcer interface -----------------------------------------------------
 
@@ -176,6 +182,20 @@ class ExabgpAnnouncer:
         errors, self._errors = self._errors, []
         return errors
 
+    def reconfigure(self, config: Config) -> None:
+        before = {str(peer.address) for peer in self._config.bgp.peers}
+        after = {str(peer.address) for peer in config.bgp.peers}
+        self._config = config
+        self._next_hops = NextHopPolicy(config.bgp.peers)
+        for peer in before - after:
+            self._peers.pop(peer, None)
+            self._eor_pending.discard(peer)
+            self._metrics.prefixes_announced.labels(peer).set(0)
+        self._removed = (self._removed | (before - after)) - after
+        self._fresh = (self._fresh | (after - before)) & after
+        self._replay &= after
+        self.start()
+
     # -- messages ------------------------------------------------------------------
 
     def _connected(self, message: ApiConnected) -> None:
@@ -184,6 +204,8 @@ class ExabgpAnnouncer:
         self._writer = ApiWriter(message.fd, message.generation)
         self._in_flight.clear()
         self._eor_pending.clear()
+        self._fresh.clear()  # a new connection re-sends everything to every peer
+        self._replay.clear()
         # Whatever we told the previous ExaBGP (or relay) may still be there: re-announce
         # every desired route and withdraw anything else we had sent.
         self._maybe_present |= set(self._applied)
@@ -227,6 +249,8 @@ class ExabgpAnnouncer:
         self._backoff = self._backoff.failed(now)
 
     def _peer_state(self, message: PeerState) -> None:
+        if message.peer in self._removed:
+            return
         previous = self._peers.get(message.peer)
         if (
             previous is None
@@ -240,6 +264,9 @@ class ExabgpAnnouncer:
                 # ExaBGP re-sends its RIB to a fresh session; we close it with End-of-RIB
                 # once every desired route is in (manual-eor: hitless restarts).
                 self._eor_pending.add(message.peer)
+                if message.peer in self._fresh:
+                    self._fresh.discard(message.peer)
+                    self._replay.add(message.peer)
                 # ExaBGP 5.0.15 also replays to the new session routes that were
                 # announced and then withdrawn while it was down: withdraw, before the
                 # End-of-RIB, everything we ever announced that is not applied now.
@@ -255,10 +282,20 @@ class ExabgpAnnouncer:
 
     # -- sending ---------------------------------------------------------------------
 
+    def _replay_commands(self, withdraw: Set[IPAddress]) -> list[Command]:
+        """Every applied route, to the peers a reload added (their RIB in ExaBGP is empty)."""
+        peers = tuple(p for p in self._config.bgp.peers if str(p.address) in self._replay)
+        routes = [a for v, a in self._applied.items() if v not in withdraw]
+        if not peers or not routes:
+            return []
+        log.info("reconciler.replay", peers=[str(p.address) for p in peers], routes=len(routes))
+        policy = NextHopPolicy(peers, explicit=True)
+        return announce_commands(routes, self._config.bgp.asn, policy)
+
     def _send_routes(
         self, announce: list[Advertisement], withdraw: Set[IPAddress], complete: bool
     ) -> None:
-        commands: list[Command] = []
+        commands = self._replay_commands(set(withdraw))
         if withdraw:
             commands += withdraw_commands([host_prefix(v) for v in withdraw], self._next_hops)
         if announce:
@@ -286,6 +323,7 @@ class ExabgpAnnouncer:
             self._maybe_present.discard(advert.vip)
             self._announced_ever.add(advert.vip)
         self._eor_pending.difference_update(eor_peers)
+        self._replay.clear()
         for peer in (str(p.address) for p in self._config.bgp.peers):
             if announce:
                 self._metrics.updates_sent.labels(peer, "announce").inc(len(announce))

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import structlog
 
+from kvip_bgp.domain.config import Config
 from kvip_bgp.domain.model import Advertisement, IPAddress, address_order
 from kvip_bgp.runtime.announcer import PeerView, Receive
 from kvip_bgp.runtime.messages import ApiMessage
@@ -117,3 +118,7 @@ class KernelTableAnnouncer:
     def take_errors(self) -> list[str]:
         errors, self._errors = self._errors, []
         return errors
+
+    def reconfigure(self, config: Config) -> None:
+        """Nothing to do: the host's routing daemon owns the sessions, the attributes
+        come with each advertisement."""

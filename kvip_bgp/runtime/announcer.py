@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass
 from typing import Protocol
 
+from kvip_bgp.domain.config import Config
 from kvip_bgp.domain.model import Advertisement, IPAddress
 from kvip_bgp.runtime.messages import ApiMessage, Message
 
@@ -79,3 +80,6 @@ class Announcer(Protocol):
 
     def take_errors(self) -> list[str]:
         """Errors since the last call, oldest first, for the status's ``last_errors``."""
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload: ``config.bgp.peers`` are this node's peers from now on."""

@@ -18,11 +18,12 @@ The checks themselves are in ``runtime.checks``.
 from __future__ import annotations
 
 import dataclasses
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, assert_never
 
 import structlog
 
@@ -30,12 +31,15 @@ from kvip_bgp.domain.config import HealthCheck, StaticVip
 from kvip_bgp.domain.model import Advertisement, IPAddress, RouteAttributes
 from kvip_bgp.domain.sources import VipSource
 from kvip_bgp.runtime.checks import describe, exists, run_check
+from kvip_bgp.runtime.messages import StaticChanged, StaticRetired, StaticUpdate
 from kvip_bgp.runtime.metrics import Metrics
 
 log = structlog.get_logger("kvip_bgp.health")
 
 MAINTENANCE_POLL: Final = 1.0
 """Seconds between looks at the maintenance file of a VIP that has no health check."""
+UPDATE_POLL: Final = 0.5
+"""Seconds between looks at the watcher's queue of reload updates while it sleeps."""
 
 Publish = Callable[[IPAddress, Advertisement | None], None]
 
@@ -117,6 +121,10 @@ class StaticVipWatcher(threading.Thread):
     ``poll_interval`` overrides how often a VIP without a check looks at its
     maintenance file (tests use a short one); a checked VIP evaluates every
     ``check.interval``.
+
+    A reload reaches the thread through ``update`` (its own queue, looked at every
+    ``UPDATE_POLL`` while it sleeps): a changed entry is evaluated at once, keeping
+    whether the VIP is up, so a new check or new attributes do not flap the route.
     """
 
     def __init__(
@@ -137,17 +145,24 @@ class StaticVipWatcher(threading.Thread):
         self._metrics = metrics
         self._stop_event = stop
         self._first_result = first_result
-        if poll_interval is not None:
-            self.period = poll_interval
-        elif vip.check is not None:
-            self.period = vip.check.interval
-        else:
-            self.period = MAINTENANCE_POLL
+        self._poll_interval = poll_interval
+        self.period = self._period()
+        self._updates: queue.SimpleQueue[StaticUpdate] = queue.SimpleQueue()
         # Owned by this thread alone once it runs.
         self._state = CheckState.for_check(vip.check) if vip.check is not None else None
         self._maintenance = False
         self._reported = False
         self._published: Advertisement | None = None
+        self._retired = False
+
+    def _period(self) -> float:
+        if self._poll_interval is not None:
+            return self._poll_interval
+        return self.vip.check.interval if self.vip.check is not None else MAINTENANCE_POLL
+
+    def update(self, message: StaticUpdate) -> None:
+        """Hand the thread a reload's change (any thread; only enqueues)."""
+        self._updates.put(message)
 
     def run(self) -> None:
         """Evaluate every ``period`` seconds, start to start, until ``stop`` is set."""
@@ -161,8 +176,44 @@ class StaticVipWatcher(threading.Thread):
                 # slots rather than firing a burst of catch-up checks.
                 missed = (now - next_at) // self.period + 1
                 next_at += missed * self.period
-            if self._stop_event.wait(next_at - now):
+            if self._wait(next_at):
                 break
+
+    def _wait(self, until: float) -> bool:
+        """Sleep until ``until``; an update cuts it short. True: the thread must end."""
+        while (remaining := until - time.monotonic()) > 0:
+            if self._stop_event.wait(min(remaining, UPDATE_POLL)):
+                return True
+            if self._take_updates():
+                return self._retired
+        return False
+
+    def _take_updates(self) -> bool:
+        """Apply waiting updates; whether there were any."""
+        taken = False
+        while True:
+            try:
+                message = self._updates.get_nowait()
+            except queue.Empty:
+                return taken
+            taken = True
+            match message:
+                case StaticRetired():
+                    self._retired = True
+                case StaticChanged():
+                    if message.vip.check != self.vip.check:
+                        up = self._state.up if self._state is not None else True
+                        check = message.vip.check
+                        self._state = (
+                            None
+                            if check is None
+                            else dataclasses.replace(CheckState.for_check(check), up=up)
+                        )
+                    self.vip, self.defaults = message.vip, message.defaults
+                    self.period = self._period()
+                    log.info("health.reconfigured", vip=str(self.vip.address))
+                case _:
+                    assert_never(message)
 
     def _evaluate(self) -> None:
         first = not self._reported
@@ -195,6 +246,8 @@ class StaticVipWatcher(threading.Thread):
             self._maintenance = maintenance
 
         desired = desired_route(self.vip, self.defaults, up, self._maintenance)
+        if self._retired:
+            return
         if first or desired != self._published:
             self._reported = True
             self._published = desired

@@ -214,6 +214,23 @@ class BfdSupervisor:
             self._close_stdin()
             self.start()
 
+    def set_peers(self, peers: tuple[Peer, ...], timeout: float = 3.0) -> None:
+        """A reload changed the BFD peers: a child with the new set replaces this one.
+
+        The old child ends with AdminDown, which a peer must not take as a failure
+        (RFC 5882 3.2), so the sessions that stay come back without a BGP reset.
+        """
+        document = json.dumps(bfd_peers(peers))
+        if document == self._document:
+            return
+        log.info("bfd.peers_changed", peers=[str(p["peer"]) for p in bfd_peers(peers)])
+        self.stop(timeout)
+        self._document = document
+        self._peers = tuple(str(item["peer"]) for item in bfd_peers(peers))
+        self._backoff = RESTART_BACKOFF[0]
+        self._restart_at = None
+        self.start()
+
     def stop(self, timeout: float) -> None:
         """Planned stop: the child sends AdminDown for ``LINGER`` seconds, then exits."""
         process = self._process

@@ -1,0 +1,322 @@
+"""A reload as each thread sees it: one frozen config on its queue, only changes applied."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import ipaddress
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kvip_bgp.bgp import process as exabgp
+from kvip_bgp.bgp.announcer import ExabgpAnnouncer
+from kvip_bgp.configfile import load as config_module
+from kvip_bgp.domain.config import StaticVip
+from kvip_bgp.domain.model import Advertisement, Community, IPAddress, RouteAttributes
+from kvip_bgp.domain.objects import parse_endpoint_slice, parse_node, parse_service
+from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus
+from kvip_bgp.runtime.messages import (
+    ClusterConfig,
+    ClusterStop,
+    ConfigChanged,
+    Inbox,
+    Listed,
+    PeerState,
+    SourceSynced,
+    StaticChanged,
+    StaticRetired,
+    Stop,
+    VipDesired,
+    post,
+)
+from kvip_bgp.runtime.metrics import Metrics
+from kvip_bgp.runtime.reconciler import Reconciler, ReconcilerStatus
+from kvip_bgp.runtime.snapshot import Snapshot
+from kvip_bgp.runtime.static import StaticVipWatcher
+from kvip_bgp.runtime.workqueue import CoalescingQueue
+from kvip_bgp.testing.fakes import CONFIG, FakeExabgp
+from kvip_bgp.testing.objects import endpoint_slice, node, service
+from kvip_bgp.testing.scenario import daemon_config
+
+PEER_B = {"address": "192.0.2.3", "asn": 64500}
+
+
+def advert(ip: str, community: str = "64512:1", source: str = "kubernetes") -> Advertisement:
+    attrs = RouteAttributes(communities=(Community.parse(community),))
+    return Advertisement(ipaddress.ip_address(ip), attrs, (source,))
+
+
+class Harness:
+    """The reconciler driven by ``step`` (no thread), with a fake ExaBGP socket."""
+
+    def __init__(self, peers: list[dict[str, Any]], sources: tuple[str, ...]) -> None:
+        document = copy.deepcopy(CONFIG)
+        document["bgp"]["peers"] = peers
+        self.config = config_module.parse(document)
+        self.inbox: Inbox = CoalescingQueue()
+        self.status: Snapshot[ReconcilerStatus] = Snapshot(ReconcilerStatus())
+        self.reconciler = Reconciler(
+            self.inbox,
+            None,
+            ExabgpAnnouncer(self.config, Metrics()),
+            Metrics(),
+            self.status,
+            sources,
+        )
+        self.fake = FakeExabgp(self.inbox)
+        self.fake.connect()
+        self.reconciler.start(0.0)
+        self.now = 0.0
+
+    def pump(self) -> list[str]:
+        self.now += 1.0
+        self.reconciler.step([m for _k, m in self.inbox.drain(0)], self.now)
+        lines = self.fake.lines(wait=0.05)
+        self.fake.ack(len(lines))
+        self.reconciler.step([m for _k, m in self.inbox.drain(0)], self.now)
+        return lines
+
+    def reload(self, peers: list[dict[str, Any]], sources: tuple[str, ...]) -> None:
+        document = copy.deepcopy(CONFIG)
+        document["bgp"]["peers"] = peers
+        post(self.inbox, ConfigChanged(config_module.parse(document), sources))
+
+    def stop(self) -> None:
+        self.reconciler.step([Stop(deadline=time.monotonic() + 1)], self.now + 1)
+
+
+PEER_A = CONFIG["bgp"]["peers"][0]
+
+
+def test_an_added_peer_gets_every_route_then_end_of_rib_and_the_others_nothing() -> None:
+    h = Harness([PEER_A], ("kubernetes",))
+    try:
+        post(h.inbox, SourceSynced("kubernetes"))
+        post(
+            h.inbox,
+            VipDesired("kubernetes", ipaddress.ip_address("198.51.100.7"), advert("198.51.100.7")),
+        )
+        post(h.inbox, PeerState("192.0.2.2", "up", None, time.time(), 1))
+        first = h.pump()
+        assert "announce attributes next-hop self community [64512:1] nlri 198.51.100.7/32" in first
+        h.reload([PEER_A, PEER_B], ("kubernetes",))
+        assert h.pump() == []  # nothing changed for the peer that was there
+        post(h.inbox, PeerState("192.0.2.3", "up", None, time.time(), 1))
+        assert h.pump() == [
+            "neighbor 192.0.2.3 announce attributes next-hop self community [64512:1] "
+            "nlri 198.51.100.7/32",
+            "neighbor 192.0.2.3 announce eor ipv4 unicast",
+            "neighbor 192.0.2.3 announce eor ipv6 unicast",
+        ]
+        peers = [p.address for p in h.status.read().peers]
+        assert peers == ["192.0.2.2", "192.0.2.3"]
+    finally:
+        h.stop()
+
+
+def test_a_removed_peer_leaves_the_status_and_its_last_word_is_ignored() -> None:
+    h = Harness([PEER_A, PEER_B], ("kubernetes",))
+    try:
+        post(h.inbox, SourceSynced("kubernetes"))
+        post(h.inbox, PeerState("192.0.2.3", "up", None, time.time(), 1))
+        h.pump()
+        h.reload([PEER_A], ("kubernetes",))
+        h.pump()
+        post(h.inbox, PeerState("192.0.2.3", "down", "removed", time.time(), 1))
+        h.pump()
+        assert [p.address for p in h.status.read().peers] == []
+    finally:
+        h.stop()
+
+
+def test_a_removed_source_is_withdrawn_and_what_it_posts_after_is_dropped() -> None:
+    h = Harness([PEER_A], ("kubernetes", "static:198.51.100.9"))
+    try:
+        for source in ("kubernetes", "static:198.51.100.9"):
+            post(h.inbox, SourceSynced(source))
+        vip = ipaddress.ip_address("198.51.100.9")
+        post(h.inbox, VipDesired("static:198.51.100.9", vip, advert(str(vip))))
+        assert any("198.51.100.9/32" in line for line in h.pump())
+        h.reload([PEER_A], ("kubernetes",))
+        assert h.pump() == ["withdraw attributes next-hop self nlri 198.51.100.9/32"]
+        # The retired watcher's last publish, racing the reload, changes nothing.
+        post(h.inbox, VipDesired("static:198.51.100.9", vip, advert(str(vip))))
+        assert h.pump() == []
+        assert h.status.read().all_synced
+    finally:
+        h.stop()
+
+
+# -- the cluster-state thread ------------------------------------------------------------
+
+
+def test_cluster_thread_decides_again_and_publishes_only_changed_vips(tmp_path: Path) -> None:
+    raw = daemon_config(tmp_path / "kubeconfig")
+    raw["vips"] = {"allowed": ["198.51.100.0/24"]}
+    (tmp_path / "kubeconfig").write_text("unused")
+    config = config_module.parse(raw)
+    events: queue.Queue[Any] = queue.Queue()
+    published: queue.Queue[tuple[IPAddress, Advertisement | None]] = queue.Queue()
+    state = ClusterState(
+        config,
+        events,
+        lambda vip, advert: published.put((vip, advert)),
+        lambda: None,
+        Metrics(),
+        Snapshot(ClusterStatus()),
+    )
+    objects = [
+        service("low", "198.51.100.10"),
+        endpoint_slice("low", ["node-1"]),
+        service("high", "198.51.100.200"),
+        endpoint_slice("high", ["node-1"]),
+    ]
+    events.put(Listed("nodes", (parse_node(node()),), "1"))
+    events.put(
+        Listed("services", tuple(parse_service(o) for o in objects if o["kind"] == "Service"), "1")
+    )
+    events.put(
+        Listed(
+            "endpointslices",
+            tuple(parse_endpoint_slice(o) for o in objects if o["kind"] == "EndpointSlice"),
+            "1",
+        )
+    )
+    thread = threading.Thread(target=state.run, daemon=True)
+    thread.start()
+    try:
+        first = {published.get(timeout=10)[0] for _ in range(2)}
+        assert first == {
+            ipaddress.ip_address("198.51.100.10"),
+            ipaddress.ip_address("198.51.100.200"),
+        }
+        narrowed = dataclasses.replace(
+            config,
+            vips=config_module.parse({**raw, "vips": {"allowed": ["198.51.100.0/25"]}}).vips,
+        )
+        events.put(ClusterConfig(narrowed))
+        vip, advert_or_none = published.get(timeout=10)
+        assert (vip, advert_or_none) == (ipaddress.ip_address("198.51.100.200"), None)
+        with pytest.raises(queue.Empty):
+            published.get(timeout=0.5)  # the VIP still allowed is not published again
+    finally:
+        events.put(ClusterStop())
+        thread.join(5)
+
+
+# -- a static VIP watcher ------------------------------------------------------------------
+
+
+def test_a_static_watcher_takes_new_attributes_at_once_and_ends_when_retired() -> None:
+    vip = StaticVip(ipaddress.ip_address("198.51.100.53"))
+    seen: queue.Queue[Advertisement | None] = queue.Queue()
+    stop = threading.Event()
+    watcher = StaticVipWatcher(
+        vip,
+        RouteAttributes(communities=(Community.parse("64512:1"),)),
+        lambda _vip, advert: seen.put(advert),
+        Metrics(),
+        stop,
+        poll_interval=60.0,  # nothing but the update can make it evaluate again soon
+    )
+    watcher.start()
+    try:
+        first = seen.get(timeout=5)
+        assert first is not None and str(first.attributes.communities[0]) == "64512:1"
+        watcher.update(
+            StaticChanged(vip, RouteAttributes(communities=(Community.parse("64512:2"),)))
+        )
+        second = seen.get(timeout=5)
+        assert second is not None and str(second.attributes.communities[0]) == "64512:2"
+        watcher.update(StaticRetired())
+        watcher.join(5)
+        assert not watcher.is_alive()
+        assert seen.empty()
+    finally:
+        stop.set()
+
+
+# -- ExaBGP's reload under the supervisor ------------------------------------------------
+
+
+class FakeProcess:
+    """Records signals; answers each reload as ``outcomes`` says (None: ExaBGP skipped it)."""
+
+    def __init__(self, outcomes: list[bool | None]) -> None:
+        self.outcomes = outcomes
+        self.pending: bool | None = None
+        self.calls: list[str] = []
+        self.started_at = 0.0
+
+    def start(self) -> None:
+        self.calls.append("start")
+
+    def poll(self) -> int | None:
+        return None
+
+    def running(self) -> bool:
+        return True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.calls.append("stop")
+
+    def signal_reload(self) -> None:
+        self.calls.append("SIGUSR1")
+        self.pending = self.outcomes.pop(0) if self.outcomes else None
+
+    def reload_outcome(self) -> bool | None:
+        outcome, self.pending = self.pending, None
+        return outcome
+
+
+def supervise(outcomes: list[bool | None], seconds: float) -> list[str]:
+    process = FakeProcess(outcomes)
+    supervisor = exabgp.ExabgpSupervisor(
+        process,  # type: ignore[arg-type]
+        Snapshot(True),
+        lambda _t: False,
+        lambda: None,
+    )
+    supervisor.request_reload()
+    now = 0.0
+    while now < seconds:
+        supervisor.tick(now)
+        now += 0.25
+    return process.calls
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "calls"),
+    [
+        ([True], ["SIGUSR1"]),
+        # Skipped while updates were queued: asked again after RELOAD_CONFIRM.
+        ([None, True], ["SIGUSR1", "SIGUSR1"]),
+        # A file it could not load: its API processes are gone; restart it.
+        ([False], ["SIGUSR1", "stop", "start"]),
+        # Never confirmed: restarted after RELOAD_TRIES tries.
+        ([None] * 9, ["SIGUSR1"] * exabgp.RELOAD_TRIES + ["stop", "start"]),
+    ],
+)
+def test_exabgp_reload_is_confirmed_retried_or_ends_in_a_restart(
+    outcomes: list[bool | None], calls: list[str]
+) -> None:
+    assert supervise(outcomes, exabgp.RELOAD_CONFIRM * (exabgp.RELOAD_TRIES + 2)) == calls
+
+
+def test_exabgp_validate_accepts_our_render_and_names_a_problem(tmp_path: Path) -> None:
+    from kvip_bgp.bgp.config import render_config
+    from kvip_bgp.bgp.reload import validate_exabgp
+
+    good = tmp_path / "good.conf"
+    good.write_text(render_config(config_module.parse(CONFIG), tmp_path / "api.sock"))
+    assert validate_exabgp(good) == []
+    bad = tmp_path / "bad.conf"
+    bad.write_text("neighbor 192.0.2.2 { hold-time banana; }\n")
+    problems = validate_exabgp(bad)
+    assert len(problems) == 1 and "ExaBGP refuses" in problems[0], problems
+    assert "bad.conf" in problems[0]
