@@ -216,7 +216,13 @@ class Daemon:
         if config.source is not None:
             loaded = Loaded(config, self._digest)
             reloader = Reloader(
-                config.source, loaded, labels, children, self.metrics, self.reload_status
+                config.source,
+                loaded,
+                labels,
+                children,
+                self.metrics,
+                self.reload_status,
+                (lambda: self.cluster_status.read().node) if kubernetes is not None else None,
             )
         exit_code = self._supervise(children, reloader, reconciler_thread, fixed)
         bfd = children.bfd

@@ -12,6 +12,10 @@ value, so no thread ever sees half a reload:
 - each static VIP watcher: ``StaticChanged`` / ``StaticRetired``; new ones are started;
 - ExaBGP: its new file, then SIGUSR1 (confirmed, retried, or ExaBGP restarted);
 - the BFD process: replaced only when the BFD peers changed.
+
+The Node's labels (from the cluster-state thread's published status) choose the peers
+with a ``node_selector``: when they change, the same peer path runs with the config as
+it is.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from kvip_bgp.configfile.reader import ConfigError
 from kvip_bgp.configfile.watch import Loaded, fingerprint, read, watched_files
 from kvip_bgp.domain.config import Config, Peer, StaticVip
 from kvip_bgp.domain.model import IPAddress, RouteAttributes
+from kvip_bgp.domain.objects import NodeInfo
 from kvip_bgp.domain.reload import config_diff, refusal_message
 from kvip_bgp.domain.sources import VipSource
 from kvip_bgp.ops import log as logging_setup
@@ -38,6 +43,7 @@ from kvip_bgp.runtime.messages import (
     ClusterConfig,
     ConfigChanged,
     Inbox,
+    ReplyBox,
     StaticChanged,
     StaticRetired,
     post,
@@ -55,6 +61,8 @@ log = structlog.get_logger("kvip_bgp.app")
 
 POLL_INTERVAL: Final = 2.0
 """Seconds between looks at the config file: a change applies well within 10 s."""
+WITHDRAW_WAIT: Final = 3.0
+"""At most this long ExaBGP keeps a removed peer while its routes are withdrawn."""
 
 
 class ReloadRefused(Exception):
@@ -121,14 +129,19 @@ class Reloader:
         children: Children,
         metrics: Metrics,
         status: Snapshot[ReloadStatus],
+        node: Callable[[], NodeInfo | None] | None = None,
     ) -> None:
         self._path = path
         self.config = loaded.config
         self._labels = labels
+        self._node = node
+        self._peers = peers_for_node(loaded.config, labels)
         self._children = children
         self._metrics = metrics
         self._status = status
         self._requested = False
+        # ExaBGP's new file waits for the withdrawals to removed peers (or a deadline).
+        self._install: tuple[ReplyBox[bool], float] | None = None
         self._watched = fingerprint(watched_files(path, loaded.config))
         self._next_poll = 0.0
         for result in ("ok", "failed"):
@@ -140,7 +153,10 @@ class Reloader:
         self._requested = True
 
     def tick(self, now: float) -> None:
-        """Reload if asked to, or if the file (or a password file) changed on disk."""
+        """Reload if asked to, or if the file (or a password file) changed on disk; choose
+        the peers again if this node's labels changed."""
+        self._follow_labels()
+        self._install_exabgp(now)
         if not self._requested and now < self._next_poll:
             return
         self._next_poll = now + POLL_INTERVAL
@@ -170,7 +186,60 @@ class Reloader:
         self._status.publish(ReloadStatus(config_hash=loaded.digest, loaded_at=time.time()))
         return True
 
+    def _follow_labels(self) -> None:
+        node = self._node() if self._node is not None else None
+        if node is None or dict(node.labels) == self._labels:
+            return
+        self._labels = dict(node.labels)
+        peers = peers_for_node(self.config, self._labels)
+        if peers == self._peers:
+            return
+        log.info("config.node_labels_changed", peers=[str(p.address) for p in peers])
+        try:
+            exabgp_text = self._prepare_exabgp(self.config, peers)
+        except ReloadRefused as error:
+            log.error("config.peers_not_applied", problems=error.problems)
+            return
+        self._commit_peers(self.config, peers, exabgp_text)
+
     # -- applying ---------------------------------------------------------------------
+
+    def _prepare_exabgp(self, config: Config, peers: tuple[Peer, ...]) -> str | None:
+        """ExaBGP's new file, validated and written beside the live one; None: unchanged."""
+        c = self._children
+        if c.exabgp is None or c.exabgp_config is None or c.api_socket is None:
+            return None
+        text = render_config(config, c.api_socket, peers, show_secrets=True)
+        if text == c.exabgp_config.read_text(encoding="utf-8"):
+            return None
+        candidate = c.exabgp_config.with_name("exabgp.conf.new")
+        rundir.write_private(candidate, text)
+        problems = validate_exabgp(candidate)
+        if problems:
+            raise ReloadRefused(problems)
+        return text
+
+    def _commit_peers(
+        self, config: Config, peers: tuple[Peer, ...], exabgp_text: str | None
+    ) -> None:
+        """Hand the peers out: the reconciler first, then ExaBGP's file (once the routes
+        are withdrawn from removed peers) and BFD."""
+        c = self._children
+        self._peers = peers
+        if not peers and c.exabgp is not None:
+            log.warning("config.no_peers", reason="no bgp.peers match this node's labels")
+        routes_left: ReplyBox[bool] = ReplyBox()
+        sources = sources_of(config, c.kube_source)
+        post(c.inbox, ConfigChanged(node_config(config, peers), sources, routes_left))
+        if exabgp_text is not None:
+            self._install = (routes_left, time.monotonic() + WITHDRAW_WAIT)
+            self._install_exabgp(time.monotonic())
+        else:
+            self._install = None  # the running file is already the one wanted
+        if c.bfd is not None:
+            c.bfd.set_peers(peers)
+        elif c.new_bfd is not None and any(p.bfd is not None for p in peers):
+            c.bfd = c.new_bfd(peers)
 
     def _apply(self, loaded: Loaded, trigger: str) -> None:
         old, new = self.config, loaded.config
@@ -184,17 +253,7 @@ class Reloader:
             )
         c = self._children
         peers = peers_for_node(new, self._labels)
-        exabgp_text = None
-        if c.exabgp is not None and c.exabgp_config is not None and c.api_socket is not None:
-            exabgp_text = render_config(new, c.api_socket, peers, show_secrets=True)
-            if exabgp_text == c.exabgp_config.read_text(encoding="utf-8"):
-                exabgp_text = None
-            else:
-                candidate = c.exabgp_config.with_name("exabgp.conf.new")
-                rundir.write_private(candidate, exabgp_text)
-                problems = validate_exabgp(candidate)
-                if problems:
-                    raise ReloadRefused(problems)
+        exabgp_text = self._prepare_exabgp(new, peers)
         # -- everything checked: from here on the new config is applied, part by part.
         self.config = new
         if diff.empty:
@@ -202,20 +261,22 @@ class Reloader:
             return
         secrets = [p.password for p in new.bgp.peers if p.password]
         logging_setup.configure(new.log.format, new.log.level, secrets=secrets)
-        if not peers and c.exabgp is not None:
-            log.warning("config.no_peers", reason="no bgp.peers match this node's labels")
-        post(c.inbox, ConfigChanged(node_config(new, peers), sources_of(new, c.kube_source)))
+        self._commit_peers(new, peers, exabgp_text)
         if c.cluster_events is not None:
             c.cluster_events.put(ClusterConfig(new))
         self._apply_static(old, new)
-        if exabgp_text is not None and c.exabgp is not None and c.exabgp_config is not None:
-            c.exabgp_config.with_name("exabgp.conf.new").replace(c.exabgp_config)
-            c.exabgp.request_reload()
-        if c.bfd is not None:
-            c.bfd.set_peers(peers)
-        elif c.new_bfd is not None and any(p.bfd is not None for p in peers):
-            c.bfd = c.new_bfd(peers)
         log.info("config.reloaded", trigger=trigger, changed=list(diff.changed), hash=loaded.digest)
+
+    def _install_exabgp(self, now: float) -> None:
+        c = self._children
+        if self._install is None or c.exabgp is None or c.exabgp_config is None:
+            return
+        routes_left, deadline = self._install
+        if routes_left.get(0) is None and now < deadline:
+            return
+        self._install = None
+        c.exabgp_config.with_name("exabgp.conf.new").replace(c.exabgp_config)
+        c.exabgp.request_reload()
 
     def _apply_static(self, old: Config, new: Config) -> None:
         c = self._children

@@ -272,6 +272,8 @@ def test_7_a_removed_peer_is_closed_and_the_other_stays(lab: Lab2) -> None:
         15,
         what="tor2's session closed",
     )
+    # Withdrawn before the session went: no stale routes kept for the restart time.
+    assert lab.tor2.routes() == {}
     peers = [p["address"] for p in lab.scenario.status()["peers"]]
     assert peers == [Lab.TOR_V4]
     assert set(lab.tor1.routes()) == {f"{LOW}/32", f"{STATIC}/32"}
@@ -285,3 +287,30 @@ def test_7_a_removed_peer_is_closed_and_the_other_stays(lab: Lab2) -> None:
     wait_until(lambda: events().count("exabgp.reloaded") == 3, 10, what="3 confirmed reloads")
     assert "exabgp.reload_failed" not in events()
     assert "app.exabgp_exited" not in events()
+
+
+def test_8_a_node_label_brings_a_per_rack_peer_up_and_down(lab: Lab2) -> None:
+    untouched, since = session(lab.tor1, Lab.NODE_V4), time.monotonic()
+    secret = lab.path.parent / "tor2.md5"  # tor2 kept the password of step 6
+    rack2 = {**PEER2, "password_file": str(secret), "node_selector": {"rack": "r2"}}
+    lab.write(lab.edited(bgp__peers=[PEER1, rack2]))
+    wait_until(lambda: lab.reloads("ok") >= 1, 5, what="reloaded")
+    time.sleep(2.0)
+    assert lab.tor2.peer_state(NODE2_V4) != "Established"  # this node is not in rack r2
+    assert lab.tor2.routes() == {}
+    started = time.monotonic()
+    lab.scenario.api.put(node(labels={"kubernetes.io/hostname": NODE_NAME, "rack": "r2"}))
+    lab.tor2.wait_routes(
+        lambda r: set(r) == {f"{LOW}/32", f"{STATIC}/32"}, 20, what="the rack peer's routes"
+    )
+    print(f"label to routes at the rack's ToR: {time.monotonic() - started:.1f} s")
+    lab.scenario.api.put(node())
+    wait_until(
+        lambda: lab.tor2.peer_state(NODE2_V4) != "Established",
+        15,
+        what="the rack peer closed once the label is gone",
+    )
+    assert lab.tor2.routes() == {}
+    assert set(lab.tor1.routes()) == {f"{LOW}/32", f"{STATIC}/32"}
+    assert_untouched(lab.tor1, Lab.NODE_V4, untouched, since)
+    lab.scenario.assert_daemon_alive()

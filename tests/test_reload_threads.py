@@ -27,6 +27,7 @@ from kvip_bgp.runtime.messages import (
     Inbox,
     Listed,
     PeerState,
+    ReplyBox,
     SourceSynced,
     StaticChanged,
     StaticRetired,
@@ -119,14 +120,31 @@ def test_an_added_peer_gets_every_route_then_end_of_rib_and_the_others_nothing()
         h.stop()
 
 
-def test_a_removed_peer_leaves_the_status_and_its_last_word_is_ignored() -> None:
+def test_a_removed_peer_has_its_routes_withdrawn_first_and_leaves_the_status() -> None:
+    """Removed from ExaBGP without a NOTIFICATION, a graceful-restart peer would keep our
+    routes as stale: they are withdrawn from it first, and the main thread told."""
     h = Harness([PEER_A, PEER_B], ("kubernetes",))
     try:
         post(h.inbox, SourceSynced("kubernetes"))
+        post(
+            h.inbox,
+            VipDesired("kubernetes", ipaddress.ip_address("198.51.100.7"), advert("198.51.100.7")),
+        )
         post(h.inbox, PeerState("192.0.2.3", "up", None, time.time(), 1))
         h.pump()
-        h.reload([PEER_A], ("kubernetes",))
-        h.pump()
+        document = copy.deepcopy(CONFIG)
+        routes_left: ReplyBox[bool] = ReplyBox()
+        post(h.inbox, ConfigChanged(config_module.parse(document), ("kubernetes",), routes_left))
+        h.now += 1
+        h.reconciler.step([m for _k, m in h.inbox.drain(0)], h.now)
+        assert h.fake.lines(wait=0.05) == [
+            "neighbor 192.0.2.3 withdraw attributes next-hop self nlri 198.51.100.7/32"
+        ]
+        assert routes_left.get(0) is None  # not before ExaBGP acked it
+        h.fake.ack(1)
+        h.reconciler.step([m for _k, m in h.inbox.drain(0)], h.now)
+        assert routes_left.get(0) is True
+        assert h.pump() == []  # the peer that stays is not touched
         post(h.inbox, PeerState("192.0.2.3", "down", "removed", time.time(), 1))
         h.pump()
         assert [p.address for p in h.status.read().peers] == []

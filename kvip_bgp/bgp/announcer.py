@@ -34,6 +34,7 @@ from kvip_bgp.runtime.messages import (
     CommandAck,
     ExabgpShutdown,
     PeerState,
+    ReplyBox,
 )
 from kvip_bgp.runtime.metrics import Metrics
 
@@ -82,6 +83,9 @@ class ExabgpAnnouncer:
         self._replay: set[str] = set()
         # Peers a reload removed: ExaBGP's last word about them is not a session of ours.
         self._removed: set[str] = set()
+        # Withdrawals to removed peers in flight, and who waits for their acks.
+        self._leaving: set[int] = set()
+        self._left: list[ReplyBox[bool]] = []
 
     # -- the Announcer interface -----------------------------------------------------
 
@@ -182,9 +186,24 @@ class ExabgpAnnouncer:
         errors, self._errors = self._errors, []
         return errors
 
-    def reconfigure(self, config: Config) -> None:
+    def reconfigure(self, config: Config, routes_left: ReplyBox[bool] | None = None) -> None:
         before = {str(peer.address) for peer in self._config.bgp.peers}
         after = {str(peer.address) for peer in config.bgp.peers}
+        gone = tuple(p for p in self._config.bgp.peers if str(p.address) not in after)
+        if routes_left is not None:
+            self._left.append(routes_left)
+        if gone and self._writer is not None and self._applied:
+            prefixes = [host_prefix(v) for v in self._applied]
+            commands = withdraw_commands(prefixes, NextHopPolicy(gone, explicit=True))
+            try:
+                self._writer.send(commands)
+            except OSError as error:
+                self._drop_writer(f"write failed: {error}")
+            else:
+                self._in_flight.extend(commands)
+                self._leaving |= {id(command) for command in commands}
+                log.info("reconciler.withdraw_from_removed", peers=[str(p.address) for p in gone])
+        self._answer_left()
         self._config = config
         self._next_hops = NextHopPolicy(config.bgp.peers)
         for peer in before - after:
@@ -203,6 +222,8 @@ class ExabgpAnnouncer:
             self._writer.close()
         self._writer = ApiWriter(message.fd, message.generation)
         self._in_flight.clear()
+        self._leaving.clear()
+        self._answer_left()
         self._eor_pending.clear()
         self._fresh.clear()  # a new connection re-sends everything to every peer
         self._replay.clear()
@@ -218,11 +239,19 @@ class ExabgpAnnouncer:
             resending=len(self._maybe_present),
         )
 
+    def _answer_left(self) -> None:
+        if not self._leaving:
+            for box in self._left:
+                box.put(True)
+            self._left.clear()
+
     def _drop_writer(self, why: str) -> None:
         if self._writer is not None:
             self._writer.close()
         self._writer = None
         self._in_flight.clear()
+        self._leaving.clear()
+        self._answer_left()
         self._maybe_present |= set(self._applied)
         self._applied.clear()
         log.warning("reconciler.exabgp_unreachable", reason=why)
@@ -234,6 +263,10 @@ class ExabgpAnnouncer:
             log.warning("reconciler.unexpected_ack", index=ack.index)
             return
         command = self._in_flight.popleft()
+        if id(command) in self._leaving:
+            self._leaving.discard(id(command))
+            self._answer_left()
+            return  # routes left to a removed peer: nothing to retry
         if ack.ok:
             self._backoff = self._backoff.succeeded()
             return

@@ -239,10 +239,14 @@ class Stop:
 @dataclass(frozen=True)
 class ConfigChanged:
     """A reload (from the main thread): ``config`` holds this node's peers only, and
-    ``sources`` every source that now feeds the reconciler."""
+    ``sources`` every source that now feeds the reconciler. ``routes_left`` is answered
+    once the peers no longer in ``config`` had every route withdrawn (ExaBGP acked), so
+    that only then are they removed from ExaBGP: removed without a NOTIFICATION, a
+    graceful-restart peer would keep our routes as stale."""
 
     config: Config
     sources: tuple[str, ...]
+    routes_left: ReplyBox[bool] | None = None
 
 
 Message = VipDesired | SourceSynced | Stop | ApiMessage | BfdState | ConfigChanged

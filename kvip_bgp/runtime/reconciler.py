@@ -220,7 +220,7 @@ class Reconciler:
         self._sources = change.sources
         peers = {str(peer.address) for peer in change.config.bgp.peers if peer.bfd is not None}
         s.bfd = {peer: state for peer, state in s.bfd.items() if peer in peers}
-        self._announcer.reconfigure(change.config)
+        self._announcer.reconfigure(change.config, change.routes_left)
         self._collect_errors()
         log.info(
             "reconciler.reconfigured",
