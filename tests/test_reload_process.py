@@ -201,7 +201,10 @@ def test_sighup_and_file_changes_reload_without_a_restart(daemon: Daemon) -> Non
     # 5. The kubelet's own swap: a new timestamped directory, ``..data`` renamed over.
     data2 = daemon.tmp / "..2026_01_01_00_01_00.2"
     data2.mkdir()
-    (data2 / "kvip-bgp.yaml").write_text(config_text(port, ["198.51.100.55"], community="64512:3"))
+    # With log.level: error, which applies in place too: the reload's own info line goes.
+    quiet = config_text(port, ["198.51.100.55"], community="64512:3") + "log: {level: error}\n"
+    (data2 / "kvip-bgp.yaml").write_text(quiet)
+    reloaded = [e for e in daemon.log_events() if e.get("event") == "config.reloaded"]
     (daemon.tmp / "..data_tmp").symlink_to(data2.name)
     (daemon.tmp / "..data_tmp").replace(daemon.tmp / "..data")
     wait_until(
@@ -211,3 +214,6 @@ def test_sighup_and_file_changes_reload_without_a_restart(daemon: Daemon) -> Non
     )
     assert reloads(port, "ok") == 3
     assert daemon.alive()
+    time.sleep(0.5)
+    after = [e for e in daemon.log_events() if e.get("event") == "config.reloaded"]
+    assert after == reloaded, "an info line was logged at log.level error"

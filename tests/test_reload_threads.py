@@ -338,3 +338,51 @@ def test_exabgp_validate_accepts_our_render_and_names_a_problem(tmp_path: Path) 
     problems = validate_exabgp(bad)
     assert len(problems) == 1 and "ExaBGP refuses" in problems[0], problems
     assert "bad.conf" in problems[0]
+
+
+def test_a_new_check_keeps_the_vip_up_until_it_fails_fall_times() -> None:
+    """Adding a check to a serving VIP by reload must not withdraw it for rise intervals."""
+    from kvip_bgp.domain.config import HealthCheck
+
+    vip = StaticVip(ipaddress.ip_address("198.51.100.53"))
+    seen: queue.Queue[Advertisement | None] = queue.Queue()
+    stop = threading.Event()
+    watcher = StaticVipWatcher(vip, RouteAttributes(), lambda _v, a: seen.put(a), Metrics(), stop)
+    watcher.start()
+    try:
+        assert seen.get(timeout=5) is not None  # unchecked: up at once
+        closed = HealthCheck(tcp=("127.0.0.1", 9), interval=0.1, timeout=0.1, rise=2, fall=3)
+        started = time.monotonic()
+        watcher.update(StaticChanged(dataclasses.replace(vip, check=closed), RouteAttributes()))
+        assert seen.get(timeout=5) is None  # withdrawn only after `fall` failed checks
+        assert time.monotonic() - started >= 0.2
+        watcher.update(StaticChanged(vip, RouteAttributes()))  # the check removed again
+        assert seen.get(timeout=5) is not None
+    finally:
+        stop.set()
+        watcher.join(5)
+
+
+def test_bfd_is_restarted_only_when_its_peers_change() -> None:
+    from kvip_bgp.bgp.bfd.supervisor import BfdSupervisor
+
+    def peers(*addresses: str) -> Any:
+        document = copy.deepcopy(CONFIG)
+        document["bgp"]["peers"] = [
+            {"address": a, "asn": 64500, "local_address": "127.0.0.1", "bfd": {}} for a in addresses
+        ]
+        return config_module.parse(document, environ={}).bgp.peers
+
+    supervisor = BfdSupervisor(peers("127.0.0.2"), lambda _m: None, Metrics())
+    supervisor.start()
+    try:
+        first = supervisor._process
+        supervisor.set_peers(peers("127.0.0.2"), timeout=1.0)
+        assert supervisor._process is first  # same set: the sessions are left alone
+        supervisor.set_peers(peers("127.0.0.2", "127.0.0.3"), timeout=1.0)
+        second = supervisor._process
+        assert second is not first and second is not None and second.poll() is None
+        assert first is not None and first.poll() is not None
+        assert "127.0.0.3" in " ".join(map(str, second.args))
+    finally:
+        supervisor.stop(3.0)
