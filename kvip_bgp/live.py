@@ -173,8 +173,13 @@ class Reloader:
         try:
             loaded = read(self._path)
             self._apply(loaded, trigger)
-        except (ConfigError, ReloadRefused) as error:
-            problems = list(error.problems)
+        except Exception as error:
+            # Anything else is a bug, but the main thread must go on supervising.
+            problems = (
+                list(error.problems)
+                if isinstance(error, ConfigError | ReloadRefused)
+                else [f"internal error: {type(error).__name__}: {error}"]
+            )
             self._metrics.config_reloads.labels("failed").inc()
             log.error("config.reload_failed", trigger=trigger, problems=problems)
             previous = self._status.read()
@@ -183,6 +188,8 @@ class Reloader:
             )
             return False
         self._metrics.config_reloads.labels("ok").inc()
+        # The new config may name other password files: watch those from now on.
+        self._watched = fingerprint(watched_files(self._path, self.config))
         self._status.publish(ReloadStatus(config_hash=loaded.digest, loaded_at=time.time()))
         return True
 

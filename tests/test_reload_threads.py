@@ -386,3 +386,51 @@ def test_bfd_is_restarted_only_when_its_peers_change() -> None:
         assert "127.0.0.3" in " ".join(map(str, second.args))
     finally:
         supervisor.stop(3.0)
+
+
+def test_reloader_reloads_once_per_change_and_watches_new_password_files(tmp_path: Path) -> None:
+    import yaml
+
+    from kvip_bgp.configfile.watch import read
+    from kvip_bgp.live import POLL_INTERVAL, Children, Reloader
+    from kvip_bgp.runtime.reload import ReloadStatus
+
+    path = tmp_path / "kvip-bgp.yaml"
+    document = copy.deepcopy(CONFIG)
+    document["kubernetes"] = {"enabled": False}
+    document["static"] = [{"address": "198.51.100.9"}]
+    path.write_text(yaml.safe_dump(document))
+    inbox: Inbox = CoalescingQueue()
+    metrics = Metrics()
+    status: Snapshot[ReloadStatus] = Snapshot(ReloadStatus())
+    reloader = Reloader(path, read(path), None, Children(inbox, "kubernetes"), metrics, status)
+
+    def count(result: str) -> float:
+        return metrics.config_reloads.labels(result)._value.get()
+
+    now = 0.0
+
+    def poll() -> None:
+        nonlocal now
+        now += POLL_INTERVAL
+        reloader.tick(now)
+
+    poll()
+    assert count("ok") == count("failed") == 0  # nothing changed
+    secret = tmp_path / "md5"
+    secret.write_text("one\n")
+    document["bgp"]["peers"][0]["password_file"] = str(secret)
+    path.write_text(yaml.safe_dump(document))
+    poll()
+    poll()
+    assert count("ok") == 1  # once, not again for the password file it now names
+    assert isinstance(inbox.drain(0)[-1][1], ConfigChanged)
+    secret.write_text("two\n")  # a rotated password alone is a change too
+    poll()
+    assert count("ok") == 2
+    assert reloader.config.bgp.peers[0].password == "two"
+    path.write_text("bgp: [")
+    poll()
+    assert count("failed") == 1
+    assert status.read().last_error and "not valid YAML" in status.read().last_error[0]
+    assert reloader.config.bgp.peers[0].password == "two"
