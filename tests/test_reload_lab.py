@@ -314,3 +314,74 @@ def test_8_a_node_label_brings_a_per_rack_peer_up_and_down(lab: Lab2) -> None:
     assert set(lab.tor1.routes()) == {f"{LOW}/32", f"{STATIC}/32"}
     assert_untouched(lab.tor1, Lab.NODE_V4, untouched, since)
     lab.scenario.assert_daemon_alive()
+
+
+# ---------------------------------------------- BFD: a new peer set restarts the child
+
+
+def test_a_new_bfd_peer_set_leaves_the_other_bfd_sessions_bgp_up() -> None:
+    """A BFD peer added by a reload: the ToR, whose bgpd ties its session to BFD, must
+    not reset BGP. (Replacing the BFD process with one for the new set made FRR reset
+    that session on the AdminDown: so the running process takes the new set.)"""
+    from conftest import require_lab
+
+    from kvip_bgp.testing.bfdd import BFDD
+    from kvip_bgp.testing.frr import ZebraBgp
+
+    require_lab(BFDD, "/usr/lib/frr/zebra", "vtysh")
+
+    def zebra_tor(lab: Lab) -> ZebraBgp:
+        tor = ZebraBgp(
+            lab.tor,
+            64500,
+            Lab.TOR_V4,
+            [FrrNeighbor(Lab.NODE_V4, NODE_ASN, bfd=True)],
+            lab.workdir / "tor",
+            bfdd=True,
+        )
+        tor.start()
+        lab.on_exit(tor.stop)
+        return tor
+
+    with Scenario(prefix="kvrb-", tor=zebra_tor) as scenario:
+        tor = scenario.tor_peer
+        assert isinstance(tor, ZebraBgp)
+        scenario.frr = tor
+        scenario.api.put(node())
+        scenario.api.put(endpoint_slice("low", [NODE_NAME]))
+        scenario.api.put(service("low", LOW))
+        assert scenario.kubeconfig is not None
+        config = daemon_config(scenario.kubeconfig)
+        bfd = {"min_rx": 300, "min_tx": 300, "multiplier": 3}
+        config["bgp"]["peers"] = [{**PEER1, "bfd": bfd}]
+        scenario.start_daemon(config)
+        scenario.wait_routes(lambda r: f"{LOW}/32" in r, "the route")
+        wait_until(lambda: any(p["status"] == "up" for p in tor.bfd_peers()), 15, what="BFD up")
+        time.sleep(1.5)  # both sides leave the slow start rate
+        before, since = session(tor, Lab.NODE_V4), time.monotonic()
+        # A second BFD peer (nobody answers there): the BFD process adds its session.
+        config["bgp"]["peers"].append(
+            {"address": "192.0.2.99", "asn": 64500, "local_address": Lab.NODE_V4, "bfd": bfd}
+        )
+        path = scenario.write_config(config)
+        assert path == scenario.config_path and scenario.daemon is not None
+        scenario.daemon.send_signal(signal.SIGHUP)
+        wait_until(
+            lambda: any(e.get("event") == "bfd.peers_changed" for e in scenario.log_lines()),
+            10,
+            what="the BFD process told of the new peer",
+        )
+        wait_until(
+            lambda: any(
+                e.get("event") == "bfd.log"
+                and "session_created" in e.get("line", "")
+                and "192.0.2.99" in e.get("line", "")
+                for e in scenario.log_lines()
+            ),
+            10,
+            what="the running BFD process to start the new peer's session",
+        )
+        assert any(p["status"] == "up" for p in tor.bfd_peers())
+        time.sleep(2.0)
+        assert f"{LOW}/32" in scenario.routes()
+        assert_untouched(tor, Lab.NODE_V4, before, since)

@@ -363,7 +363,9 @@ def test_a_new_check_keeps_the_vip_up_until_it_fails_fall_times() -> None:
         watcher.join(5)
 
 
-def test_bfd_is_restarted_only_when_its_peers_change() -> None:
+def test_bfd_peers_changed_by_reload_go_to_the_running_process() -> None:
+    """Replacing the process would end every session with AdminDown (FRR then resets
+    the BGP sessions tied to BFD): the running child gets the new set instead."""
     from kvip_bgp.bgp.bfd.supervisor import BfdSupervisor
 
     def peers(*addresses: str) -> Any:
@@ -377,13 +379,16 @@ def test_bfd_is_restarted_only_when_its_peers_change() -> None:
     supervisor.start()
     try:
         first = supervisor._process
-        supervisor.set_peers(peers("127.0.0.2"), timeout=1.0)
-        assert supervisor._process is first  # same set: the sessions are left alone
-        supervisor.set_peers(peers("127.0.0.2", "127.0.0.3"), timeout=1.0)
-        second = supervisor._process
-        assert second is not first and second is not None and second.poll() is None
-        assert first is not None and first.poll() is not None
-        assert "127.0.0.3" in " ".join(map(str, second.args))
+        supervisor.set_peers(peers("127.0.0.2", "127.0.0.3"))
+        time.sleep(0.5)
+        assert supervisor._process is first and first is not None and first.poll() is None
+        assert "127.0.0.3" in supervisor._document  # a restart would use the new set
+        supervisor.set_peers(())
+        assert first.poll() is not None and supervisor._process is None
+        supervisor.tick(1000.0)
+        assert supervisor._process is None  # no BFD peer: nothing to restart
+        supervisor.set_peers(peers("127.0.0.3"))
+        assert supervisor._process is not None and supervisor._process.poll() is None
     finally:
         supervisor.stop(3.0)
 
