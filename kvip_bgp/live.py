@@ -11,7 +11,7 @@ value, so no thread ever sees half a reload:
   publishes only the VIPs whose route changed);
 - each static VIP watcher: ``StaticChanged`` / ``StaticRetired``; new ones are started;
 - ExaBGP: its new file, then SIGUSR1 (confirmed, retried, or ExaBGP restarted);
-- the BFD process: replaced only when the BFD peers changed.
+- the BFD process: the new BFD peer set on its stdin, when it changed.
 
 The Node's labels (from the cluster-state thread's published status) choose the peers
 with a ``node_selector``: when they change, the same peer path runs with the config as
