@@ -439,3 +439,17 @@ def test_reloader_reloads_once_per_change_and_watches_new_password_files(tmp_pat
     assert count("failed") == 1
     assert status.read().last_error and "not valid YAML" in status.read().last_error[0]
     assert reloader.config.bgp.peers[0].password == "two"
+
+
+def test_a_changed_next_hop_sends_the_routes_again() -> None:
+    h = Harness([{**PEER_A, "next_hop_v6": "2001:db8::1"}], ("kubernetes",))
+    try:
+        post(h.inbox, SourceSynced("kubernetes"))
+        vip = ipaddress.ip_address("2001:db8:100::7")
+        post(h.inbox, VipDesired("kubernetes", vip, advert(str(vip))))
+        route = "community [64512:1] nlri 2001:db8:100::7/128"
+        assert h.pump() == [f"announce attributes next-hop 2001:db8::1 {route}"]
+        h.reload([{**PEER_A, "next_hop_v6": "2001:db8::2"}], ("kubernetes",))
+        assert h.pump() == [f"announce attributes next-hop 2001:db8::2 {route}"]
+    finally:
+        h.stop()

@@ -189,6 +189,15 @@ class ExabgpAnnouncer:
     def reconfigure(self, config: Config, routes_left: ReplyBox[bool] | None = None) -> None:
         before = {str(peer.address) for peer in self._config.bgp.peers}
         after = {str(peer.address) for peer in config.bgp.peers}
+        old_hops = {p.address: (p.next_hop_v4, p.next_hop_v6) for p in self._config.bgp.peers}
+        if any(
+            old_hops.get(p.address, (p.next_hop_v4, p.next_hop_v6))
+            != (p.next_hop_v4, p.next_hop_v6)
+            for p in config.bgp.peers
+        ):
+            # A peer's next hop changed: every route goes out again with the new one.
+            self._maybe_present |= set(self._applied)
+            self._applied.clear()
         gone = tuple(p for p in self._config.bgp.peers if str(p.address) not in after)
         if routes_left is not None:
             self._left.append(routes_left)
