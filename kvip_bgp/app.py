@@ -228,12 +228,12 @@ class Daemon:
         bfd = children.bfd
 
         # -- shutdown, in reverse order --------------------------------------------------
-        deadline = time.monotonic() + config.shutdown_timeout
-        log.info("app.stopping", signal=self._signal, timeout=config.shutdown_timeout)
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        log.info("app.stopping", signal=self._signal, timeout=self.config.shutdown_timeout)
         if kubernetes is not None:
             kubernetes.stop()
         # Leave ExaBGP a little time of the budget to be stopped.
-        post(self.inbox, Stop(deadline=deadline - min(2.0, config.shutdown_timeout / 4)))
+        post(self.inbox, Stop(deadline=deadline - min(2.0, self.config.shutdown_timeout / 4)))
         reconciler_thread.join(max(0.1, deadline - time.monotonic()))
         # The netlink tables are the reconciler's: closed here only once it has ended.
         reconciler_stopped = not reconciler_thread.is_alive()
