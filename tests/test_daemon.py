@@ -344,3 +344,43 @@ def test_the_lock_names_its_holder_and_is_free_again_once_released(tmp_path: Pat
     finally:
         held.release()
     rundir.DirectoryLock.acquire(paths).release()
+
+
+def test_a_reloaded_shutdown_timeout_is_the_one_sigterm_uses(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    process_state: None,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Shutdown read the timeout of the config it started with, not the running one."""
+    import structlog
+
+    monkeypatch.setattr(exabgp_process, "ExabgpProcess", lambda path, env: RecordingProcess([]))
+    port = free_port()
+    path = write_config(tmp_path, port)
+    config = load(path)
+    assert config.shutdown_timeout == 1
+
+    def drive() -> None:
+        wait_until(lambda: http_get(port, "/healthz")[0] == 200, 10, what="/healthz 200")
+        path.write_text(config_text(port).replace("shutdown_timeout: 1", "shutdown_timeout: 3"))
+        os.kill(os.getpid(), signal.SIGHUP)
+        wait_until(
+            lambda: json.loads(http_get(port, "/status")[1])["config"]["hash"] != "",
+            10,
+            what="the reload",
+        )
+
+    try:
+        assert run_daemon(config, tmp_path / "run", drive) == 0
+    finally:
+        structlog.reset_defaults()  # the reload configured logging for the whole process
+    events = []
+    for line in capfd.readouterr().err.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    reloaded = [e for e in events if e.get("event") == "config.reloaded"]
+    assert reloaded and reloaded[-1]["changed"] == ["shutdown_timeout"]
+    assert [e["timeout"] for e in events if e.get("event") == "app.stopping"] == [3.0]
