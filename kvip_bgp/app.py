@@ -4,8 +4,9 @@ Start order (each step only depends on the ones before it): the runtime director
 (held for the process's life) and ExaBGP config → the API socket and the exabgp reader
 thread → ExaBGP → the reconciler thread → the sources (static VIPs; the cluster-state
 thread and its stream threads) → the HTTP thread.
-The main thread then only waits for signals and restarts ExaBGP when it dies. The kube
-adapter (and with it the ``kubernetes`` package) is imported only with kubernetes.enabled.
+The main thread then only waits for signals, restarts ExaBGP when it dies and reloads
+the config file (SIGHUP or a change on disk, see ``live``). The kube adapter (and with
+it the ``kubernetes`` package) is imported only with kubernetes.enabled.
 
 Shutdown (SIGTERM/SIGINT) runs in reverse within ``shutdown_timeout``: the reconciler
 withdraws every route and waits for ExaBGP's acks, removes the addresses it bound, then
@@ -14,11 +15,8 @@ ExaBGP is stopped. The peer sees withdrawals, not a hold-timer expiry.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,12 +24,12 @@ import structlog
 
 from kvip_bgp import process as process_settings
 from kvip_bgp import rundir
-from kvip_bgp.bgp import process as exabgp
-from kvip_bgp.bgp.api import ApiReader, listen_api_socket
-from kvip_bgp.bgp.config import exabgp_environment, render_config
-from kvip_bgp.domain.config import Config, Peer
-from kvip_bgp.domain.model import Advertisement, IPAddress
-from kvip_bgp.domain.sources import VipSource
+from kvip_bgp.bgp.config import render_config
+from kvip_bgp.bgp.speaker import Speaker, start_speaker
+from kvip_bgp.configfile.watch import Loaded
+from kvip_bgp.domain.config import Config, Peer, StaticVip
+from kvip_bgp.domain.model import Advertisement, IPAddress, RouteAttributes
+from kvip_bgp.live import Children, Reloader, node_config, peers_for_node, sources_of, static_source
 from kvip_bgp.ops.http import StatusServer
 from kvip_bgp.runtime.allocation import AllocationStatus
 from kvip_bgp.runtime.cluster import SOURCE as KUBE_SOURCE
@@ -39,8 +37,9 @@ from kvip_bgp.runtime.cluster import ClusterStatus
 from kvip_bgp.runtime.messages import Inbox, SourceSynced, Stop, VipDesired, post
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.reconciler import Reconciler, ReconcilerStatus
+from kvip_bgp.runtime.reload import ReloadStatus
 from kvip_bgp.runtime.snapshot import Snapshot
-from kvip_bgp.runtime.static import static_watchers
+from kvip_bgp.runtime.static import StaticVipWatcher
 from kvip_bgp.runtime.workqueue import CoalescingQueue
 
 if TYPE_CHECKING:  # at run time imported only where used: kubernetes.enabled, a peer with bfd
@@ -51,43 +50,20 @@ if TYPE_CHECKING:  # at run time imported only where used: kubernetes.enabled, a
 log = structlog.get_logger("kvip_bgp.app")
 
 
-def static_source(vip: IPAddress) -> str:
-    """Each static VIP is a source of its own: synced once its first check reported."""
-    return VipSource.static(vip).wire
-
-
 class StartupError(Exception):
     """Something the operator must fix before the daemon can run; the message says what."""
 
 
-def peers_for_node(config: Config, labels: dict[str, str] | None) -> tuple[Peer, ...]:
-    """The peers whose ``node_selector`` matches this node's labels."""
-    chosen = []
-    for peer in config.bgp.peers:
-        matches = labels is not None and all(labels.get(k) == v for k, v in peer.node_selector)
-        if not peer.node_selector or matches:
-            chosen.append(peer)
-    return tuple(chosen)
-
-
-@dataclass(frozen=True)
-class Speaker:
-    """ExaBGP and the thread reading its API socket, for ``output: exabgp``."""
-
-    supervisor: exabgp.ExabgpSupervisor
-    reader: ApiReader
-    socket_path: Path
-
-    def stop(self, timeout: float) -> None:
-        self.supervisor.stop(timeout)
-        self.reader.stop()
-        with contextlib.suppress(OSError):
-            self.socket_path.unlink()
-
-
 class Daemon:
-    def __init__(self, config: Config, runtime_dir: Path = rundir.DEFAULT_RUNTIME_DIR) -> None:
+    def __init__(
+        self,
+        config: Config,
+        runtime_dir: Path = rundir.DEFAULT_RUNTIME_DIR,
+        digest: str = "",
+    ) -> None:
         self.config = config
+        self._digest = digest  # of the file ``config`` was read from (cli: configfile.watch)
+        self.reload_status: Snapshot[ReloadStatus] = Snapshot(ReloadStatus(digest))
         self.paths = rundir.RuntimePaths(runtime_dir)
         self.metrics = Metrics()
         self.inbox: Inbox = CoalescingQueue()
@@ -99,10 +75,16 @@ class Daemon:
         self.exabgp_running: Snapshot[bool] = Snapshot(False)
         self._stop = threading.Event()
         self._signal: int | None = None
+        self._reload_requested = False
+        # The threads /healthz checks: republished when a reload adds or ends a watcher.
+        self._threads: Snapshot[tuple[threading.Thread, ...]] = Snapshot(())
 
     def _on_signal(self, signum: int) -> None:
         self._signal = signum
         self._stop.set()
+
+    def _on_reload_signal(self) -> None:
+        self._reload_requested = True
 
     # -- main -------------------------------------------------------------------------
 
@@ -111,6 +93,7 @@ class Daemon:
         config = self.config
         process_settings.configure()
         process_settings.on_stop_signals(self._on_signal)
+        process_settings.on_reload_signal(self._on_reload_signal)
         self.metrics.build_info.info({"version": _version()})
         log.info(
             "app.starting",
@@ -156,10 +139,7 @@ class Daemon:
 
         bfd = None
         if speaker is not None and any(peer.bfd is not None for peer in peers):
-            from kvip_bgp.bgp.bfd.supervisor import BfdSupervisor
-
-            bfd = BfdSupervisor(peers, lambda m: post(self.inbox, m), self.metrics)
-            bfd.start()
+            bfd = self._start_bfd(peers)
 
         addresses = None
         if config.vips.interface is not None:
@@ -173,16 +153,10 @@ class Daemon:
                     speaker.stop(5.0)
                 raise StartupError(str(error)) from error
 
-        sources = tuple(static_source(s.address) for s in config.static) + (
-            (KUBE_SOURCE,) if config.kubernetes.enabled else ()
-        )
         announcer: Announcer = (
             KernelTableAnnouncer(kernel_routes)
             if kernel_routes is not None
-            else ExabgpAnnouncer(
-                dataclasses.replace(config, bgp=dataclasses.replace(config.bgp, peers=peers)),
-                self.metrics,
-            )
+            else ExabgpAnnouncer(node_config(config, peers), self.metrics)
         )
         reconciler = Reconciler(
             self.inbox,
@@ -190,21 +164,34 @@ class Daemon:
             announcer,
             self.metrics,
             self.reconciler_status,
-            sources,
+            sources_of(config, KUBE_SOURCE),
             unbind_delay=config.vips.unbind_delay,
         )
         reconciler_thread = threading.Thread(target=reconciler.run, name="reconciler")
         reconciler_thread.start()
 
-        watchers = self._start_static()
+        watchers = {v.address: self._new_static(v, config.advertise) for v in config.static}
         kubernetes = self._start_kubernetes(kube_configuration)
-        # Built once, before the HTTP thread exists, and immutable: /healthz reads it from
-        # that thread, so it must never see a half-filled or changing collection.
-        threads: tuple[threading.Thread, ...] = (
+        # Published whole, before the HTTP thread exists, and again after a reload:
+        # /healthz reads it from that thread and never sees a half-filled collection.
+        fixed: tuple[threading.Thread, ...] = (
             reconciler_thread,
-            *watchers,
             *((speaker.reader,) if speaker is not None else ()),
             *(kubernetes.all() if kubernetes is not None else ()),
+        )
+        self._threads.publish((*fixed, *watchers.values()))
+        children = Children(
+            self.inbox,
+            KUBE_SOURCE,
+            exabgp=speaker.supervisor if speaker is not None else None,
+            exabgp_config=self.paths.exabgp_config,
+            api_socket=self.paths.api_socket,
+            bfd=bfd,
+            new_bfd=self._start_bfd if speaker is not None else None,
+            cluster_events=kubernetes.events if kubernetes is not None else None,
+            new_pools=kubernetes.new_pools if kubernetes is not None else None,
+            statics=watchers,
+            new_static=self._new_static,
         )
         http_server = None
         if config.http.listen is not None:
@@ -214,23 +201,37 @@ class Daemon:
                 self.reconciler_status,
                 self.cluster_status,
                 self.exabgp_running if speaker is not None else None,
-                lambda: all(t.is_alive() for t in threads),
+                lambda: all(t.is_alive() for t in self._threads.read()),
                 kubernetes.explain if kubernetes is not None else None,
                 # With output: kernel-table the host's routing daemon owns the sessions.
                 needs_peer=speaker is not None,
-                ipam=self.ipam_status if config.ipam else None,
+                ipam=self.ipam_status if kubernetes is not None else None,
+                reload=self.reload_status,
             )
             http_server.start()
 
-        exit_code = self._supervise(speaker.supervisor if speaker else None, bfd, reconciler_thread)
+        reloader = None
+        if config.source is not None:
+            loaded = Loaded(config, self._digest)
+            reloader = Reloader(
+                config.source,
+                loaded,
+                labels,
+                children,
+                self.metrics,
+                self.reload_status,
+                (lambda: self.cluster_status.read().node) if kubernetes is not None else None,
+            )
+        exit_code = self._supervise(children, reloader, reconciler_thread, fixed)
+        bfd = children.bfd
 
         # -- shutdown, in reverse order --------------------------------------------------
-        deadline = time.monotonic() + config.shutdown_timeout
-        log.info("app.stopping", signal=self._signal, timeout=config.shutdown_timeout)
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        log.info("app.stopping", signal=self._signal, timeout=self.config.shutdown_timeout)
         if kubernetes is not None:
             kubernetes.stop()
         # Leave ExaBGP a little time of the budget to be stopped.
-        post(self.inbox, Stop(deadline=deadline - min(2.0, config.shutdown_timeout / 4)))
+        post(self.inbox, Stop(deadline=deadline - min(2.0, self.config.shutdown_timeout / 4)))
         reconciler_thread.join(max(0.1, deadline - time.monotonic()))
         # The netlink tables are the reconciler's: closed here only once it has ended.
         reconciler_stopped = not reconciler_thread.is_alive()
@@ -257,17 +258,14 @@ class Daemon:
             self.paths.exabgp_config,
             render_config(self.config, self.paths.api_socket, peers, show_secrets=True),
         )
-        listener = listen_api_socket(self.paths.api_socket)
-        reader = ApiReader(listener, lambda m: post(self.inbox, m))
-        reader.start()
-        supervisor = exabgp.ExabgpSupervisor(
-            exabgp.ExabgpProcess(self.paths.exabgp_config, exabgp_environment()),
+        return start_speaker(
+            self.paths.exabgp_config,
+            self.paths.api_socket,
+            lambda m: post(self.inbox, m),
             self.exabgp_running,
             self._session_came_up_since,
             self.metrics.exabgp_restarts.inc,
         )
-        supervisor.start()
-        return Speaker(supervisor, reader, self.paths.api_socket)
 
     def _session_came_up_since(self, wall_time: float) -> bool:
         return any(
@@ -276,48 +274,56 @@ class Daemon:
 
     def _supervise(
         self,
-        exabgp_side: exabgp.ExabgpSupervisor | None,
-        bfd: BfdSupervisor | None,
+        children: Children,
+        reloader: Reloader | None,
         reconciler: threading.Thread,
+        fixed: tuple[threading.Thread, ...],
     ) -> int:
-        """Wait for a signal; restart ExaBGP or BFD when they die; fail if the reconciler did."""
+        """Wait for a signal; restart ExaBGP or BFD when they die; fail if the reconciler
+        did; reload the config on SIGHUP or when its file changed."""
         while not self._stop.wait(0.25):
             if not reconciler.is_alive():
                 log.error("app.reconciler_died")
                 self._stop.set()
                 return 1
-            if exabgp_side is not None:
-                exabgp_side.tick(time.monotonic())
-            if bfd is not None:
-                bfd.tick(time.monotonic())
+            if reloader is not None:
+                if self._reload_requested:
+                    self._reload_requested = False
+                    reloader.request()
+                reloader.tick(time.monotonic())
+                self.config = reloader.config
+                self._threads.publish((*fixed, *children.statics.values()))
+            if children.exabgp is not None:
+                children.exabgp.tick(time.monotonic())
+            if children.bfd is not None:
+                children.bfd.tick(time.monotonic())
         return 0
+
+    def _start_bfd(self, peers: tuple[Peer, ...]) -> BfdSupervisor:
+        from kvip_bgp.bgp.bfd.supervisor import BfdSupervisor
+
+        bfd = BfdSupervisor(peers, lambda m: post(self.inbox, m), self.metrics)
+        bfd.start()
+        return bfd
 
     # -- sources ----------------------------------------------------------------------
 
-    def _start_static(self) -> list[threading.Thread]:
-        """One watcher thread per static VIP; each is its own source for the reconciler.
+    def _new_static(self, vip: StaticVip, defaults: RouteAttributes) -> StaticVipWatcher:
+        """A started watcher thread for one static VIP, its own source for the reconciler.
 
         A watcher reports its first check result before the reconciler may withdraw
         anything, so a restart never withdraws a healthy static VIP on an empty state.
         """
 
-        def publish(vip: IPAddress, advert: Advertisement | None) -> None:
-            post(self.inbox, VipDesired(static_source(vip), vip, advert))
+        def publish(address: IPAddress, advert: Advertisement | None) -> None:
+            post(self.inbox, VipDesired(static_source(address), address, advert))
 
-        def reported(vip: IPAddress) -> None:
-            post(self.inbox, SourceSynced(static_source(vip)))
+        def reported(address: IPAddress) -> None:
+            post(self.inbox, SourceSynced(static_source(address)))
 
-        watchers = static_watchers(
-            self.config.static,
-            self.config.advertise,
-            publish,
-            self.metrics,
-            self._stop,
-            reported,
-        )
-        for watcher in watchers:
-            watcher.start()
-        return list(watchers)
+        watcher = StaticVipWatcher(vip, defaults, publish, self.metrics, self._stop, reported)
+        watcher.start()
+        return watcher
 
     def _start_kubernetes(self, configuration: Configuration | None) -> KubernetesThreads | None:
         """The kube adapter, imported here only: a static-only daemon never loads it."""

@@ -9,6 +9,7 @@ from pathlib import Path
 from kvip_bgp.configfile import commands
 from kvip_bgp.configfile import reader as config_module
 from kvip_bgp.configfile.load import load
+from kvip_bgp.configfile.watch import read
 from kvip_bgp.domain.config import Config
 
 DESCRIPTION = """\
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         wanted = args.config is not None and not args.url
         return report.main(args, load(args.config) if wanted else None)
     try:
-        cfg = load(args.config)
+        loaded = read(args.config)  # the file's hash too: /status shows which file runs
+        cfg = loaded.config
     except config_module.ConfigError as error:
         print(f"kvip-bgp: {args.config}: {len(error.problems)} problem(s):", file=sys.stderr)
         for problem in error.problems:
@@ -115,10 +117,10 @@ def main(argv: list[str] | None = None) -> int:
 
         sys.stdout.write(render_config(cfg, args.api_socket, show_secrets=args.show_secrets))
         return 0
-    return _run(cfg, args.runtime_dir)
+    return _run(cfg, args.runtime_dir, loaded.digest)
 
 
-def _run(cfg: Config, runtime_dir: Path) -> int:
+def _run(cfg: Config, runtime_dir: Path, digest: str) -> int:
     from kvip_bgp.app import Daemon, StartupError
     from kvip_bgp.ops import log
 
@@ -128,7 +130,7 @@ def _run(cfg: Config, runtime_dir: Path) -> int:
         secrets=[p.password for p in cfg.bgp.peers if p.password],
     )
     try:
-        return Daemon(cfg, runtime_dir).run()
+        return Daemon(cfg, runtime_dir, digest).run()
     except StartupError as error:
         import structlog
 

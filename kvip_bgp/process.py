@@ -47,6 +47,19 @@ def on_stop_signals(handler: Callable[[int], None]) -> None:
     signal.signal(signal.SIGINT, forward)
 
 
+def on_reload_signal(handler: Callable[[], None]) -> None:
+    """SIGHUP calls ``handler()``: ``systemctl reload`` and ``kill -HUP`` re-read the config.
+
+    Without a handler SIGHUP's default action ends the process at once, with no log line,
+    no withdrawal and ExaBGP gone with it.
+    """
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        handler()
+
+    signal.signal(signal.SIGHUP, forward)
+
+
 def configure() -> None:
     """The settings made once at start, before the first thread: gc and umask."""
     tune_gc()

@@ -153,7 +153,7 @@ def kinds(objects: list[dict[str, Any]]) -> list[str]:
 def containers(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     pod = one(objects, "DaemonSet")["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["initContainers"]] == ["config"]
-    assert [c["name"] for c in pod["containers"]] == ["kvip-bgp"]
+    assert [c["name"] for c in pod["containers"]] == ["kvip-bgp", "config-sync"]
     return pod["initContainers"][0], pod["containers"][0]
 
 
@@ -629,3 +629,75 @@ def test_grafana_dashboard(helm: ModuleType) -> None:
     assert used <= _exported_sample_names()
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+
+
+# ------------------------------------------------------------------ live reload
+
+
+def restart_checksum(helm: ModuleType, values: dict[str, Any]) -> str:
+    annotations = one(render(helm, values), "DaemonSet")["spec"]["template"]["metadata"][
+        "annotations"
+    ]
+    assert set(annotations) == {"checksum/restart-only"}
+    return str(annotations["checksum/restart-only"])
+
+
+@pytest.mark.parametrize(
+    ("edit", "rolls"),
+    [
+        ({"advertise": {"communities": ["64512:7"]}}, False),
+        ({"vips": {"allowed": ["198.51.100.0/25"]}}, False),
+        ({"bgp": {"peers": [{"address": "192.0.2.9", "asn": 64501}]}}, False),
+        ({"bgp": {"passwords": {"values": {"tor": "x"}}}}, False),
+        ({"log": {"level": "debug"}}, False),
+        ({"bgp": {"asn": 64999}}, True),
+        ({"bgp": {"routerId": "192.0.2.77"}}, True),
+        ({"vips": {"interface": "eth9"}}, True),
+        ({"log": {"format": "console"}}, True),
+    ],
+)
+def test_only_restart_only_keys_roll_the_daemonset(
+    helm: ModuleType, edit: dict[str, Any], rolls: bool
+) -> None:
+    """Everything else is reloaded live; a checksum over it would restart every node."""
+    edited = copy.deepcopy(MINIMAL)
+    for section, values in edit.items():
+        edited.setdefault(section, {}).update(values)
+    assert (restart_checksum(helm, edited) != restart_checksum(helm, MINIMAL)) == rolls
+
+
+def test_config_sync_rewrites_the_copy_atomically_only_when_it_changed(
+    helm: ModuleType, tmp_path: Path
+) -> None:
+    objects = render(helm, MINIMAL)
+    pod = one(objects, "DaemonSet")["spec"]["template"]["spec"]
+    sync = next(c for c in pod["containers"] if c["name"] == "config-sync")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for container in pod["containers"]:
+        for mount in container["volumeMounts"]:
+            assert "subPath" not in mount, "a subPath mount never sees a ConfigMap edit"
+    mounts = {m["mountPath"]: m["name"] for m in sync["volumeMounts"]}
+    assert "configMap" in volumes[mounts["/etc/kvip-bgp-template"]]
+    (tmp_path / "etc/kvip-bgp-template").mkdir(parents=True)
+    (tmp_path / "etc/kvip-bgp").mkdir(parents=True)
+    template = tmp_path / "etc/kvip-bgp-template/config.yaml"
+    copy_ = tmp_path / "etc/kvip-bgp/config.yaml"
+    # One turn of the loop: the script with its sleep turned into an exit.
+    script = sync["args"][0].replace("/etc/", f"{tmp_path}/etc/").replace("sleep 5", "exit 0")
+    assert script != sync["args"][0]
+
+    def turn() -> None:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "NODE_IP": NODE_IP}
+        subprocess.run(["/bin/sh", "-c", script], env=env, check=True, timeout=10)
+
+    template.write_text(config_text(objects))
+    turn()
+    assert "@NODE_IP@" not in copy_.read_text() and NODE_IP in copy_.read_text()
+    inode = copy_.stat().st_ino
+    turn()
+    assert copy_.stat().st_ino == inode, "an unchanged file was rewritten"
+    template.write_text(config_text(objects).replace("198.51.100.0/24", "198.51.100.0/25"))
+    turn()
+    assert "198.51.100.0/25" in copy_.read_text()
+    assert copy_.stat().st_ino != inode, "changed in place, not replaced"
+    assert sorted(p.name for p in copy_.parent.iterdir()) == ["config.yaml"]

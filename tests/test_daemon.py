@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from kvip_bgp import app, rundir
+from kvip_bgp.bgp import process as exabgp_process
 from kvip_bgp.configfile.load import load
 from kvip_bgp.domain.config import Config
 from kvip_bgp.domain.model import BindResult, IPAddress
@@ -77,7 +78,7 @@ def http_get(port: int, path: str) -> tuple[int, str]:
 @pytest.fixture
 def process_state() -> Iterator[None]:
     """``Daemon.run`` sets process-global state (signals, gc, umask): put it back after."""
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     thresholds = gc.get_threshold()
     umask = os.umask(0o022)
     os.umask(umask)
@@ -145,7 +146,7 @@ def test_only_the_main_thread_touches_the_exabgp_process(
 ) -> None:
     """/healthz reads the state the supervisor published, never the (replaceable) Popen."""
     calls: list[tuple[str, str]] = []
-    monkeypatch.setattr(app.exabgp, "ExabgpProcess", lambda path, env: RecordingProcess(calls))
+    monkeypatch.setattr(exabgp_process, "ExabgpProcess", lambda path, env: RecordingProcess(calls))
     port = free_port()
     config = load(write_config(tmp_path, port))
 
@@ -202,7 +203,7 @@ def test_netlink_tables_are_closed_only_after_the_reconciler_ended(
     calls: list[tuple[str, str]] = []
     closed_while: list[bool] = []
     release = threading.Event()
-    monkeypatch.setattr(app.exabgp, "ExabgpProcess", lambda path, env: RecordingProcess(calls))
+    monkeypatch.setattr(exabgp_process, "ExabgpProcess", lambda path, env: RecordingProcess(calls))
     monkeypatch.setattr(addresses, "AddressTable", lambda name: RecordingTable(closed_while))
     if not stops:
         monkeypatch.setattr(app, "Reconciler", lambda *a, **k: StubbornReconciler(release))
@@ -343,3 +344,43 @@ def test_the_lock_names_its_holder_and_is_free_again_once_released(tmp_path: Pat
     finally:
         held.release()
     rundir.DirectoryLock.acquire(paths).release()
+
+
+def test_a_reloaded_shutdown_timeout_is_the_one_sigterm_uses(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    process_state: None,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Shutdown read the timeout of the config it started with, not the running one."""
+    import structlog
+
+    monkeypatch.setattr(exabgp_process, "ExabgpProcess", lambda path, env: RecordingProcess([]))
+    port = free_port()
+    path = write_config(tmp_path, port)
+    config = load(path)
+    assert config.shutdown_timeout == 1
+
+    def drive() -> None:
+        wait_until(lambda: http_get(port, "/healthz")[0] == 200, 10, what="/healthz 200")
+        path.write_text(config_text(port).replace("shutdown_timeout: 1", "shutdown_timeout: 3"))
+        os.kill(os.getpid(), signal.SIGHUP)
+        wait_until(
+            lambda: json.loads(http_get(port, "/status")[1])["config"]["hash"] != "",
+            10,
+            what="the reload",
+        )
+
+    try:
+        assert run_daemon(config, tmp_path / "run", drive) == 0
+    finally:
+        structlog.reset_defaults()  # the reload configured logging for the whole process
+    events = []
+    for line in capfd.readouterr().err.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    reloaded = [e for e in events if e.get("event") == "config.reloaded"]
+    assert reloaded and reloaded[-1]["changed"] == ["shutdown_timeout"]
+    assert [e["timeout"] for e in events if e.get("event") == "app.stopping"] == [3.0]

@@ -25,16 +25,18 @@ import structlog
 
 from kvip_bgp.domain.config import HealthCheck, StaticVip
 from kvip_bgp.domain.model import Advertisement, Community, IPAddress, RouteAttributes
-from kvip_bgp.runtime.metrics import Metrics
-from kvip_bgp.runtime.static import (
+from kvip_bgp.runtime.checks import (
     CheckResult,
-    CheckState,
-    StaticVipWatcher,
     check_exec,
     check_http,
     check_tcp,
-    desired_route,
     run_check,
+)
+from kvip_bgp.runtime.metrics import Metrics
+from kvip_bgp.runtime.static import (
+    CheckState,
+    StaticVipWatcher,
+    desired_route,
     static_watchers,
 )
 from kvip_bgp.testing.procfs import pid_alive

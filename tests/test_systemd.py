@@ -100,6 +100,8 @@ def test_unit_hardening(systemd_analyze: str, tmp_path: Path) -> None:
     settings = unit_settings(UNIT.read_text())
     expected = {
         "ExecStart": [f"{INSTALLED_BINARY} run --config /etc/kvip-bgp/config.yaml"],
+        # `systemctl reload`: SIGHUP, which kvip-bgp takes as "read the config again".
+        "ExecReload": ["/bin/kill -HUP $MAINPID"],
         "Restart": ["on-failure"],
         "RuntimeDirectory": ["kvip-bgp"],
         "RuntimeDirectoryMode": ["0700"],

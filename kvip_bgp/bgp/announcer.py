@@ -34,6 +34,7 @@ from kvip_bgp.runtime.messages import (
     CommandAck,
     ExabgpShutdown,
     PeerState,
+    ReplyBox,
 )
 from kvip_bgp.runtime.metrics import Metrics
 
@@ -76,6 +77,15 @@ class ExabgpAnnouncer:
         self._again: set[IPAddress] = set()
         self._backoff = Backoff(INITIAL_BACKOFF, MAX_BACKOFF, INITIAL_BACKOFF)
         self._errors: list[str] = []
+        # Peers a reload added: ExaBGP starts them with an empty RIB, so their first
+        # session gets every applied route (``_replay``) before its End-of-RIB.
+        self._fresh: set[str] = set()
+        self._replay: set[str] = set()
+        # Peers a reload removed: ExaBGP's last word about them is not a session of ours.
+        self._removed: set[str] = set()
+        # Withdrawals to removed peers in flight, and who waits for their acks.
+        self._leaving: set[int] = set()
+        self._left: list[ReplyBox[bool]] = []
 
     # -- the Announcer interface -----------------------------------------------------
 
@@ -180,6 +190,44 @@ class ExabgpAnnouncer:
         errors, self._errors = self._errors, []
         return errors
 
+    def reconfigure(self, config: Config, routes_left: ReplyBox[bool] | None = None) -> None:
+        before = {str(peer.address) for peer in self._config.bgp.peers}
+        after = {str(peer.address) for peer in config.bgp.peers}
+        old_hops = {p.address: (p.next_hop_v4, p.next_hop_v6) for p in self._config.bgp.peers}
+        if any(
+            old_hops.get(p.address, (p.next_hop_v4, p.next_hop_v6))
+            != (p.next_hop_v4, p.next_hop_v6)
+            for p in config.bgp.peers
+        ):
+            # A peer's next hop changed: every route goes out again with the new one.
+            self._maybe_present |= set(self._applied)
+            self._applied.clear()
+        gone = tuple(p for p in self._config.bgp.peers if str(p.address) not in after)
+        if routes_left is not None:
+            self._left.append(routes_left)
+        if gone and self._writer is not None and self._applied:
+            prefixes = [host_prefix(v) for v in self._applied]
+            commands = withdraw_commands(prefixes, NextHopPolicy(gone, explicit=True))
+            try:
+                self._writer.send(commands)
+            except OSError as error:
+                self._drop_writer(f"write failed: {error}")
+            else:
+                self._in_flight.extend(commands)
+                self._leaving |= {id(command) for command in commands}
+                log.info("reconciler.withdraw_from_removed", peers=[str(p.address) for p in gone])
+        self._answer_left()
+        self._config = config
+        self._next_hops = NextHopPolicy(config.bgp.peers)
+        for peer in before - after:
+            self._peers.pop(peer, None)
+            self._eor_pending.discard(peer)
+            self._metrics.prefixes_announced.labels(peer).set(0)
+        self._removed = (self._removed | (before - after)) - after
+        self._fresh = (self._fresh | (after - before)) & after
+        self._replay &= after
+        self.start()
+
     # -- messages ------------------------------------------------------------------
 
     def _connected(self, message: ApiConnected) -> None:
@@ -187,7 +235,11 @@ class ExabgpAnnouncer:
             self._writer.close()
         self._writer = ApiWriter(message.fd, message.generation)
         self._in_flight.clear()
+        self._leaving.clear()
+        self._answer_left()
         self._eor_pending.clear()
+        self._fresh.clear()  # a new connection re-sends everything to every peer
+        self._replay.clear()
         # Whatever we told the previous ExaBGP (or relay) may still be there: re-announce
         # every desired route and withdraw anything else we had sent.
         self._maybe_present |= set(self._applied)
@@ -200,11 +252,19 @@ class ExabgpAnnouncer:
             resending=len(self._maybe_present),
         )
 
+    def _answer_left(self) -> None:
+        if not self._leaving:
+            for box in self._left:
+                box.put(True)
+            self._left.clear()
+
     def _drop_writer(self, why: str) -> None:
         if self._writer is not None:
             self._writer.close()
         self._writer = None
         self._in_flight.clear()
+        self._leaving.clear()
+        self._answer_left()
         self._maybe_present |= set(self._applied)
         self._applied.clear()
         log.warning("reconciler.exabgp_unreachable", reason=why)
@@ -216,6 +276,10 @@ class ExabgpAnnouncer:
             log.warning("reconciler.unexpected_ack", index=ack.index)
             return
         command = self._in_flight.popleft()
+        if id(command) in self._leaving:
+            self._leaving.discard(id(command))
+            self._answer_left()
+            return  # routes left to a removed peer: nothing to retry
         if ack.ok:
             self._backoff = self._backoff.succeeded()
             return
@@ -231,6 +295,8 @@ class ExabgpAnnouncer:
         self._backoff = self._backoff.failed(now)
 
     def _peer_state(self, message: PeerState) -> None:
+        if message.peer in self._removed:
+            return
         previous = self._peers.get(message.peer)
         if (
             previous is None
@@ -244,6 +310,9 @@ class ExabgpAnnouncer:
                 # ExaBGP re-sends its RIB to a fresh session; we close it with End-of-RIB
                 # once every desired route is in (manual-eor: hitless restarts).
                 self._eor_pending.add(message.peer)
+                if message.peer in self._fresh:
+                    self._fresh.discard(message.peer)
+                    self._replay.add(message.peer)
                 # ExaBGP 5.0.15 also replays to the new session routes that were
                 # announced and then withdrawn while it was down: withdraw, before the
                 # End-of-RIB, everything we ever announced that is not applied now.
@@ -259,10 +328,20 @@ class ExabgpAnnouncer:
 
     # -- sending ---------------------------------------------------------------------
 
+    def _replay_commands(self, withdraw: Set[IPAddress]) -> list[Command]:
+        """Every applied route, to the peers a reload added (their RIB in ExaBGP is empty)."""
+        peers = tuple(p for p in self._config.bgp.peers if str(p.address) in self._replay)
+        routes = [a for v, a in self._applied.items() if v not in withdraw]
+        if not peers or not routes:
+            return []
+        log.info("reconciler.replay", peers=[str(p.address) for p in peers], routes=len(routes))
+        policy = NextHopPolicy(peers, explicit=True)
+        return announce_commands(routes, self._config.bgp.asn, policy)
+
     def _send_routes(
         self, announce: list[Advertisement], withdraw: Set[IPAddress], complete: bool
     ) -> None:
-        commands: list[Command] = []
+        commands = self._replay_commands(set(withdraw))
         if withdraw:
             commands += withdraw_commands([host_prefix(v) for v in withdraw], self._next_hops)
         if announce:
@@ -290,6 +369,7 @@ class ExabgpAnnouncer:
             self._maybe_present.discard(advert.vip)
             self._announced_ever.add(advert.vip)
         self._eor_pending.difference_update(eor_peers)
+        self._replay.clear()
         for peer in (str(p.address) for p in self._config.bgp.peers):
             if announce:
                 self._metrics.updates_sent.labels(peer, "announce").inc(len(announce))

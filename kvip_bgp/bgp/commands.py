@@ -43,6 +43,9 @@ class NextHopPolicy:
     """
 
     peers: tuple[Peer, ...]
+    explicit: bool = False
+    """Name every neighbor, even when one line would cover them all: for commands meant
+    for these peers only (a peer added by a reload)."""
 
     def targets(
         self, version: int, local_asn: int | None = None
@@ -66,7 +69,7 @@ class NextHopPolicy:
             ebgp = local_asn is None or peer.asn != local_asn
             per_peer.append((str(peer.address), next_hop, ebgp))
         kinds = {(nh, ebgp) for _, nh, ebgp in per_peer}
-        if len(kinds) == 1 and len(per_peer) == len(self.peers):
+        if not self.explicit and len(kinds) == 1 and len(per_peer) == len(self.peers):
             next_hop, ebgp = kinds.pop()
             return ((None, next_hop, ebgp),)
         return tuple(per_peer)

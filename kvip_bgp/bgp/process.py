@@ -7,6 +7,7 @@ never from the ``Popen`` (which a restart replaces).
 from __future__ import annotations
 
 import ctypes
+import queue
 import re
 import signal
 import subprocess
@@ -27,6 +28,12 @@ log = structlog.get_logger("kvip_bgp.exabgp")
 _PR_SET_PDEATHSIG: Final = 1
 MAX_BACKOFF: Final = 30.0
 _ANSI: Final = re.compile(r"\x1b\[[0-9;]*m")
+# ExaBGP's own words for how a reload (SIGUSR1) went; a reload it skipped says nothing.
+_RELOADED: Final = "loaded new configuration successfully"
+_RELOAD_FAILED: Final = "could not load/reload configuration"
+RELOAD_CONFIRM: Final = 3.0
+"""Seconds to wait for ExaBGP to confirm a reload before asking again."""
+RELOAD_TRIES: Final = 5
 
 
 def _die_with_parent() -> None:
@@ -50,6 +57,8 @@ class ExabgpProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self._log_thread: threading.Thread | None = None
+        # Filled by the log thread, read by the main thread: True/False per reload.
+        self._reload_outcomes: queue.SimpleQueue[bool] = queue.SimpleQueue()
 
     def start(self) -> None:
         self._process = subprocess.Popen(
@@ -63,7 +72,10 @@ class ExabgpProcess:
         )
         self.started_at = time.monotonic()
         self._log_thread = threading.Thread(
-            target=_forward_log, args=(self._process,), name="exabgp-log", daemon=True
+            target=_forward_log,
+            args=(self._process, self._reload_outcomes),
+            name="exabgp-log",
+            daemon=True,
         )
         self._log_thread.start()
         log.info("exabgp.started", pid=self._process.pid, config=str(self._config_file))
@@ -78,6 +90,20 @@ class ExabgpProcess:
 
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    def signal_reload(self) -> None:
+        """SIGUSR1: ExaBGP re-reads its file (never SIGUSR2: that restarts every peer)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGUSR1)
+
+    def reload_outcome(self) -> bool | None:
+        """The latest reload result ExaBGP logged since the last call, if any."""
+        outcome = None
+        while True:
+            try:
+                outcome = self._reload_outcomes.get_nowait()
+            except queue.Empty:
+                return outcome
 
     def stop(self, timeout: float = 5.0) -> None:
         process = self._process
@@ -115,6 +141,51 @@ class ExabgpSupervisor:
         self._on_restart = on_restart
         self._backoff = 1.0
         self._restart_at: float | None = None
+        self._reload_tries = 0  # 0: no reload pending
+        self._reload_sent_at: float | None = None
+
+    def request_reload(self) -> None:
+        """Have ExaBGP re-read its (already validated and written) file, and confirm it.
+
+        ExaBGP may skip a reload while updates are queued, saying nothing: then it is
+        asked again. A reload it could not load leaves its API processes dead and every
+        later reload refused, so then it is restarted (it reads the new file at start).
+        """
+        self._reload_tries = 1
+        self._reload_sent_at = None
+        self.process.reload_outcome()  # drop results of earlier reloads
+
+    def _tick_reload(self, now: float) -> None:
+        if not self._reload_tries:
+            return
+        if not self.process.running():
+            self._reload_tries = 0  # the restart reads the new file
+            return
+        if self._reload_sent_at is not None:
+            outcome = self.process.reload_outcome()
+            if outcome is True:
+                log.info("exabgp.reloaded", tries=self._reload_tries)
+                self._reload_tries = 0
+                return
+            if outcome is None and now - self._reload_sent_at < RELOAD_CONFIRM:
+                return
+            if outcome is False or self._reload_tries >= RELOAD_TRIES:
+                log.error(
+                    "exabgp.reload_failed",
+                    reason="ExaBGP could not load its new file"
+                    if outcome is False
+                    else f"no confirmation after {self._reload_tries} tries",
+                    action="restarting ExaBGP, which reads the new file",
+                )
+                self._reload_tries = 0
+                self.process.stop(timeout=5.0)
+                self._on_restart()
+                self.start()
+                return
+            self._reload_tries += 1
+            log.warning("exabgp.reload_unconfirmed", retry=self._reload_tries)
+        self.process.signal_reload()
+        self._reload_sent_at = now
 
     def start(self) -> None:
         self.process.start()
@@ -141,17 +212,23 @@ class ExabgpSupervisor:
             self._restart_at = None
             self._on_restart()
             self.start()
+        self._tick_reload(now)
 
     def stop(self, timeout: float) -> None:
         self.process.stop(timeout=timeout)
         self._running.publish(False)
 
 
-def _forward_log(process: subprocess.Popen[bytes]) -> None:
-    """ExaBGP's own log lines, re-emitted through our logger so one format is grep-able."""
+def _forward_log(process: subprocess.Popen[bytes], reloads: queue.SimpleQueue[bool]) -> None:
+    """ExaBGP's own log lines, re-emitted through our logger so one format is grep-able;
+    the outcome of each reload goes to ``reloads`` for the supervisor."""
     assert process.stdout is not None
     for raw in process.stdout:
         line = _ANSI.sub("", raw.decode("utf-8", "replace")).strip()
         if line:
             log.info("exabgp.log", line=line)
+            if _RELOADED in line:
+                reloads.put(True)
+            elif _RELOAD_FAILED in line:
+                reloads.put(False)
     process.stdout.close()

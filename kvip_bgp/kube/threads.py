@@ -65,6 +65,8 @@ class KubernetesThreads:
         answer = reply.get(timeout)
         if answer is None or self.ipam is None or not answer.steps:
             return answer
+        if not self.ipam.read().enabled:
+            return answer
         steps = (*answer.steps[:-1], *self.ipam.read().steps(key), answer.steps[-1])
         return dataclasses.replace(answer, steps=steps)
 
@@ -127,6 +129,4 @@ def start_kubernetes(
         )
         stream.start()
         streams.append(stream)
-    return KubernetesThreads(
-        tuple(streams), events, cluster_thread, writer, ipam if config.ipam else None, writes
-    )
+    return KubernetesThreads(tuple(streams), events, cluster_thread, writer, ipam, writes)

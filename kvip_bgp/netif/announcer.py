@@ -12,9 +12,10 @@ from typing import Protocol
 
 import structlog
 
+from kvip_bgp.domain.config import Config
 from kvip_bgp.domain.model import Advertisement, IPAddress, address_order
 from kvip_bgp.runtime.announcer import PeerView, Receive
-from kvip_bgp.runtime.messages import ApiMessage
+from kvip_bgp.runtime.messages import ApiMessage, ReplyBox
 
 # The reconciler's events, whichever output mode carries them out.
 log = structlog.get_logger("kvip_bgp.reconciler")
@@ -121,3 +122,9 @@ class KernelTableAnnouncer:
     def take_errors(self) -> list[str]:
         errors, self._errors = self._errors, []
         return errors
+
+    def reconfigure(self, config: Config, routes_left: ReplyBox[bool] | None = None) -> None:
+        """Nothing to do: the host's routing daemon owns the sessions, the attributes
+        come with each advertisement."""
+        if routes_left is not None:
+            routes_left.put(True)

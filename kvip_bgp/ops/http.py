@@ -25,12 +25,22 @@ from kvip_bgp.runtime.allocation import AllocationStatus
 from kvip_bgp.runtime.cluster import ClusterStatus
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.reconciler import ReconcilerStatus
+from kvip_bgp.runtime.reload import ReloadStatus
 from kvip_bgp.runtime.snapshot import Snapshot
 
 
-def status_document(reconciler: ReconcilerStatus, cluster: ClusterStatus) -> dict[str, Any]:
+def status_document(
+    reconciler: ReconcilerStatus, cluster: ClusterStatus, reload: ReloadStatus | None = None
+) -> dict[str, Any]:
     """The /status JSON: peers, every announced VIP, every Service decision, last errors."""
+    reload = reload or ReloadStatus()
     return {
+        "config": {
+            "hash": reload.config_hash,
+            "loaded_at": reload.loaded_at,
+            "last_reload_error": list(reload.last_error),
+            "last_reload_error_at": reload.last_error_at or None,
+        },
         "synced": reconciler.all_synced,
         "synced_sources": list(reconciler.synced_sources),
         "exabgp_connected": reconciler.exabgp_connected,
@@ -94,9 +104,11 @@ class StatusServer:
         explain: Callable[[str], Explanation | None] | None = None,
         needs_peer: bool = True,
         ipam: Snapshot[AllocationStatus] | None = None,
+        reload: Snapshot[ReloadStatus] | None = None,
     ) -> None:
         self._needs_peer = needs_peer
         self._ipam = ipam
+        self._reload = reload
         self._explain = explain
         self._metrics = metrics
         self._reconciler = reconciler
@@ -162,9 +174,13 @@ class StatusServer:
                     body = json.dumps(asdict(answer), indent=2).encode()
                     self._reply(request, 200, body, "application/json")
         elif path == "/status":
-            document = status_document(self._reconciler.read(), self._cluster.read())
-            if self._ipam is not None:
-                document["ipam"] = self._ipam.read().document()
+            document = status_document(
+                self._reconciler.read(),
+                self._cluster.read(),
+                self._reload.read() if self._reload is not None else None,
+            )
+            if self._ipam is not None and (ipam := self._ipam.read()).enabled:
+                document["ipam"] = ipam.document()
             document["now"] = time.time()
             body = json.dumps(document, indent=2).encode()
             self._reply(request, 200, body, "application/json")

@@ -122,6 +122,16 @@ def render_status(doc: dict[str, Any]) -> str:
     out += _render_ipam(doc.get("ipam"))
     if doc.get("last_errors"):
         out += ["", "LAST ERRORS", *(f"  {e}" for e in doc["last_errors"])]
+    config = doc.get("config") or {}
+    if config.get("hash"):
+        out += [
+            "",
+            f"config: sha256 {config['hash'][:16]}, loaded {_ago(config.get('loaded_at'), now)}",
+        ]
+    if config.get("last_reload_error"):
+        when = _ago(config.get("last_reload_error_at"), now)
+        out += [f"last reload FAILED ({when}), the config above still runs:"]
+        out += [f"  {problem}" for problem in config["last_reload_error"]]
     return "\n".join(out)
 
 

@@ -70,6 +70,7 @@ class PoolUsage:
 class AllocationStatus:
     """Frozen view for /status, the metric and explain."""
 
+    enabled: bool = False  # pools are configured (a reload can add or remove them)
     allocating: bool = False  # this node holds the Lease and has listed the Services
     assigned: Mapping[ObjectKey, tuple[str, tuple[IPAddress, ...]]] = field(default_factory=dict)
     pending: Mapping[ObjectKey, str] = field(default_factory=dict)
@@ -289,13 +290,14 @@ class Allocations:
     def status(self, allocating: bool, outstanding: int = 0) -> AllocationStatus:
         result = self._plan
         if not allocating or result is None:
-            return AllocationStatus(allocating=False)
+            return AllocationStatus(enabled=bool(self.pools), allocating=False)
         pending = dict(result.pending)
         for key, claim in self._claims.items():
             if isinstance(claim, InvalidRequest):
                 pending[key] = claim.message
         assigned = {k: (a.pool, a.ips) for k, a in result.assigned.items() if k not in pending}
         return AllocationStatus(
+            enabled=bool(self.pools),
             allocating=True,
             assigned=assigned,
             pending=pending,

@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass
 from typing import Protocol
 
+from kvip_bgp.domain.config import Config
 from kvip_bgp.domain.model import Advertisement, IPAddress
-from kvip_bgp.runtime.messages import ApiMessage, Message
+from kvip_bgp.runtime.messages import ApiMessage, Message, ReplyBox
 
 
 @dataclass(frozen=True)
@@ -82,3 +83,7 @@ class Announcer(Protocol):
 
     def take_errors(self) -> list[str]:
         """Errors since the last call, oldest first, for the status's ``last_errors``."""
+
+    def reconfigure(self, config: Config, routes_left: ReplyBox[bool] | None = None) -> None:
+        """A reload: ``config.bgp.peers`` are this node's peers from now on. Answer
+        ``routes_left`` once the routes are withdrawn from the peers that are gone."""

@@ -40,6 +40,7 @@ from kvip_bgp.runtime.cache import ClusterCache
 from kvip_bgp.runtime.messages import (
     RESOURCES,
     Changed,
+    ClusterConfig,
     ClusterStop,
     ExplainRequest,
     Listed,
@@ -75,7 +76,7 @@ class ClusterState:
     def __init__(
         self,
         config: Config,
-        events: queue.Queue[StreamEvent | ClusterStop | ExplainRequest],
+        events: queue.Queue[StreamEvent | ClusterConfig | ClusterStop | ExplainRequest],
         publish: Callable[[IPAddress, Advertisement | None], None],
         synced: Callable[[], None],
         metrics: Metrics,
@@ -98,7 +99,7 @@ class ClusterState:
             except queue.Empty:
                 self._publish_status()
                 continue
-            batch: list[StreamEvent | ClusterStop | ExplainRequest] = [first]
+            batch: list[StreamEvent | ClusterConfig | ClusterStop | ExplainRequest] = [first]
             while True:  # take everything already waiting: one recompute per burst
                 try:
                     batch.append(self._events.get_nowait())
@@ -112,6 +113,11 @@ class ClusterState:
                     return
                 if isinstance(event, ExplainRequest):
                     questions.append(event)
+                    continue
+                if isinstance(event, ClusterConfig):
+                    # A reload: every decision again; only VIPs whose route changed go out.
+                    self._config = event.config
+                    everything = True
                     continue
                 self._forward_to_allocator(event)
                 changed = self._c.apply(event)

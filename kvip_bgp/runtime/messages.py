@@ -10,11 +10,12 @@ import threading
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar, assert_never
 
-from kvip_bgp.domain.config import Config
+from kvip_bgp.domain.config import Config, StaticVip
 from kvip_bgp.domain.explain import Explanation
 from kvip_bgp.domain.model import (
     Advertisement,
     IPAddress,
+    RouteAttributes,
 )
 from kvip_bgp.domain.objects import (
     EndpointSliceInfo,
@@ -51,6 +52,13 @@ class Changed:
 
 
 StreamEvent = Listed | Changed
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """A reload: decide every Service again under ``config`` (from the main thread)."""
+
+    config: Config
 
 
 class ClusterStop:
@@ -208,6 +216,24 @@ class BfdState:
     at: float
 
 
+# ------------------------------------------- main thread -> static VIP watcher
+
+
+@dataclass(frozen=True)
+class StaticChanged:
+    """A reload changed this VIP's entry or the default attributes: evaluate again."""
+
+    vip: StaticVip
+    defaults: RouteAttributes
+
+
+class StaticRetired:
+    """A reload removed this VIP: the watcher ends without publishing again."""
+
+
+StaticUpdate = StaticChanged | StaticRetired
+
+
 # ------------------------------------------------------- every source -> reconciler
 
 
@@ -234,7 +260,20 @@ class Stop:
     deadline: float
 
 
-Message = VipDesired | SourceSynced | Stop | ApiMessage | BfdState
+@dataclass(frozen=True)
+class ConfigChanged:
+    """A reload (from the main thread): ``config`` holds this node's peers only, and
+    ``sources`` every source that now feeds the reconciler. ``routes_left`` is answered
+    once the peers no longer in ``config`` had every route withdrawn (ExaBGP acked), so
+    that only then are they removed from ExaBGP: removed without a NOTIFICATION, a
+    graceful-restart peer would keep our routes as stale."""
+
+    config: Config
+    sources: tuple[str, ...]
+    routes_left: ReplyBox[bool] | None = None
+
+
+Message = VipDesired | SourceSynced | Stop | ApiMessage | BfdState | ConfigChanged
 Inbox = CoalescingQueue[tuple[object, ...], Message]
 
 
@@ -258,6 +297,8 @@ def message_key(message: Message) -> tuple[object, ...]:
             return ("stop",)
         case BfdState():
             return ("bfd", message.peer)
+        case ConfigChanged():
+            return ("config",)
         case _:
             assert_never(message)
 

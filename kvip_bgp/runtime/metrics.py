@@ -39,6 +39,12 @@ class Metrics:
             "ExaBGP commands answered with 'error' (they are retried with backoff)",
             registry=r,
         )
+        self.config_reloads = Counter(
+            "kvip_bgp_config_reloads",
+            "Config reloads (SIGHUP or a changed file), by result: ok or failed",
+            ["result"],
+            registry=r,
+        )
         self.exabgp_restarts = Counter(
             "kvip_bgp_exabgp_restarts", "Times ExaBGP exited and was started again", registry=r
         )

@@ -42,6 +42,7 @@ from kvip_bgp.runtime.messages import (
     ApiDisconnected,
     BfdState,
     CommandAck,
+    ConfigChanged,
     ExabgpShutdown,
     Inbox,
     Message,
@@ -107,8 +108,8 @@ class _State:
     last_repair: float = 0.0
     bfd: dict[str, BfdState] = field(default_factory=dict)
     published_peers: frozenset[str] = frozenset()
-    # Withdrawn and acknowledged, still bound: when each may be unbound.
-    unbind_at: dict[IPAddress, float] = field(default_factory=dict)
+    unbind_at: dict[IPAddress, float] = field(default_factory=dict)  # withdrawn, acked, bound
+    retired: set[str] = field(default_factory=set)  # a reload removed them: drop their posts
 
 
 class Reconciler:
@@ -191,6 +192,8 @@ class Reconciler:
     def _handle(self, message: Message, now: float) -> None:
         s = self._s
         match message:
+            case VipDesired() | SourceSynced() if message.source in s.retired:
+                pass
             case VipDesired():
                 table = s.desired.setdefault(message.source, {})
                 if message.advert is None:
@@ -205,11 +208,34 @@ class Reconciler:
                 s.stop = message
             case BfdState():
                 s.bfd[message.peer] = message
+            case ConfigChanged():
+                self._reconfigure(message)
             case ApiConnected() | ApiDisconnected() | CommandAck() | PeerState() | ExabgpShutdown():
                 self._announcer.handle(message, now)
                 self._collect_errors()
             case _:
                 assert_never(message)
+
+    def _reconfigure(self, change: ConfigChanged) -> None:
+        """A reload: forget removed sources and peers; the next pass applies the rest
+        (level-triggered, so only routes whose desired value changed are sent)."""
+        s = self._s
+        gone = set(self._sources) - set(change.sources)
+        for source in gone:
+            s.desired.pop(source, None)
+            s.synced.discard(source)
+        s.retired = (s.retired | gone) - set(change.sources)
+        self._sources = change.sources
+        self._unbind_delay = change.config.vips.unbind_delay
+        peers = {str(peer.address) for peer in change.config.bgp.peers if peer.bfd is not None}
+        s.bfd = {peer: state for peer, state in s.bfd.items() if peer in peers}
+        self._announcer.reconfigure(change.config, change.routes_left)
+        self._collect_errors()
+        log.info(
+            "reconciler.reconfigured",
+            sources_removed=sorted(gone),
+            peers=[str(peer.address) for peer in change.config.bgp.peers],
+        )
 
     def _collect_errors(self) -> None:
         self._s.errors.extend(self._announcer.take_errors())

@@ -12,41 +12,34 @@ VIP's check counters and nothing else; it hands the reconciler only immutable va
 desired value changes. The decisions themselves (``CheckState.record``,
 ``desired_route``) are pure functions so they can be tested without threads or sockets.
 
-Checks honour their timeout: a server that accepts and never answers, or a command that
-never exits, costs at most ``timeout`` (commands are killed with their whole process
-group), so one slow check never stalls the next.
+The checks themselves are in ``runtime.checks``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import http.client
-import os
-import signal
-import socket
-import ssl
-import subprocess
+import queue
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Final
+from typing import Final, assert_never
 
 import structlog
 
 from kvip_bgp.domain.config import HealthCheck, StaticVip
 from kvip_bgp.domain.model import Advertisement, IPAddress, RouteAttributes
 from kvip_bgp.domain.sources import VipSource
-from kvip_bgp.runtime.https import Tls, https_connection, tls_settings
+from kvip_bgp.runtime.checks import describe, exists, run_check
+from kvip_bgp.runtime.messages import StaticChanged, StaticRetired, StaticUpdate
 from kvip_bgp.runtime.metrics import Metrics
 
 log = structlog.get_logger("kvip_bgp.health")
 
 MAINTENANCE_POLL: Final = 1.0
 """Seconds between looks at the maintenance file of a VIP that has no health check."""
+UPDATE_POLL: Final = 0.5
+"""Seconds between looks at the watcher's queue of reload updates while it sleeps."""
 
 Publish = Callable[[IPAddress, Advertisement | None], None]
 
@@ -113,172 +106,6 @@ def desired_route(
     return None
 
 
-# -- checks -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One check's outcome; ``reason`` is what an operator reads in ``health.down``."""
-
-    passed: bool
-    reason: str
-
-
-def describe(check: HealthCheck) -> str:
-    """A short, stable description of a check for logs (``tcp 127.0.0.1:53``)."""
-    if check.tcp is not None:
-        host, port = check.tcp
-        return f"tcp {_join_host_port(host, port)}"
-    if check.http is not None:
-        return f"http {check.http}"
-    if check.exec_argv is not None:
-        return "exec " + " ".join(check.exec_argv)
-    return "none"
-
-
-def run_check(check: HealthCheck) -> CheckResult:
-    """Run one check of whichever kind is configured, bounded by ``check.timeout``.
-
-    An unexpected exception counts as a failure instead of killing the watcher thread:
-    a VIP whose check cannot run must not stay announced because its watcher died.
-    """
-    try:
-        if check.tcp is not None:
-            return check_tcp(check.tcp[0], check.tcp[1], check.timeout)
-        if check.http is not None:
-            return check_http(check.http, check.expect, check.timeout, tls_settings(check))
-        if check.exec_argv is not None:
-            return check_exec(check.exec_argv, check.timeout)
-    except Exception as error:  # a bug or an exotic OS error: fail the check, keep going
-        return CheckResult(False, f"check error: {type(error).__name__}: {error}")
-    return CheckResult(False, "no check configured")
-
-
-def check_tcp(host: str, port: int, timeout: float) -> CheckResult:
-    """Pass when a TCP connection to ``host:port`` is established within ``timeout``."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return CheckResult(True, "connected")
-    except OSError as error:
-        return CheckResult(False, _os_error_reason(error))
-
-
-def check_http(url: str, expect: int, timeout: float, tls: Tls | None = None) -> CheckResult:
-    """Pass when ``GET url`` answers with status ``expect`` within ``timeout``.
-
-    ``http.client`` rather than ``urllib``: redirects are not followed (a 301 is an
-    answer, and ``expect: 301`` must be checkable) and ``http_proxy`` from the environment
-    is not used (a health check of a local service must not go through a proxy).
-    Only the status line and headers are read, never the body.
-    """
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return CheckResult(False, f"bad URL {url!r}")
-    deadline = time.monotonic() + timeout
-    connection: http.client.HTTPConnection
-    if parts.scheme == "https":
-        connection = https_connection(parts.hostname, parts.port, timeout, tls)
-    else:
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    path = parts.path or "/"
-    if parts.query:
-        path = f"{path}?{parts.query}"
-    try:
-        connection.connect()
-        if connection.sock is not None:
-            # The budget is for the whole check, not per socket operation.
-            connection.sock.settimeout(max(deadline - time.monotonic(), 0.001))
-        connection.request("GET", path, headers={"User-Agent": "kvip-bgp-health"})
-        response = connection.getresponse()
-        status = response.status
-    except ssl.SSLCertVerificationError as error:  # a ValueError too: before that
-        return CheckResult(False, f"certificate not trusted: {error.verify_message}")
-    except (http.client.HTTPException, ValueError) as error:
-        return CheckResult(False, f"bad response: {type(error).__name__}")
-    except OSError as error:
-        return CheckResult(False, _os_error_reason(error))
-    finally:
-        connection.close()
-    return CheckResult(status == expect, f"HTTP {status}")
-
-
-def check_exec(argv: Iterable[str], timeout: float) -> CheckResult:
-    """Pass when ``argv`` exits 0 within ``timeout``; otherwise kill it and fail.
-
-    The command runs in its own session and the whole process group is killed on
-    timeout, so a hung shell script's children (``sh -c 'curl ...'``) do not outlive it
-    and pile up one per interval. Output is discarded: nothing reads it, and a pipe nobody
-    drains could block the command.
-    """
-    argv = tuple(argv)
-    try:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            close_fds=True,
-        )
-    except OSError as error:
-        return CheckResult(False, f"cannot run {argv[0]!r}: {_os_error_reason(error)}")
-    try:
-        code = process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(process)
-        return CheckResult(False, "timeout")
-    if code == 0:
-        return CheckResult(True, "exit 0")
-    if code < 0:
-        return CheckResult(False, f"killed by {_signal_name(-code)}")
-    return CheckResult(False, f"exit {code}")
-
-
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    """Kill the command's process group, then reap the command.
-
-    Only called while the command is still unreaped: its pid (the group id) cannot have
-    been reused, so this never signals an unrelated process.
-    """
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def _os_error_reason(error: OSError) -> str:
-    """Short, stable reasons for the common cases; the OS message for the rest."""
-    if isinstance(error, TimeoutError):
-        return "timeout"
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(error, ConnectionResetError):
-        return "connection reset"
-    if isinstance(error, socket.gaierror):
-        return f"cannot resolve host: {error.strerror or error}"
-    if error.strerror:
-        return error.strerror.lower()
-    return str(error) or type(error).__name__
-
-
-def _join_host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _exists(path: Path) -> bool:
-    """Whether the maintenance file exists; an unreadable directory counts as absent."""
-    try:
-        return path.exists()
-    except OSError:
-        return False
-
-
 # -- the watcher thread -----------------------------------------------------------------
 
 
@@ -294,6 +121,10 @@ class StaticVipWatcher(threading.Thread):
     ``poll_interval`` overrides how often a VIP without a check looks at its
     maintenance file (tests use a short one); a checked VIP evaluates every
     ``check.interval``.
+
+    A reload reaches the thread through ``update`` (its own queue, looked at every
+    ``UPDATE_POLL`` while it sleeps): a changed entry is evaluated at once, keeping
+    whether the VIP is up, so a new check or new attributes do not flap the route.
     """
 
     def __init__(
@@ -314,17 +145,24 @@ class StaticVipWatcher(threading.Thread):
         self._metrics = metrics
         self._stop_event = stop
         self._first_result = first_result
-        if poll_interval is not None:
-            self.period = poll_interval
-        elif vip.check is not None:
-            self.period = vip.check.interval
-        else:
-            self.period = MAINTENANCE_POLL
+        self._poll_interval = poll_interval
+        self.period = self._period()
+        self._updates: queue.SimpleQueue[StaticUpdate] = queue.SimpleQueue()
         # Owned by this thread alone once it runs.
         self._state = CheckState.for_check(vip.check) if vip.check is not None else None
         self._maintenance = False
         self._reported = False
         self._published: Advertisement | None = None
+        self._retired = False
+
+    def _period(self) -> float:
+        if self._poll_interval is not None:
+            return self._poll_interval
+        return self.vip.check.interval if self.vip.check is not None else MAINTENANCE_POLL
+
+    def update(self, message: StaticUpdate) -> None:
+        """Hand the thread a reload's change (any thread; only enqueues)."""
+        self._updates.put(message)
 
     def run(self) -> None:
         """Evaluate every ``period`` seconds, start to start, until ``stop`` is set."""
@@ -338,8 +176,44 @@ class StaticVipWatcher(threading.Thread):
                 # slots rather than firing a burst of catch-up checks.
                 missed = (now - next_at) // self.period + 1
                 next_at += missed * self.period
-            if self._stop_event.wait(next_at - now):
+            if self._wait(next_at):
                 break
+
+    def _wait(self, until: float) -> bool:
+        """Sleep until ``until``; an update cuts it short. True: the thread must end."""
+        while (remaining := until - time.monotonic()) > 0:
+            if self._stop_event.wait(min(remaining, UPDATE_POLL)):
+                return True
+            if self._take_updates():
+                return self._retired
+        return False
+
+    def _take_updates(self) -> bool:
+        """Apply waiting updates; whether there were any."""
+        taken = False
+        while True:
+            try:
+                message = self._updates.get_nowait()
+            except queue.Empty:
+                return taken
+            taken = True
+            match message:
+                case StaticRetired():
+                    self._retired = True
+                case StaticChanged():
+                    if message.vip.check != self.vip.check:
+                        up = self._state.up if self._state is not None else True
+                        check = message.vip.check
+                        self._state = (
+                            None
+                            if check is None
+                            else dataclasses.replace(CheckState.for_check(check), up=up)
+                        )
+                    self.vip, self.defaults = message.vip, message.defaults
+                    self.period = self._period()
+                    log.info("health.reconfigured", vip=str(self.vip.address))
+                case _:
+                    assert_never(message)
 
     def _evaluate(self) -> None:
         first = not self._reported
@@ -364,7 +238,7 @@ class StaticVipWatcher(threading.Thread):
 
         maintenance_file = self.vip.maintenance_file
         if maintenance_file is not None:
-            maintenance = _exists(maintenance_file)
+            maintenance = exists(maintenance_file)
             if maintenance and not self._maintenance:
                 log.info("health.maintenance_on", vip=address, file=str(maintenance_file))
             elif self._maintenance and not maintenance:
@@ -372,6 +246,8 @@ class StaticVipWatcher(threading.Thread):
             self._maintenance = maintenance
 
         desired = desired_route(self.vip, self.defaults, up, self._maintenance)
+        if self._retired:
+            return
         if first or desired != self._published:
             self._reported = True
             self._published = desired

@@ -73,3 +73,12 @@ the node's address) unless the server binds one specific other address, such as 
 {{- $bind := include "kvip-bgp.httpBind" . }}
 {{- if not (has $bind (list "@NODE_IP@" "0.0.0.0" "::" "")) }}{{ $bind }}{{ end }}
 {{- end }}
+
+{{/*
+The values behind config keys kvip-bgp cannot change while it runs (bgp.asn,
+bgp.router_id, vips.interface, vips.bind, http.listen, log.format): their checksum is the
+pod annotation that rolls the DaemonSet. Everything else reloads in place.
+*/}}
+{{- define "kvip-bgp.restartOnly" -}}
+{{- list .Values.bgp.asn .Values.bgp.routerId .Values.vips.interface .Values.vips.bind (include "kvip-bgp.httpListen" .) .Values.log.format .Values.image | toJson }}
+{{- end }}

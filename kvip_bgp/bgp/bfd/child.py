@@ -11,6 +11,10 @@ every state change (``BfdPeerState``), and at most once a second when they chang
 time between two packets sent while Up: how late this process ever was). The daemon's
 log lines go to stderr.
 
+A line on stdin is a new ``--peers`` document (a reload): sessions of new peers start,
+those of removed or changed peers end, the others run on untouched. A line that does
+not parse is logged and ignored.
+
 Ending: SIGTERM (a planned stop, after the daemon's withdrawals) sends AdminDown for
 ``--linger`` seconds, so the peers know it was on purpose. End of stdin means the daemon
 is gone (a crash): exit at once *without* AdminDown, so that the peers see the failure
@@ -142,9 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         wake.set()
 
     def watch_stdin() -> None:
-        with contextlib.suppress(OSError):
-            while os.read(sys.stdin.fileno(), 4096):
-                pass
+        with contextlib.suppress(OSError), os.fdopen(sys.stdin.fileno(), "rb", 0) as stdin:
+            for line in iter(stdin.readline, b""):
+                try:
+                    thread.update(parse_peers(line.decode()))
+                except (ValueError, TypeError, UnicodeDecodeError) as error:
+                    print(f"kvip-bgp bfd: peers update ignored: {error}", file=sys.stderr)
         gone.set()
         wake.set()
 

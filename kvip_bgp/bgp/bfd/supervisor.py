@@ -214,6 +214,37 @@ class BfdSupervisor:
             self._close_stdin()
             self.start()
 
+    def set_peers(self, peers: tuple[Peer, ...]) -> None:
+        """A reload changed the BFD peers: the child gets the new set on its stdin.
+
+        Not a new child: replacing it ends every session with AdminDown, and FRR's bgpd
+        resets a BGP session tied to BFD on that (seen in the reload lab test). The
+        child starts and ends only the sessions that differ; a restart later uses the
+        new set too.
+        """
+        document = json.dumps(bfd_peers(peers))
+        if document == self._document:
+            return
+        log.info("bfd.peers_changed", peers=[str(p["peer"]) for p in bfd_peers(peers)])
+        self._document = document
+        self._peers = tuple(str(item["peer"]) for item in bfd_peers(peers))
+        process = self._process
+        if not self._peers:  # no BFD peer left: no process (until one comes back)
+            self.stop(3.0)
+            self._process = None
+            return
+        if process is None:
+            self.start()
+            return
+        if process is not None and process.stdin is not None and process.poll() is None:
+            try:
+                process.stdin.write(document.encode() + b"\n")
+                process.stdin.flush()
+            except OSError as error:
+                log.warning("bfd.update_failed", error=str(error), action="restart")
+                self.stop(3.0)
+                self.start()
+
     def stop(self, timeout: float) -> None:
         """Planned stop: the child sends AdminDown for ``LINGER`` seconds, then exits."""
         process = self._process

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import queue
 import random
 import select
 import socket
@@ -149,6 +150,15 @@ class BfdThread(threading.Thread):
         self._stopping = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        self._updates: queue.SimpleQueue[tuple[BfdPeer, ...]] = queue.SimpleQueue()
+        self._used: set[int] = set()
+
+    def update(self, peers: tuple[BfdPeer, ...]) -> None:
+        """A new peer set (from the child's stdin, any thread): the loop starts sessions
+        for new peers and drops those of removed or changed ones; the rest run on."""
+        self._updates.put(peers)
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
 
     def stop(self, linger: float) -> None:
         """Send AdminDown for up to ``linger`` seconds, then end (called by the main thread)."""
@@ -163,43 +173,77 @@ class BfdThread(threading.Thread):
         by_discriminator: dict[int, IPAddress] = {}
         senders: dict[IPAddress, socket.socket] = {}
         receivers: dict[socket.socket, IPAddress] = {}
-        used: set[int] = set()
+        self._configured: dict[IPAddress, BfdPeer] = {}
         try:
             for peer in self._peers:
-                discriminator = self._discriminator(used)
-                sessions[peer.peer] = bfd.new_session(discriminator, peer.timers, now)
-                by_discriminator[discriminator] = peer.peer
-                try:
-                    senders[peer.peer] = send_socket(peer.local, self._rng)
-                    if peer.local not in receivers.values():
-                        receivers[receive_socket(peer.local)] = peer.local
-                except OSError as error:
-                    # Typically the local address is not (yet) on this host. The peer
-                    # must not count as up without the BFD it was configured with: say
-                    # so, then end (the process exits; the daemon restarts it with
-                    # backoff, so the session comes once the address does).
-                    log.error(
-                        "bfd.socket_failed",
-                        peer=str(peer.peer),
-                        local=str(peer.local),
-                        error=str(error),
-                    )
-                    self._publish(
-                        BfdPeerState(str(peer.peer), "down", Diagnostic.NONE, time.time())
-                    )
+                if not self._add(peer, now, sessions, by_discriminator, senders, receivers):
                     return
-                log.info(
-                    "bfd.session_created",
-                    peer=str(peer.peer),
-                    local=str(peer.local),
-                    min_tx_ms=peer.timers.desired_min_tx_us // 1000,
-                    min_rx_ms=peer.timers.required_min_rx_us // 1000,
-                    multiplier=peer.timers.multiplier,
-                )
             self._loop(sessions, by_discriminator, senders, receivers)
         finally:
             for sock in (*senders.values(), *receivers, self._wake_r, self._wake_w):
                 sock.close()
+
+    def _add(
+        self,
+        peer: BfdPeer,
+        now: float,
+        sessions: dict[IPAddress, bfd.Session],
+        by_discriminator: dict[int, IPAddress],
+        senders: dict[IPAddress, socket.socket],
+        receivers: dict[socket.socket, IPAddress],
+    ) -> bool:
+        """A session for ``peer`` and its sockets; False when they cannot be had."""
+        discriminator = self._discriminator(self._used)
+        sessions[peer.peer] = bfd.new_session(discriminator, peer.timers, now)
+        by_discriminator[discriminator] = peer.peer
+        self._configured[peer.peer] = peer
+        try:
+            senders[peer.peer] = send_socket(peer.local, self._rng)
+            if peer.local not in receivers.values():
+                receivers[receive_socket(peer.local)] = peer.local
+        except OSError as error:
+            # Typically the local address is not (yet) on this host: say so and end (the
+            # daemon restarts the process with backoff; the session comes with the address).
+            log.error(
+                "bfd.socket_failed", peer=str(peer.peer), local=str(peer.local), error=str(error)
+            )
+            self._publish(BfdPeerState(str(peer.peer), "down", Diagnostic.NONE, time.time()))
+            return False
+        log.info(
+            "bfd.session_created",
+            peer=str(peer.peer),
+            local=str(peer.local),
+            min_tx_ms=peer.timers.desired_min_tx_us // 1000,
+            min_rx_ms=peer.timers.required_min_rx_us // 1000,
+            multiplier=peer.timers.multiplier,
+        )
+        return True
+
+    def _apply_updates(
+        self,
+        now: float,
+        sessions: dict[IPAddress, bfd.Session],
+        by_discriminator: dict[int, IPAddress],
+        senders: dict[IPAddress, socket.socket],
+        receivers: dict[socket.socket, IPAddress],
+    ) -> bool:
+        """Take a new peer set if one came; False when a new session cannot start."""
+        try:
+            peers = self._updates.get_nowait()
+        except queue.Empty:
+            return True
+        wanted = {peer.peer: peer for peer in peers}
+        for address in [a for a in sessions if self._configured.get(a) != wanted.get(a)]:
+            session = sessions.pop(address)
+            by_discriminator.pop(session.local_discriminator, None)
+            self._configured.pop(address, None)
+            senders.pop(address).close()
+            log.info("bfd.session_removed", peer=str(address))
+        return all(
+            self._add(peer, now, sessions, by_discriminator, senders, receivers)
+            for peer in peers
+            if peer.peer not in sessions
+        )
 
     def _discriminator(self, used: set[int]) -> int:
         while True:
@@ -218,6 +262,8 @@ class BfdThread(threading.Thread):
         admin_down_sent = False
         while True:
             now = time.monotonic()
+            if not self._apply_updates(now, sessions, by_discriminator, senders, receivers):
+                return
             if self._stopping.is_set() and not admin_down_sent:
                 for peer, s in list(sessions.items()):
                     self._set(sessions, peer, bfd.admin_down(s, now))
