@@ -11,7 +11,7 @@ import pytest
 from kvip_bgp.configfile.load import parse
 from kvip_bgp.configfile.reader import ConfigError
 from kvip_bgp.domain.config import HealthCheck
-from kvip_bgp.runtime.static import CheckResult, run_check
+from kvip_bgp.runtime.checks import CheckResult, run_check
 from kvip_bgp.testing.tls import Certs, HttpsEndpoint, make_certs
 
 

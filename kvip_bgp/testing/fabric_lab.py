@@ -28,11 +28,19 @@ from kvip_bgp.testing.objects import VIP_ANNOTATION, service
 from kvip_bgp.testing.pods import Pods
 
 SERVICES = (("web", "198.51.100.10", "Cluster"), ("local", "198.51.100.20", "Local"))
+LAB_IPAM: dict[str, Any] = {
+    "pools": [{"name": "lab", "addresses": ["198.51.100.0/24"], "avoid_buggy_ips": True}]
+}
+"""The lab's address pool: a Service applied without a VIP gets one (docs/ipam.md); the
+example Services' requested VIPs lie inside it. A ``--config`` with ``ipam`` replaces it."""
 
 
 def _vip(obj: dict[str, Any]) -> str | None:
     notes = (obj.get("metadata") or {}).get("annotations") or {}
     vip = notes.get(VIP_ANNOTATION) or (obj.get("spec") or {}).get("loadBalancerIP")
+    if not vip:  # allocated from the pool: the Lease holder wrote it into the status
+        ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        vip = next((i.get("ip") for i in ingress if isinstance(i, dict) and i.get("ip")), None)
     return str(vip).split(",")[0].strip() if vip else None
 
 
@@ -84,13 +92,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides: dict[str, Any] = {}
     if args.config is not None:
         overrides = yaml.safe_load(args.config.read_text()) or {}
+    overrides.setdefault("ipam", LAB_IPAM)
     with Fabric(bfd_nodes=(3,), keep_workdir=False) as fabric:
         pods = Pods(fabric)
         for fabric_node in fabric.nodes.values():
             fabric_node.overrides = dict(overrides)
         for name, vip, policy in SERVICES:
             fabric.api.put(service(name, vip, traffic_policy=policy))
-        # Outside vips.allowed: refused, with a Warning Event for kubectl describe.
+        # Outside vips.allowed and the pool: refused, with a Warning Event for describe.
         fabric.api.put(service("refused", "203.0.113.10"))
         known: set[str] = set()
         _follow(fabric, pods, known)
