@@ -453,3 +453,47 @@ def test_a_changed_next_hop_sends_the_routes_again() -> None:
         assert h.pump() == [f"announce attributes next-hop 2001:db8::2 {route}"]
     finally:
         h.stop()
+
+
+def test_a_reload_that_changes_the_pools_hands_them_to_the_allocator(tmp_path: Path) -> None:
+    """ipam.pools reload in place: the cluster thread decides again (ClusterConfig) and
+    the allocator, in the writer thread, gets the new pools; a reload that leaves the
+    pools alone does not disturb the allocator."""
+    import yaml
+
+    from kvip_bgp.configfile.watch import read
+    from kvip_bgp.domain.config import Config
+    from kvip_bgp.live import POLL_INTERVAL, Children, Reloader
+    from kvip_bgp.runtime.messages import ClusterConfig
+    from kvip_bgp.runtime.reload import ReloadStatus
+
+    path = tmp_path / "kvip-bgp.yaml"
+    document = copy.deepcopy(CONFIG)
+    path.write_text(yaml.safe_dump(document))
+    inbox: Inbox = CoalescingQueue()
+    cluster: queue.Queue[object] = queue.Queue()
+    handed: list[Config] = []
+    children = Children(inbox, "kubernetes", cluster_events=cluster, new_pools=handed.append)
+    metrics = Metrics()
+    status: Snapshot[ReloadStatus] = Snapshot(ReloadStatus())
+    reloader = Reloader(path, read(path), None, children, metrics, status)
+    now = 0.0
+
+    def reload_with(doc: dict[str, Any]) -> None:
+        nonlocal now
+        path.write_text(yaml.safe_dump(doc))
+        now += POLL_INTERVAL
+        reloader.tick(now)
+
+    document["ipam"] = {"pools": [{"name": "lab", "addresses": ["198.51.100.128/25"]}]}
+    reload_with(document)
+    assert metrics.config_reloads.labels("ok")._value.get() == 1, status.read().last_error
+    assert [tuple(p.name for p in c.ipam) for c in handed] == [("lab",)]
+    assert isinstance(cluster.get_nowait(), ClusterConfig)
+    document["log"] = {"level": "debug"}
+    reload_with(document)
+    assert metrics.config_reloads.labels("ok")._value.get() == 2
+    assert len(handed) == 1  # the pools did not change
+    document.pop("ipam")
+    reload_with(document)
+    assert [len(c.ipam) for c in handed] == [1, 0]  # removed pools reach it too
