@@ -44,6 +44,7 @@ import math
 import random
 import signal
 import socket
+import ssl
 import string
 import sys
 import threading
@@ -452,6 +453,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length > 0 else b""
+            tokens = self.server.api.accepted_tokens
+            scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+            if tokens is not None and (scheme.lower() != "bearer" or token not in tokens):
+                self._send(_Reply(401, _dumps(_status(401, "Unauthorized"))))
+                return
             result = self.server.api._handle(
                 method,
                 self.path,
@@ -521,6 +527,9 @@ class FakeKubeAPI:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.url: str | None = None
+        self.accepted_tokens: frozenset[str] | None = None
+        """Bearer tokens the fake accepts (401 for any other); None: no authentication,
+        as most tests want. A test rotating a token swaps the set."""
 
     # ------------------------------------------------------------------ store API
 
@@ -674,12 +683,18 @@ class FakeKubeAPI:
     # ------------------------------------------------------------------ serving
 
     def start(
-        self, host: str = "127.0.0.1", port: int = 0, sock: socket.socket | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        sock: socket.socket | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> str:
         """Serve in a background thread; return the base URL ``http://host:port``.
 
         ``sock`` is an already bound TCP socket (for example one created inside a
-        network namespace); the fake then owns it and closes it on ``stop``.
+        network namespace); the fake then owns it and closes it on ``stop``. With ``tls``
+        (a server context) it serves HTTPS, as the in-cluster address of a real API
+        server does.
         """
         if self._server is not None:
             raise RuntimeError("FakeKubeAPI already started")
@@ -691,7 +706,7 @@ class FakeKubeAPI:
         address = sock.getsockname()
         server = _Server(address[:2], _Handler, bind_and_activate=False)
         server.socket.close()
-        server.socket = sock
+        server.socket = sock if tls is None else tls.wrap_socket(sock, server_side=True)
         server.address_family = sock.family
         server.server_address = address
         server.api = self
@@ -710,7 +725,7 @@ class FakeKubeAPI:
             bound = "::1"
         if ":" in bound:
             bound = f"[{bound}]"
-        self.url = f"http://{bound}:{address[1]}"
+        self.url = f"{'http' if tls is None else 'https'}://{bound}:{address[1]}"
         return self.url
 
     def stop(self) -> None:

@@ -1,0 +1,83 @@
+"""A rotated service-account token: the daemon's clients keep working.
+
+In a pod the kubelet rotates the projected token file, and a bound token expires. The
+daemon loads the in-cluster credentials once and gives every thread a deep copy of that
+configuration (``kube.client.new_api_client``); this checks, with the real ``kubernetes``
+client against the fake API over HTTPS, that each copy still picks up a new token from
+the file once the old one is refused, instead of keeping the token it started with.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kvip_bgp.kube import client as kube
+from kvip_bgp.testing.fakeapi import FakeKubeAPI
+from kvip_bgp.testing.objects import node
+from kvip_bgp.testing.tls import make_certs
+
+
+class _Later:
+    """Stands in for the ``datetime`` module inside the client's in-cluster loader: its
+    clock runs ahead by ``ahead``, so the loader's one-minute token re-read is due now."""
+
+    def __init__(self) -> None:
+        self.ahead = datetime.timedelta(0)
+        clock = self
+
+        class _DateTime(datetime.datetime):
+            @classmethod
+            def now(cls, tz: datetime.tzinfo | None = None) -> _DateTime:
+                return super().now(tz) + clock.ahead  # type: ignore[return-value]
+
+        self.module = types.SimpleNamespace(datetime=_DateTime, timedelta=datetime.timedelta)
+
+
+@pytest.fixture
+def in_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[FakeKubeAPI, Path, _Later]]:
+    from kubernetes.config import incluster_config
+
+    certs = make_certs(tmp_path / "pki", name="localhost")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs.cert, certs.key)
+    token = tmp_path / "token"
+    token.write_text("first-token")
+    later = _Later()
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(certs.ca))
+    monkeypatch.setattr(incluster_config, "datetime", later.module)
+    api = FakeKubeAPI()
+    api.accepted_tokens = frozenset({"first-token"})
+    url = api.start(tls=context)
+    port = url.rsplit(":", 1)[1]
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "localhost")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
+    api.put(node("node-1", labels={"rack": "r1"}))
+    try:
+        yield api, token, later
+    finally:
+        api.stop()
+
+
+def test_every_threads_client_reads_the_rotated_token(
+    in_cluster: tuple[FakeKubeAPI, Path, _Later],
+) -> None:
+    api, token, later = in_cluster
+    configuration = kube.load_configuration(None)  # in-cluster: no kubeconfig given
+    clients = [kube.new_api_client(configuration) for _ in range(3)]
+    for api_client in clients:
+        assert kube.node_labels(api_client, "node-1").get("rack") == "r1"
+
+    token.write_text("second-token")  # the kubelet rotates the file ...
+    api.accepted_tokens = frozenset({"second-token"})  # ... and the old token expires
+    later.ahead = datetime.timedelta(minutes=2)
+    for api_client in clients:  # a client that kept the old token gets a 401: KubeError
+        assert kube.node_labels(api_client, "node-1").get("rack") == "r1"
