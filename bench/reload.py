@@ -16,17 +16,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from test_reload_lab import (
-    NODE2_V4,
     PEER1,
     PEER2,
-    TOR2_ASN,
-    TOR2_V4,
     Lab2,
     second_tor,
     session,
+    start_tor2,
 )
 
-from kvip_bgp.testing.frr import FrrNeighbor, FrrPeer
+from kvip_bgp.testing.frr import FrrNeighbor
 from kvip_bgp.testing.netlab import Lab
 from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
 from kvip_bgp.testing.scenario import NODE_ASN, Scenario
@@ -38,17 +36,7 @@ def main(count: int) -> int:
     ) as scenario:
         assert scenario.frr is not None
         tor1 = scenario.frr
-        workdir = scenario.lab.workdir / "tor2"
-        workdir.mkdir()
-        tor2 = FrrPeer(
-            scenario.lab.namespaces["tor2"],
-            TOR2_ASN,
-            TOR2_V4,
-            [FrrNeighbor(NODE2_V4, NODE_ASN)],
-            workdir,
-        )
-        tor2.start()
-        scenario.lab.on_exit(tor2.stop)
+        tor2 = start_tor2(scenario)
         scenario.api.put(node())
         for index in range(count):
             vip = str(ipaddress.ip_address("10.50.0.1") + index)

@@ -264,15 +264,18 @@ def test_new_pools_from_a_reload_reach_the_allocator_and_a_pending_service_is_se
 ) -> None:
     api.put(service("a"))
     api.put(service("b"))
-    allocator = Allocator(load_api_client(kubeconfig), config("198.51.100.64/32"))
+    metrics = Metrics()
+    allocator = Allocator(load_api_client(kubeconfig), config("198.51.100.64/32"), metrics=metrics)
     allocator.leadership(True)
     failures: list[ServiceEvent] = []
     allocator.step(1e12, failures.append, never_stop)
     assert [ingress(api, n) for n in "ab"] == [["198.51.100.64"], []]
     assert sorted(e.reason for e in failures) == ["AllocationFailed", "IPAllocated"]
+    assert metrics.ipam_pending._value.get() == 1  # what KvipBgpAllocationPending reads
     allocator.take(AllocatorConfig(config("198.51.100.64/31")))  # the pool grows
     allocator.step(1e12, failures.append, never_stop)
     assert ingress(api, "b") == ["198.51.100.65"]
+    assert metrics.ipam_pending._value.get() == 0
     # From no pools at all: the allocator lists the Services first (none were forwarded).
     empty = Allocator(load_api_client(kubeconfig), dataclasses.replace(config(), ipam=()))
     empty.leadership(True, list_first=False)

@@ -43,6 +43,8 @@ def test_the_alerts(helm: Any) -> None:
         "KvipBgpSessionDown",
         "KvipBgpBfdDown",
         "KvipBgpInvalidAnnotations",
+        "KvipBgpAllocationPending",
+        "KvipBgpConfigReloadFailed",
         "KvipBgpExabgpRestarting",
         "KvipBgpCommandErrors",
     ]

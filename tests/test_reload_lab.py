@@ -44,6 +44,22 @@ def second_tor(lab: Lab) -> None:
     lab.add_link(lab.node, "node1", tor2, "tor1", [f"{NODE2_V4}/24"], [f"{TOR2_V4}/24"])
 
 
+def start_tor2(scenario: Scenario) -> FrrPeer:
+    """The second ToR's FRR, in the namespace ``second_tor`` made, stopped with the lab."""
+    workdir = scenario.lab.workdir / "tor2"
+    workdir.mkdir()
+    tor2 = FrrPeer(
+        scenario.lab.namespaces["tor2"],
+        TOR2_ASN,
+        TOR2_V4,
+        [FrrNeighbor(NODE2_V4, NODE_ASN)],
+        workdir,
+    )
+    tor2.start()
+    scenario.lab.on_exit(tor2.stop)
+    return tor2
+
+
 class Lab2:
     """The running scenario, the second FRR, and the config as the test last wrote it."""
 
@@ -121,17 +137,7 @@ def lab() -> Iterator[Lab2]:
         topology=second_tor,
         tor_neighbors=[FrrNeighbor(Lab.NODE_V4, NODE_ASN)],
     ) as scenario:
-        workdir = scenario.lab.workdir / "tor2"
-        workdir.mkdir()
-        tor2 = FrrPeer(
-            scenario.lab.namespaces["tor2"],
-            TOR2_ASN,
-            TOR2_V4,
-            [FrrNeighbor(NODE2_V4, NODE_ASN)],
-            workdir,
-        )
-        tor2.start()
-        scenario.lab.on_exit(tor2.stop)
+        tor2 = start_tor2(scenario)
         scenario.api.put(node())
         for name, vip in (("low", LOW), ("high", HIGH)):
             scenario.api.put(endpoint_slice(name, [NODE_NAME]))

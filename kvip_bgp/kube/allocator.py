@@ -190,6 +190,7 @@ class Allocator:
             self._writes = []
             if self._metrics is not None:
                 self._metrics.ipam_addresses.clear()
+                self._metrics.ipam_pending.set(0)
             self._publish(False)
         self._leading = leading
 
@@ -280,6 +281,7 @@ class Allocator:
                 family = f"ipv{u.family}"
                 self._metrics.ipam_addresses.labels(u.pool, family, "assigned").set(u.assigned)
                 self._metrics.ipam_addresses.labels(u.pool, family, "available").set(u.available)
+            self._metrics.ipam_pending.set(len(status.pending))
 
 
 def _service_event(event: Event, state: Allocations) -> ServiceEvent:

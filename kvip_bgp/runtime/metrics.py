@@ -117,6 +117,12 @@ class Metrics:
             ["pool", "family", "state"],
             registry=r,
         )
+        self.ipam_pending = Gauge(
+            "kvip_bgp_ipam_pending_services",
+            "Services of ours waiting for an address, each with an AllocationFailed Event "
+            "saying why (exported by the Lease holder)",
+            registry=r,
+        )
         self.health_check_up = Gauge(
             "kvip_bgp_health_check_up",
             "1 while the static VIP's health check passes",

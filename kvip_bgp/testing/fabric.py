@@ -47,7 +47,7 @@ from kvip_bgp.testing.netlab import (
     wait_until,
 )
 from kvip_bgp.testing.objects import node
-from kvip_bgp.testing.procfs import exabgp_pid
+from kvip_bgp.testing.procfs import exabgp_pid, json_log_lines
 
 __all__ = ["Fabric", "FabricNode", "NodeSpec"]
 
@@ -230,13 +230,7 @@ class FabricNode:
         }
 
     def log_lines(self) -> list[dict[str, Any]]:
-        lines: list[dict[str, Any]] = []
-        for raw in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                lines.append(json.loads(raw))
-            except ValueError:
-                lines.append({"event": "unparsed", "line": raw})
-        return lines
+        return json_log_lines(self.log_path)
 
     def log_tail(self, count: int = 30) -> str:
         try:

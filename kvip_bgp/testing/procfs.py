@@ -6,9 +6,11 @@ every reader returns an empty value for a process that is gone instead of raisin
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -111,3 +113,15 @@ def cpu_seconds(pid: int) -> float:
     if len(fields) < 13:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def json_log_lines(path: Path) -> list[dict[str, Any]]:
+    """A daemon's JSON log as dicts; a line that is not JSON (a traceback) is kept as
+    ``{"event": "unparsed", "line": ...}`` so that nothing it printed is lost."""
+    lines: list[dict[str, Any]] = []
+    for raw in path.read_text(errors="replace").splitlines():
+        try:
+            lines.append(json.loads(raw))
+        except ValueError:
+            lines.append({"event": "unparsed", "line": raw})
+    return lines

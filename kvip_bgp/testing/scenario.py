@@ -41,6 +41,7 @@ from kvip_bgp.testing.netlab import (
     wait_for_value,
 )
 from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
+from kvip_bgp.testing.procfs import json_log_lines
 
 NODE_ASN = 64512
 TOR_ASN = 64500
@@ -256,13 +257,7 @@ class Scenario:
             )
 
     def log_lines(self) -> list[dict[str, Any]]:
-        lines = []
-        for raw in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                lines.append(json.loads(raw))
-            except ValueError:
-                lines.append({"event": "unparsed", "line": raw})
-        return lines
+        return json_log_lines(self.log_path)
 
     def log_tail(self, count: int = 40) -> str:
         try:
