@@ -273,6 +273,14 @@ def add_receiver_link(lab: Lab) -> None:
     lab.add_link(lab.node, "rcv0", rcv, "rcv1", (f"{RCV_LOCAL}/30",), (f"{RCV_PEER}/30",))
 
 
+def receiver_of(scenario: Scenario, args: argparse.Namespace) -> ReceiverLog:
+    """The lab's one receiver (it listens on the link's port 179), started on first use."""
+    if args.receiver is None:
+        args.receiver = start_receiver(scenario)
+    receiver: ReceiverLog = args.receiver
+    return receiver
+
+
 def start_receiver(scenario: Scenario) -> ReceiverLog:
     lab = scenario.lab
     workdir = lab.workdir / "receiver"
@@ -484,6 +492,7 @@ class Result:
     bfd_downs: int = 0
     ipam_list_s: float = float("nan")
     ipam_plan_s: float = float("nan")
+    churn: list[ChurnResult] = field(default_factory=list)
 
 
 def bfd_cold_start_report(scenario: Scenario, result: Result) -> None:
@@ -615,7 +624,7 @@ def phase_latency(
     assert scenario.frr is not None
     clear_services(scenario)
     scenario.api.put_many(service_objects(n))
-    receiver = start_receiver(scenario)
+    receiver = receiver_of(scenario, args)
     fresh_frr(scenario.frr)
     pid = start_daemon(scenario, bench_config(scenario, args, receiver=True))
     wait_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
@@ -654,6 +663,153 @@ def phase_latency(
         f"{result.latency_p50_ms:.1f} ms, p99 {result.latency_p99_ms:.1f} ms, max "
         f"{result.latency_max_ms:.1f} ms"
     )
+    stop_daemon(scenario, result)
+
+
+@dataclass
+class ChurnResult:
+    """One sustained-churn run: ``rate`` EndpointSlice writes/s for ``seconds``."""
+
+    rate: float
+    seconds: float
+    writes: int = 0
+    achieved_rate: float = float("nan")
+    flips: int = 0
+    cpu_kvip_pct: float = float("nan")
+    cpu_exabgp_pct: float = float("nan")
+    flip_p50_ms: float = float("nan")
+    flip_p99_ms: float = float("nan")
+    flip_max_ms: float = float("nan")
+    flips_missed: int = 0
+    max_queue_depth: float = float("nan")
+    frr_exact: bool = False
+    frr_wrong: int = 0
+
+
+CHURN_LOCAL_EVERY = 10  # every 10th Service is Local; the flips are ~1 write in 10
+OTHER_NODE = "node-other"  # a node that never exists here: its pods count for Cluster
+
+
+def churn_objects(count: int) -> Iterator[dict[str, Any]]:
+    """``service_objects`` with every ``CHURN_LOCAL_EVERY``-th Service Local."""
+    for index in range(count):
+        name = f"svc-{index:05d}"
+        local = index % CHURN_LOCAL_EVERY == 0
+        yield service(name, vip(index), traffic_policy="Local" if local else "Cluster")
+        yield endpoint_slice(name, [NODE_NAME])
+
+
+def metric_value(body: bytes, name: str) -> float | None:
+    for line in body.decode().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def poll_depth(scenario: Scenario, stop: threading.Event, depth: list[float]) -> None:
+    """Keep the largest ``kvip_bgp_queue_depth`` seen on /metrics in ``depth[0]``."""
+    while not stop.wait(0.25):
+        code, body = scenario.http("/metrics")
+        value = metric_value(body, "kvip_bgp_queue_depth") if code == 200 else None
+        if value is not None:
+            depth[0] = max(depth[0], value)
+
+
+def phase_churn(
+    scenario: Scenario, result: Result, args: argparse.Namespace, profiler: Profiler
+) -> None:
+    """Sustained churn at each ``--churn-rate``: 9 writes in 10 add or remove a pod on
+    another node to a Cluster Service (no announcement changes), 1 in 10 flips the only
+    (local) endpoint of a Local Service (withdraw, then announce). Measured: kvip-bgp's
+    and ExaBGP's CPU over the phase, the flips' latency at the receiver, the largest
+    reconciler queue depth seen on /metrics, and FRR's table against the final state."""
+    n = result.n
+    assert scenario.frr is not None
+    clear_services(scenario)
+    scenario.api.put_many(churn_objects(n))
+    receiver = receiver_of(scenario, args)
+    fresh_frr(scenario.frr)
+    pid = start_daemon(scenario, bench_config(scenario, args, receiver=True))
+    wait_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
+    receiver.wait(lambda: len(receiver.present) >= n, args.timeout, f"{n} prefixes")
+    if not args.not_leader:
+        wait_status_writes(scenario, n, args.timeout)
+    time.sleep(2.0)
+    roles = process_roles(pid)
+    api = scenario.api
+    local = list(range(0, n, CHURN_LOCAL_EVERY))
+    cluster = [i for i in range(n) if i % CHURN_LOCAL_EVERY]
+    ready = dict.fromkeys(local, True)
+    extra = dict.fromkeys(cluster, False)
+    for rate in args.churn_rates:
+        churn = ChurnResult(rate, args.churn_seconds)
+        result.churn.append(churn)
+        flips: list[tuple[str, str, float]] = []
+        depth = [0.0]
+        stop = threading.Event()
+        poller = threading.Thread(
+            target=poll_depth, args=(scenario, stop, depth), daemon=True, name="churn-depth"
+        )
+        poller.start()
+        total = int(rate * args.churn_seconds)
+        profiler.start(pid, f"churn-{n}-{rate:g}")
+        before = {role: cpu_seconds(p) for role, p in roles.items()}
+        started = time.monotonic()
+        try:
+            for k in range(total):
+                due = started + k / rate
+                pause = due - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                if k % CHURN_LOCAL_EVERY == 0:
+                    index = local[(k // CHURN_LOCAL_EVERY) % len(local)]
+                    ready[index] = not ready[index]
+                    name = f"svc-{index:05d}"
+                    written = time.monotonic()
+                    api.put(endpoint_slice(name, [(NODE_NAME, ready[index])]))
+                    flips.append((f"{vip(index)}/32", "A" if ready[index] else "W", written))
+                else:
+                    index = cluster[(k * 7919) % len(cluster)]
+                    extra[index] = not extra[index]
+                    nodes = [NODE_NAME, OTHER_NODE] if extra[index] else [NODE_NAME]
+                    api.put(endpoint_slice(f"svc-{index:05d}", nodes))
+            elapsed = time.monotonic() - started
+            after = {role: cpu_seconds(p) for role, p in roles.items()}
+        finally:
+            profiler.stop()
+            stop.set()
+            poller.join()
+        churn.writes = total
+        churn.achieved_rate = total / elapsed
+        churn.cpu_kvip_pct = 100 * (after["kvip-bgp"] - before["kvip-bgp"]) / elapsed
+        churn.cpu_exabgp_pct = 100 * (after["exabgp"] - before["exabgp"]) / elapsed
+        churn.max_queue_depth = depth[0]
+        latencies: list[float] = []
+        for prefix, kind, written in flips:
+            try:
+                latencies.append(receiver.arrival(prefix, kind, written, 10.0) - written)
+            except TimeoutError:
+                churn.flips_missed += 1
+        latencies.sort()
+        churn.flips = len(flips)
+        if latencies:
+            churn.flip_p50_ms = 1000 * percentile(latencies, 50)
+            churn.flip_p99_ms = 1000 * percentile(latencies, 99)
+            churn.flip_max_ms = 1000 * latencies[-1]
+        expected = {f"{vip(i)}/32" for i in cluster} | {f"{vip(i)}/32" for i in local if ready[i]}
+        wait_prefixes(scenario.frr, len(expected), 30.0, scenario.assert_daemon_alive)
+        time.sleep(1.0)
+        routes = set(scenario.frr.routes())
+        churn.frr_wrong = len(routes ^ expected)
+        churn.frr_exact = churn.frr_wrong == 0
+        say(
+            f"N={n} churn {rate:g}/s for {args.churn_seconds:g} s ({churn.achieved_rate:.0f}/s"
+            f" achieved, {churn.flips} flips): CPU kvip-bgp {churn.cpu_kvip_pct:.1f}%, ExaBGP "
+            f"{churn.cpu_exabgp_pct:.1f}% of a core; flips p50/p99/max "
+            f"{fmt(churn.flip_p50_ms, 1)}/{fmt(churn.flip_p99_ms, 1)}/"
+            f"{fmt(churn.flip_max_ms, 1)} ms ({churn.flips_missed} missed); max queue depth "
+            f"{churn.max_queue_depth:g}; FRR exact: {churn.frr_exact} ({churn.frr_wrong} wrong)"
+        )
     stop_daemon(scenario, result)
 
 
@@ -730,6 +886,24 @@ def table(results: Sequence[Result]) -> str:
     return "\n".join(rows)
 
 
+def churn_table(results: Sequence[Result]) -> str:
+    rows = [
+        "| N | rate /s (achieved) | s | flips | CPU kvip-bgp % | CPU ExaBGP % | "
+        "flip p50/p99/max ms | missed | max queue depth | FRR exact |",
+        "|" + "---|" * 10,
+    ]
+    for r in results:
+        for c in r.churn:
+            rows.append(
+                f"| {r.n:,} | {c.rate:g} ({c.achieved_rate:.0f}) | {c.seconds:g} | {c.flips} | "
+                f"{fmt(c.cpu_kvip_pct, 1)} | {fmt(c.cpu_exabgp_pct, 1)} | "
+                f"{fmt(c.flip_p50_ms, 1)} / {fmt(c.flip_p99_ms, 1)} / {fmt(c.flip_max_ms, 1)} | "
+                f"{c.flips_missed} | {c.max_queue_depth:g} | "
+                f"{'yes' if c.frr_exact else f'no ({c.frr_wrong} wrong)'} |"
+            )
+    return "\n".join(rows)
+
+
 def verdicts(result: Result) -> list[str]:
     lines = []
     for key, (op, limit) in TARGETS.items():
@@ -747,9 +921,10 @@ def write_results(out: Path, meta: dict[str, Any], results: Sequence[Result]) ->
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     rows = [asdict(r) for r in results]
     with open(out / f"bench-{stamp}.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        flat = [{k: v for k, v in row.items() if k != "churn"} for row in rows]
+        writer = csv.DictWriter(handle, fieldnames=list(flat[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(flat)
     document = {"machine": meta, "results": rows, "targets": TARGETS}
     (out / f"bench-{stamp}.json").write_text(json.dumps(document, indent=2) + "\n")
     (out / "latest.json").write_text(json.dumps(document, indent=2) + "\n")
@@ -792,6 +967,8 @@ def run(args: argparse.Namespace) -> list[Result]:
             result.burst_ratio = result.burst_s / result.baseline_warm_s
             if "latency" in args.phases and n == max(args.sizes) and args.changes > 0:
                 phase_latency(scenario, result, args, profiler)
+            if "churn" in args.phases and n == max(args.sizes) and args.churn_rates:
+                phase_churn(scenario, result, args, profiler)
     return results
 
 
@@ -811,8 +988,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--phases",
         type=lambda s: set(s.split(",")),
-        default={"baseline", "cold", "burst", "latency"},
-        help="comma-separated subset of baseline,cold,burst,latency",
+        default={"baseline", "cold", "burst", "latency", "churn"},
+        help="comma-separated subset of baseline,cold,burst,latency,churn",
+    )
+    parser.add_argument(
+        "--churn-rates",
+        type=lambda s: [float(x) for x in s.split(",") if x],
+        default=[500.0, 2000.0],
+        help="EndpointSlice writes/s of the churn rows (at the largest N)",
+    )
+    parser.add_argument(
+        "--churn-seconds", type=float, default=60.0, help="length of each churn row (s)"
     )
     parser.add_argument(
         "--not-leader",
@@ -858,6 +1044,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--keep", action="store_true", help="keep the lab's work directory")
     parser.add_argument("--profile", type=Path, help="also write py-spy raw profiles here")
+    parser.set_defaults(receiver=None)  # receiver_of: shared by the latency and churn phases
     return parser.parse_args(argv)
 
 
@@ -879,6 +1066,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"VIP binding: {meta['binding']}"
     )
     print(table(results))
+    if any(r.churn for r in results):
+        print()
+        print(churn_table(results))
     for result in results:
         for line in verdicts(result):
             print(line)

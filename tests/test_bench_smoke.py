@@ -27,6 +27,10 @@ def test_bench_small_n(lab_required: None, tmp_path: Path) -> None:
             "0.01",
             "--idle-seconds",
             "1",
+            "--churn-rates",
+            "20",
+            "--churn-seconds",
+            "2",
             "--timeout",
             "30",
             "--out",
@@ -52,6 +56,11 @@ def test_bench_small_n(lab_required: None, tmp_path: Path) -> None:
         assert math.isfinite(result[key]) and result[key] >= 0, (key, result[key])
     assert result["changes"] == 10
     assert result["latency_p50_ms"] <= result["latency_p99_ms"] <= result["latency_max_ms"]
+    (churn,) = result["churn"]
+    assert churn["writes"] == 40 and churn["flips"] == 4 and churn["flips_missed"] == 0
+    assert churn["frr_exact"], churn
+    assert churn["flip_p50_ms"] <= churn["flip_p99_ms"] <= churn["flip_max_ms"]
+    assert math.isfinite(churn["cpu_kvip_pct"]) and churn["max_queue_depth"] >= 0
     assert len(list(tmp_path.glob("bench-*.csv"))) == 1
 
 

@@ -7,6 +7,8 @@ talks to it through its coalescing inbox.
 It is level-triggered: each pass compares the full desired set (merged from every
 source: Kubernetes, static VIPs) with what it has applied, and the announcer sends only
 the difference. A coalesced or lost message can therefore never leave a stale route.
+Between two periodic resyncs, which look at everything, binding and unbinding look only
+at the VIPs whose merged value changed (``runtime.desired``).
 Two safety rules:
 - nothing is withdrawn or unbound until every source has delivered its first full state
   (an empty cache at startup must not look like "withdraw everything"); what a source
@@ -35,8 +37,8 @@ from typing import Final, Protocol, assert_never
 import structlog
 
 from kvip_bgp.domain.model import Advertisement, BindResult, IPAddress, address_order
-from kvip_bgp.domain.policy import merge_sources
 from kvip_bgp.runtime.announcer import Announcer, PeerView
+from kvip_bgp.runtime.desired import DesiredRoutes
 from kvip_bgp.runtime.messages import (
     ApiConnected,
     ApiDisconnected,
@@ -52,6 +54,7 @@ from kvip_bgp.runtime.messages import (
     VipDesired,
 )
 from kvip_bgp.runtime.metrics import Metrics
+from kvip_bgp.runtime.reconciler_status import ReconcilerStatus as ReconcilerStatus
 from kvip_bgp.runtime.snapshot import Snapshot
 
 __all__ = ["BIND_CHUNK", "RESYNC_INTERVAL", "AddressBinder", "PeerView", "Reconciler"]
@@ -74,28 +77,13 @@ class AddressBinder(Protocol):
     def unbind_many(self, vips: set[IPAddress]) -> dict[IPAddress, OSError]: ...
 
 
-@dataclass(frozen=True)
-class ReconcilerStatus:
-    """What /status and the health endpoints read (published after every pass)."""
-
-    announced: tuple[Advertisement, ...] = ()
-    bound: tuple[IPAddress, ...] = ()
-    peers: tuple[PeerView, ...] = ()
-    synced_sources: tuple[str, ...] = ()
-    all_synced: bool = False
-    exabgp_connected: bool = False
-    last_errors: tuple[str, ...] = ()
-    updated_at: float = 0.0
-    stopped: bool = False
-    bind_backlog: int = 0
-    """Desired addresses not bound yet (so not announced yet): the pipeline is busy."""
-
-
 @dataclass
 class _State:
     """Mutable state owned by the reconciler thread alone (never handed out)."""
 
-    desired: dict[str, dict[IPAddress, Advertisement]] = field(default_factory=dict)
+    desired: DesiredRoutes = field(default_factory=DesiredRoutes)
+    # Bound but not desired (since the last pass): what _due_unbinds looks at.
+    undesired_bound: set[IPAddress] = field(default_factory=set)
     synced: set[str] = field(default_factory=set)
     bound: set[IPAddress] = field(default_factory=set)
     # Binds that failed: announced anyway, retried at the next resync (not every pass).
@@ -195,11 +183,7 @@ class Reconciler:
             case VipDesired() | SourceSynced() if message.source in s.retired:
                 pass
             case VipDesired():
-                table = s.desired.setdefault(message.source, {})
-                if message.advert is None:
-                    table.pop(message.vip, None)
-                else:
-                    table[message.vip] = message.advert
+                s.desired.put(message.source, message.vip, message.advert)
             case SourceSynced():
                 if message.source not in s.synced:
                     s.synced.add(message.source)
@@ -222,7 +206,7 @@ class Reconciler:
         s = self._s
         gone = set(self._sources) - set(change.sources)
         for source in gone:
-            s.desired.pop(source, None)
+            s.desired.drop_source(source)
             s.synced.discard(source)
         s.retired = (s.retired | gone) - set(change.sources)
         self._sources = change.sources
@@ -245,31 +229,39 @@ class Reconciler:
     def _all_synced(self) -> bool:
         return all(source in self._s.synced for source in self._sources)
 
-    def _effective(self) -> dict[IPAddress, Advertisement]:
-        """What every source desires, synced or not.
+    def _reconcile(self, now: float) -> None:
+        """One pass over what every source desires, synced or not.
 
         A source publishes only final values, also before its sync (the cluster's first
         pass publishes a VIP once every Service naming it is decided), so they can be
         bound and announced at once; the sync only gates withdrawing and unbinding what
         no source has claimed yet.
         """
-        return merge_sources(self._s.desired)
-
-    def _reconcile(self, now: float) -> None:
         s = self._s
-        effective = self._effective()
         all_synced = self._all_synced()
-        if s.last_resync is None or now - s.last_resync >= RESYNC_INTERVAL:
+        everything = s.last_resync is None or now - s.last_resync >= RESYNC_INTERVAL
+        if everything:
             s.last_resync = now
             s.bind_failed.clear()
+            s.desired.rebuild()
             self._announcer.resync()
             if self._addresses is not None and now - s.last_repair >= ADDRESS_REPAIR_INTERVAL:
                 # Repair anything changed behind our back (an address deleted by hand).
                 s.last_repair = now
                 s.bound = self._addresses.owned()
+        effective = s.desired.effective
+        changed = s.desired.take_changed()
+        if everything:
+            s.undesired_bound = s.bound - effective.keys()
+        else:
+            for vip in changed:
+                if vip in effective:
+                    s.undesired_bound.discard(vip)
+                elif vip in s.bound:
+                    s.undesired_bound.add(vip)
 
         # Not yet bound (next pass): not announced yet, but not withdrawn either.
-        deferred = self._bind(effective)
+        deferred = self._bind(effective, None if everything or s.bind_backlog else changed)
         self._announcer.set(effective, deferred, all_synced, now)
         self._collect_errors()
         if all_synced:
@@ -281,7 +273,9 @@ class Reconciler:
         """What may be unbound now: not desired, not announced, its withdrawal acknowledged
         at least ``unbind_delay`` ago. A VIP desired again meanwhile keeps its address."""
         s = self._s
-        gone = s.bound - set(effective) - set(self._announcer.announced())
+        announced = self._announcer.announced()
+        s.undesired_bound = {v for v in s.undesired_bound if v in s.bound and v not in effective}
+        gone = {v for v in s.undesired_bound if v not in announced}
         for vip in set(s.unbind_at) - gone:
             del s.unbind_at[vip]
         if not gone:
@@ -297,8 +291,11 @@ class Reconciler:
             del s.unbind_at[vip]
         return due
 
-    def _bind(self, effective: Mapping[IPAddress, Advertisement]) -> set[IPAddress]:
+    def _bind(
+        self, effective: Mapping[IPAddress, Advertisement], changed: set[IPAddress] | None
+    ) -> set[IPAddress]:
         """Bind up to ``BIND_CHUNK`` desired addresses; return those left for later passes.
+        ``changed``: only these VIPs can need a bind (None: look at every desired VIP).
 
         A failed bind is logged and the VIP announced anyway (traffic may still be
         handled, e.g. by kube-proxy); it is retried at the next resync. An address that
@@ -307,8 +304,9 @@ class Reconciler:
         s = self._s
         if self._addresses is None:
             return set()
+        candidates = effective.keys() if changed is None else changed & effective.keys()
         pending = sorted(
-            (v for v in effective if v not in s.bound and v not in s.bind_failed),
+            (v for v in candidates if v not in s.bound and v not in s.bind_failed),
             key=address_order,
         )
         chunk, rest = pending[:BIND_CHUNK], pending[BIND_CHUNK:]
