@@ -43,7 +43,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -617,13 +617,15 @@ def phase_burst(
     stop_daemon(scenario, result)
 
 
-def phase_latency(
-    scenario: Scenario, result: Result, args: argparse.Namespace, profiler: Profiler
-) -> None:
-    n = result.n
+def settled_with_receiver(
+    scenario: Scenario, args: argparse.Namespace, n: int, objects: Iterable[dict[str, Any]]
+) -> tuple[ReceiverLog, int]:
+    """The latency and churn phases' start: ``objects`` in the API, a fresh daemon that
+    also peers with the receiver, every prefix at FRR and the receiver, statuses written
+    (unless ``--not-leader``), then a moment of quiet. Returns the receiver and the pid."""
     assert scenario.frr is not None
     clear_services(scenario)
-    scenario.api.put_many(service_objects(n))
+    scenario.api.put_many(objects)
     receiver = receiver_of(scenario, args)
     fresh_frr(scenario.frr)
     pid = start_daemon(scenario, bench_config(scenario, args, receiver=True))
@@ -632,6 +634,15 @@ def phase_latency(
     if not args.not_leader:
         wait_status_writes(scenario, n, args.timeout)
     time.sleep(2.0)
+    return receiver, pid
+
+
+def phase_latency(
+    scenario: Scenario, result: Result, args: argparse.Namespace, profiler: Profiler
+) -> None:
+    n = result.n
+    receiver, pid = settled_with_receiver(scenario, args, n, service_objects(n))
+    assert scenario.frr is not None
     api = scenario.api
     samples: list[tuple[str, float]] = []
     profiler.start(pid, f"latency-{n}")
@@ -724,17 +735,8 @@ def phase_churn(
     and ExaBGP's CPU over the phase, the flips' latency at the receiver, the largest
     reconciler queue depth seen on /metrics, and FRR's table against the final state."""
     n = result.n
+    receiver, pid = settled_with_receiver(scenario, args, n, churn_objects(n))
     assert scenario.frr is not None
-    clear_services(scenario)
-    scenario.api.put_many(churn_objects(n))
-    receiver = receiver_of(scenario, args)
-    fresh_frr(scenario.frr)
-    pid = start_daemon(scenario, bench_config(scenario, args, receiver=True))
-    wait_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
-    receiver.wait(lambda: len(receiver.present) >= n, args.timeout, f"{n} prefixes")
-    if not args.not_leader:
-        wait_status_writes(scenario, n, args.timeout)
-    time.sleep(2.0)
     roles = process_roles(pid)
     api = scenario.api
     local = list(range(0, n, CHURN_LOCAL_EVERY))

@@ -337,18 +337,7 @@ def test_a_new_bfd_peer_set_leaves_the_other_bfd_sessions_bgp_up() -> None:
 
     require_lab(BFDD, "/usr/lib/frr/zebra", "vtysh")
 
-    def zebra_tor(lab: Lab) -> ZebraBgp:
-        tor = ZebraBgp(
-            lab.tor,
-            64500,
-            Lab.TOR_V4,
-            [FrrNeighbor(Lab.NODE_V4, NODE_ASN, bfd=True)],
-            lab.workdir / "tor",
-            bfdd=True,
-        )
-        tor.start()
-        lab.on_exit(tor.stop)
-        return tor
+    from test_bfd_e2e import zebra_tor  # the ToR of the BFD lab tests: bgpd + bfdd + zebra
 
     with Scenario(prefix="kvrb-", tor=zebra_tor) as scenario:
         tor = scenario.tor_peer
