@@ -47,7 +47,7 @@ from kvip_bgp.testing.netlab import (
     wait_until,
 )
 from kvip_bgp.testing.objects import node
-from kvip_bgp.testing.procfs import exabgp_pid, json_log_lines
+from kvip_bgp.testing.procfs import exabgp_pid, json_log_lines, run_argv
 
 __all__ = ["Fabric", "FabricNode", "NodeSpec"]
 
@@ -170,14 +170,7 @@ class FabricNode:
         if self._log is not None:
             self._log.close()
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (kept for the run)
-        argv = [
-            str(Path(sys.executable).parent / "kvip-bgp"),
-            "run",
-            "--config",
-            str(path),
-            "--runtime-dir",
-            str(self.workdir / "run"),
-        ]
+        argv = run_argv(path, self.workdir / "run")
         self.daemon = self.lab.popen(self.ns, argv, stdout=self._log, stderr=subprocess.STDOUT)
         return self.daemon
 

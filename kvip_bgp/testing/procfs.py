@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,3 +126,15 @@ def json_log_lines(path: Path) -> list[dict[str, Any]]:
         except ValueError:
             lines.append({"event": "unparsed", "line": raw})
     return lines
+
+
+def run_argv(config: Path, runtime_dir: Path) -> list[str]:
+    """``kvip-bgp run`` from this interpreter's venv, as every lab starts the daemon."""
+    return [
+        str(Path(sys.executable).parent / "kvip-bgp"),
+        "run",
+        "--config",
+        str(config),
+        "--runtime-dir",
+        str(runtime_dir),
+    ]

@@ -41,7 +41,7 @@ from kvip_bgp.testing.netlab import (
     wait_for_value,
 )
 from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
-from kvip_bgp.testing.procfs import json_log_lines
+from kvip_bgp.testing.procfs import json_log_lines, run_argv
 
 NODE_ASN = 64512
 TOR_ASN = 64500
@@ -166,14 +166,7 @@ class Scenario:
         if self._log_handle is not None:  # a restart: the previous run's handle is done
             self._log_handle.close()
         self._log_handle = open(self.log_path, "ab")  # noqa: SIM115 (kept for the run)
-        argv = [
-            str(Path(sys.executable).parent / "kvip-bgp"),
-            "run",
-            "--config",
-            str(path),
-            "--runtime-dir",
-            str(self.lab.workdir / "run"),
-        ]
+        argv = run_argv(path, self.lab.workdir / "run")
         self.daemon = self.lab.popen(
             self.lab.node, argv, stdout=self._log_handle, stderr=subprocess.STDOUT
         )
