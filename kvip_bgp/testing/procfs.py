@@ -71,7 +71,8 @@ def exabgp_pid(daemon_pid: int) -> int | None:
 
 
 def process_roles(daemon_pid: int) -> dict[str, int]:
-    """``kvip-bgp`` itself, its ``exabgp`` and ExaBGP's ``relay`` helper."""
+    """``kvip-bgp`` itself, its ``exabgp``, ExaBGP's ``relay`` helper and the ``bfd``
+    process (``bgp.bfd``, only when a peer has BFD)."""
     roles = {"kvip-bgp": daemon_pid}
     pending = [daemon_pid]
     while pending:
@@ -79,6 +80,8 @@ def process_roles(daemon_pid: int) -> dict[str, int]:
             line = " ".join(cmdline(child))
             if "kvip_bgp.bgp.relay" in line:
                 roles["relay"] = child
+            elif "kvip_bgp.bgp.bfd" in line:
+                roles["bfd"] = child
             elif "exabgp" in line and "server" in line:
                 roles["exabgp"] = child
             pending.append(child)
