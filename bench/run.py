@@ -2,10 +2,18 @@
 
 Everything runs in the namespace lab, with the real parts:
 
-    kvb-node: kvip-bgp (+ its ExaBGP), the fake Kubernetes API socket, VIPs on lo
+    kvb-node: kvip-bgp (+ its ExaBGP), the fake Kubernetes API process, VIPs on lo
         | 192.0.2.1 <-> 192.0.2.2            | 203.0.113.1 <-> 203.0.113.2
     kvb-tor:  FRR bgpd, AS 64500            kvb-rcv: passive ExaBGP, AS 64600, whose
                                                      helper timestamps every UPDATE
+
+The fake API (``kvip_bgp.testing.fakeapi``) runs in its own process in the node's
+namespace, as a real API server is another process; the bench writes to it over HTTP
+(``kvip_bgp.testing.fakeapi_remote``): every write that is measured is one REST request
+(a create is a POST, a change a PUT), while seeding a cold start's objects and clearing
+them between phases use the fake's ``/fake/objects`` bulk path, outside the timed part.
+``--api in-process`` runs it in the bench's process with in-memory writes instead, as
+before (for comparison; its CPU then hides in the bench's).
 
 For each N (Services, each with an EndpointSlice, VIPs 100.64.0.1 upwards, which exist
 only inside these namespaces):
@@ -63,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 from kvip_bgp.bgp.config import exabgp_environment
+from kvip_bgp.testing.fakeapi_remote import FakeApiProcess, InMemoryStore, KubeStore
 from kvip_bgp.testing.frr import FrrPeer
 from kvip_bgp.testing.netlab import Lab, wait_until
 from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
@@ -426,7 +435,7 @@ neighbor {RCV_LOCAL} {{
 def bench_config(
     scenario: Scenario, args: argparse.Namespace, receiver: bool = False
 ) -> dict[str, Any]:
-    config = daemon_config(scenario.kubeconfig)
+    config = daemon_config(args.kubeconfig)
     config["vips"] = {"allowed": [VIP_ALLOWED], "interface": args.bind_interface}
     if args.bind_interface is not None:
         config["vips"]["bind"] = args.bind
@@ -505,9 +514,9 @@ def stop_daemon(scenario: Scenario, result: Result | None = None) -> None:
     scenario.lab.node.run("ip", "addr", "flush", "dev", "lo", "scope", "global", timeout=120)
 
 
-def wait_status_writes(scenario: Scenario, count: int, timeout: float) -> None:
+def wait_status_writes(store: KubeStore, count: int, timeout: float) -> None:
     """Wait until the daemon (Lease holder) wrote status.loadBalancer of every Service."""
-    api = scenario.api
+    api = store
     wait_until(
         lambda: (
             sum(
@@ -523,12 +532,9 @@ def wait_status_writes(scenario: Scenario, count: int, timeout: float) -> None:
     )
 
 
-def clear_services(scenario: Scenario) -> None:
-    api = scenario.api
+def clear_services(store: KubeStore) -> None:
     for kind in ("EndpointSlice", "Service"):
-        for obj in api.items(kind):
-            meta = obj["metadata"]
-            api.delete(kind, meta["name"], meta.get("namespace"))
+        store.delete_all(kind)
 
 
 def measure_idle(roles: dict[str, int], seconds: float) -> dict[str, float]:
@@ -653,15 +659,17 @@ def phase_cold(
 ) -> None:
     n = result.n
     assert scenario.frr is not None
-    clear_services(scenario)
-    scenario.api.put_many(service_objects(n, args.allocated or args.ipam))
+    clear_services(args.store)
+    args.store.put_many(service_objects(n, args.allocated or args.ipam))  # not timed
     fresh_frr(scenario.frr)
+    api_before = cpu_of(api_role(args))
     started = time.monotonic()
     pid = start_daemon(scenario, bench_config(scenario, args))
     profiler.start(pid, f"cold-{n}")
     try:
         arrival = watch_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
         cpu = cpu_of(process_roles(pid))
+        cpu.update({r: used - api_before[r] for r, used in cpu_of(api_role(args)).items()})
     finally:
         profiler.stop()
     result.cold_s = arrival.done - started
@@ -679,7 +687,7 @@ def phase_cold(
         # Idle means after the Lease holder has written every Service's status (the
         # MODIFIED events those writes cause are part of converging, not of idling).
         if not args.not_leader:
-            wait_status_writes(scenario, n, args.timeout)
+            wait_status_writes(args.store, n, args.timeout)
         time.sleep(2.0)
         roles = process_roles(pid)
         profiler.start(pid, f"idle-{n}")
@@ -707,9 +715,15 @@ def store_cpu(result: Result, phase: str, cpu: dict[str, float]) -> None:
     for role, key in (("kvip-bgp", "kvip"), ("exabgp", "exabgp"), ("relay", "relay")):
         setattr(result, f"{phase}_cpu_{key}_s", cpu.get(role, float("nan")))
     setattr(result, f"{phase}_cpu_bfd_s", cpu.get("bfd", float("nan")))
+    setattr(result, f"{phase}_cpu_api_s", cpu.get("fake-api", float("nan")))
     exabgp = cpu.get("exabgp", float("nan"))
     ratio = cpu.get("kvip-bgp", float("nan")) / exabgp if exabgp else float("nan")
     setattr(result, f"{phase}_cpu_ratio", ratio)
+
+
+def api_role(args: argparse.Namespace) -> dict[str, int]:
+    """``{"fake-api": pid}`` of the fake API process; empty when it runs in ours."""
+    return {} if args.api_process is None else {"fake-api": args.api_process.pid}
 
 
 def cpu_text(cpu: dict[str, float]) -> str:
@@ -721,7 +735,7 @@ def phase_burst(
 ) -> None:
     n = result.n
     assert scenario.frr is not None
-    clear_services(scenario)
+    clear_services(args.store)
     fresh_frr(scenario.frr)
     pid = start_daemon(scenario, bench_config(scenario, args))
     try:
@@ -734,16 +748,14 @@ def phase_burst(
         raise TimeoutError(f"{error}\n{scenario.log_tail()}") from None
     time.sleep(1.0)
     objects = list(service_objects(n))
-    api = scenario.api
-    roles = process_roles(pid)
+    api: KubeStore = args.store
+    roles = {**process_roles(pid), **api_role(args)}
     profiler.start(pid, f"burst-{n}")
     try:
         before = cpu_of(roles)
         started = time.monotonic()
         for obj in objects:
-            # One create per call, as a client would send them; put_many of one object
-            # skips the copy of the stored object that put returns and we would discard.
-            api.put_many((obj,))
+            api.create(obj)  # one create per call, as a client would send them
         result.burst_api_s = time.monotonic() - started
         done = wait_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
         cpu = {role: used - before[role] for role, used in cpu_of(roles).items()}
@@ -765,15 +777,15 @@ def settled_with_receiver(
     also peers with the receiver, every prefix at FRR and the receiver, statuses written
     (unless ``--not-leader``), then a moment of quiet. Returns the receiver and the pid."""
     assert scenario.frr is not None
-    clear_services(scenario)
-    scenario.api.put_many(objects)
+    clear_services(args.store)
+    args.store.put_many(objects)
     receiver = receiver_of(scenario, args)
     fresh_frr(scenario.frr)
     pid = start_daemon(scenario, bench_config(scenario, args, receiver=True))
     wait_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
     receiver.wait(lambda: len(receiver.present) >= n, args.timeout, f"{n} prefixes")
     if not args.not_leader:
-        wait_status_writes(scenario, n, args.timeout)
+        wait_status_writes(args.store, n, args.timeout)
     time.sleep(2.0)
     return receiver, pid
 
@@ -784,7 +796,7 @@ def phase_latency(
     n = result.n
     receiver, pid = settled_with_receiver(scenario, args, n, service_objects(n))
     assert scenario.frr is not None
-    api = scenario.api
+    api: KubeStore = args.store
     samples: list[tuple[str, float]] = []
     profiler.start(pid, f"latency-{n}")
     try:
@@ -879,7 +891,7 @@ def phase_churn(
     receiver, pid = settled_with_receiver(scenario, args, n, churn_objects(n))
     assert scenario.frr is not None
     roles = process_roles(pid)
-    api = scenario.api
+    api: KubeStore = args.store
     local = list(range(0, n, CHURN_LOCAL_EVERY))
     cluster = [i for i in range(n) if i % CHURN_LOCAL_EVERY]
     ready = dict.fromkeys(local, True)
@@ -1121,20 +1133,39 @@ def write_results(out: Path, meta: dict[str, Any], results: Sequence[Result]) ->
 # ------------------------------------------------------------------------- main
 
 
+def start_api(scenario: Scenario, args: argparse.Namespace) -> None:
+    """``args.store``/``kubeconfig``/``api_process``: the fake API the phases write to."""
+    if args.api == "in-process":
+        args.store, args.kubeconfig, args.api_process = (
+            InMemoryStore(scenario.api),
+            scenario.kubeconfig,
+            None,
+        )
+        return
+    lab = scenario.lab
+    args.api_process = FakeApiProcess(lab, lab.node, lab.workdir / "fakeapi")
+    args.store, args.kubeconfig = args.api_process.client, args.api_process.kubeconfig
+    say(f"fake API: its own process (pid {args.api_process.pid}) at {args.api_process.url}")
+
+
 def run(args: argparse.Namespace) -> list[Result]:
     results: list[Result] = []
     profiler = Profiler(args.profile)
     with Scenario(
-        prefix=args.prefix, topology=add_receiver_link, keep_workdir=args.keep
+        kubernetes=args.api == "in-process",
+        prefix=args.prefix,
+        topology=add_receiver_link,
+        keep_workdir=args.keep,
     ) as scenario:
         say(f"lab work directory: {scenario.lab.workdir}")
-        scenario.api.put(node())
+        start_api(scenario, args)
+        args.store.put(node())
         if args.bfd:
             from kvip_bgp.testing.bfdd import Bfdd
 
             Bfdd(scenario.lab)
         if args.not_leader:
-            scenario.api.put(foreign_lease())
+            args.store.put(foreign_lease())
         for n in args.sizes:
             result = Result(n)
             results.append(result)
@@ -1236,9 +1267,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--allocated): what the first allocation pass adds to a leader's cold start; "
         "use with --phases cold",
     )
+    parser.add_argument(
+        "--api",
+        choices=("process", "in-process"),
+        default="process",
+        help="the fake Kubernetes API in its own process, written to over HTTP (default, "
+        "as a real API server would be) or in the bench's process, written to in memory",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the lab's work directory")
     parser.add_argument("--profile", type=Path, help="also write py-spy raw profiles here")
-    parser.set_defaults(receiver=None)  # receiver_of: shared by the latency and churn phases
+    parser.set_defaults(
+        receiver=None, store=None, kubeconfig=None, api_process=None
+    )  # receiver_of: shared by the latency and churn phases
     return parser.parse_args(argv)
 
 
