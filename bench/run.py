@@ -53,23 +53,28 @@ daemon and its children with py-spy (not used for the timing table: it slows the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as dt
 import ipaddress
 import json
 import os
 import platform
+import shlex
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bench.stats import PHASE_METRICS, Metric, Summary, repeat_table, schedule
 from kvip_bgp.bgp.config import exabgp_environment
 from kvip_bgp.testing.fakeapi_remote import FakeApiProcess, InMemoryStore, KubeStore
 from kvip_bgp.testing.frr import FrrPeer
@@ -456,6 +461,7 @@ class Profiler:
 
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
+        self.tag = ""  # appended to the file names (repeated runs do not overwrite)
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, pid: int, name: str) -> None:
@@ -476,7 +482,7 @@ class Profiler:
                 "--format",
                 "raw",
                 "--output",
-                str(self.directory / f"{name}.txt"),
+                str(self.directory / f"{name}{self.tag}.txt"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -489,10 +495,11 @@ class Profiler:
             self._proc = None
 
 
-def start_daemon(scenario: Scenario, config: dict[str, Any]) -> int:
+def start_daemon(scenario: Scenario, config: dict[str, Any], source: Path | None = None) -> int:
+    """The daemon of checkout ``source`` (``--compare``; None: the bench's own)."""
     if scenario._log_handle is not None:
         scenario._log_handle.close()
-    proc = scenario.start_daemon(config)
+    proc = scenario.start_daemon(config, source)
     return proc.pid
 
 
@@ -570,6 +577,8 @@ def foreign_lease() -> dict[str, Any]:
 @dataclass
 class Result:
     n: int
+    version: str = ""  # the daemon's checkout (git describe); --compare runs two
+    rep: int = 0  # which repetition of --repeat
     baseline_cold_s: float = float("nan")
     baseline_warm_s: float = float("nan")
     cold_s: float = float("nan")
@@ -664,7 +673,7 @@ def phase_cold(
     fresh_frr(scenario.frr)
     api_before = cpu_of(api_role(args))
     started = time.monotonic()
-    pid = start_daemon(scenario, bench_config(scenario, args))
+    pid = start_daemon(scenario, bench_config(scenario, args), args.source)
     profiler.start(pid, f"cold-{n}")
     try:
         arrival = watch_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
@@ -737,7 +746,7 @@ def phase_burst(
     assert scenario.frr is not None
     clear_services(args.store)
     fresh_frr(scenario.frr)
-    pid = start_daemon(scenario, bench_config(scenario, args))
+    pid = start_daemon(scenario, bench_config(scenario, args), args.source)
     try:
         wait_until(
             lambda: scenario.http("/readyz")[0] == 200,
@@ -781,7 +790,7 @@ def settled_with_receiver(
     args.store.put_many(objects)
     receiver = receiver_of(scenario, args)
     fresh_frr(scenario.frr)
-    pid = start_daemon(scenario, bench_config(scenario, args, receiver=True))
+    pid = start_daemon(scenario, bench_config(scenario, args, receiver=True), args.source)
     wait_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
     receiver.wait(lambda: len(receiver.present) >= n, args.timeout, f"{n} prefixes")
     if not args.not_leader:
@@ -993,7 +1002,7 @@ TARGETS: dict[str, dict[str, Any]] = {
 }
 
 
-def machine() -> dict[str, str]:
+def machine() -> dict[str, Any]:
     def sh(*argv: str) -> str:
         return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip()
 
@@ -1148,8 +1157,93 @@ def start_api(scenario: Scenario, args: argparse.Namespace) -> None:
     say(f"fake API: its own process (pid {args.api_process.pid}) at {args.api_process.url}")
 
 
-def run(args: argparse.Namespace) -> list[Result]:
-    results: list[Result] = []
+PHASE_ORDER = ("baseline", "cold", "burst", "latency", "churn")
+THIS_CHECKOUT = BENCH_DIR.parent
+
+
+@dataclass(frozen=True)
+class Version:
+    """A daemon to measure: its label in the tables and the checkout it runs from."""
+
+    label: str
+    source: Path
+
+
+def git(*argv: str, cwd: Path = THIS_CHECKOUT) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(cwd), *argv], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+@contextlib.contextmanager
+def versions_of(args: argparse.Namespace) -> Iterator[list[Version]]:
+    """This checkout and, with ``--compare REV``, REV checked out in a temporary
+    ``git worktree`` (removed afterwards). Both daemons run with this venv's interpreter
+    and this checkout's fake API, FRR and bench."""
+    this = git("describe", "--always", "--dirty")
+    if args.compare is None:
+        yield [Version(this, THIS_CHECKOUT)]
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=f"{args.prefix}compare-"))
+    source = tmp / "src"
+    git("worktree", "add", "--detach", str(source), args.compare)
+    try:
+        other = git("describe", "--always", cwd=source)
+        if other == this:
+            this, other = f"{this} (A)", f"{other} (B)"
+        say(f"comparing {this} (this checkout) with {other} ({args.compare}, in {source})")
+        yield [Version(this, THIS_CHECKOUT), Version(other, source)]
+    finally:
+        subprocess.run(
+            ["git", "-C", str(THIS_CHECKOUT), "worktree", "remove", "--force", str(source)],
+            check=False,
+        )
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_baselines(scenario: Scenario, result: Result, args: argparse.Namespace) -> None:
+    n = result.n
+    batch = args.batch or n
+    cold = run_baseline(scenario, n, batch, 0.0, args.timeout)
+    warm = run_baseline(scenario, n, batch, 1.0, args.timeout)
+    result.baseline_cold_s, result.baseline_warm_s = cold.cold_s, warm.warm_s
+    result.baseline_cold_cpu_exabgp_s = cold.cpu_exabgp_s
+    result.baseline_cold_cpu_feeder_s = cold.cpu_feeder_s
+    result.baseline_warm_cpu_exabgp_s = warm.cpu_exabgp_s
+    result.baseline_warm_cpu_feeder_s = warm.cpu_feeder_s
+    say(
+        f"N={n} baseline (ExaBGP alone, {batch} prefixes/line): cold "
+        f"{result.baseline_cold_s:.2f} s (CPU ExaBGP {cold.cpu_exabgp_s:.2f} s, "
+        f"feeder {cold.cpu_feeder_s:.2f} s), warm {result.baseline_warm_s:.2f} s "
+        f"(CPU ExaBGP {warm.cpu_exabgp_s:.2f} s, feeder {warm.cpu_feeder_s:.2f} s)"
+    )
+
+
+def phases_of(args: argparse.Namespace) -> list[str]:
+    wanted = set(args.phases)
+    if args.changes <= 0:
+        wanted.discard("latency")
+    if not args.churn_rates:
+        wanted.discard("churn")
+    return [phase for phase in PHASE_ORDER if phase in wanted]
+
+
+def run(args: argparse.Namespace, versions: Sequence[Version]) -> list[Result]:
+    """Every step of ``bench.stats.schedule``: per N and repetition the baseline, then
+    each phase once per version, alternating. One ``Result`` per (N, repetition,
+    version), holding that repetition's baseline; the ratios are against it."""
+    daemon_phases: dict[str, Callable[[Scenario, Result, argparse.Namespace, Profiler], None]]
+    daemon_phases = {
+        "cold": phase_cold,
+        "burst": phase_burst,
+        "latency": phase_latency,
+        "churn": phase_churn,
+    }
+    sources = {v.label: v.source for v in versions}
+    steps = list(schedule(args.sizes, phases_of(args), args.repeat, list(sources)))
+    results: dict[tuple[int, int, str], Result] = {}
+    baselines: dict[tuple[int, int], Result] = {}
     profiler = Profiler(args.profile)
     with Scenario(
         kubernetes=args.api == "in-process",
@@ -1166,35 +1260,32 @@ def run(args: argparse.Namespace) -> list[Result]:
             Bfdd(scenario.lab)
         if args.not_leader:
             args.store.put(foreign_lease())
-        for n in args.sizes:
-            result = Result(n)
-            results.append(result)
-            batch = args.batch or n
-            if "baseline" in args.phases:
-                cold = run_baseline(scenario, n, batch, 0.0, args.timeout)
-                warm = run_baseline(scenario, n, batch, 1.0, args.timeout)
-                result.baseline_cold_s, result.baseline_warm_s = cold.cold_s, warm.warm_s
-                result.baseline_cold_cpu_exabgp_s = cold.cpu_exabgp_s
-                result.baseline_cold_cpu_feeder_s = cold.cpu_feeder_s
-                result.baseline_warm_cpu_exabgp_s = warm.cpu_exabgp_s
-                result.baseline_warm_cpu_feeder_s = warm.cpu_feeder_s
-                say(
-                    f"N={n} baseline (ExaBGP alone, {batch} prefixes/line): cold "
-                    f"{result.baseline_cold_s:.2f} s (CPU ExaBGP {cold.cpu_exabgp_s:.2f} s, "
-                    f"feeder {cold.cpu_feeder_s:.2f} s), warm {result.baseline_warm_s:.2f} s "
-                    f"(CPU ExaBGP {warm.cpu_exabgp_s:.2f} s, feeder {warm.cpu_feeder_s:.2f} s)"
-                )
-            if "cold" in args.phases:
-                phase_cold(scenario, result, args, profiler)
-            if "burst" in args.phases:
-                phase_burst(scenario, result, args, profiler)
-            result.cold_ratio = result.cold_s / result.baseline_cold_s
-            result.burst_ratio = result.burst_s / result.baseline_warm_s
-            if "latency" in args.phases and n == max(args.sizes) and args.changes > 0:
-                phase_latency(scenario, result, args, profiler)
-            if "churn" in args.phases and n == max(args.sizes) and args.churn_rates:
-                phase_churn(scenario, result, args, profiler)
-    return results
+        for step in steps:
+            if step.version is None:
+                baseline = baselines[(step.n, step.rep)] = Result(step.n, rep=step.rep)
+                run_baselines(scenario, baseline, args)
+                continue
+            key = (step.n, step.rep, step.version)
+            result = results.get(key)
+            if result is None:
+                result = results[key] = Result(step.n, version=step.version, rep=step.rep)
+                base = baselines.get((step.n, step.rep))
+                for name in BASELINE_FIELDS if base is not None else ():
+                    setattr(result, name, getattr(base, name))
+            if len(versions) > 1 or args.repeat > 1:
+                say(f"-- {step.phase} at N={step.n}, {step.version}, run {step.rep + 1}")
+                profiler.tag = f"-{len(results)}"
+            args.source = sources[step.version]
+            daemon_phases[step.phase](scenario, result, args, profiler)
+    for result in results.values():
+        result.cold_ratio = result.cold_s / result.baseline_cold_s
+        result.burst_ratio = result.burst_s / result.baseline_warm_s
+    measured = {(r.n, r.rep) for r in results.values()}
+    alone = [b for key, b in baselines.items() if key not in measured]
+    return sorted([*results.values(), *alone], key=lambda r: (r.n, r.rep))
+
+
+BASELINE_FIELDS = tuple(f.name for f in fields(Result) if f.name.startswith("baseline_"))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -1274,15 +1365,85 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the fake Kubernetes API in its own process, written to over HTTP (default, "
         "as a real API server would be) or in the bench's process, written to in memory",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every phase K times (per N; the baseline again each time) and print "
+        "medians and ranges",
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="REV",
+        help="also run the daemon of git revision REV (a temporary worktree, same venv), "
+        "alternating with this checkout's phase by phase; prints both and the ratio of "
+        "the medians",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the lab's work directory")
     parser.add_argument("--profile", type=Path, help="also write py-spy raw profiles here")
-    parser.set_defaults(
-        receiver=None, store=None, kubeconfig=None, api_process=None
-    )  # receiver_of: shared by the latency and churn phases
+    # receiver_of: shared by the latency and churn phases; start_api: the fake API;
+    # source: the checkout whose daemon runs (run_versions).
+    parser.set_defaults(receiver=None, store=None, kubeconfig=None, api_process=None, source=None)
     return parser.parse_args(argv)
 
 
+def flat_rows(results: Sequence[Result]) -> list[dict[str, Any]]:
+    """``asdict`` of each result with its churn rows flattened to ``churn_<rate>_<field>``
+    (what ``bench.stats`` aggregates)."""
+    rows = []
+    for result in results:
+        row = asdict(result)
+        for churn in row.pop("churn"):
+            for key, value in churn.items():
+                row[f"churn_{churn['rate']:g}_{key}"] = value
+        rows.append(row)
+    return rows
+
+
+def churn_metrics(rates: Sequence[float]) -> list[Metric]:
+    metrics: list[Metric] = []
+    for rate in rates:
+        prefix = f"churn_{rate:g}"
+        metrics += [
+            (f"{prefix}_cpu_kvip_pct", f"{rate:g}/s: CPU kvip-bgp %", 1),
+            (f"{prefix}_cpu_exabgp_pct", f"{rate:g}/s: CPU ExaBGP %", 1),
+            (f"{prefix}_flip_p99_ms", f"{rate:g}/s: flip p99 ms", 1),
+            (f"{prefix}_max_queue_depth", f"{rate:g}/s: max queue depth", 0),
+        ]
+    return metrics
+
+
+def median_result(rows: Sequence[dict[str, Any]], version: str, n: int) -> Result:
+    """A ``Result`` holding the median of each measured figure (for the verdicts)."""
+    result = Result(n, version=version)
+    for f in fields(Result):
+        if f.type in ("float", float):
+            values = [row[f.name] for row in rows if row["version"] == version and row["n"] == n]
+            setattr(result, f.name, Summary.of(values).median)
+    return result
+
+
+def header(meta: dict[str, Any], argv: Sequence[str], versions: Sequence[Version]) -> str:
+    """What the tables below were measured on and with, to paste above them."""
+    compared = (
+        f", compared with `{versions[1].label}` (`--compare {meta['compare']}`)"
+        if len(versions) > 1
+        else ""
+    )
+    return "\n".join(
+        [
+            f"kvip-bgp bench, {meta['date']}, commit `{versions[0].label}`{compared}",
+            f"machine: {meta['nproc']} cores, {meta['memory_gib']} GiB, Linux {meta['kernel']},"
+            f" Python {meta['python']}, ExaBGP {meta['exabgp']}, {meta['frr']}; load average "
+            f"at start {meta['loadavg_at_start']}",
+            f"mode: VIP binding {meta['binding']}; fake API {meta['api']}",
+            f"command: `python -m bench.run {shlex.join(argv)}`",
+        ]
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if os.geteuid() != 0:
         print("make bench needs root (network namespaces)", file=sys.stderr)
@@ -1291,24 +1452,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta["binding"] = (
         "none" if args.bind_interface is None else f"{args.bind} on {args.bind_interface}"
     )
-    results = run(args)
+    meta["api"] = "in its own process" if args.api == "process" else "in the bench's process"
+    meta["compare"] = args.compare
+    meta["repeat"] = args.repeat
+    meta["command"] = ["python", "-m", "bench.run", *argv]
+    with versions_of(args) as versions:
+        meta["versions"] = {v.label: str(v.source) for v in versions}
+        results = run(args, versions)
     path = write_results(args.out, meta, results)
     print()
-    print(
-        f"kvip-bgp bench, {meta['date']}: {meta['nproc']} cores, {meta['memory_gib']} GiB, "
-        f"Linux {meta['kernel']}, Python {meta['python']}, ExaBGP {meta['exabgp']}, {meta['frr']}; "
-        f"VIP binding: {meta['binding']}"
-    )
-    print(table(results))
+    print(header(meta, argv, versions))
     print()
-    print(cpu_table(results))
-    if any(r.churn for r in results):
+    labels = [v.label for v in versions]
+    if len(versions) == 1 and args.repeat == 1:
+        print(table(results))
         print()
-        print(churn_table(results))
-    for result in results:
+        print(cpu_table(results))
+        if any(r.churn for r in results):
+            print()
+            print(churn_table(results))
+        checked = [r for r in results if r.version]
+    else:
+        rows = flat_rows(results)
+        phases = phases_of(args)
+        metrics = {**PHASE_METRICS, "churn": churn_metrics(args.churn_rates)}
+        print(f"{args.repeat} runs of each, alternating; median (min-max) of the runs:")
+        print(repeat_table(rows, labels, args.sizes, phases, metrics))
+        checked = [median_result(rows, labels[0], n) for n in args.sizes]
+        print(f"\nTargets, against the medians of {labels[0]} (churn rows: see the table):")
+    for result in checked:
         for line in verdicts(result):
             print(line)
-    print(f"results: {path}")
+    print(f"results (every sample): {path}")
     return 0
 
 
