@@ -584,6 +584,7 @@ class Result:
     cold_s: float = float("nan")
     burst_s: float = float("nan")
     burst_api_s: float = float("nan")
+    burst_tail_s: float = float("nan")  # from the last write to N at FRR
     cold_ratio: float = float("nan")
     burst_ratio: float = float("nan")
     rss_kvip_mb: float = float("nan")
@@ -771,6 +772,7 @@ def phase_burst(
     finally:
         profiler.stop()
     result.burst_s = done - started
+    result.burst_tail_s = result.burst_s - result.burst_api_s
     store_cpu(result, "burst", cpu)
     say(
         f"N={n} burst: {result.burst_s:.2f} s (API took the writes in "

@@ -108,6 +108,7 @@ PHASE_METRICS: Mapping[str, Sequence[Metric]] = {
         ("burst_s", "burst s", 2),
         ("burst_ratio", "burst / baseline warm", 2),
         ("burst_api_s", "of it API writes s", 2),
+        ("burst_tail_s", "last write → N at FRR s", 2),
         ("burst_cpu_kvip_s", "kvip-bgp CPU-s", 2),
         ("burst_cpu_exabgp_s", "ExaBGP CPU-s", 2),
         ("burst_cpu_ratio", "CPU kvip-bgp / ExaBGP", 2),
