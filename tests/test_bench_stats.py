@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench import run as bench
+from bench import report
+from bench.results import ChurnResult, Result, Version
 from bench.stats import Step, Summary, ratio, repeat_table, schedule, summarize
 
 
@@ -142,14 +143,14 @@ def test_repeat_table_one_version_has_no_ratio_column() -> None:
 
 
 def test_flat_rows_and_median_result() -> None:
-    one = bench.Result(150, version="A", rep=0, cold_s=1.0)
-    one.churn.append(bench.ChurnResult(500.0, 60.0, cpu_kvip_pct=20.0))
-    two = bench.Result(150, version="A", rep=1, cold_s=3.0)
-    two.churn.append(bench.ChurnResult(500.0, 60.0, cpu_kvip_pct=40.0))
-    rows = bench.flat_rows([one, two])
+    one = Result(150, version="A", rep=0, cold_s=1.0)
+    one.churn.append(ChurnResult(500.0, 60.0, cpu_kvip_pct=20.0))
+    two = Result(150, version="A", rep=1, cold_s=3.0)
+    two.churn.append(ChurnResult(500.0, 60.0, cpu_kvip_pct=40.0))
+    rows = report.flat_rows([one, two])
     assert [row["churn_500_cpu_kvip_pct"] for row in rows] == [20.0, 40.0]
     assert "churn" not in rows[0]
-    median = bench.median_result(rows, "A", 150)
+    median = report.median_result(rows, "A", 150)
     assert median.cold_s == 2.0 and math.isnan(median.burst_s)
 
 
@@ -167,8 +168,8 @@ def test_header_names_commit_machine_mode_and_command() -> None:
         "api": "in its own process",
         "compare": "e10326d",
     }
-    versions = [bench.Version("abc-dirty", Path(".")), bench.Version("e10326d", Path("/tmp"))]
-    lines = bench.header(meta, ["--repeat", "2", "--compare", "e10326d"], versions).splitlines()
+    versions = [Version("abc-dirty", Path(".")), Version("e10326d", Path("/tmp"))]
+    lines = report.header(meta, ["--repeat", "2", "--compare", "e10326d"], versions).splitlines()
     assert lines[0] == (
         "kvip-bgp bench, 2026-12-02 03:13 UTC, commit `abc-dirty`, compared with "
         "`e10326d` (`--compare e10326d`)"
@@ -176,5 +177,5 @@ def test_header_names_commit_machine_mode_and_command() -> None:
     assert lines[1].startswith("machine: 2 cores, 23 GiB, Linux 6.18, Python 3.11.7")
     assert lines[2] == "mode: VIP binding address on lo; fake API in its own process"
     assert lines[3] == "command: `python -m bench.run --repeat 2 --compare e10326d`"
-    single = bench.header(meta, [], versions[:1]).splitlines()
+    single = report.header(meta, [], versions[:1]).splitlines()
     assert single[0] == "kvip-bgp bench, 2026-12-02 03:13 UTC, commit `abc-dirty`"
