@@ -62,6 +62,7 @@ class Result:
     announce_p50_ms: float = float("nan")
     stop_s: float = float("nan")
     first_route_s: float = float("nan")
+    session_s: float = float("nan")  # exec -> FRR shows the session Established
     baseline_cold_cpu_exabgp_s: float = float("nan")
     baseline_cold_cpu_feeder_s: float = float("nan")
     baseline_warm_cpu_exabgp_s: float = float("nan")
@@ -72,6 +73,9 @@ class Result:
     cold_cpu_bfd_s: float = float("nan")
     cold_cpu_api_s: float = float("nan")
     cold_cpu_ratio: float = float("nan")
+    # CPU of short-lived children kvip-bgp and its processes started and reaped during
+    # the cold start (cutime+cstime at N): 0 says the per-process figures miss nothing.
+    cold_cpu_reaped_s: float = float("nan")
     burst_cpu_kvip_s: float = float("nan")
     burst_cpu_exabgp_s: float = float("nan")
     burst_cpu_relay_s: float = float("nan")

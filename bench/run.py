@@ -39,7 +39,8 @@ call), always late, never early.
 CPU-seconds (utime+stime from /proc) per process: kvip-bgp's main process, the ExaBGP it
 runs, ExaBGP's relay helper, the BFD process (with ``--bfd``) and the fake API process.
 Cold start: from exec to the poll that sees N at FRR, read at that moment (while they
-run: the processes are long-lived, /proc has nothing for them once reaped). Burst: the
+run: the processes are long-lived, /proc has nothing for them once reaped; the CPU of
+children started and reaped meanwhile is ``cold_cpu_reaped_s`` in the JSON). Burst: the
 difference between just before the first write and the poll that sees N. The CPU ratio
 is kvip-bgp's CPU-seconds over those of its own ExaBGP child in the same phase (the
 issue's "kvip-bgp CPU-seconds <= half of ExaBGP's"); the baseline's ExaBGP and feeder
@@ -95,6 +96,7 @@ from kvip_bgp.testing.procfs import (
     cpu_seconds,
     process_roles,
     process_sample,
+    reaped_children_cpu_seconds,
 )
 from kvip_bgp.testing.scenario import NODE_ASN, TOR_ASN, Scenario, daemon_config
 
@@ -636,16 +638,21 @@ def phase_cold(
     profiler.start(pid, f"cold-{n}")
     try:
         arrival = watch_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
-        cpu = cpu_of(process_roles(pid))
+        roles = process_roles(pid)
+        cpu = cpu_of(roles)
         cpu.update({r: used - api_before[r] for r, used in cpu_of(api_role(args)).items()})
+        reaped = sum(reaped_children_cpu_seconds(p) for p in roles.values())
     finally:
         profiler.stop()
     result.cold_s = arrival.done - started
     result.first_route_s = arrival.first - started
+    result.session_s = arrival.established - started
     store_cpu(result, "cold", cpu)
+    result.cold_cpu_reaped_s = reaped
     say(
-        f"N={n} cold start: {result.cold_s:.2f} s, first route at FRR after "
-        f"{result.first_route_s:.2f} s; {cpu_text(cpu)}"
+        f"N={n} cold start: {result.cold_s:.2f} s, session up at FRR after "
+        f"{result.session_s:.2f} s, first route after {result.first_route_s:.2f} s; "
+        f"{cpu_text(cpu)}"
     )
     if args.bfd:
         bfd_cold_start_report(scenario, result)

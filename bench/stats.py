@@ -96,6 +96,7 @@ PHASE_METRICS: Mapping[str, Sequence[Metric]] = {
     "cold": (
         ("cold_s", "cold start s", 2),
         ("cold_ratio", "cold / baseline cold", 2),
+        ("session_s", "exec → session up at FRR s", 2),
         ("first_route_s", "exec → first route s", 2),
         ("cold_cpu_kvip_s", "kvip-bgp CPU-s", 2),
         ("cold_cpu_exabgp_s", "ExaBGP CPU-s", 2),

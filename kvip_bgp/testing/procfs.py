@@ -119,6 +119,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def reaped_children_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of ``pid``'s children that exited and were waited for
+    (cutime+cstime; NaN once ``pid`` is gone): what ``cpu_seconds`` of the living
+    processes cannot show."""
+    fields = _stat_fields(pid)
+    if len(fields) < 15:
+        return float("nan")
+    return (int(fields[13]) + int(fields[14])) / CLK_TCK
+
+
 def json_log_lines(path: Path) -> list[dict[str, Any]]:
     """A daemon's JSON log as dicts; a line that is not JSON (a traceback) is kept as
     ``{"event": "unparsed", "line": ...}`` so that nothing it printed is lost."""
