@@ -49,6 +49,13 @@ sees the session Established (the feeder then waits 1 s before its first line, s
 that part of the warm figure is ExaBGP idling) to N at FRR.
 Results go to ``bench-results/`` as CSV and JSON; ``--profile`` additionally samples the
 daemon and its children with py-spy (not used for the timing table: it slows them).
+
+``--repeat K`` runs every phase K times per N, with the baseline again in every
+repetition, and prints each figure's median and range; ``--compare REV`` also runs the
+daemon of git revision REV (a temporary worktree, this venv), alternating with this
+checkout's phase by phase (see ``bench.stats``), and prints the ratio of the medians.
+The JSON keeps every sample. Every table is printed under a header with the date,
+commit, machine, mode and command (``bench.report.header``).
 """
 
 from __future__ import annotations
