@@ -977,8 +977,8 @@ def versions_of(args: argparse.Namespace) -> Iterator[list[Version]]:
         return
     tmp = Path(tempfile.mkdtemp(prefix=f"{args.prefix}compare-"))
     source = tmp / "src"
-    git("worktree", "add", "--detach", str(source), args.compare)
     try:
+        git("worktree", "add", "--detach", str(source), args.compare)
         other = git("describe", "--always", cwd=source)
         if other == this:
             this, other = f"{this} (A)", f"{other} (B)"
