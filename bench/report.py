@@ -74,10 +74,10 @@ def fmt(value: float, digits: int = 2) -> str:
 def table(results: Sequence[Result]) -> str:
     head = (
         "| N | baseline cold s | cold start s | ratio | baseline warm s | burst s | ratio | "
-        "of it API writes s | kvip-bgp RSS MB | ExaBGP RSS MB | idle CPU kvip-bgp % | "
-        "idle CPU ExaBGP % | change p50/p99/max ms | SIGTERM->exit s |"
+        "of it API writes s | API alone s | kvip-bgp RSS MB | ExaBGP RSS MB | "
+        "idle CPU kvip-bgp % | idle CPU ExaBGP % | change p50/p99/max ms | SIGTERM->exit s |"
     )
-    rows = [head, "|" + "---|" * 14]
+    rows = [head, "|" + "---|" * 15]
     for r in results:
         latency = (
             f"{fmt(r.latency_p50_ms, 1)} / {fmt(r.latency_p99_ms, 1)} / {fmt(r.latency_max_ms, 1)}"
@@ -87,7 +87,8 @@ def table(results: Sequence[Result]) -> str:
         rows.append(
             f"| {r.n:,} | {fmt(r.baseline_cold_s)} | {fmt(r.cold_s)} | {fmt(r.cold_ratio)} | "
             f"{fmt(r.baseline_warm_s)} | {fmt(r.burst_s)} | {fmt(r.burst_ratio)} | "
-            f"{fmt(r.burst_api_s)} | {fmt(r.rss_kvip_mb, 1)} | {fmt(r.rss_exabgp_mb, 1)} | "
+            f"{fmt(r.burst_api_s)} | {fmt(r.baseline_api_s)} | {fmt(r.rss_kvip_mb, 1)} | "
+            f"{fmt(r.rss_exabgp_mb, 1)} | "
             f"{fmt(r.idle_cpu_kvip_pct)} | {fmt(r.idle_cpu_exabgp_pct)} | {latency} | "
             f"{fmt(r.stop_s, 1)} |"
         )

@@ -67,6 +67,8 @@ class Result:
     baseline_cold_cpu_feeder_s: float = float("nan")
     baseline_warm_cpu_exabgp_s: float = float("nan")
     baseline_warm_cpu_feeder_s: float = float("nan")
+    baseline_api_s: float = float("nan")  # the burst's creates, no daemon watching
+    baseline_api_cpu_s: float = float("nan")
     cold_cpu_kvip_s: float = float("nan")
     cold_cpu_exabgp_s: float = float("nan")
     cold_cpu_relay_s: float = float("nan")

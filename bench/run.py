@@ -1008,6 +1008,29 @@ def run_baselines(scenario: Scenario, result: Result, args: argparse.Namespace) 
         f"feeder {cold.cpu_feeder_s:.2f} s), warm {result.baseline_warm_s:.2f} s "
         f"(CPU ExaBGP {warm.cpu_exabgp_s:.2f} s, feeder {warm.cpu_feeder_s:.2f} s)"
     )
+    if "burst" in args.phases:
+        api_alone(result, args)
+
+
+def api_alone(result: Result, args: argparse.Namespace) -> None:
+    """The burst's 2 x N creates with no daemon running (no watches): how long the API
+    itself takes them, to set against the burst's "of it API writes"."""
+    clear_services(args.store)
+    objects = list(service_objects(result.n))
+    before = cpu_of(api_role(args))
+    started = time.monotonic()
+    for obj in objects:
+        args.store.create(obj)
+    result.baseline_api_s = time.monotonic() - started
+    after = cpu_of(api_role(args))
+    result.baseline_api_cpu_s = after.get("fake-api", float("nan")) - before.get(
+        "fake-api", float("nan")
+    )
+    clear_services(args.store)
+    say(
+        f"N={result.n} API alone: {len(objects)} creates in {result.baseline_api_s:.2f} s "
+        f"(fake API CPU {result.baseline_api_cpu_s:.2f} s)"
+    )
 
 
 def phases_of(args: argparse.Namespace) -> list[str]:

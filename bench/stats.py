@@ -92,6 +92,8 @@ PHASE_METRICS: Mapping[str, Sequence[Metric]] = {
         ("baseline_warm_s", "ExaBGP alone, warm s", 2),
         ("baseline_cold_cpu_exabgp_s", "its ExaBGP CPU-s, cold", 2),
         ("baseline_warm_cpu_exabgp_s", "its ExaBGP CPU-s, warm", 2),
+        ("baseline_api_s", "API alone: the burst's creates s", 2),
+        ("baseline_api_cpu_s", "API alone: fake API CPU-s", 2),
     ),
     "cold": (
         ("cold_s", "cold start s", 2),
