@@ -17,7 +17,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from bench.results import Result, Version
+from bench.results import ChurnResult, Result, Version
 from bench.stats import Metric, Summary
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -203,13 +203,27 @@ def churn_metrics(rates: Sequence[float]) -> list[Metric]:
     return metrics
 
 
-def median_result(rows: Sequence[dict[str, Any]], version: str, n: int) -> Result:
-    """A ``Result`` holding the median of each measured figure (for the verdicts)."""
+def median_result(
+    rows: Sequence[dict[str, Any]], version: str, n: int, rates: Sequence[float] = ()
+) -> Result:
+    """A ``Result`` holding the median of each measured figure (for the verdicts), with
+    a ``ChurnResult`` of medians for each of ``rates`` that some row measured."""
+    mine = [row for row in rows if row["version"] == version and row["n"] == n]
     result = Result(n, version=version)
     for f in fields(Result):
         if f.type in ("float", float):
-            values = [row[f.name] for row in rows if row["version"] == version and row["n"] == n]
-            setattr(result, f.name, Summary.of(values).median)
+            setattr(result, f.name, Summary.of(row[f.name] for row in mine).median)
+    for rate in rates:
+        prefix = f"churn_{rate:g}_"
+        measured = [row for row in mine if prefix + "rate" in row]
+        if not measured:
+            continue
+        churn = ChurnResult(rate, float(measured[0][prefix + "seconds"]))
+        for f in fields(ChurnResult):
+            if f.type in ("float", float) and f.name not in ("rate", "seconds"):
+                median = Summary.of(row[prefix + f.name] for row in measured).median
+                setattr(churn, f.name, median)
+        result.churn.append(churn)
     return result
 
 

@@ -1233,8 +1233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics = {**PHASE_METRICS, "churn": churn_metrics(args.churn_rates)}
         print(f"{args.repeat} runs of each, alternating; median (min-max) of the runs:")
         print(repeat_table(rows, labels, args.sizes, phases, metrics))
-        checked = [median_result(rows, labels[0], n) for n in args.sizes]
-        print(f"\nTargets, against the medians of {labels[0]} (churn rows: see the table):")
+        checked = [median_result(rows, labels[0], n, args.churn_rates) for n in args.sizes]
+        print(f"\nTargets, against the medians of {labels[0]}:")
     for result in checked:
         for line in verdicts(result):
             print(line)

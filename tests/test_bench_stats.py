@@ -150,8 +150,11 @@ def test_flat_rows_and_median_result() -> None:
     rows = report.flat_rows([one, two])
     assert [row["churn_500_cpu_kvip_pct"] for row in rows] == [20.0, 40.0]
     assert "churn" not in rows[0]
-    median = report.median_result(rows, "A", 150)
+    median = report.median_result(rows, "A", 150, [500.0, 2000.0])
     assert median.cold_s == 2.0 and math.isnan(median.burst_s)
+    (churn,) = median.churn  # 2,000/s was not measured
+    assert (churn.rate, churn.seconds, churn.cpu_kvip_pct) == (500.0, 60.0, 30.0)
+    assert any("500/s cpu_kvip_pct = 30.00" in line for line in report.verdicts(median))
 
 
 def test_header_names_commit_machine_mode_and_command() -> None:
