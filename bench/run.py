@@ -28,7 +28,9 @@ only inside these namespaces):
   the API one by one as fast as it takes them; from the first write to N at FRR.
 - single-change latency (at the largest N): the receiver is a second peer of the
   daemon; ``--changes`` endpoint readiness flips, one at a time (ready -> not ready:
-  withdraw; back: announce); latency = receiver's arrival time - API write time.
+  withdraw; back: announce); latency = receiver's arrival time - the time the bench
+  started the write (with the fake in its own process that includes the PUT's round
+  trip, ~0.3-0.6 ms here, as it would with a real API server).
 
 "N at FRR" is FRR's ``pfxRcd`` for the node, polled every 50 ms (a vtysh call), so
 convergence times carry up to ~60 ms of observation delay; the baseline carries the same.
