@@ -1,0 +1,77 @@
+"""``kube.client`` loads ``kubernetes.client`` and ``kubernetes.config`` only, not the whole
+package: ``kubernetes/__init__.py`` imports ``dynamic`` (jsonschema), ``watch``,
+``stream``, ``leaderelection`` and ``informer`` too, ~50 ms and ~4 MB on the way to the
+first route (docs/performance.md). Each case runs in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: secret-token}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+"""
+
+
+def run(script: str) -> dict[str, object]:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 0, result.stderr
+    report: dict[str, object] = json.loads(result.stdout.splitlines()[-1])
+    return report
+
+
+@pytest.mark.parametrize("first", ["", "import kubernetes"])
+def test_the_client_loads_without_the_packages_other_subpackages(
+    tmp_path: Path, first: str
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG)
+    report = run(
+        f"""\
+        import json, sys
+        {first}
+        from kvip_bgp.kube.client import load_configuration, new_api_client
+        tops = ("kubernetes", "kubernetes_validate")
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in tops)
+        configuration = load_configuration({str(kubeconfig)!r})
+        with new_api_client(configuration) as api:
+            token = api.configuration.api_key
+        import kubernetes.watch  # a subpackage we skipped still imports on demand
+        print(json.dumps({{
+            "dynamic": "kubernetes.dynamic" in loaded,
+            "validate": "kubernetes_validate" in loaded,
+            "host": configuration.host,
+            "token": token,
+            "watch": hasattr(kubernetes.watch, "Watch"),
+            "version": hasattr(sys.modules["kubernetes"], "__version__"),
+        }}))
+        """
+    )
+    assert report["host"] == "https://127.0.0.1:6443"
+    assert "Bearer secret-token" in json.dumps(report["token"])
+    assert report["watch"] is True
+    # Already imported in full (a test, a tool embedding us): used as it is.
+    assert report["version"] is bool(first)
+    assert report["dynamic"] is bool(first)
+    assert report["validate"] is bool(first)
