@@ -136,7 +136,7 @@ class Daemon:
                 "no bgp.peers match this node's labels (node_selector); nothing to peer with"
             )
         from kvip_bgp.bgp.announcer import ExabgpAnnouncer
-        from kvip_bgp.netif.addresses import AddressTable, LocalRouteTable
+        from kvip_bgp.netif.addresses import AddressTable, FamilyTable, LocalRouteTable
         from kvip_bgp.netif.announcer import KernelTableAnnouncer
         from kvip_bgp.netif.netlink import InterfaceError
         from kvip_bgp.netif.routes import RouteTable
@@ -155,7 +155,11 @@ class Daemon:
         addresses = None
         if config.vips.interface is not None:
             try:
-                table = LocalRouteTable if config.vips.bind == "local-route" else AddressTable
+                table = {
+                    "address": AddressTable,
+                    "local-route": LocalRouteTable,
+                    "by-family": FamilyTable,
+                }[config.vips.bind]
                 addresses = table(config.vips.interface)
             except InterfaceError as error:
                 if bfd is not None:

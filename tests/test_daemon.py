@@ -204,7 +204,7 @@ def test_netlink_tables_are_closed_only_after_the_reconciler_ended(
     closed_while: list[bool] = []
     release = threading.Event()
     monkeypatch.setattr(exabgp_process, "ExabgpProcess", lambda path, env: RecordingProcess(calls))
-    monkeypatch.setattr(addresses, "AddressTable", lambda name: RecordingTable(closed_while))
+    monkeypatch.setattr(addresses, "FamilyTable", lambda name: RecordingTable(closed_while))
     if not stops:
         monkeypatch.setattr(app, "Reconciler", lambda *a, **k: StubbornReconciler(release))
     config = load(write_config(tmp_path, None, interface="lo"))

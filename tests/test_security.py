@@ -103,7 +103,7 @@ def test_injection_attempts_are_refused_with_events(lab_required: None) -> None:
         reasons = {s["service"]: s["reason"] for s in scenario.status()["services"]}
         for key in wanted:
             assert str(reasons[key]).startswith("invalid-annotation:"), (key, reasons[key])
-        assert GOOD in scenario.addresses() and len(scenario.addresses()) == 1
+        assert GOOD in scenario.bound() and len(scenario.bound()) == 1
         scenario.assert_daemon_alive()
 
 
@@ -181,7 +181,7 @@ def test_hijack_attempts_are_refused(lab_required: None) -> None:
             key = f"{namespace}/{name}"
             assert str(reasons[key]).startswith(reason), (key, reasons[key])
         assert str(reasons["default/spec-prefix"]).startswith("invalid-annotation")
-        assert scenario.addresses() == {GOOD, "198.51.100.131"}
+        assert scenario.bound() == {GOOD, "198.51.100.131"}
 
 
 def test_namespaced_range_inside_a_wider_range_stays_reserved(lab_required: None) -> None:
