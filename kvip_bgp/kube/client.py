@@ -22,9 +22,7 @@ during an outage is missed; nothing is ever withdrawn because the API is unreach
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -32,27 +30,9 @@ from urllib.parse import quote
 
 import structlog
 
+from kvip_bgp.runtime.imports import register_without_init
 
-def _register_without_init(package: str) -> None:
-    """Make ``package`` importable without running its ``__init__``.
-
-    ``kubernetes/__init__.py`` imports every subpackage: ``dynamic`` (with
-    ``kubernetes_validate`` and jsonschema), ``watch``, ``stream``, ``leaderelection``,
-    ``informer``, none of which we use. On the way to the first route that is ~50 ms of
-    CPU and ~4 MB resident (docs/performance.md). Registering the package's module
-    object unexecuted (its ``__path__`` set, as the import system would) lets
-    ``kubernetes.client`` and ``kubernetes.config`` load on their own; a later ``import``
-    of any other subpackage still works. Nothing here if it is already imported.
-    """
-    if package in sys.modules:
-        return
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.submodule_search_locations is None:
-        return  # not installed as a regular package: let the import below say so
-    sys.modules[package] = importlib.util.module_from_spec(spec)
-
-
-_register_without_init("kubernetes")
+register_without_init("kubernetes")  # see runtime.imports
 
 from kubernetes import client as k8s  # noqa: E402 (after the package's registration)
 from kubernetes import config as k8s_config  # noqa: E402

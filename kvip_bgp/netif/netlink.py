@@ -28,36 +28,17 @@ Used by the reconciler thread only; the netlink sockets are never shared.
 from __future__ import annotations
 
 import errno
-import importlib.util
 import socket
 import struct
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import structlog
 
+from kvip_bgp.runtime.imports import register_without_init
 
-def _register_without_init(package: str) -> None:
-    """Make ``package`` importable without running its ``__init__``.
-
-    ``pyroute2/__init__.py`` imports every socket family it has (IPDB, NDB, nftables,
-    WireGuard, nl80211...): 189 modules where the ones below need 118, ~40 ms and ~6 MB
-    resident on the way to the first route (docs/performance.md). Registering the
-    package's module object unexecuted (``__path__`` set, as the import system would)
-    lets the submodules we use load on their own. Nothing here if it is already
-    imported. (kube.client does the same for ``kubernetes``.)
-    """
-    if package in sys.modules:
-        return
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.submodule_search_locations is None:
-        return  # not installed as a regular package: let the import below say so
-    sys.modules[package] = importlib.util.module_from_spec(spec)
-
-
-_register_without_init("pyroute2")
+register_without_init("pyroute2")  # see runtime.imports
 
 from pyroute2.iproute import IPRoute as IPRoute  # noqa: E402 (after the registration)
 from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST  # noqa: E402
