@@ -98,7 +98,8 @@ def test_injection_attempts_are_refused_with_events(lab_required: None) -> None:
                 what="an InvalidAnnotation Event on every injected Service",
             )
             time.sleep(2)
-        assert len(sampler.samples) > 10
+            # Watched long enough to mean something, however fast the daemon started.
+            wait_until(lambda: len(sampler.samples) > 10, 10, what="more than 10 route samples")
         assert sampler.seen == {f"{GOOD}/32"}, sampler.seen
         reasons = {s["service"]: s["reason"] for s in scenario.status()["services"]}
         for key in wanted:
