@@ -6,7 +6,8 @@ thread → ExaBGP → the reconciler thread → the sources (static VIPs; the cl
 thread and its stream threads) → the HTTP thread.
 The main thread then only waits for signals, restarts ExaBGP when it dies and reloads
 the config file (SIGHUP or a change on disk, see ``live``). The kube adapter (and with
-it the ``kubernetes`` package) is imported only with kubernetes.enabled.
+it the ``kubernetes`` package) is imported only with kubernetes.enabled, and only once
+ExaBGP runs, unless a peer's node_selector needs this Node's labels to pick the peers.
 
 Shutdown (SIGTERM/SIGINT) runs in reverse within ``shutdown_timeout``: the reconciler
 withdraws every route and waits for ExaBGP's acks, removes the addresses it bound, then
@@ -116,25 +117,35 @@ class Daemon:
 
     def _run(self) -> int:
         config = self.config
-        kube_configuration = self._kube_configuration()
-        labels = self._node_labels(kube_configuration)
+        # ExaBGP first when its peers do not depend on this node's labels: its own start
+        # and the BGP sessions (~0.2 s) then overlap with the ``kubernetes`` import and
+        # the credential loading (~0.2 s) instead of waiting for them.
+        speaker = None
+        if config.output == "exabgp" and not any(p.node_selector for p in config.bgp.peers):
+            speaker = self._start_exabgp(peers_for_node(config, None))
+        try:
+            kube_configuration = self._kube_configuration()
+            labels = self._node_labels(kube_configuration)
+        except StartupError:
+            if speaker is not None:
+                speaker.stop(5.0)
+            raise
         peers = peers_for_node(config, labels)
         if config.output == "exabgp" and not peers:
             raise StartupError(
                 "no bgp.peers match this node's labels (node_selector); nothing to peer with"
             )
         from kvip_bgp.bgp.announcer import ExabgpAnnouncer
-        from kvip_bgp.netif.addresses import AddressTable, LocalRouteTable
+        from kvip_bgp.netif.addresses import AddressTable, FamilyTable, LocalRouteTable
         from kvip_bgp.netif.announcer import KernelTableAnnouncer
         from kvip_bgp.netif.netlink import InterfaceError
         from kvip_bgp.netif.routes import RouteTable
         from kvip_bgp.runtime.announcer import Announcer
 
         kernel_routes = None
-        speaker = None
         if config.output == "kernel-table":
             kernel_routes = RouteTable(config.kernel_table.table, config.kernel_table.protocol)
-        else:
+        elif speaker is None:
             speaker = self._start_exabgp(peers)
 
         bfd = None
@@ -144,7 +155,11 @@ class Daemon:
         addresses = None
         if config.vips.interface is not None:
             try:
-                table = LocalRouteTable if config.vips.bind == "local-route" else AddressTable
+                table = {
+                    "address": AddressTable,
+                    "local-route": LocalRouteTable,
+                    "by-family": FamilyTable,
+                }[config.vips.bind]
                 addresses = table(config.vips.interface)
             except InterfaceError as error:
                 if bfd is not None:

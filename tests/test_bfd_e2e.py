@@ -209,4 +209,4 @@ def test_a_killed_daemons_routes_stay_stale_at_the_tor_despite_bfd(
     route = scenario.routes()[f"{V1}/32"]
     assert route.stale, "the route should be kept as stale by the graceful-restart helper"
     assert tor_fib_has(scenario, f"{V1}/32")
-    assert V1 in scenario.addresses(), "the node still holds the VIP it is attracting"
+    assert V1 in scenario.bound(), "the node still holds the VIP it is attracting"

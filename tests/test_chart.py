@@ -454,6 +454,8 @@ def run_init_container(
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "NODE_IP": node_ip,
         "NODE_NAME": "worker-7",
+        # The code under test, not whatever the venv's editable install points at.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
     result = subprocess.run(
         ["/bin/sh", "-c", script], env=env, capture_output=True, text=True, timeout=60
@@ -540,7 +542,7 @@ def test_vips_interface_null_means_do_not_bind(helm: ModuleType, tmp_path: Path)
     assert config_module.load(rendered).vips.interface is None
 
 
-@pytest.mark.parametrize("bind", ["address", "local-route"])
+@pytest.mark.parametrize("bind", ["by-family", "address", "local-route"])
 def test_vips_bind_reaches_the_config(helm: ModuleType, tmp_path: Path, bind: str) -> None:
     values = copy.deepcopy(MINIMAL)
     values["vips"]["bind"] = bind

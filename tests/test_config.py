@@ -243,7 +243,7 @@ BAD_DOCUMENTS = [
     (
         "bind-unknown",
         {"vips.bind": "route"},
-        ["vips.bind: must be one of address, local-route, got 'route'"],
+        ["vips.bind: must be one of by-family, address, local-route, got 'route'"],
     ),
     (
         "bind-local-route-without-interface",
@@ -665,7 +665,13 @@ GOOD_DOCUMENTS = [
     ("hold-time-zero", {"bgp.hold_time": 0}, lambda c: c.bgp.hold_time == 0),
     ("graceful-restart-off", {"bgp.graceful_restart": 0}, lambda c: c.bgp.graceful_restart == 0),
     ("interface-null", {"vips.interface": None}, lambda c: c.vips.interface is None),
-    ("bind-default", {}, lambda c: c.vips.bind == "address"),
+    ("bind-default", {}, lambda c: c.vips.bind == "by-family"),
+    ("bind-address", {"vips.bind": "address"}, lambda c: c.vips.bind == "address"),
+    (
+        "bind-by-family-without-interface",  # the default must not need an interface
+        {"vips.interface": None},
+        lambda c: c.vips.bind == "by-family" and c.vips.interface is None,
+    ),
     ("bind-local-route", {"vips.bind": "local-route"}, lambda c: c.vips.bind == "local-route"),
     (
         "same-address-other-port-is-not-a-duplicate",

@@ -100,7 +100,7 @@ def test_the_manifest_config_announces_while_the_api_server_is_ready(
         config = embedded_config(render(capsys, "--apiserver-url", url, "--ca-file", str(certs.ca)))
         scenario.start_daemon(config)
         scenario.wait_routes(lambda r: f"{VIP}/32" in r, "the control-plane VIP")
-        assert VIP in scenario.addresses()
+        assert VIP in scenario.bound()
 
         readyz.status = 500  # the API server is not ready: this node withdraws
         scenario.wait_routes(lambda r: f"{VIP}/32" not in r, "withdrawn", timeout=15)

@@ -204,7 +204,7 @@ def test_netlink_tables_are_closed_only_after_the_reconciler_ended(
     closed_while: list[bool] = []
     release = threading.Event()
     monkeypatch.setattr(exabgp_process, "ExabgpProcess", lambda path, env: RecordingProcess(calls))
-    monkeypatch.setattr(addresses, "AddressTable", lambda name: RecordingTable(closed_while))
+    monkeypatch.setattr(addresses, "FamilyTable", lambda name: RecordingTable(closed_while))
     if not stops:
         monkeypatch.setattr(app, "Reconciler", lambda *a, **k: StubbornReconciler(release))
     config = load(write_config(tmp_path, None, interface="lo"))
@@ -384,3 +384,36 @@ def test_a_reloaded_shutdown_timeout_is_the_one_sigterm_uses(
     reloaded = [e for e in events if e.get("event") == "config.reloaded"]
     assert reloaded and reloaded[-1]["changed"] == ["shutdown_timeout"]
     assert [e["timeout"] for e in events if e.get("event") == "app.stopping"] == [3.0]
+
+
+@pytest.mark.parametrize("node_selector", [False, True])
+def test_exabgp_starts_before_the_kubernetes_client_unless_peers_need_node_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, process_state: None, node_selector: bool
+) -> None:
+    """ExaBGP's start and the sessions overlap with the ``kubernetes`` import (exec to the
+    first route, docs/performance.md); with a node_selector the peers are known only from
+    the Node's labels, so the credentials come first. A kube start-up failure after ExaBGP
+    started stops it again."""
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr(exabgp_process, "ExabgpProcess", lambda path, env: RecordingProcess(calls))
+
+    def no_credentials(self: app.Daemon) -> None:
+        calls.append(("kube_configuration", threading.current_thread().name))
+        raise app.StartupError("no credentials (test)")
+
+    monkeypatch.setattr(app.Daemon, "_kube_configuration", no_credentials)
+    text = config_text(None).replace("kubernetes: {enabled: false}", "kubernetes: {enabled: true}")
+    if node_selector:
+        text = text.replace("asn: 64500}", "asn: 64500, node_selector: {rack: r1}}")
+    path = tmp_path / "kvip-bgp.yaml"
+    path.write_text(text)
+    config = load(path)
+    assert config.kubernetes.enabled and bool(config.bgp.peers[0].node_selector) is node_selector
+
+    with pytest.raises(app.StartupError, match="no credentials"):
+        app.Daemon(config, tmp_path / "run").run()
+    steps = [what for what, _thread in calls if what in ("start", "kube_configuration", "stop")]
+    if node_selector:
+        assert steps == ["kube_configuration"]
+    else:
+        assert steps == ["start", "kube_configuration", "stop"]

@@ -89,7 +89,7 @@ def test_vip_outside_allowed_ranges_never_reaches_frr(scenario: Scenario) -> Non
     scenario.wait_routes(lambda r: f"{V1}/32" not in r, "out-of-range move withdrawn")
     time.sleep(1.0)
     assert set(scenario.routes()) == set()
-    wait_until(lambda: scenario.addresses() == set(), 5, what="the VIP unbound")
+    wait_until(lambda: scenario.bound() == set(), 5, what="the VIP unbound")
     refused = [
         line
         for line in scenario.log_lines()
@@ -125,7 +125,7 @@ def test_foreign_address_is_never_removed(scenario: Scenario) -> None:
     scenario.api.delete("Service", "web", "default")
     scenario.wait_routes(lambda r: f"{V1}/32" not in r, "web withdrawn")
     time.sleep(0.5)
-    assert V1 in scenario.addresses()
+    assert V1 in scenario.bound()
 
 
 def test_sigterm_withdraws_everything_and_exits_zero(scenario: Scenario) -> None:
@@ -140,7 +140,7 @@ def test_sigterm_withdraws_everything_and_exits_zero(scenario: Scenario) -> None
     assert elapsed < 10, f"shutdown took {elapsed:.1f}s (shutdown_timeout is 10)"
     # Withdrawn by an UPDATE, so gone at once (not after the 9 s hold timer expiry).
     assert f"{V1}/32" not in scenario.routes()
-    assert scenario.addresses() == set()
+    assert scenario.bound() == set()
     events = [line.get("event") for line in scenario.log_lines()]
     assert "reconciler.shutdown" in events
     assert "app.stopped" in events
@@ -159,7 +159,7 @@ def test_static_vips_without_kubernetes(lab_required: None) -> None:
         )
         assert routes["198.51.100.53/32"].communities == ("64512:300", "no-export")
         assert routes["198.51.100.53/32"].med == 5
-        assert scenario.addresses() == {"198.51.100.53", "198.51.100.54"}
+        assert scenario.bound() == {"198.51.100.53", "198.51.100.54"}
 
 
 def test_check_config_and_render_exabgp_cli(lab_required: None, tmp_path: object) -> None:

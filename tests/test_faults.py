@@ -158,7 +158,7 @@ def test_daemon_sigkilled_and_restarted_during_churn(churning: tuple[Scenario, C
         scenario.wait_routes(churn.matches, "FRR equals the oracle after the restart", 40)
         wanted = churn.expected_vips()
         wait_until(
-            lambda: scenario.addresses() == wanted | foreign,
+            lambda: scenario.bound() == wanted | foreign,
             15,
             what=f"addresses = oracle {sorted(wanted)} + foreign {sorted(foreign)}",
         )
@@ -171,7 +171,7 @@ def test_daemon_sigkilled_and_restarted_during_churn(churning: tuple[Scenario, C
         and any(runtime in a for a in cmdline(pid))
     ]
     assert exabgps == [exabgp_pid(second.pid)], exabgps
-    assert foreign <= scenario.addresses()
+    assert foreign <= scenario.bound()
     assert _problems(scenario) == []
 
 

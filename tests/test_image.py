@@ -103,12 +103,12 @@ def test_the_image_announces_a_static_vip(image: str) -> None:
             scenario, *TMPFS, "-v", f"{path}:/etc/kvip-bgp/config.yaml:ro", image
         )
         wait_route(scenario, name, container, present=True)
-        assert VIP in scenario.addresses()  # bound by the container, in the node's namespace
+        assert VIP in scenario.bound()  # bound by the container, in the node's namespace
 
         subprocess.run(["podman", "stop", "-t", "20", name], check=True, capture_output=True)
         assert container.wait(30) == 0
         assert f"{VIP}/32" not in scenario.routes()  # SIGTERM withdrew it
-        assert VIP not in scenario.addresses()
+        assert VIP not in scenario.bound()
 
 
 def test_the_control_plane_pod_runs_in_the_image(

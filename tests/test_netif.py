@@ -24,7 +24,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, ifaddrmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from kvip_bgp.domain.model import IPAddress
-from kvip_bgp.netif.addresses import AddressTable, LocalRouteTable
+from kvip_bgp.netif.addresses import AddressTable, FamilyTable, LocalRouteTable
 from kvip_bgp.netif.netlink import ADDRESS_PROTO, BATCH_SIZE, address_request, local_route_request
 from kvip_bgp.testing.netlab import Netns, cleanup, in_netns
 
@@ -225,3 +225,67 @@ def _encoded(message: Any, kind: int, action: str) -> bytes:
     message["header"]["sequence_number"] = 7
     message.encode()
     return bytes(message.data)
+
+
+def _addresses(ns: Netns) -> str:
+    return ns.run("ip", "addr", "show", "dev", "vip0").stdout
+
+
+@pytest.mark.lab
+def test_by_family_binds_ipv4_as_local_routes_ipv6_as_addresses_and_adopts_either(
+    netns: Netns,
+) -> None:
+    netns.run("ip", "link", "set", "lo", "up")
+    netns.run("ip", "addr", "add", "10.5.0.9/32", "dev", "vip0")  # someone else's
+    # Ours of the other kind, from a run with vips.bind: address / local-route.
+    left = table_in(netns, kind=AddressTable)
+    try:
+        assert left.bind_many([ip("10.5.0.7")]).bound == {ip("10.5.0.7")}
+    finally:
+        left.close()
+    left = table_in(netns, kind=LocalRouteTable)
+    try:
+        assert left.bind_many([ip("2001:db8::37")]).bound == {ip("2001:db8::37")}
+    finally:
+        left.close()
+
+    v4 = [ip("10.5.0.0") + i for i in range(1, 20)]
+    v6 = [ip("2001:db8::30") + i for i in range(8)]
+    table = table_in(netns, kind=FamilyTable)
+    try:
+        assert table.owned() == {ip("10.5.0.7"), ip("2001:db8::37")}
+        result = table.bind_many(v4 + v6)
+        assert result.foreign == {ip("10.5.0.9")}
+        assert result.failed == ()
+        assert result.bound == set(v4 + v6) - {ip("10.5.0.9")}
+        routes, addresses = _local_routes(netns), _addresses(netns)
+        assert f"local 10.5.0.1 dev vip0 proto {ADDRESS_PROTO} scope host" in routes, routes
+        assert "10.5.0.1/32" not in addresses, addresses
+        assert "2001:db8::30/128" in addresses, addresses
+        assert f"local 2001:db8::30 dev vip0 proto {ADDRESS_PROTO}" not in routes, routes
+        # The adopted ones kept their kind.
+        assert (
+            "10.5.0.7/32" in addresses
+            and f"local 2001:db8::37 dev vip0 proto {ADDRESS_PROTO}" in routes
+        )
+        # Traffic: an IPv4 service on the VIP itself, an IPv6 one on its VIP too (an address).
+        netns.run(
+            "python3",
+            "-c",
+            "import socket\n"
+            "s = socket.create_server(('10.5.0.1', 0))\n"
+            "socket.create_connection(s.getsockname(), timeout=2).close()\n"
+            "s6 = socket.create_server(('2001:db8::30', 0), family=socket.AF_INET6)\n"
+            "socket.create_connection(s6.getsockname()[:2], timeout=2).close()\n",
+        )
+    finally:
+        table.close()
+
+    again = table_in(netns, kind=FamilyTable)  # a restarted daemon removes each as what it is
+    try:
+        assert again.owned() == set(v4 + v6) - {ip("10.5.0.9")}
+        assert again.unbind_many(set(v4 + v6)) == {}
+        assert set(again.addresses()) == {ip("10.5.0.9")}
+        assert f"proto {ADDRESS_PROTO}" not in _local_routes(netns)
+    finally:
+        again.close()

@@ -188,7 +188,7 @@ def test_3_narrowed_ranges_withdraw_only_what_fell_outside(lab: Lab2) -> None:
     for frr in (lab.tor1, lab.tor2):
         frr.wait_routes(lambda r: set(r) == left, 10, what="the narrowed set")
     # Unbound once vips.unbind_delay (1 s) has passed since ExaBGP acked the withdrawal.
-    wait_until(lambda: HIGH not in lab.scenario.addresses(), 5, what=f"{HIGH} unbound")
+    wait_until(lambda: HIGH not in lab.scenario.bound(), 5, what=f"{HIGH} unbound")
     services = {s["service"]: s for s in lab.scenario.status()["services"]}
     assert services["default/high"]["reason"] == "outside-allowed-ranges"
     assert_untouched(lab.tor1, Lab.NODE_V4, sessions[1], since)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from kvip_bgp.netif.addresses import AddressTable
+from kvip_bgp.netif.addresses import FamilyTable
 from kvip_bgp.testing.netlab import in_netns, send_signal, wait_until
 from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
 from kvip_bgp.testing.procfs import cmdline, parent, pid_alive
@@ -190,7 +190,7 @@ def test_daemon_sigkill_and_restart(lab_required: None) -> None:
         scenario.start_daemon()
         both = {f"{V1}/32", f"{V2}/32"}
         scenario.wait_routes(lambda r: both <= set(r), "both VIPs")
-        assert scenario.addresses() == {V1, V2, FOREIGN}
+        assert scenario.bound() == {V1, V2, FOREIGN}
 
         daemon = scenario.daemon
         assert daemon is not None
@@ -202,7 +202,7 @@ def test_daemon_sigkill_and_restart(lab_required: None) -> None:
         scenario.frr.wait_routes(  # not scenario.wait_routes: that insists the daemon runs
             lambda r: both <= set(r) and all(r[p].stale for p in both), what="stale routes"
         )
-        assert scenario.addresses() == {V1, V2, FOREIGN}
+        assert scenario.bound() == {V1, V2, FOREIGN}
 
         scenario.api.delete("Service", "db", "default")  # while the daemon is dead
         started = time.monotonic()
@@ -215,19 +215,20 @@ def test_daemon_sigkill_and_restart(lab_required: None) -> None:
         print(f"daemon SIGKILL + restart: converged {elapsed:.2f}s after the new start")
         assert set(routes) == {f"{V1}/32"}
         wait_until(
-            lambda: scenario.addresses() == {V1, FOREIGN},
+            lambda: scenario.bound() == {V1, FOREIGN},
             10,
-            what=f"addresses {{V1, FOREIGN}}, have {scenario.addresses()}",
+            what=f"addresses {{V1, FOREIGN}}, have {scenario.bound()}",
         )
 
         # Exactly one ExaBGP, one path per prefix, nothing stale.
         exabgp_pid(scenario)
         detail = scenario.frr.vtysh_json(f"show bgp ipv4 unicast {V1}/32 json")
         assert len(detail["paths"]) == 1, detail
-        # The foreign address kept no protocol mark, ours carries 248 (read through the
-        # daemon's own netlink code: iproute2 6.1 cannot show IFA_PROTO).
+        # The foreign address kept no protocol mark, ours (an IPv4 VIP: a local route with
+        # the default vips.bind) carries 248 (read through the daemon's own netlink code:
+        # iproute2 6.1 cannot show IFA_PROTO).
         with in_netns(scenario.lab.node.name):
-            table = AddressTable("lo", create=False)
+            table = FamilyTable("lo", create=False)
         try:
             marks = {
                 str(a): entry.owned for a, entry in table.addresses().items() if not a.is_loopback

@@ -159,8 +159,10 @@ KEYS: Final[tuple[Key, ...]] = (
           default_doc="[] (any)", doc="only Services in these namespaces may use it"),
     Str(path="vips.interface", default="lo", nullable=True,
         doc="device VIPs are bound on; null: do not bind"),
-    Choice(path="vips.bind", choices=("address", "local-route"), default="address",
-           doc="`address`: an address per VIP; `local-route`: a local route per VIP",
+    Choice(path="vips.bind", choices=("by-family", "address", "local-route"),
+           default="by-family",
+           doc="`by-family`: IPv4 VIPs as local routes, IPv6 VIPs as addresses; `address`: an "
+           "address per VIP; `local-route`: a local route per VIP",
            notes="`vips.bind: address` makes each VIP an address on `vips.interface`, listed "
            "by `ip addr`. `local-route` makes it `local VIP dev INTERFACE table local proto "
            "248`, listed by `ip route show table local`; the kernel accepts traffic for it "
@@ -168,7 +170,13 @@ KEYS: Final[tuple[Key, ...]] = (
            "address list, so many VIPs cost quadratic kernel time at start; local routes "
            "cost constant time each (figures: [performance](performance.md)). The cost: an IPv6 "
            "service cannot `bind()` to the VIP itself (only to `[::]`) unless "
-           "`net.ipv6.ip_nonlocal_bind=1`; IPv4 services can. Needs `vips.interface`."),
+           "`net.ipv6.ip_nonlocal_bind=1`, and connections the node opens to an IPv6 VIP "
+           "get another of its addresses as source; IPv4 services can bind, and an IPv4 "
+           "local route is chosen as source like an address. Needs `vips.interface`. "
+           "`by-family` (the default) takes the side of each family where nothing is lost: "
+           "IPv4 VIPs as local routes, IPv6 VIPs as addresses (without duplicate address "
+           "detection). A VIP of ours left as the other kind by an earlier run (another "
+           "`vips.bind`) is adopted as it is and removed as what it is."),
     Number(path="vips.unbind_delay", low=0, high=60, default=1.0,
            doc="seconds a withdrawn VIP stays bound after ExaBGP acknowledged the withdrawal",
            notes="`vips.unbind_delay` counts from ExaBGP's acknowledgement of the withdrawal "

@@ -66,7 +66,11 @@ def parse_vips(r: Reader, value: Any) -> VipConfig | None:
     return VipConfig(
         allowed=tuple(ranges),
         interface=interface,
-        bind="local-route" if bind == "local-route" else "address",
+        bind="address"
+        if bind == "address"
+        else "local-route"
+        if bind == "local-route"
+        else "by-family",
         unbind_delay=r.number_key(m, "vips", "unbind_delay"),
     )
 

@@ -15,7 +15,7 @@ from kvip_bgp.domain.model import (
 )
 
 OutputMode = Literal["exabgp", "kernel-table"]
-BindMode = Literal["address", "local-route"]
+BindMode = Literal["by-family", "address", "local-route"]
 LogFormat = Literal["json", "console"]
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 UNBIND_DELAY: Final = 1.0
@@ -76,8 +76,9 @@ class VipConfig:
     interface: str | None = "lo"
     # "address": each VIP an address on ``interface`` (seen in ``ip addr``); "local-route":
     # a ``local`` route in table ``local`` via ``interface`` (seen in ``ip route show
-    # table local``), which the kernel adds in constant time (see netif.LocalRouteTable).
-    bind: BindMode = "address"
+    # table local``), which the kernel adds in constant time (see netif.LocalRouteTable);
+    # "by-family": IPv4 VIPs as local routes, IPv6 VIPs as addresses (netif.FamilyTable).
+    bind: BindMode = "by-family"
     # A withdrawn VIP stays bound this long after the routing daemon's ack, while the
     # peers' FIBs still send it here.
     unbind_delay: float = UNBIND_DELAY

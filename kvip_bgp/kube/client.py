@@ -29,9 +29,14 @@ from typing import Any, Final
 from urllib.parse import quote
 
 import structlog
-from kubernetes import client as k8s
-from kubernetes import config as k8s_config
-from kubernetes.client.exceptions import ApiException as ApiException
+
+from kvip_bgp.runtime.imports import register_without_init
+
+register_without_init("kubernetes")  # see runtime.imports
+
+from kubernetes import client as k8s  # noqa: E402 (after the package's registration)
+from kubernetes import config as k8s_config  # noqa: E402
+from kubernetes.client.exceptions import ApiException as ApiException  # noqa: E402
 
 # Re-exported: the other kube modules name the client types without importing ``kubernetes``.
 ApiClient = k8s.ApiClient

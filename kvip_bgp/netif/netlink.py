@@ -35,16 +35,21 @@ from dataclasses import dataclass
 from typing import Final
 
 import structlog
-from pyroute2 import IPRoute as IPRoute
-from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
-from pyroute2.netlink.exceptions import NetlinkError as NetlinkError
-from pyroute2.netlink.rtnl import RTM_DELADDR as RTM_DELADDR
-from pyroute2.netlink.rtnl import RTM_DELROUTE as RTM_DELROUTE
-from pyroute2.netlink.rtnl import RTM_NEWADDR as RTM_NEWADDR
-from pyroute2.netlink.rtnl import RTM_NEWROUTE as RTM_NEWROUTE
-from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD
 
-from kvip_bgp.domain.model import IPAddress
+from kvip_bgp.runtime.imports import register_without_init
+
+register_without_init("pyroute2")  # see runtime.imports
+
+from pyroute2.iproute import IPRoute as IPRoute  # noqa: E402 (after the registration)
+from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST  # noqa: E402
+from pyroute2.netlink.exceptions import NetlinkError as NetlinkError  # noqa: E402
+from pyroute2.netlink.rtnl import RTM_DELADDR as RTM_DELADDR  # noqa: E402
+from pyroute2.netlink.rtnl import RTM_DELROUTE as RTM_DELROUTE  # noqa: E402
+from pyroute2.netlink.rtnl import RTM_NEWADDR as RTM_NEWADDR  # noqa: E402
+from pyroute2.netlink.rtnl import RTM_NEWROUTE as RTM_NEWROUTE  # noqa: E402
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD  # noqa: E402
+
+from kvip_bgp.domain.model import IPAddress  # noqa: E402
 
 log = structlog.get_logger("kvip_bgp.netif")
 

@@ -230,6 +230,12 @@ class Scenario:
             result |= {entry["dst"] for entry in json.loads(out or "[]")}
         return result
 
+    def bound(self) -> set[str]:
+        """VIPs bound on the node's lo either way: host addresses (any protocol mark) and
+        local routes of ours (the default ``vips.bind: by-family`` binds IPv4 VIPs as
+        local routes, IPv6 VIPs as addresses)."""
+        return self.addresses() | self.local_routes()
+
     def addresses(self) -> set[str]:
         """Host addresses on the node's lo (VIPs), with their protocol mark."""
         out = self.lab.node.run("ip", "-j", "addr", "show", "dev", "lo").stdout
@@ -358,7 +364,7 @@ def lab_main(argv: Sequence[str] | None = None) -> int:
             assert scenario.frr is not None
             print(scenario.frr.vtysh("show bgp ipv4 unicast"), flush=True)
             print(scenario.frr.vtysh("show bgp ipv6 unicast"), flush=True)
-            print("lab: VIPs bound in kvl-node:", sorted(scenario.addresses()), flush=True)
+            print("lab: VIPs bound in kvl-node:", sorted(scenario.bound()), flush=True)
         except TimeoutError as error:
             print(f"lab: {error}", file=sys.stderr)
             return 1

@@ -1,0 +1,111 @@
+"""``kube.client`` and ``netif.netlink`` load the parts of ``kubernetes`` and ``pyroute2``
+they use, not the whole packages: each package's ``__init__`` imports every subpackage
+it has (``kubernetes``: ``dynamic`` with jsonschema, ``watch``, ``stream``...;
+``pyroute2``: IPDB, NDB, nftables, WireGuard...), ~50 ms and ~4 MB, ~40 ms and ~6 MB on
+the way to the first route (docs/performance.md). Each case runs in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: secret-token}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+"""
+
+
+def run(script: str) -> dict[str, object]:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 0, result.stderr
+    report: dict[str, object] = json.loads(result.stdout.splitlines()[-1])
+    return report
+
+
+@pytest.mark.parametrize("first", ["", "import kubernetes"])
+def test_the_client_loads_without_the_packages_other_subpackages(
+    tmp_path: Path, first: str
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG)
+    report = run(
+        f"""\
+        import json, sys
+        {first}
+        from kvip_bgp.kube.client import load_configuration, new_api_client
+        tops = ("kubernetes", "kubernetes_validate")
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in tops)
+        configuration = load_configuration({str(kubeconfig)!r})
+        with new_api_client(configuration) as api:
+            token = api.configuration.api_key
+        import kubernetes.watch  # a subpackage we skipped still imports on demand
+        watch = hasattr(kubernetes.watch, "Watch")
+        # Any other attribute of the package completes it, as if nothing had been skipped.
+        version = kubernetes.__version__
+        print(json.dumps({{
+            "dynamic": "kubernetes.dynamic" in loaded,
+            "validate": "kubernetes_validate" in loaded,
+            "host": configuration.host,
+            "token": token,
+            "watch": watch,
+            "version": version,
+            "completed": "kubernetes.dynamic" in sys.modules,
+        }}))
+        """
+    )
+    assert report["host"] == "https://127.0.0.1:6443"
+    assert "Bearer secret-token" in json.dumps(report["token"])
+    assert report["watch"] is True
+    assert report["version"] and report["completed"] is True
+    # Already imported in full (a test, a tool embedding us): used as it is.
+    assert report["dynamic"] is bool(first)
+    assert report["validate"] is bool(first)
+
+
+@pytest.mark.parametrize("first", ["", "import pyroute2"])
+def test_netlink_loads_without_pyroute2s_other_socket_families(first: str) -> None:
+    report = run(
+        f"""\
+        import json, socket, sys
+        {first}
+        from kvip_bgp.netif.netlink import IPRoute, NetlinkError
+        loaded = {{m for m in sys.modules if m.split(".")[0] == "pyroute2"}}
+        with IPRoute() as ipr:  # a dump works: the socket and its parser are complete
+            links = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
+        import pyroute2.ndb.main  # a subpackage we skipped still imports on demand
+        # A name the package's __init__ re-exports completes it (tools, tests).
+        from pyroute2 import IPRoute as Again, NDB
+        print(json.dumps({{
+            "ndb": "pyroute2.ndb.main" in loaded,
+            "ipdb": "pyroute2.ipdb" in loaded,
+            "lo": "lo" in links,
+            "error": issubclass(NetlinkError, Exception),
+            "same": Again is IPRoute,
+            "completed": "pyroute2.ipdb" in sys.modules and NDB is not None,
+        }}))
+        """
+    )
+    assert report["lo"] is True and report["error"] is True
+    assert report["same"] is True and report["completed"] is True
+    assert report["ndb"] is bool(first)
+    assert report["ipdb"] is bool(first)
