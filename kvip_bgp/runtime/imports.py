@@ -24,9 +24,8 @@ def register_without_init(package: str) -> None:
     the real ``__init__`` then, in the same module object: other code in the process
     sees the whole package as if nothing had been skipped (a name that is a submodule is
     just imported: ``from package import sub`` reads the attribute first). Nothing
-    happens if the
-    package is already imported, or is not a regular package (the import that follows
-    reports that).
+    happens if the package is already imported, or is not a regular package (the import
+    that follows reports that).
     """
     if package in sys.modules:
         return
