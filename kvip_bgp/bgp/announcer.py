@@ -23,6 +23,7 @@ from kvip_bgp.bgp.commands import (
     end_of_rib_commands,
     withdraw_commands,
 )
+from kvip_bgp.bgp.sent import record_sent
 from kvip_bgp.domain.config import Config
 from kvip_bgp.domain.model import Advertisement, IPAddress, address_order, host_prefix
 from kvip_bgp.runtime.announcer import PeerView, Receive
@@ -378,23 +379,7 @@ class ExabgpAnnouncer:
             self._announced_ever.add(advert.vip)
         self._eor_pending.difference_update(eor_peers)
         self._replay.clear()
-        for peer in (str(p.address) for p in self._config.bgp.peers):
-            if announce:
-                self._metrics.updates_sent.labels(peer, "announce").inc(len(announce))
-            if withdraw:
-                self._metrics.updates_sent.labels(peer, "withdraw").inc(len(withdraw))
-            self._metrics.prefixes_announced.labels(peer).set(len(self._applied))
-        if len(announce) + len(withdraw) <= 20:
-            for advert in announce:
-                log.info("reconciler.announce", vip=str(advert.vip), services=list(advert.sources))
-            for vip in withdraw:
-                log.info("reconciler.withdraw", vip=str(vip))
-        else:
-            log.info(
-                "reconciler.batch",
-                announced=len(announce),
-                withdrawn=len(withdraw),
-                commands=len(commands),
-            )
-        for peer in eor_peers:
-            log.info("reconciler.end_of_rib", peer=peer, routes=len(self._applied))
+        peers = [str(p.address) for p in self._config.bgp.peers]
+        record_sent(
+            self._metrics, peers, announce, withdraw, commands, eor_peers, len(self._applied)
+        )
