@@ -23,6 +23,7 @@ from kvip_bgp.bgp.commands import (
     end_of_rib_commands,
     withdraw_commands,
 )
+from kvip_bgp.bgp.difference import PendingVips
 from kvip_bgp.bgp.sent import record_sent
 from kvip_bgp.domain.config import Config
 from kvip_bgp.domain.model import Advertisement, IPAddress, address_order, host_prefix
@@ -76,6 +77,7 @@ class ExabgpAnnouncer:
         # Withdrawn since the last resync: withdrawn once more at the resync (see resync).
         self._recently_withdrawn: set[IPAddress] = set()
         self._again: set[IPAddress] = set()
+        self._pending = PendingVips()  # which VIPs the next pass compares
         self._backoff = Backoff(INITIAL_BACKOFF, MAX_BACKOFF, INITIAL_BACKOFF)
         self._errors: list[str] = []
         # Peers a reload added: ExaBGP starts them with an empty RIB, so their first
@@ -124,6 +126,7 @@ class ExabgpAnnouncer:
         self._again = self._recently_withdrawn - set(self._applied)
         self._maybe_present |= self._again
         self._recently_withdrawn = set()
+        self._pending.everything()
 
     def set(
         self,
@@ -131,20 +134,15 @@ class ExabgpAnnouncer:
         held: Set[IPAddress],
         synced: bool,
         now: float,
+        changed: Set[IPAddress] | None = None,
     ) -> None:
         again, self._again = self._again, set()
+        self._pending.add(changed)
         if self._writer is None or not self._backoff.ready(now):
             return
-        # O(VIPs) each pass, kept cheap: set ops in C, ``is`` before the field compare.
-        withdraw = self._applied.keys() - desired.keys()
-        if synced:
-            withdraw |= self._maybe_present - desired.keys()
-        applied = self._applied
-        announce = [
-            a
-            for v, a in desired.items()
-            if (old := applied.get(v)) is not a and old != a and v not in held
-        ]
+        announce, withdraw = self._pending.take(
+            desired, self._applied, self._maybe_present, held, synced
+        )
         self._send_routes(announce, withdraw, synced and not held)
         self._recently_withdrawn -= again  # once more is enough
 
@@ -233,6 +231,7 @@ class ExabgpAnnouncer:
         self._removed = (self._removed | (before - after)) - after
         self._fresh = (self._fresh | (after - before)) & after
         self._replay &= after
+        self._pending.everything()
         self.start()
 
     # -- messages ------------------------------------------------------------------
@@ -251,6 +250,7 @@ class ExabgpAnnouncer:
         # every desired route and withdraw anything else we had sent.
         self._maybe_present |= set(self._applied)
         self._applied.clear()
+        self._pending.everything()
         self._backoff = self._backoff.cleared()
         self._peers.clear()
         log.info(
@@ -273,7 +273,7 @@ class ExabgpAnnouncer:
         self._leaving.clear()
         self._answer_left()
         self._maybe_present |= set(self._applied)
-        self._applied.clear()
+        self._applied.clear()  # nothing is sent before the next connection's full pass
         log.warning("reconciler.exabgp_unreachable", reason=why)
 
     def _ack(self, ack: CommandAck, now: float) -> None:
@@ -299,6 +299,7 @@ class ExabgpAnnouncer:
                 del self._applied[advert.vip]
         for prefix in command.withdrawn:
             self._maybe_present.add(prefix.network_address)
+        self._pending.everything()
         self._backoff = self._backoff.failed(now)
 
     def _peer_state(self, message: PeerState) -> None:
@@ -324,6 +325,7 @@ class ExabgpAnnouncer:
                 # announced and then withdrawn while it was down: withdraw, before the
                 # End-of-RIB, everything we ever announced that is not applied now.
                 self._maybe_present |= self._announced_ever - set(self._applied)
+                self._pending.everything()
             else:
                 self._eor_pending.discard(message.peer)
             log.info(
@@ -360,7 +362,8 @@ class ExabgpAnnouncer:
         )
         for peer in eor_peers:
             commands += end_of_rib_commands(peer)
-        if not commands:
+        if not commands:  # e.g. a family no peer takes: not applied, looked at again
+            self._pending.add({a.vip for a in announce} | withdraw)
             return
         assert self._writer is not None
         try:

@@ -54,6 +54,7 @@ class KernelTableAnnouncer:
         held: Set[IPAddress],
         synced: bool,
         now: float,
+        changed: Set[IPAddress] | None = None,
     ) -> None:
         remove = {v for v in self._applied if v not in desired}
         if synced:

@@ -56,11 +56,14 @@ class Announcer(Protocol):
         held: Set[IPAddress],
         synced: bool,
         now: float,
+        changed: Set[IPAddress] | None = None,
     ) -> None:
         """Announce ``desired`` except ``held`` (not bound yet: neither sent nor withdrawn).
 
         Until ``synced`` (every source delivered its full state) only what was applied
         in this run is withdrawn; what an earlier run left waits.
+        ``changed``: the only VIPs whose desired value changed since the last call (None:
+        any may have); an announcer may compare just those and what it held back.
         """
 
     def withdraw_all(self, deadline: float, receive: Receive) -> None:

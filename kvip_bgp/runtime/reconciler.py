@@ -262,7 +262,7 @@ class Reconciler:
 
         # Not yet bound (next pass): not announced yet, but not withdrawn either.
         deferred = self._bind(effective, None if everything or s.bind_backlog else changed)
-        self._announcer.set(effective, deferred, all_synced, now)
+        self._announcer.set(effective, deferred, all_synced, now, None if everything else changed)
         self._collect_errors()
         if all_synced:
             self._unbind(self._due_unbinds(effective, now))
