@@ -29,16 +29,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Final, Protocol, assert_never
+from typing import Final, assert_never
 
 import structlog
 
-from kvip_bgp.domain.model import Advertisement, BindResult, IPAddress, address_order
+from kvip_bgp.domain.model import Advertisement, IPAddress, address_order
 from kvip_bgp.runtime.announcer import Announcer, PeerView
-from kvip_bgp.runtime.desired import DesiredRoutes
 from kvip_bgp.runtime.messages import (
     ApiConnected,
     ApiDisconnected,
@@ -54,6 +51,8 @@ from kvip_bgp.runtime.messages import (
     VipDesired,
 )
 from kvip_bgp.runtime.metrics import Metrics
+from kvip_bgp.runtime.reconciler_state import AddressBinder as AddressBinder
+from kvip_bgp.runtime.reconciler_state import ReconcilerState
 from kvip_bgp.runtime.reconciler_status import ReconcilerStatus as ReconcilerStatus
 from kvip_bgp.runtime.snapshot import Snapshot
 
@@ -67,37 +66,6 @@ RESYNC_INTERVAL: Final = 30.0
 ADDRESS_REPAIR_INTERVAL: Final = 300.0
 DETAILED_LOG_LIMIT: Final = 20
 BIND_CHUNK: Final = 1000
-
-
-class AddressBinder(Protocol):
-    """What the reconciler needs from ``netif.AddressTable`` (a fake in unit tests)."""
-
-    def owned(self) -> set[IPAddress]: ...
-    def bind_many(self, vips: Iterable[IPAddress]) -> BindResult: ...
-    def unbind_many(self, vips: set[IPAddress]) -> dict[IPAddress, OSError]: ...
-
-
-@dataclass
-class _State:
-    """Mutable state owned by the reconciler thread alone (never handed out)."""
-
-    desired: DesiredRoutes = field(default_factory=DesiredRoutes)
-    # Bound but not desired (since the last pass): what _due_unbinds looks at.
-    undesired_bound: set[IPAddress] = field(default_factory=set)
-    synced: set[str] = field(default_factory=set)
-    bound: set[IPAddress] = field(default_factory=set)
-    # Binds that failed: announced anyway, retried at the next resync (not every pass).
-    bind_failed: set[IPAddress] = field(default_factory=set)
-    # New addresses left for the next pass (BIND_CHUNK): that pass comes at once.
-    bind_backlog: int = 0
-    errors: deque[str] = field(default_factory=lambda: deque(maxlen=20))
-    stop: Stop | None = None
-    last_resync: float | None = None  # None: the first pass is a resync
-    last_repair: float = 0.0
-    bfd: dict[str, BfdState] = field(default_factory=dict)
-    published_peers: frozenset[str] = frozenset()
-    unbind_at: dict[IPAddress, float] = field(default_factory=dict)  # withdrawn, acked, bound
-    retired: set[str] = field(default_factory=set)  # a reload removed them: drop their posts
 
 
 class Reconciler:
@@ -119,7 +87,7 @@ class Reconciler:
         self._metrics = metrics
         self._status = status
         self._sources = sources
-        self._s = _State()
+        self._s = ReconcilerState()
 
     # -- thread body ---------------------------------------------------------------
 
