@@ -24,6 +24,7 @@ help:
 	@echo "make docs     regenerate docs/configuration.md and the chart's values.schema.json"
 	@echo "make install  create $(VENV) with kvip-bgp and its test tools"
 	@echo "make bench    convergence, latency, memory, CPU at 150/1,000/10,000 Services (~12 min)"
+	@echo "              BENCH_ARGS=\"--repeat K --compare REV\": K alternating runs of this and REV, medians"
 	@echo "make soak     DURATION=30m: churn in the lab; print RSS/thread/fd growth (not in CI)"
 
 $(VENV)/.installed: setup.cfg pyproject.toml

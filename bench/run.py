@@ -2,10 +2,18 @@
 
 Everything runs in the namespace lab, with the real parts:
 
-    kvb-node: kvip-bgp (+ its ExaBGP), the fake Kubernetes API socket, VIPs on lo
+    kvb-node: kvip-bgp (+ its ExaBGP), the fake Kubernetes API process, VIPs on lo
         | 192.0.2.1 <-> 192.0.2.2            | 203.0.113.1 <-> 203.0.113.2
     kvb-tor:  FRR bgpd, AS 64500            kvb-rcv: passive ExaBGP, AS 64600, whose
                                                      helper timestamps every UPDATE
+
+The fake API (``kvip_bgp.testing.fakeapi``) runs in its own process in the node's
+namespace, as a real API server is another process; the bench writes to it over HTTP
+(``kvip_bgp.testing.fakeapi_remote``): every write that is measured is one REST request
+(a create is a POST, a change a PUT), while seeding a cold start's objects and clearing
+them between phases use the fake's ``/fake/objects`` bulk path, outside the timed part.
+``--api in-process`` runs it in the bench's process with in-memory writes instead, as
+before (for comparison; its CPU then hides in the bench's).
 
 For each N (Services, each with an EndpointSlice, VIPs 100.64.0.1 upwards, which exist
 only inside these namespaces):
@@ -24,35 +32,79 @@ only inside these namespaces):
 
 "N at FRR" is FRR's ``pfxRcd`` for the node, polled every 50 ms (a vtysh call), so
 convergence times carry up to ~60 ms of observation delay; the baseline carries the same.
+"exec → first route" (cold start) is from starting ``kvip-bgp run`` to the first poll
+that shows one prefix at FRR: the same observation delay (up to 50 ms plus one vtysh
+call), always late, never early.
+
+CPU-seconds (utime+stime from /proc) per process: kvip-bgp's main process, the ExaBGP it
+runs, ExaBGP's relay helper, the BFD process (with ``--bfd``) and the fake API process.
+Cold start: from exec to the poll that sees N at FRR, read at that moment (while they
+run: the processes are long-lived, /proc has nothing for them once reaped; the CPU of
+children started and reaped meanwhile is ``cold_cpu_reaped_s`` in the JSON). Burst: the
+difference between just before the first write and the poll that sees N. The CPU ratio
+is kvip-bgp's CPU-seconds over those of its own ExaBGP child in the same phase (the
+issue's "kvip-bgp CPU-seconds <= half of ExaBGP's"); the baseline's ExaBGP and feeder
+(same N, same run) are shown beside it: cold from their exec, warm from the poll that
+sees the session Established (the feeder then waits 1 s before its first line, so
+that part of the warm figure is ExaBGP idling) to N at FRR.
 Results go to ``bench-results/`` as CSV and JSON; ``--profile`` additionally samples the
 daemon and its children with py-spy (not used for the timing table: it slows them).
+
+``--repeat K`` runs every phase K times per N, with the baseline again in every
+repetition, and prints each figure's median and range; ``--compare REV`` also runs the
+daemon of git revision REV (a temporary worktree, this venv), alternating with this
+checkout's phase by phase (see ``bench.stats``), and prints the ratio of the medians.
+The JSON keeps every sample. Every table is printed under a header with the date,
+commit, machine, mode and command (``bench.report.header``).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
+import contextlib
 import ipaddress
-import json
 import os
-import platform
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.report import (
+    churn_metrics,
+    churn_table,
+    cpu_table,
+    flat_rows,
+    fmt,
+    header,
+    machine,
+    median_result,
+    table,
+    verdicts,
+    write_results,
+)
+from bench.results import BASELINE_FIELDS, ChurnResult, Result, Version
+from bench.stats import PHASE_METRICS, repeat_table, schedule
 from kvip_bgp.bgp.config import exabgp_environment
+from kvip_bgp.testing.fakeapi_remote import FakeApiProcess, InMemoryStore, KubeStore
 from kvip_bgp.testing.frr import FrrPeer
 from kvip_bgp.testing.netlab import Lab, wait_until
 from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
-from kvip_bgp.testing.procfs import cpu_seconds, process_roles, process_sample
+from kvip_bgp.testing.procfs import (
+    children,
+    cmdline,
+    cpu_seconds,
+    process_roles,
+    process_sample,
+    reaped_children_cpu_seconds,
+)
 from kvip_bgp.testing.scenario import NODE_ASN, TOR_ASN, Scenario, daemon_config
 
 PREFIX = "kvb-"
@@ -127,6 +179,50 @@ def wait_prefixes(
         time.sleep(POLL)
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """What one wait for N prefixes at FRR saw, in ``time.monotonic()`` seconds: the
+    session Established (0 prefixes counted), the first prefix, N prefixes. Each is the
+    end of the first vtysh call that showed it: up to ``POLL`` plus one call late."""
+
+    established: float
+    first: float
+    done: float
+
+
+def watch_prefixes(
+    frr: FrrPeer,
+    count: int,
+    timeout: float,
+    alive: Callable[[], None] = lambda: None,
+    on_established: Callable[[], None] = lambda: None,
+) -> Arrival:
+    """``wait_prefixes`` that also notes the session's and the first prefix's arrival;
+    ``on_established`` runs once, at the first poll that sees the session up."""
+    deadline = time.monotonic() + timeout
+    established = first = float("nan")
+    while True:
+        last = frr_prefixes(frr)
+        now = time.monotonic()
+        if last >= 0 and established != established:
+            established = now
+            on_established()
+        if last >= 1 and first != first:
+            first = now
+        if last >= count:
+            return Arrival(established, first, now)
+        alive()
+        if now > deadline:
+            raise TimeoutError(f"FRR has {last} of {count} prefixes after {timeout:g}s")
+        time.sleep(POLL)
+
+
+def cpu_of(roles: dict[str, int]) -> dict[str, float]:
+    """utime+stime so far of each role's process (read while it runs: /proc forgets a
+    process's own CPU once it has exited and been reaped)."""
+    return {role: cpu_seconds(pid) for role, pid in roles.items()}
+
+
 def fresh_frr(frr: FrrPeer) -> None:
     """A restarted bgpd: no stale routes from the previous phase (graceful restart)."""
     frr.restart()
@@ -154,10 +250,24 @@ def exabgp_neighbor(peer: str, local: str, peer_asn: int, process: str) -> list[
     ]
 
 
+@dataclass(frozen=True)
+class BaselineRun:
+    """One run of ExaBGP alone: seconds from starting ExaBGP (``cold_s``) and from the
+    feeder's first command (``warm_s``) to N at FRR, and the CPU-seconds ExaBGP and the
+    feeder used: from their exec (``cold``) or from the moment FRR saw the session
+    Established, while the feeder still waits ``delay`` before its first line
+    (``warm``), to N at FRR."""
+
+    cold_s: float
+    warm_s: float
+    cpu_exabgp_s: float
+    cpu_feeder_s: float
+
+
 def run_baseline(
     scenario: Scenario, count: int, batch: int, delay: float, timeout: float
-) -> tuple[float, float]:
-    """(seconds from starting ExaBGP, seconds from the first command) to N at FRR."""
+) -> BaselineRun:
+    """ExaBGP alone fed ``count`` prefixes; see ``BaselineRun``."""
     lab, frr = scenario.lab, scenario.frr
     assert frr is not None
     fresh_frr(frr)
@@ -195,13 +305,32 @@ def run_baseline(
             if proc.poll() is not None:
                 raise RuntimeError(f"baseline ExaBGP exited {proc.returncode}; see {workdir}")
 
+        def roles() -> dict[str, int]:
+            feeders = [c for c in children(proc.pid) if "feeder.py" in " ".join(cmdline(c))]
+            return {"exabgp": proc.pid, **({"feeder": feeders[0]} if feeders else {})}
+
+        at_session: dict[str, float] = {}
         try:
-            done = wait_prefixes(frr, count, timeout, alive)
+            arrival = watch_prefixes(
+                frr,
+                count,
+                timeout,
+                alive,
+                on_established=lambda: at_session.update(cpu_of(roles())),
+            )
+            cpu = cpu_of(roles())
             first = float(stamp.read_text())
         finally:
             proc.terminate()
             proc.wait(10)
-    return done - started, done - first
+    if delay > 0:  # warm: count from the session's Established
+        cpu = {role: used - at_session.get(role, 0.0) for role, used in cpu.items()}
+    return BaselineRun(
+        arrival.done - started,
+        arrival.done - first,
+        cpu.get("exabgp", float("nan")),
+        cpu.get("feeder", float("nan")),
+    )
 
 
 # ------------------------------------------------------------------------- receiver
@@ -329,7 +458,7 @@ neighbor {RCV_LOCAL} {{
 def bench_config(
     scenario: Scenario, args: argparse.Namespace, receiver: bool = False
 ) -> dict[str, Any]:
-    config = daemon_config(scenario.kubeconfig)
+    config = daemon_config(args.kubeconfig)
     config["vips"] = {"allowed": [VIP_ALLOWED], "interface": args.bind_interface}
     if args.bind_interface is not None:
         config["vips"]["bind"] = args.bind
@@ -350,6 +479,7 @@ class Profiler:
 
     def __init__(self, directory: Path | None) -> None:
         self.directory = directory
+        self.tag = ""  # appended to the file names (repeated runs do not overwrite)
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, pid: int, name: str) -> None:
@@ -370,7 +500,7 @@ class Profiler:
                 "--format",
                 "raw",
                 "--output",
-                str(self.directory / f"{name}.txt"),
+                str(self.directory / f"{name}{self.tag}.txt"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -383,10 +513,11 @@ class Profiler:
             self._proc = None
 
 
-def start_daemon(scenario: Scenario, config: dict[str, Any]) -> int:
+def start_daemon(scenario: Scenario, config: dict[str, Any], source: Path | None = None) -> int:
+    """The daemon of checkout ``source`` (``--compare``; None: the bench's own)."""
     if scenario._log_handle is not None:
         scenario._log_handle.close()
-    proc = scenario.start_daemon(config)
+    proc = scenario.start_daemon(config, source)
     return proc.pid
 
 
@@ -408,9 +539,9 @@ def stop_daemon(scenario: Scenario, result: Result | None = None) -> None:
     scenario.lab.node.run("ip", "addr", "flush", "dev", "lo", "scope", "global", timeout=120)
 
 
-def wait_status_writes(scenario: Scenario, count: int, timeout: float) -> None:
+def wait_status_writes(store: KubeStore, count: int, timeout: float) -> None:
     """Wait until the daemon (Lease holder) wrote status.loadBalancer of every Service."""
-    api = scenario.api
+    api = store
     wait_until(
         lambda: (
             sum(
@@ -426,12 +557,9 @@ def wait_status_writes(scenario: Scenario, count: int, timeout: float) -> None:
     )
 
 
-def clear_services(scenario: Scenario) -> None:
-    api = scenario.api
+def clear_services(store: KubeStore) -> None:
     for kind in ("EndpointSlice", "Service"):
-        for obj in api.items(kind):
-            meta = obj["metadata"]
-            api.delete(kind, meta["name"], meta.get("namespace"))
+        store.delete_all(kind)
 
 
 def measure_idle(roles: dict[str, int], seconds: float) -> dict[str, float]:
@@ -462,37 +590,6 @@ def foreign_lease() -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------- phases
-
-
-@dataclass
-class Result:
-    n: int
-    baseline_cold_s: float = float("nan")
-    baseline_warm_s: float = float("nan")
-    cold_s: float = float("nan")
-    burst_s: float = float("nan")
-    burst_api_s: float = float("nan")
-    cold_ratio: float = float("nan")
-    burst_ratio: float = float("nan")
-    rss_kvip_mb: float = float("nan")
-    rss_exabgp_mb: float = float("nan")
-    rss_relay_mb: float = float("nan")
-    idle_cpu_kvip_pct: float = float("nan")
-    idle_cpu_exabgp_pct: float = float("nan")
-    idle_cpu_relay_pct: float = float("nan")
-    idle_seconds: float = float("nan")
-    changes: int = 0
-    latency_p50_ms: float = float("nan")
-    latency_p99_ms: float = float("nan")
-    latency_max_ms: float = float("nan")
-    withdraw_p50_ms: float = float("nan")
-    announce_p50_ms: float = float("nan")
-    stop_s: float = float("nan")
-    bfd_max_tx_gap_ms: float = float("nan")
-    bfd_downs: int = 0
-    ipam_list_s: float = float("nan")
-    ipam_plan_s: float = float("nan")
-    churn: list[ChurnResult] = field(default_factory=list)
 
 
 def bfd_cold_start_report(scenario: Scenario, result: Result) -> None:
@@ -539,18 +636,31 @@ def phase_cold(
 ) -> None:
     n = result.n
     assert scenario.frr is not None
-    clear_services(scenario)
-    scenario.api.put_many(service_objects(n, args.allocated or args.ipam))
+    clear_services(args.store)
+    args.store.put_many(service_objects(n, args.allocated or args.ipam))  # not timed
     fresh_frr(scenario.frr)
+    api_before = cpu_of(api_role(args))
     started = time.monotonic()
-    pid = start_daemon(scenario, bench_config(scenario, args))
+    pid = start_daemon(scenario, bench_config(scenario, args), args.source)
     profiler.start(pid, f"cold-{n}")
     try:
-        done = wait_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
+        arrival = watch_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
+        roles = process_roles(pid)
+        cpu = cpu_of(roles)
+        cpu.update({r: used - api_before[r] for r, used in cpu_of(api_role(args)).items()})
+        reaped = sum(reaped_children_cpu_seconds(p) for p in roles.values())
     finally:
         profiler.stop()
-    result.cold_s = done - started
-    say(f"N={n} cold start: {result.cold_s:.2f} s")
+    result.cold_s = arrival.done - started
+    result.first_route_s = arrival.first - started
+    result.session_s = arrival.established - started
+    store_cpu(result, "cold", cpu)
+    result.cold_cpu_reaped_s = reaped
+    say(
+        f"N={n} cold start: {result.cold_s:.2f} s, session up at FRR after "
+        f"{result.session_s:.2f} s, first route after {result.first_route_s:.2f} s; "
+        f"{cpu_text(cpu)}"
+    )
     if args.bfd:
         bfd_cold_start_report(scenario, result)
     if args.ipam:
@@ -559,7 +669,7 @@ def phase_cold(
         # Idle means after the Lease holder has written every Service's status (the
         # MODIFIED events those writes cause are part of converging, not of idling).
         if not args.not_leader:
-            wait_status_writes(scenario, n, args.timeout)
+            wait_status_writes(args.store, n, args.timeout)
         time.sleep(2.0)
         roles = process_roles(pid)
         profiler.start(pid, f"idle-{n}")
@@ -582,14 +692,34 @@ def phase_cold(
     stop_daemon(scenario, result)
 
 
+def store_cpu(result: Result, phase: str, cpu: dict[str, float]) -> None:
+    """``<phase>_cpu_<role>_s`` and the ratio kvip-bgp / its own ExaBGP."""
+    for role, key in (("kvip-bgp", "kvip"), ("exabgp", "exabgp"), ("relay", "relay")):
+        setattr(result, f"{phase}_cpu_{key}_s", cpu.get(role, float("nan")))
+    setattr(result, f"{phase}_cpu_bfd_s", cpu.get("bfd", float("nan")))
+    setattr(result, f"{phase}_cpu_api_s", cpu.get("fake-api", float("nan")))
+    exabgp = cpu.get("exabgp", float("nan"))
+    ratio = cpu.get("kvip-bgp", float("nan")) / exabgp if exabgp else float("nan")
+    setattr(result, f"{phase}_cpu_ratio", ratio)
+
+
+def api_role(args: argparse.Namespace) -> dict[str, int]:
+    """``{"fake-api": pid}`` of the fake API process; empty when it runs in ours."""
+    return {} if args.api_process is None else {"fake-api": args.api_process.pid}
+
+
+def cpu_text(cpu: dict[str, float]) -> str:
+    return "CPU " + ", ".join(f"{role} {used:.2f} s" for role, used in cpu.items())
+
+
 def phase_burst(
     scenario: Scenario, result: Result, args: argparse.Namespace, profiler: Profiler
 ) -> None:
     n = result.n
     assert scenario.frr is not None
-    clear_services(scenario)
+    clear_services(args.store)
     fresh_frr(scenario.frr)
-    pid = start_daemon(scenario, bench_config(scenario, args))
+    pid = start_daemon(scenario, bench_config(scenario, args), args.source)
     try:
         wait_until(
             lambda: scenario.http("/readyz")[0] == 200,
@@ -600,20 +730,26 @@ def phase_burst(
         raise TimeoutError(f"{error}\n{scenario.log_tail()}") from None
     time.sleep(1.0)
     objects = list(service_objects(n))
-    api = scenario.api
+    api: KubeStore = args.store
+    roles = {**process_roles(pid), **api_role(args)}
     profiler.start(pid, f"burst-{n}")
     try:
+        before = cpu_of(roles)
         started = time.monotonic()
         for obj in objects:
-            # One create per call, as a client would send them; put_many of one object
-            # skips the copy of the stored object that put returns and we would discard.
-            api.put_many((obj,))
+            api.create(obj)  # one create per call, as a client would send them
         result.burst_api_s = time.monotonic() - started
         done = wait_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
+        cpu = {role: used - before[role] for role, used in cpu_of(roles).items()}
     finally:
         profiler.stop()
     result.burst_s = done - started
-    say(f"N={n} burst: {result.burst_s:.2f} s (API took the writes in {result.burst_api_s:.2f} s)")
+    result.burst_tail_s = result.burst_s - result.burst_api_s
+    store_cpu(result, "burst", cpu)
+    say(
+        f"N={n} burst: {result.burst_s:.2f} s (API took the writes in "
+        f"{result.burst_api_s:.2f} s); {cpu_text(cpu)}"
+    )
     stop_daemon(scenario, result)
 
 
@@ -624,15 +760,15 @@ def settled_with_receiver(
     also peers with the receiver, every prefix at FRR and the receiver, statuses written
     (unless ``--not-leader``), then a moment of quiet. Returns the receiver and the pid."""
     assert scenario.frr is not None
-    clear_services(scenario)
-    scenario.api.put_many(objects)
+    clear_services(args.store)
+    args.store.put_many(objects)
     receiver = receiver_of(scenario, args)
     fresh_frr(scenario.frr)
-    pid = start_daemon(scenario, bench_config(scenario, args, receiver=True))
+    pid = start_daemon(scenario, bench_config(scenario, args, receiver=True), args.source)
     wait_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
     receiver.wait(lambda: len(receiver.present) >= n, args.timeout, f"{n} prefixes")
     if not args.not_leader:
-        wait_status_writes(scenario, n, args.timeout)
+        wait_status_writes(args.store, n, args.timeout)
     time.sleep(2.0)
     return receiver, pid
 
@@ -643,7 +779,7 @@ def phase_latency(
     n = result.n
     receiver, pid = settled_with_receiver(scenario, args, n, service_objects(n))
     assert scenario.frr is not None
-    api = scenario.api
+    api: KubeStore = args.store
     samples: list[tuple[str, float]] = []
     profiler.start(pid, f"latency-{n}")
     try:
@@ -675,26 +811,6 @@ def phase_latency(
         f"{result.latency_max_ms:.1f} ms"
     )
     stop_daemon(scenario, result)
-
-
-@dataclass
-class ChurnResult:
-    """One sustained-churn run: ``rate`` EndpointSlice writes/s for ``seconds``."""
-
-    rate: float
-    seconds: float
-    writes: int = 0
-    achieved_rate: float = float("nan")
-    flips: int = 0
-    cpu_kvip_pct: float = float("nan")
-    cpu_exabgp_pct: float = float("nan")
-    flip_p50_ms: float = float("nan")
-    flip_p99_ms: float = float("nan")
-    flip_max_ms: float = float("nan")
-    flips_missed: int = 0
-    max_queue_depth: float = float("nan")
-    frr_exact: bool = False
-    frr_wrong: int = 0
 
 
 CHURN_LOCAL_EVERY = 10  # every 10th Service is Local; the flips are ~1 write in 10
@@ -738,7 +854,7 @@ def phase_churn(
     receiver, pid = settled_with_receiver(scenario, args, n, churn_objects(n))
     assert scenario.frr is not None
     roles = process_roles(pid)
-    api = scenario.api
+    api: KubeStore = args.store
     local = list(range(0, n, CHURN_LOCAL_EVERY))
     cluster = [i for i in range(n) if i % CHURN_LOCAL_EVERY]
     ready = dict.fromkeys(local, True)
@@ -821,157 +937,142 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return values[int(rank) - 1]
 
 
-# ------------------------------------------------------------------------- report
-
-
-TARGETS = {
-    "burst_ratio": ("<=", 1.1),
-    "cold_ratio": ("<=", 1.3),
-    "latency_p99_ms": ("<", 100.0),
-    "rss_kvip_mb": ("<", 120.0),
-    "idle_cpu_kvip_pct": ("<", 1.0),
-}
-
-
-def machine() -> dict[str, str]:
-    def sh(*argv: str) -> str:
-        return subprocess.run(argv, capture_output=True, text=True, check=False).stdout.strip()
-
-    return {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": sh("nproc"),
-        "memory_gib": sh("free", "-g").splitlines()[1].split()[1],
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "git": sh("git", "-C", str(BENCH_DIR.parent), "describe", "--always", "--dirty"),
-        "loadavg_at_start": Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__(),
-        "exabgp": _version("exabgp"),
-        "frr": sh("/usr/lib/frr/bgpd", "--version").splitlines()[0]
-        if Path("/usr/lib/frr/bgpd").exists()
-        else "",
-    }
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import version
-
-    try:
-        return version(package)
-    except Exception:
-        return "?"
-
-
-def fmt(value: float, digits: int = 2) -> str:
-    return "-" if value != value else f"{value:.{digits}f}"
-
-
-def table(results: Sequence[Result]) -> str:
-    head = (
-        "| N | baseline cold s | cold start s | ratio | baseline warm s | burst s | ratio | "
-        "of it API writes s | kvip-bgp RSS MB | ExaBGP RSS MB | idle CPU kvip-bgp % | "
-        "idle CPU ExaBGP % | change p50/p99/max ms | SIGTERM->exit s |"
-    )
-    rows = [head, "|" + "---|" * 14]
-    for r in results:
-        latency = (
-            f"{fmt(r.latency_p50_ms, 1)} / {fmt(r.latency_p99_ms, 1)} / {fmt(r.latency_max_ms, 1)}"
-            if r.changes
-            else "-"
-        )
-        rows.append(
-            f"| {r.n:,} | {fmt(r.baseline_cold_s)} | {fmt(r.cold_s)} | {fmt(r.cold_ratio)} | "
-            f"{fmt(r.baseline_warm_s)} | {fmt(r.burst_s)} | {fmt(r.burst_ratio)} | "
-            f"{fmt(r.burst_api_s)} | {fmt(r.rss_kvip_mb, 1)} | {fmt(r.rss_exabgp_mb, 1)} | "
-            f"{fmt(r.idle_cpu_kvip_pct)} | {fmt(r.idle_cpu_exabgp_pct)} | {latency} | "
-            f"{fmt(r.stop_s, 1)} |"
-        )
-    return "\n".join(rows)
-
-
-def churn_table(results: Sequence[Result]) -> str:
-    rows = [
-        "| N | rate /s (achieved) | s | flips | CPU kvip-bgp % | CPU ExaBGP % | "
-        "flip p50/p99/max ms | missed | max queue depth | FRR exact |",
-        "|" + "---|" * 10,
-    ]
-    for r in results:
-        for c in r.churn:
-            rows.append(
-                f"| {r.n:,} | {c.rate:g} ({c.achieved_rate:.0f}) | {c.seconds:g} | {c.flips} | "
-                f"{fmt(c.cpu_kvip_pct, 1)} | {fmt(c.cpu_exabgp_pct, 1)} | "
-                f"{fmt(c.flip_p50_ms, 1)} / {fmt(c.flip_p99_ms, 1)} / {fmt(c.flip_max_ms, 1)} | "
-                f"{c.flips_missed} | {c.max_queue_depth:g} | "
-                f"{'yes' if c.frr_exact else f'no ({c.frr_wrong} wrong)'} |"
-            )
-    return "\n".join(rows)
-
-
-def verdicts(result: Result) -> list[str]:
-    lines = []
-    for key, (op, limit) in TARGETS.items():
-        value = getattr(result, key)
-        if value != value:
-            continue
-        ok = value <= limit if op == "<=" else value < limit
-        verdict = "met" if ok else "MISSED"
-        lines.append(f"N={result.n:,} {key} = {value:.2f} (target {op} {limit:g}): {verdict}")
-    return lines
-
-
-def write_results(out: Path, meta: dict[str, Any], results: Sequence[Result]) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    rows = [asdict(r) for r in results]
-    with open(out / f"bench-{stamp}.csv", "w", newline="") as handle:
-        flat = [{k: v for k, v in row.items() if k != "churn"} for row in rows]
-        writer = csv.DictWriter(handle, fieldnames=list(flat[0]))
-        writer.writeheader()
-        writer.writerows(flat)
-    document = {"machine": meta, "results": rows, "targets": TARGETS}
-    (out / f"bench-{stamp}.json").write_text(json.dumps(document, indent=2) + "\n")
-    (out / "latest.json").write_text(json.dumps(document, indent=2) + "\n")
-    return out / f"bench-{stamp}.json"
-
-
 # ------------------------------------------------------------------------- main
 
 
-def run(args: argparse.Namespace) -> list[Result]:
-    results: list[Result] = []
+def start_api(scenario: Scenario, args: argparse.Namespace) -> None:
+    """``args.store``/``kubeconfig``/``api_process``: the fake API the phases write to."""
+    if args.api == "in-process":
+        args.store, args.kubeconfig, args.api_process = (
+            InMemoryStore(scenario.api),
+            scenario.kubeconfig,
+            None,
+        )
+        return
+    lab = scenario.lab
+    args.api_process = FakeApiProcess(lab, lab.node, lab.workdir / "fakeapi")
+    args.store, args.kubeconfig = args.api_process.client, args.api_process.kubeconfig
+    say(f"fake API: its own process (pid {args.api_process.pid}) at {args.api_process.url}")
+
+
+PHASE_ORDER = ("baseline", "cold", "burst", "latency", "churn")
+THIS_CHECKOUT = BENCH_DIR.parent
+
+
+def git(*argv: str, cwd: Path = THIS_CHECKOUT) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(cwd), *argv], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+@contextlib.contextmanager
+def versions_of(args: argparse.Namespace) -> Iterator[list[Version]]:
+    """This checkout and, with ``--compare REV``, REV checked out in a temporary
+    ``git worktree`` (removed afterwards). Both daemons run with this venv's interpreter
+    and this checkout's fake API, FRR and bench."""
+    this = git("describe", "--always", "--dirty")
+    if args.compare is None:
+        yield [Version(this, THIS_CHECKOUT)]
+        return
+    tmp = Path(tempfile.mkdtemp(prefix=f"{args.prefix}compare-"))
+    source = tmp / "src"
+    try:
+        git("worktree", "add", "--detach", str(source), args.compare)
+        other = git("describe", "--always", cwd=source)
+        if other == this:
+            this, other = f"{this} (A)", f"{other} (B)"
+        say(f"comparing {this} (this checkout) with {other} ({args.compare}, in {source})")
+        yield [Version(this, THIS_CHECKOUT), Version(other, source)]
+    finally:
+        subprocess.run(
+            ["git", "-C", str(THIS_CHECKOUT), "worktree", "remove", "--force", str(source)],
+            check=False,
+        )
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_baselines(scenario: Scenario, result: Result, args: argparse.Namespace) -> None:
+    n = result.n
+    batch = args.batch or n
+    cold = run_baseline(scenario, n, batch, 0.0, args.timeout)
+    warm = run_baseline(scenario, n, batch, 1.0, args.timeout)
+    result.baseline_cold_s, result.baseline_warm_s = cold.cold_s, warm.warm_s
+    result.baseline_cold_cpu_exabgp_s = cold.cpu_exabgp_s
+    result.baseline_cold_cpu_feeder_s = cold.cpu_feeder_s
+    result.baseline_warm_cpu_exabgp_s = warm.cpu_exabgp_s
+    result.baseline_warm_cpu_feeder_s = warm.cpu_feeder_s
+    say(
+        f"N={n} baseline (ExaBGP alone, {batch} prefixes/line): cold "
+        f"{result.baseline_cold_s:.2f} s (CPU ExaBGP {cold.cpu_exabgp_s:.2f} s, "
+        f"feeder {cold.cpu_feeder_s:.2f} s), warm {result.baseline_warm_s:.2f} s "
+        f"(CPU ExaBGP {warm.cpu_exabgp_s:.2f} s, feeder {warm.cpu_feeder_s:.2f} s)"
+    )
+
+
+def phases_of(args: argparse.Namespace) -> list[str]:
+    wanted = set(args.phases)
+    if args.changes <= 0:
+        wanted.discard("latency")
+    if not args.churn_rates:
+        wanted.discard("churn")
+    return [phase for phase in PHASE_ORDER if phase in wanted]
+
+
+def run(args: argparse.Namespace, versions: Sequence[Version]) -> list[Result]:
+    """Every step of ``bench.stats.schedule``: per N and repetition the baseline, then
+    each phase once per version, alternating. One ``Result`` per (N, repetition,
+    version), holding that repetition's baseline; the ratios are against it."""
+    daemon_phases: dict[str, Callable[[Scenario, Result, argparse.Namespace, Profiler], None]]
+    daemon_phases = {
+        "cold": phase_cold,
+        "burst": phase_burst,
+        "latency": phase_latency,
+        "churn": phase_churn,
+    }
+    sources = {v.label: v.source for v in versions}
+    steps = list(schedule(args.sizes, phases_of(args), args.repeat, list(sources)))
+    results: dict[tuple[int, int, str], Result] = {}
+    baselines: dict[tuple[int, int], Result] = {}
     profiler = Profiler(args.profile)
     with Scenario(
-        prefix=args.prefix, topology=add_receiver_link, keep_workdir=args.keep
+        kubernetes=args.api == "in-process",
+        prefix=args.prefix,
+        topology=add_receiver_link,
+        keep_workdir=args.keep,
     ) as scenario:
         say(f"lab work directory: {scenario.lab.workdir}")
-        scenario.api.put(node())
+        start_api(scenario, args)
+        args.store.put(node())
         if args.bfd:
             from kvip_bgp.testing.bfdd import Bfdd
 
             Bfdd(scenario.lab)
         if args.not_leader:
-            scenario.api.put(foreign_lease())
-        for n in args.sizes:
-            result = Result(n)
-            results.append(result)
-            batch = args.batch or n
-            if "baseline" in args.phases:
-                result.baseline_cold_s, _ = run_baseline(scenario, n, batch, 0.0, args.timeout)
-                _, result.baseline_warm_s = run_baseline(scenario, n, batch, 1.0, args.timeout)
-                say(
-                    f"N={n} baseline (ExaBGP alone, {batch} prefixes/line): cold "
-                    f"{result.baseline_cold_s:.2f} s, warm {result.baseline_warm_s:.2f} s"
-                )
-            if "cold" in args.phases:
-                phase_cold(scenario, result, args, profiler)
-            if "burst" in args.phases:
-                phase_burst(scenario, result, args, profiler)
-            result.cold_ratio = result.cold_s / result.baseline_cold_s
-            result.burst_ratio = result.burst_s / result.baseline_warm_s
-            if "latency" in args.phases and n == max(args.sizes) and args.changes > 0:
-                phase_latency(scenario, result, args, profiler)
-            if "churn" in args.phases and n == max(args.sizes) and args.churn_rates:
-                phase_churn(scenario, result, args, profiler)
-    return results
+            args.store.put(foreign_lease())
+        for step in steps:
+            if step.version is None:
+                baseline = baselines[(step.n, step.rep)] = Result(step.n, rep=step.rep)
+                run_baselines(scenario, baseline, args)
+                continue
+            key = (step.n, step.rep, step.version)
+            result = results.get(key)
+            if result is None:
+                result = results[key] = Result(step.n, version=step.version, rep=step.rep)
+                base = baselines.get((step.n, step.rep))
+                for name in BASELINE_FIELDS if base is not None else ():
+                    setattr(result, name, getattr(base, name))
+            if len(versions) > 1 or args.repeat > 1:
+                say(f"-- {step.phase} at N={step.n}, {step.version}, run {step.rep + 1}")
+                profiler.tag = f"-{len(results)}"
+            args.source = sources[step.version]
+            daemon_phases[step.phase](scenario, result, args, profiler)
+    for result in results.values():
+        result.cold_ratio = result.cold_s / result.baseline_cold_s
+        result.burst_ratio = result.burst_s / result.baseline_warm_s
+    measured = {(r.n, r.rep) for r in results.values()}
+    alone = [b for key, b in baselines.items() if key not in measured]
+    return sorted([*results.values(), *alone], key=lambda r: (r.n, r.rep))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -1044,13 +1145,37 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--allocated): what the first allocation pass adds to a leader's cold start; "
         "use with --phases cold",
     )
+    parser.add_argument(
+        "--api",
+        choices=("process", "in-process"),
+        default="process",
+        help="the fake Kubernetes API in its own process, written to over HTTP (default, "
+        "as a real API server would be) or in the bench's process, written to in memory",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every phase K times (per N; the baseline again each time) and print "
+        "medians and ranges",
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="REV",
+        help="also run the daemon of git revision REV (a temporary worktree, same venv), "
+        "alternating with this checkout's phase by phase; prints both and the ratio of "
+        "the medians",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the lab's work directory")
     parser.add_argument("--profile", type=Path, help="also write py-spy raw profiles here")
-    parser.set_defaults(receiver=None)  # receiver_of: shared by the latency and churn phases
+    # receiver_of: shared by the latency and churn phases; start_api: the fake API;
+    # source: the checkout whose daemon runs (run_versions).
+    parser.set_defaults(receiver=None, store=None, kubeconfig=None, api_process=None, source=None)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if os.geteuid() != 0:
         print("make bench needs root (network namespaces)", file=sys.stderr)
@@ -1059,22 +1184,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta["binding"] = (
         "none" if args.bind_interface is None else f"{args.bind} on {args.bind_interface}"
     )
-    results = run(args)
+    meta["api"] = "in its own process" if args.api == "process" else "in the bench's process"
+    meta["compare"] = args.compare
+    meta["repeat"] = args.repeat
+    meta["command"] = ["python", "-m", "bench.run", *argv]
+    with versions_of(args) as versions:
+        meta["versions"] = {v.label: str(v.source) for v in versions}
+        results = run(args, versions)
     path = write_results(args.out, meta, results)
     print()
-    print(
-        f"kvip-bgp bench, {meta['date']}: {meta['nproc']} cores, {meta['memory_gib']} GiB, "
-        f"Linux {meta['kernel']}, Python {meta['python']}, ExaBGP {meta['exabgp']}, {meta['frr']}; "
-        f"VIP binding: {meta['binding']}"
-    )
-    print(table(results))
-    if any(r.churn for r in results):
+    print(header(meta, argv, versions))
+    print()
+    labels = [v.label for v in versions]
+    if len(versions) == 1 and args.repeat == 1:
+        print(table(results))
         print()
-        print(churn_table(results))
-    for result in results:
+        print(cpu_table(results))
+        if any(r.churn for r in results):
+            print()
+            print(churn_table(results))
+        checked = [r for r in results if r.version]
+    else:
+        rows = flat_rows(results)
+        phases = phases_of(args)
+        metrics = {**PHASE_METRICS, "churn": churn_metrics(args.churn_rates)}
+        print(f"{args.repeat} runs of each, alternating; median (min-max) of the runs:")
+        print(repeat_table(rows, labels, args.sizes, phases, metrics))
+        checked = [median_result(rows, labels[0], n) for n in args.sizes]
+        print(f"\nTargets, against the medians of {labels[0]} (churn rows: see the table):")
+    for result in checked:
         for line in verdicts(result):
             print(line)
-    print(f"results: {path}")
+    print(f"results (every sample): {path}")
     return 0
 
 

@@ -83,3 +83,44 @@ def test_bench_ipam_cold_start_reports_the_first_plan(lab_required: None, tmp_pa
     assert code == 0
     (result,) = json.loads((tmp_path / "latest.json").read_text())["results"]
     assert math.isfinite(result["cold_s"]) and math.isfinite(result["ipam_plan_s"])
+
+
+def test_bench_compare_alternates_two_checkouts(lab_required: None, tmp_path: Path) -> None:
+    """--repeat 2 --compare HEAD: a temporary worktree's daemon against this one, two
+    samples each with a baseline per repetition, and the worktree gone afterwards."""
+    code = bench.main(
+        [
+            "--sizes",
+            "20",
+            "--phases",
+            "baseline,cold",
+            "--idle-seconds",
+            "0",
+            "--repeat",
+            "2",
+            "--compare",
+            "HEAD",
+            "--timeout",
+            "30",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    document = json.loads((tmp_path / "latest.json").read_text())
+    rows = document["results"]
+    versions = list(document["machine"]["versions"])
+    assert len(versions) == 2
+    assert [(r["rep"], r["version"]) for r in rows] == [
+        (0, versions[0]),
+        (0, versions[1]),
+        (1, versions[0]),
+        (1, versions[1]),
+    ]
+    for row in rows:
+        assert math.isfinite(row["cold_s"]) and math.isfinite(row["cold_cpu_kvip_s"])
+        assert math.isfinite(row["baseline_cold_s"])
+    # each repetition has its own baseline, shared by both versions
+    assert rows[0]["baseline_cold_s"] == rows[1]["baseline_cold_s"]
+    worktree = document["machine"]["versions"][versions[1]]
+    assert not Path(worktree).exists()

@@ -71,7 +71,8 @@ def exabgp_pid(daemon_pid: int) -> int | None:
 
 
 def process_roles(daemon_pid: int) -> dict[str, int]:
-    """``kvip-bgp`` itself, its ``exabgp`` and ExaBGP's ``relay`` helper."""
+    """``kvip-bgp`` itself, its ``exabgp``, ExaBGP's ``relay`` helper and the ``bfd``
+    process (``bgp.bfd``, only when a peer has BFD)."""
     roles = {"kvip-bgp": daemon_pid}
     pending = [daemon_pid]
     while pending:
@@ -79,6 +80,8 @@ def process_roles(daemon_pid: int) -> dict[str, int]:
             line = " ".join(cmdline(child))
             if "kvip_bgp.bgp.relay" in line:
                 roles["relay"] = child
+            elif "kvip_bgp.bgp.bfd" in line:
+                roles["bfd"] = child
             elif "exabgp" in line and "server" in line:
                 roles["exabgp"] = child
             pending.append(child)
@@ -114,6 +117,16 @@ def cpu_seconds(pid: int) -> float:
     if len(fields) < 13:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def reaped_children_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of ``pid``'s children that exited and were waited for
+    (cutime+cstime; NaN once ``pid`` is gone): what ``cpu_seconds`` of the living
+    processes cannot show."""
+    fields = _stat_fields(pid)
+    if len(fields) < 15:
+        return float("nan")
+    return (int(fields[13]) + int(fields[14])) / CLK_TCK
 
 
 def json_log_lines(path: Path) -> list[dict[str, Any]]:

@@ -161,14 +161,23 @@ class Scenario:
         self.config_path = path
         return path
 
-    def start_daemon(self, config: Mapping[str, Any] | None = None) -> subprocess.Popen[bytes]:
+    def start_daemon(
+        self, config: Mapping[str, Any] | None = None, source: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        """``kvip-bgp run`` in the node namespace. ``source``: a checkout whose
+        ``kvip_bgp`` the daemon (and the ExaBGP and helpers it starts) imports instead
+        of this one's, with the same interpreter (``PYTHONPATH`` and cwd point there)."""
         path = self.write_config(config or daemon_config(self.kubeconfig))
         if self._log_handle is not None:  # a restart: the previous run's handle is done
             self._log_handle.close()
         self._log_handle = open(self.log_path, "ab")  # noqa: SIM115 (kept for the run)
         argv = run_argv(path, self.lab.workdir / "run")
+        extra: dict[str, Any] = {}
+        if source is not None:
+            extra["env"] = {**os.environ, "PYTHONPATH": str(source)}
+            extra["cwd"] = str(source)
         self.daemon = self.lab.popen(
-            self.lab.node, argv, stdout=self._log_handle, stderr=subprocess.STDOUT
+            self.lab.node, argv, stdout=self._log_handle, stderr=subprocess.STDOUT, **extra
         )
         return self.daemon
 
