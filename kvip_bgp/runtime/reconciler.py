@@ -66,6 +66,7 @@ RESYNC_INTERVAL: Final = 30.0
 ADDRESS_REPAIR_INTERVAL: Final = 300.0
 DETAILED_LOG_LIMIT: Final = 20
 BIND_CHUNK: Final = 1000
+PASS_GAP: Final = 0.005  # seconds from the end of a pass to the next one, at least
 
 
 class Reconciler:
@@ -94,10 +95,18 @@ class Reconciler:
     def run(self) -> None:
         """Loop until a Stop has been carried out. Runs in the reconciler thread."""
         self.start(time.monotonic())
+        last_pass = 0.0
         while True:
+            # Passes back to back, one per message of a stream (a burst, churn and the
+            # acks), pay their fixed part per message: let such a stream gather for up to
+            # PASS_GAP. Not between the chunks of a cold start's binds.
+            gap = last_pass + PASS_GAP - time.monotonic()
+            if gap > 0 and not self._s.bind_backlog:
+                time.sleep(gap)
             batch = self._inbox.drain(self.timeout(time.monotonic()))
             if not self.step([message for _key, message in batch], time.monotonic()):
                 return
+            last_pass = time.monotonic()
 
     def start(self, now: float) -> None:
         """Adopt the addresses and routes an earlier run left (before the first step)."""
