@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import queue
 import threading
@@ -177,7 +178,12 @@ def test_refusals_reach_events_metrics_and_status_in_their_wire_form(tmp_path: P
         )
         == 1
     )
-    document = status_document(ReconcilerStatus(), result["status"])
+    status = result["status"]
+    # The snapshot is unsorted (cheap under churn); /status lists by namespace/name.
+    backwards = dataclasses.replace(status, decisions=status.decisions[::-1])
+    document = status_document(ReconcilerStatus(), backwards)
+    names = [s["service"] for s in document["services"]]
+    assert names == sorted(names)
     reasons = {
         s["service"]: (s["reason"], [v["reason"] for v in s["vips"]]) for s in document["services"]
     }

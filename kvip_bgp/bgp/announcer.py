@@ -23,6 +23,8 @@ from kvip_bgp.bgp.commands import (
     end_of_rib_commands,
     withdraw_commands,
 )
+from kvip_bgp.bgp.difference import PendingVips
+from kvip_bgp.bgp.sent import record_sent
 from kvip_bgp.domain.config import Config
 from kvip_bgp.domain.model import Advertisement, IPAddress, address_order, host_prefix
 from kvip_bgp.runtime.announcer import PeerView, Receive
@@ -75,6 +77,8 @@ class ExabgpAnnouncer:
         # Withdrawn since the last resync: withdrawn once more at the resync (see resync).
         self._recently_withdrawn: set[IPAddress] = set()
         self._again: set[IPAddress] = set()
+        self._pending = PendingVips()  # which VIPs the next pass compares
+        self._changes = 0  # see changes()
         self._backoff = Backoff(INITIAL_BACKOFF, MAX_BACKOFF, INITIAL_BACKOFF)
         self._errors: list[str] = []
         # Peers a reload added: ExaBGP starts them with an empty RIB, so their first
@@ -100,6 +104,10 @@ class ExabgpAnnouncer:
             )
 
     def handle(self, message: ApiMessage, now: float) -> None:
+        if not isinstance(message, PeerState) and not (
+            isinstance(message, CommandAck) and message.ok
+        ):
+            self._changes += 1  # may change what is applied
         match message:
             case ApiConnected():
                 self._connected(message)
@@ -123,6 +131,7 @@ class ExabgpAnnouncer:
         self._again = self._recently_withdrawn - set(self._applied)
         self._maybe_present |= self._again
         self._recently_withdrawn = set()
+        self._pending.everything()
 
     def set(
         self,
@@ -130,20 +139,17 @@ class ExabgpAnnouncer:
         held: Set[IPAddress],
         synced: bool,
         now: float,
+        changed: Set[IPAddress] | None = None,
     ) -> None:
         again, self._again = self._again, set()
+        self._pending.add(changed)
         if self._writer is None or not self._backoff.ready(now):
             return
-        # O(VIPs) each pass, kept cheap: set ops in C, ``is`` before the field compare.
-        withdraw = self._applied.keys() - desired.keys()
-        if synced:
-            withdraw |= self._maybe_present - desired.keys()
-        applied = self._applied
-        announce = [
-            a
-            for v, a in desired.items()
-            if (old := applied.get(v)) is not a and old != a and v not in held
-        ]
+        announce, withdraw = self._pending.take(
+            desired, self._applied, self._maybe_present, held, synced
+        )
+        if announce or withdraw:
+            self._changes += 1
         self._send_routes(announce, withdraw, synced and not held)
         self._recently_withdrawn -= again  # once more is enough
 
@@ -151,6 +157,7 @@ class ExabgpAnnouncer:
         """Withdraw every route, wait for ExaBGP's acks and its send, then let go."""
         withdraw = sorted(set(self._applied) | self._maybe_present, key=address_order)
         log.info("reconciler.shutdown", withdrawing=len(withdraw))
+        self._changes += 1
         if self._writer is not None and withdraw:
             commands = withdraw_commands([host_prefix(v) for v in withdraw], self._next_hops)
             try:
@@ -178,6 +185,9 @@ class ExabgpAnnouncer:
     def announced(self) -> Mapping[IPAddress, Advertisement]:
         return self._applied
 
+    def changes(self) -> int:
+        return self._changes
+
     def withdrawing(self) -> Set[IPAddress]:
         return {
             prefix.network_address for command in self._in_flight for prefix in command.withdrawn
@@ -197,6 +207,7 @@ class ExabgpAnnouncer:
         return errors
 
     def reconfigure(self, config: Config, routes_left: ReplyBox[bool] | None = None) -> None:
+        self._changes += 1
         before = {str(peer.address) for peer in self._config.bgp.peers}
         after = {str(peer.address) for peer in config.bgp.peers}
         old_hops = {p.address: (p.next_hop_v4, p.next_hop_v6) for p in self._config.bgp.peers}
@@ -232,6 +243,7 @@ class ExabgpAnnouncer:
         self._removed = (self._removed | (before - after)) - after
         self._fresh = (self._fresh | (after - before)) & after
         self._replay &= after
+        self._pending.everything()
         self.start()
 
     # -- messages ------------------------------------------------------------------
@@ -250,6 +262,7 @@ class ExabgpAnnouncer:
         # every desired route and withdraw anything else we had sent.
         self._maybe_present |= set(self._applied)
         self._applied.clear()
+        self._pending.everything()
         self._backoff = self._backoff.cleared()
         self._peers.clear()
         log.info(
@@ -265,6 +278,7 @@ class ExabgpAnnouncer:
             self._left.clear()
 
     def _drop_writer(self, why: str) -> None:
+        self._changes += 1
         if self._writer is not None:
             self._writer.close()
         self._writer = None
@@ -272,7 +286,7 @@ class ExabgpAnnouncer:
         self._leaving.clear()
         self._answer_left()
         self._maybe_present |= set(self._applied)
-        self._applied.clear()
+        self._applied.clear()  # nothing is sent before the next connection's full pass
         log.warning("reconciler.exabgp_unreachable", reason=why)
 
     def _ack(self, ack: CommandAck, now: float) -> None:
@@ -298,6 +312,7 @@ class ExabgpAnnouncer:
                 del self._applied[advert.vip]
         for prefix in command.withdrawn:
             self._maybe_present.add(prefix.network_address)
+        self._pending.everything()
         self._backoff = self._backoff.failed(now)
 
     def _peer_state(self, message: PeerState) -> None:
@@ -323,6 +338,7 @@ class ExabgpAnnouncer:
                 # announced and then withdrawn while it was down: withdraw, before the
                 # End-of-RIB, everything we ever announced that is not applied now.
                 self._maybe_present |= self._announced_ever - set(self._applied)
+                self._pending.everything()
             else:
                 self._eor_pending.discard(message.peer)
             log.info(
@@ -359,7 +375,8 @@ class ExabgpAnnouncer:
         )
         for peer in eor_peers:
             commands += end_of_rib_commands(peer)
-        if not commands:
+        if not commands:  # e.g. a family no peer takes: not applied, looked at again
+            self._pending.add({a.vip for a in announce} | withdraw)
             return
         assert self._writer is not None
         try:
@@ -378,23 +395,7 @@ class ExabgpAnnouncer:
             self._announced_ever.add(advert.vip)
         self._eor_pending.difference_update(eor_peers)
         self._replay.clear()
-        for peer in (str(p.address) for p in self._config.bgp.peers):
-            if announce:
-                self._metrics.updates_sent.labels(peer, "announce").inc(len(announce))
-            if withdraw:
-                self._metrics.updates_sent.labels(peer, "withdraw").inc(len(withdraw))
-            self._metrics.prefixes_announced.labels(peer).set(len(self._applied))
-        if len(announce) + len(withdraw) <= 20:
-            for advert in announce:
-                log.info("reconciler.announce", vip=str(advert.vip), services=list(advert.sources))
-            for vip in withdraw:
-                log.info("reconciler.withdraw", vip=str(vip))
-        else:
-            log.info(
-                "reconciler.batch",
-                announced=len(announce),
-                withdrawn=len(withdraw),
-                commands=len(commands),
-            )
-        for peer in eor_peers:
-            log.info("reconciler.end_of_rib", peer=peer, routes=len(self._applied))
+        peers = [str(p.address) for p in self._config.bgp.peers]
+        record_sent(
+            self._metrics, peers, announce, withdraw, commands, eor_peers, len(self._applied)
+        )

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kvip_bgp.domain.explain import Explanation
 from kvip_bgp.domain.model import address_order
+from kvip_bgp.domain.objects import key_order
 from kvip_bgp.domain.reasons import Reason, wire
 from kvip_bgp.runtime.allocation import AllocationStatus
 from kvip_bgp.runtime.cluster import ClusterStatus
@@ -81,7 +82,7 @@ def status_document(
                     for v in d.verdicts
                 ],
             }
-            for d in cluster.decisions
+            for d in sorted(cluster.decisions, key=lambda d: key_order(d.service))
             if d.reason is None or d.reason.reason is not Reason.NOT_LOAD_BALANCER
         ],
         "node": None

@@ -56,11 +56,14 @@ class Announcer(Protocol):
         held: Set[IPAddress],
         synced: bool,
         now: float,
+        changed: Set[IPAddress] | None = None,
     ) -> None:
         """Announce ``desired`` except ``held`` (not bound yet: neither sent nor withdrawn).
 
         Until ``synced`` (every source delivered its full state) only what was applied
         in this run is withdrawn; what an earlier run left waits.
+        ``changed``: the only VIPs whose desired value changed since the last call (None:
+        any may have); an announcer may compare just those and what it held back.
         """
 
     def withdraw_all(self, deadline: float, receive: Receive) -> None:
@@ -68,6 +71,10 @@ class Announcer(Protocol):
 
     def announced(self) -> Mapping[IPAddress, Advertisement]:
         """What is applied now (sent and not failed)."""
+
+    def changes(self) -> int:
+        """A count that moves whenever ``announced()`` may have changed (and may move
+        more often): the reconciler copies it for the status only then."""
 
     def withdrawing(self) -> Set[IPAddress]:
         """VIPs whose withdrawal is sent but not yet acknowledged by the routing daemon."""
