@@ -123,14 +123,16 @@ def cpu_table(results: Sequence[Result]) -> str:
 def churn_table(results: Sequence[Result]) -> str:
     rows = [
         "| N | rate /s (achieved) | s | flips | CPU kvip-bgp % | CPU ExaBGP % | "
-        "flip p50/p99/max ms | missed | max queue depth | FRR exact |",
-        "|" + "---|" * 10,
+        "CPU fake API % | machine busy % | flip p50/p99/max ms | missed | max queue depth | "
+        "FRR exact |",
+        "|" + "---|" * 12,
     ]
     for r in results:
         for c in r.churn:
             rows.append(
                 f"| {r.n:,} | {c.rate:g} ({c.achieved_rate:.0f}) | {c.seconds:g} | {c.flips} | "
                 f"{fmt(c.cpu_kvip_pct, 1)} | {fmt(c.cpu_exabgp_pct, 1)} | "
+                f"{fmt(c.cpu_api_pct, 1)} | {fmt(c.machine_busy_pct, 0)} | "
                 f"{fmt(c.flip_p50_ms, 1)} / {fmt(c.flip_p99_ms, 1)} / {fmt(c.flip_max_ms, 1)} | "
                 f"{c.flips_missed} | {c.max_queue_depth:g} | "
                 f"{'yes' if c.frr_exact else f'no ({c.frr_wrong} wrong)'} |"
@@ -196,7 +198,10 @@ def churn_metrics(rates: Sequence[float]) -> list[Metric]:
         prefix = f"churn_{rate:g}"
         metrics += [
             (f"{prefix}_cpu_kvip_pct", f"{rate:g}/s: CPU kvip-bgp %", 1),
+            (f"{prefix}_achieved_rate", f"{rate:g}/s: writes/s achieved", 0),
             (f"{prefix}_cpu_exabgp_pct", f"{rate:g}/s: CPU ExaBGP %", 1),
+            (f"{prefix}_cpu_api_pct", f"{rate:g}/s: CPU fake API %", 1),
+            (f"{prefix}_machine_busy_pct", f"{rate:g}/s: machine busy, % of all cores", 0),
             (f"{prefix}_flip_p99_ms", f"{rate:g}/s: flip p99 ms", 1),
             (f"{prefix}_max_queue_depth", f"{rate:g}/s: max queue depth", 0),
         ]

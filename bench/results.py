@@ -25,6 +25,8 @@ class ChurnResult:
     flips: int = 0
     cpu_kvip_pct: float = float("nan")
     cpu_exabgp_pct: float = float("nan")
+    cpu_api_pct: float = float("nan")  # the fake API's process, when it has its own
+    machine_busy_pct: float = float("nan")  # all CPUs, % of the machine (/proc/stat)
     flip_p50_ms: float = float("nan")
     flip_p99_ms: float = float("nan")
     flip_max_ms: float = float("nan")

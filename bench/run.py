@@ -855,7 +855,7 @@ def phase_churn(
     n = result.n
     receiver, pid = settled_with_receiver(scenario, args, n, churn_objects(n))
     assert scenario.frr is not None
-    roles = process_roles(pid)
+    roles = {**process_roles(pid), **api_role(args)}
     api: KubeStore = args.store
     local = list(range(0, n, CHURN_LOCAL_EVERY))
     cluster = [i for i in range(n) if i % CHURN_LOCAL_EVERY]
@@ -874,6 +874,7 @@ def phase_churn(
         total = int(rate * args.churn_seconds)
         profiler.start(pid, f"churn-{n}-{rate:g}")
         before = {role: cpu_seconds(p) for role, p in roles.items()}
+        busy_before = machine_busy()
         started = time.monotonic()
         try:
             for k in range(total):
@@ -895,10 +896,14 @@ def phase_churn(
                     api.put(endpoint_slice(f"svc-{index:05d}", nodes))
             elapsed = time.monotonic() - started
             after = {role: cpu_seconds(p) for role, p in roles.items()}
+            busy_after = machine_busy()
         finally:
             profiler.stop()
             stop.set()
             poller.join()
+        churn.machine_busy_pct = busy_share(busy_before, busy_after)
+        if "fake-api" in roles:
+            churn.cpu_api_pct = 100 * (after["fake-api"] - before["fake-api"]) / elapsed
         churn.writes = total
         churn.achieved_rate = total / elapsed
         churn.cpu_kvip_pct = 100 * (after["kvip-bgp"] - before["kvip-bgp"]) / elapsed
@@ -925,12 +930,27 @@ def phase_churn(
         say(
             f"N={n} churn {rate:g}/s for {args.churn_seconds:g} s ({churn.achieved_rate:.0f}/s"
             f" achieved, {churn.flips} flips): CPU kvip-bgp {churn.cpu_kvip_pct:.1f}%, ExaBGP "
-            f"{churn.cpu_exabgp_pct:.1f}% of a core; flips p50/p99/max "
+            f"{churn.cpu_exabgp_pct:.1f}%, fake API {churn.cpu_api_pct:.1f}% of a core, machine "
+            f"{churn.machine_busy_pct:.0f}% busy; flips p50/p99/max "
             f"{fmt(churn.flip_p50_ms, 1)}/{fmt(churn.flip_p99_ms, 1)}/"
             f"{fmt(churn.flip_max_ms, 1)} ms ({churn.flips_missed} missed); max queue depth "
             f"{churn.max_queue_depth:g}; FRR exact: {churn.frr_exact} ({churn.frr_wrong} wrong)"
         )
     stop_daemon(scenario, result)
+
+
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat (idle and iowait are not busy)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(fields[:8])  # user nice system idle iowait irq softirq steal
+    return total - fields[3] - fields[4], total
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """How busy the whole machine was between two ``machine_busy`` readings, in % of all
+    its cores: near 100 the churn row measures a saturated machine, not only us."""
+    total = after[1] - before[1]
+    return 100.0 * (after[0] - before[0]) / total if total > 0 else float("nan")
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
