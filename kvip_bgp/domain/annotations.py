@@ -59,6 +59,8 @@ def _checked_text(annotation: str, value: str) -> str:
 
 def _split(annotation: str, value: str) -> list[str]:
     text = _checked_text(annotation, value)
+    if text and "," not in text:
+        return [text]  # one item (most VIP lists): already stripped, not empty
     items = [item.strip() for item in text.split(",")]
     if not text or any(not item for item in items):
         raise AnnotationError(annotation, f"empty item in comma list {text!r}")
