@@ -28,6 +28,10 @@ MAX_ANNOTATION_LENGTH: Final = 1024
 # regex search, not a Python generator over every character of every annotation value.
 _CONTROL_CHARACTERS: Final = re.compile(r"[\x00-\x1f\x7f]")
 MAX_VIPS_PER_SERVICE: Final = 16
+_ATTRIBUTE_ANNOTATIONS: Final = frozenset(
+    PREFIX + name
+    for name in ("communities", "large-communities", "local-preference", "med", "as-path-prepend")
+)
 
 
 class AnnotationError(ValueError):
@@ -55,6 +59,8 @@ def _checked_text(annotation: str, value: str) -> str:
 
 def _split(annotation: str, value: str) -> list[str]:
     text = _checked_text(annotation, value)
+    if text and "," not in text:
+        return [text]  # one item (most VIP lists): already stripped, not empty
     items = [item.strip() for item in text.split(",")]
     if not text or any(not item for item in items):
         raise AnnotationError(annotation, f"empty item in comma list {text!r}")
@@ -90,7 +96,13 @@ def parse_uint(annotation: str, value: str, low: int = 0, high: int = MAX_U32) -
 
 
 def parse_service_attributes(service: ServiceInfo, defaults: RouteAttributes) -> RouteAttributes:
-    """The service's BGP attributes: annotations override (communities extend) the defaults."""
+    """The service's BGP attributes: annotations override (communities extend) the defaults.
+
+    Most Services set none of them: then ``defaults`` itself, not an equal copy (a frozen
+    ``RouteAttributes`` costs ~2 us to build and sort, once per Service per decision).
+    """
+    if not any(key in _ATTRIBUTE_ANNOTATIONS for key, _ in service.annotations):
+        return defaults
     communities = list(defaults.communities)
     large = list(defaults.large_communities)
     local_pref = defaults.local_preference

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Final, Literal
 
+from kvip_bgp.domain.addresses import RangeIndex
 from kvip_bgp.domain.ipam import Pool
 from kvip_bgp.domain.model import (
     IPAddress,
@@ -86,11 +88,16 @@ class VipConfig:
     def admits(self, vip: IPAddress, namespace: str | None = None) -> bool:
         """The most specific range containing ``vip`` decides (a namespaced range
         nested in a wider one stays reserved to its namespaces)."""
-        containing = [r for r in self.allowed if r.cidr.version == vip.version and vip in r.cidr]
-        if not containing:
-            return False
-        longest = max(r.cidr.prefixlen for r in containing)
-        return any(r.admits(vip, namespace) for r in containing if r.cidr.prefixlen == longest)
+        return self._ranges.admits(vip, namespace)
+
+    @cached_property
+    def _ranges(self) -> RangeIndex:
+        """``allowed`` as integers, built on first use: the policy checks every VIP.
+
+        Derived from frozen fields only, so it never goes stale; two threads computing
+        it at once store equal values. Not a field: equality and hashing ignore it.
+        """
+        return RangeIndex.of((r.cidr, r.namespaces) for r in self.allowed)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from kvip_bgp.domain.addresses import forbidden_class
 from kvip_bgp.domain.annotations import (
     EXCLUDE_LABEL,
     KUBE_VIP_PREFIX,
@@ -70,8 +71,8 @@ def address_refusal(
     vip: IPAddress, namespace: str | None, config: Config, node: NodeInfo | None
 ) -> Refusal | None:
     """Why this VIP may never be announced (hijack protection), or None if it may."""
-    if vip.is_unspecified or vip.is_multicast or vip.is_link_local or vip.is_loopback:
-        return Refusal(Reason.FORBIDDEN_ADDRESS, _address_class(vip))
+    if (forbidden := forbidden_class(vip)) is not None:
+        return Refusal(Reason.FORBIDDEN_ADDRESS, forbidden)
     if node is not None and vip in node.ips:
         return Refusal(Reason.FORBIDDEN_ADDRESS, "node-address")
     if any(vip == peer.address or vip == peer.local_address for peer in config.bgp.peers):
@@ -79,16 +80,6 @@ def address_refusal(
     if not config.vips.admits(vip, namespace):
         return Refusal(Reason.OUTSIDE_ALLOWED)
     return None
-
-
-def _address_class(vip: IPAddress) -> str:
-    if vip.is_unspecified:
-        return "unspecified"
-    if vip.is_multicast:
-        return "multicast"
-    if vip.is_link_local:
-        return "link-local"
-    return "loopback"
 
 
 def node_refusal(node: NodeInfo | None, config: Config) -> Refusal | None:
