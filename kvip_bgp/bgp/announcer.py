@@ -40,8 +40,7 @@ from kvip_bgp.runtime.messages import (
 )
 from kvip_bgp.runtime.metrics import Metrics
 
-# The reconciler's events, whichever output mode carries them out.
-log = structlog.get_logger("kvip_bgp.reconciler")
+log = structlog.get_logger("kvip_bgp.reconciler")  # the reconciler's events, either output
 
 # ExaBGP acks a command once parsed, not once its UPDATE is on the wire, and its API has
 # nothing that reports the send. Stopped too soon after the acks, it closes the session
