@@ -7,8 +7,9 @@ talks to it through its coalescing inbox.
 It is level-triggered: each pass compares the full desired set (merged from every
 source: Kubernetes, static VIPs) with what it has applied, and the announcer sends only
 the difference. A coalesced or lost message can therefore never leave a stale route.
-Between two periodic resyncs, which look at everything, binding and unbinding look only
-at the VIPs whose merged value changed (``runtime.desired``).
+Between two periodic resyncs, which look at everything, binding, unbinding and the
+announcer's difference look only at the VIPs whose merged value changed
+(``runtime.desired``, ``bgp.difference``).
 Two safety rules:
 - nothing is withdrawn or unbound until every source has delivered its first full state
   (an empty cache at startup must not look like "withdraw everything"); what a source
