@@ -5,9 +5,9 @@ Start order (each step only depends on the ones before it): the runtime director
 thread → ExaBGP → the reconciler thread → the sources (static VIPs; the cluster-state
 thread and its stream threads) → the HTTP thread.
 The main thread then only waits for signals, restarts ExaBGP when it dies and reloads
-the config file (SIGHUP or a change on disk, see ``live``). The kube adapter (and with
-it the ``kubernetes`` package) is imported only with kubernetes.enabled, and only once
-ExaBGP runs, unless a peer's node_selector needs this Node's labels to pick the peers.
+the config file (SIGHUP or a change on disk, see ``live``). The kube adapter (with the
+``kubernetes`` package) is imported only with kubernetes.enabled, once ExaBGP runs
+(before, if a peer's node_selector needs this Node's labels to pick the peers).
 
 Shutdown (SIGTERM/SIGINT) runs in reverse within ``shutdown_timeout``: the reconciler
 withdraws every route and waits for ExaBGP's acks, removes the addresses it bound, then
@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from kvip_bgp import installed_version, rundir
 from kvip_bgp import process as process_settings
-from kvip_bgp import rundir
 from kvip_bgp.bgp.config import render_config
 from kvip_bgp.bgp.speaker import Speaker, start_speaker
 from kvip_bgp.configfile.watch import Loaded
@@ -95,7 +95,7 @@ class Daemon:
         process_settings.configure()
         process_settings.on_stop_signals(self._on_signal)
         process_settings.on_reload_signal(self._on_reload_signal)
-        self.metrics.build_info.info({"version": _version()})
+        self.metrics.build_info.info({"version": installed_version()})
         log.info(
             "app.starting",
             node=config.node_name,
@@ -117,9 +117,8 @@ class Daemon:
 
     def _run(self) -> int:
         config = self.config
-        # ExaBGP first when its peers do not depend on this node's labels: its own start
-        # and the BGP sessions (~0.2 s) then overlap with the ``kubernetes`` import and
-        # the credential loading (~0.2 s) instead of waiting for them.
+        # ExaBGP first when its peers do not depend on this node's labels: its start and
+        # the sessions (~0.2 s) overlap with importing and loading the kube client.
         speaker = None
         if config.output == "exabgp" and not any(p.node_selector for p in config.bgp.peers):
             speaker = self._start_exabgp(peers_for_node(config, None))
@@ -399,12 +398,3 @@ class Daemon:
                 return node_labels(api, self.config.node_name)
             except KubeError as error:
                 raise StartupError(str(error)) from error
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("kvip-bgp")
-    except PackageNotFoundError:
-        return "unknown"
