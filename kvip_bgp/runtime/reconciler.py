@@ -115,7 +115,6 @@ class Reconciler:
         s.last_repair = now
         if self._addresses is not None:
             s.bound = self._addresses.owned()
-            s.bound_view = None
             if s.bound:
                 log.info(
                     "reconciler.adopted_addresses",
@@ -228,7 +227,6 @@ class Reconciler:
                 # Repair anything changed behind our back (an address deleted by hand).
                 s.last_repair = now
                 s.bound = self._addresses.owned()
-                s.bound_view = None
         effective = s.desired.effective
         changed = s.desired.take_changed()
         if everything:
@@ -295,7 +293,6 @@ class Reconciler:
             return set()
         result = self._addresses.bind_many(chunk)
         s.bound |= result.bound | result.foreign
-        s.bound_view = None
         if len(chunk) <= DETAILED_LOG_LIMIT:
             for vip in sorted(result.bound, key=address_order):
                 log.info("reconciler.bound", vip=str(vip))
@@ -328,7 +325,6 @@ class Reconciler:
         else:
             log.info("reconciler.unbound_many", count=len(done))
         self._s.bound -= vips
-        self._s.bound_view = None
         self._metrics.addresses_bound.set(len(self._s.bound))
 
     # -- shutdown -------------------------------------------------------------------
@@ -363,17 +359,11 @@ class Reconciler:
 
     def _publish(self, stopped: bool = False) -> None:
         s = self._s
-        # Unsorted (the readers sort), and copied only when changed: this runs after every
-        # pass, and copying (and freeing) 10,000 entries was a fifth of the thread's time.
-        if s.announced_view is None or s.announced_version != self._announcer.changes():
-            s.announced_version = self._announcer.changes()
-            s.announced_view = tuple(self._announcer.announced().values())
-        if s.bound_view is None:
-            s.bound_view = tuple(s.bound)
         self._status.publish(
             ReconcilerStatus(
-                announced=s.announced_view,
-                bound=s.bound_view,
+                # Unsorted: the readers sort; this runs after every pass.
+                announced=tuple(self._announcer.announced().values()),
+                bound=tuple(s.bound),
                 peers=self._peers(),
                 synced_sources=tuple(sorted(s.synced)),
                 all_synced=self._all_synced(),
