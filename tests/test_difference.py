@@ -68,6 +68,8 @@ class Side:
         self.config = config_module.parse(CONFIG)
         self.announcer = ExabgpAnnouncer(self.config, Metrics(), sleep=lambda _s: None)
         self.far: socket.socket | None = None
+        self.changes_seen = -1
+        self.announced_seen: dict[IPAddress, Advertisement] = {}
         self.announcer.start()
 
     def connect(self, generation: int) -> None:
@@ -192,6 +194,12 @@ def test_incremental_announcing_equals_the_full_difference_on_every_pass(
             full.announcer.set(desired, hold, synced, now)
             incremental.announcer.set(desired, hold, synced, now, set(changed))
             changed.clear()
+            for side in sides:  # the status copies announced() only when changes() moved
+                assert side.changes_seen != side.announcer.changes() or (
+                    dict(side.announcer.announced()) == side.announced_seen
+                )
+                side.changes_seen = side.announcer.changes()
+                side.announced_seen = dict(side.announcer.announced())
             lines = [side.written() for side in sides]
             assert lines[1] == lines[0]
             assert state(incremental) == state(full)

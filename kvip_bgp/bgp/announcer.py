@@ -77,6 +77,7 @@ class ExabgpAnnouncer:
         self._recently_withdrawn: set[IPAddress] = set()
         self._again: set[IPAddress] = set()
         self._pending = PendingVips()  # which VIPs the next pass compares
+        self._changes = 0  # see changes()
         self._backoff = Backoff(INITIAL_BACKOFF, MAX_BACKOFF, INITIAL_BACKOFF)
         self._errors: list[str] = []
         # Peers a reload added: ExaBGP starts them with an empty RIB, so their first
@@ -102,6 +103,10 @@ class ExabgpAnnouncer:
             )
 
     def handle(self, message: ApiMessage, now: float) -> None:
+        if not isinstance(message, PeerState) and not (
+            isinstance(message, CommandAck) and message.ok
+        ):
+            self._changes += 1  # may change what is applied
         match message:
             case ApiConnected():
                 self._connected(message)
@@ -142,6 +147,8 @@ class ExabgpAnnouncer:
         announce, withdraw = self._pending.take(
             desired, self._applied, self._maybe_present, held, synced
         )
+        if announce or withdraw:
+            self._changes += 1
         self._send_routes(announce, withdraw, synced and not held)
         self._recently_withdrawn -= again  # once more is enough
 
@@ -149,6 +156,7 @@ class ExabgpAnnouncer:
         """Withdraw every route, wait for ExaBGP's acks and its send, then let go."""
         withdraw = sorted(set(self._applied) | self._maybe_present, key=address_order)
         log.info("reconciler.shutdown", withdrawing=len(withdraw))
+        self._changes += 1
         if self._writer is not None and withdraw:
             commands = withdraw_commands([host_prefix(v) for v in withdraw], self._next_hops)
             try:
@@ -176,6 +184,9 @@ class ExabgpAnnouncer:
     def announced(self) -> Mapping[IPAddress, Advertisement]:
         return self._applied
 
+    def changes(self) -> int:
+        return self._changes
+
     def withdrawing(self) -> Set[IPAddress]:
         return {
             prefix.network_address for command in self._in_flight for prefix in command.withdrawn
@@ -195,6 +206,7 @@ class ExabgpAnnouncer:
         return errors
 
     def reconfigure(self, config: Config, routes_left: ReplyBox[bool] | None = None) -> None:
+        self._changes += 1
         before = {str(peer.address) for peer in self._config.bgp.peers}
         after = {str(peer.address) for peer in config.bgp.peers}
         old_hops = {p.address: (p.next_hop_v4, p.next_hop_v6) for p in self._config.bgp.peers}
@@ -265,6 +277,7 @@ class ExabgpAnnouncer:
             self._left.clear()
 
     def _drop_writer(self, why: str) -> None:
+        self._changes += 1
         if self._writer is not None:
             self._writer.close()
         self._writer = None

@@ -37,6 +37,7 @@ class KernelTableAnnouncer:
         self._applied: dict[IPAddress, Advertisement] = {}
         self._maybe_present: set[IPAddress] = set()
         self._errors: list[str] = []
+        self._changes = 0  # moves at every set and withdraw_all (see changes())
 
     def start(self) -> None:
         # Routes of an earlier run: kept until every source synced, then reconciled.
@@ -56,6 +57,7 @@ class KernelTableAnnouncer:
         now: float,
         changed: Set[IPAddress] | None = None,
     ) -> None:
+        self._changes += 1
         remove = {v for v in self._applied if v not in desired}
         if synced:
             remove |= {v for v in self._maybe_present if v not in desired}
@@ -103,9 +105,13 @@ class KernelTableAnnouncer:
                 log.error("reconciler.route_remove_failed", vip=str(vip), error=str(error))
         self._applied.clear()
         self._maybe_present.clear()
+        self._changes += 1
 
     def announced(self) -> Mapping[IPAddress, Advertisement]:
         return self._applied
+
+    def changes(self) -> int:
+        return self._changes
 
     def withdrawing(self) -> Set[IPAddress]:
         """Nothing: the kernel has removed a route when ``remove`` returns."""

@@ -72,6 +72,10 @@ class Announcer(Protocol):
     def announced(self) -> Mapping[IPAddress, Advertisement]:
         """What is applied now (sent and not failed)."""
 
+    def changes(self) -> int:
+        """A count that moves whenever ``announced()`` may have changed (and may move
+        more often): the reconciler copies it for the status only then."""
+
     def withdrawing(self) -> Set[IPAddress]:
         """VIPs whose withdrawal is sent but not yet acknowledged by the routing daemon."""
 

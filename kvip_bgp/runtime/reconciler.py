@@ -115,6 +115,7 @@ class Reconciler:
         s.last_repair = now
         if self._addresses is not None:
             s.bound = self._addresses.owned()
+            s.bound_view = None
             if s.bound:
                 log.info(
                     "reconciler.adopted_addresses",
@@ -227,6 +228,7 @@ class Reconciler:
                 # Repair anything changed behind our back (an address deleted by hand).
                 s.last_repair = now
                 s.bound = self._addresses.owned()
+                s.bound_view = None
         effective = s.desired.effective
         changed = s.desired.take_changed()
         if everything:
@@ -293,6 +295,7 @@ class Reconciler:
             return set()
         result = self._addresses.bind_many(chunk)
         s.bound |= result.bound | result.foreign
+        s.bound_view = None
         if len(chunk) <= DETAILED_LOG_LIMIT:
             for vip in sorted(result.bound, key=address_order):
                 log.info("reconciler.bound", vip=str(vip))
@@ -325,6 +328,7 @@ class Reconciler:
         else:
             log.info("reconciler.unbound_many", count=len(done))
         self._s.bound -= vips
+        self._s.bound_view = None
         self._metrics.addresses_bound.set(len(self._s.bound))
 
     # -- shutdown -------------------------------------------------------------------
@@ -359,11 +363,17 @@ class Reconciler:
 
     def _publish(self, stopped: bool = False) -> None:
         s = self._s
+        # Unsorted (the readers sort), and copied only when changed: this runs after every
+        # pass, and copying (and freeing) 10,000 entries was a fifth of the thread's time.
+        if s.announced_view is None or s.announced_version != self._announcer.changes():
+            s.announced_version = self._announcer.changes()
+            s.announced_view = tuple(self._announcer.announced().values())
+        if s.bound_view is None:
+            s.bound_view = tuple(s.bound)
         self._status.publish(
             ReconcilerStatus(
-                # Unsorted: the readers sort; this runs after every pass.
-                announced=tuple(self._announcer.announced().values()),
-                bound=tuple(s.bound),
+                announced=s.announced_view,
+                bound=s.bound_view,
                 peers=self._peers(),
                 synced_sources=tuple(sorted(s.synced)),
                 all_synced=self._all_synced(),

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from kvip_bgp.domain.model import BindResult, IPAddress
+from kvip_bgp.domain.model import Advertisement, BindResult, IPAddress
 from kvip_bgp.runtime.desired import DesiredRoutes
 from kvip_bgp.runtime.messages import BfdState, Stop
 
@@ -47,3 +47,8 @@ class ReconcilerState:
     published_peers: frozenset[str] = frozenset()
     unbind_at: dict[IPAddress, float] = field(default_factory=dict)  # withdrawn, acked, bound
     retired: set[str] = field(default_factory=set)  # a reload removed them: drop their posts
+    # The status's copies, kept while unchanged: None (bound) or another version of the
+    # announcer's ``changes()`` (announced) makes the next publish copy again.
+    bound_view: tuple[IPAddress, ...] | None = None
+    announced_view: tuple[Advertisement, ...] | None = None
+    announced_version: int = -1
