@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import itertools
 import queue
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +17,8 @@ from kvip_bgp.domain.model import Advertisement, IPAddress
 from kvip_bgp.domain.objects import parse_endpoint_slice, parse_node, parse_service
 from kvip_bgp.ops.http import status_document
 from kvip_bgp.runtime.cluster import FIRST_PASS_CHUNK, ClusterState, ClusterStatus
+from kvip_bgp.runtime.messages import Changed, Listed, ServiceEvent, WriteRequest
 from kvip_bgp.runtime.messages import ClusterStop as Stop
-from kvip_bgp.runtime.messages import Listed, ServiceEvent, WriteRequest
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.reconciler import ReconcilerStatus
 from kvip_bgp.runtime.snapshot import Snapshot
@@ -194,3 +197,82 @@ def test_refusals_reach_events_metrics_and_status_in_their_wire_form(tmp_path: P
         "default/loop": ("forbidden-address:loopback", ["forbidden-address:loopback"]),
         "default/web": (None, [None]),
     }
+
+
+def _synced_thread(
+    tmp_path: Path, count: int, gather: float
+) -> tuple[queue.Queue[Any], list[tuple[float, IPAddress]], Callable[[], None]]:
+    """A synced thread over ``count`` announced Services; its publishes, timed."""
+    raw = daemon_config(tmp_path / "kubeconfig")
+    raw["vips"] = {"allowed": ["10.40.0.0/16"]}
+    (tmp_path / "kubeconfig").write_text("unused")
+    events: queue.Queue[Any] = queue.Queue()
+    published: list[tuple[float, IPAddress]] = []
+    done = threading.Event()
+    state = ClusterState(
+        config_module.parse(raw),
+        events,
+        lambda vip, _advert: published.append((time.monotonic(), vip)),
+        done.set,
+        Metrics(),
+        Snapshot(ClusterStatus()),
+        gather=gather,
+    )
+    names = [f"svc-{index:05d}" for index in range(count)]
+    events.put(Listed("nodes", (parse_node(node()),), "1"))
+    events.put(
+        Listed(
+            "services", tuple(parse_service(service(n, _vip(i))) for i, n in enumerate(names)), "1"
+        )
+    )
+    slices = tuple(parse_endpoint_slice(endpoint_slice(n, ["node-1"])) for n in names)
+    events.put(Listed("endpointslices", slices, "1"))
+    thread = threading.Thread(target=state.run, daemon=True)
+    thread.start()
+    assert done.wait(30), "never synced"
+
+    def stop() -> None:
+        events.put(Stop())
+        thread.join(5)
+
+    return events, published, stop
+
+
+def _withdraw(events: queue.Queue[Any], index: int) -> None:
+    """The Service's only endpoint goes: its VIP is published again (withdrawn)."""
+    slice_ = parse_endpoint_slice(endpoint_slice(f"svc-{index:05d}", []))
+    events.put(Changed("endpointslices", "MODIFIED", slice_))
+
+
+def _wait_for(published: list[Any], count: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(published) < count and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert len(published) >= count, f"{len(published)} of {count} published"
+
+
+def test_a_stream_of_events_is_taken_in_batches_and_a_lone_event_at_once(
+    tmp_path: Path,
+) -> None:
+    gather = 0.2
+    events, published, stop = _synced_thread(tmp_path, 30, gather)
+    try:
+        time.sleep(gather)  # quiet: the next event must not wait for a gathering
+        published.clear()
+        sent = time.monotonic()
+        _withdraw(events, 0)
+        _wait_for(published, 1)
+        assert published[0][0] - sent < gather / 2
+        # One event every 20 ms for ~0.5 s: taken one batch per `gather`, not one each.
+        time.sleep(gather)
+        published.clear()
+        for index in range(1, 26):
+            _withdraw(events, index)
+            time.sleep(0.02)
+        _wait_for(published, 25)
+        times = [at for at, _vip in published]
+        batches = 1 + sum(1 for a, b in itertools.pairwise(times) if b - a > 0.01)
+        assert batches <= 8, f"{batches} batches for 25 events"
+        assert sorted(str(v) for _at, v in published) == sorted(_vip(i) for i in range(1, 26))
+    finally:
+        stop()

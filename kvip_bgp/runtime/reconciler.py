@@ -67,7 +67,7 @@ RESYNC_INTERVAL: Final = 30.0
 ADDRESS_REPAIR_INTERVAL: Final = 300.0
 DETAILED_LOG_LIMIT: Final = 20
 BIND_CHUNK: Final = 1000
-PASS_GAP: Final = 0.005  # seconds from the end of a pass to the next one, at least
+PASS_GAP: Final = 0.02  # seconds from the end of a pass to the next one, at least
 
 
 class Reconciler:
