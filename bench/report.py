@@ -122,7 +122,7 @@ def cpu_table(results: Sequence[Result]) -> str:
 
 def churn_table(results: Sequence[Result]) -> str:
     rows = [
-        "| N | rate /s (achieved) | s | flips | CPU kvip-bgp % | CPU ExaBGP % | "
+        "| N | rate /s (achieved, connections) | s | flips | CPU kvip-bgp % | CPU ExaBGP % | "
         "CPU fake API % | machine busy % | flip p50/p99/max ms | missed | max queue depth | "
         "FRR exact |",
         "|" + "---|" * 12,
@@ -130,7 +130,8 @@ def churn_table(results: Sequence[Result]) -> str:
     for r in results:
         for c in r.churn:
             rows.append(
-                f"| {r.n:,} | {c.rate:g} ({c.achieved_rate:.0f}) | {c.seconds:g} | {c.flips} | "
+                f"| {r.n:,} | {c.rate:g} ({c.achieved_rate:.0f}, {c.connections}) | "
+                f"{c.seconds:g} | {c.flips} | "
                 f"{fmt(c.cpu_kvip_pct, 1)} | {fmt(c.cpu_exabgp_pct, 1)} | "
                 f"{fmt(c.cpu_api_pct, 1)} | {fmt(c.machine_busy_pct, 0)} | "
                 f"{fmt(c.flip_p50_ms, 1)} / {fmt(c.flip_p99_ms, 1)} / {fmt(c.flip_max_ms, 1)} | "

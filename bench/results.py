@@ -21,6 +21,7 @@ class ChurnResult:
     rate: float
     seconds: float
     writes: int = 0
+    connections: int = 1  # the bench's writer connections (bench/writers.py)
     achieved_rate: float = float("nan")
     flips: int = 0
     cpu_kvip_pct: float = float("nan")

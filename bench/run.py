@@ -94,6 +94,7 @@ from bench.report import (
 )
 from bench.results import BASELINE_FIELDS, ChurnResult, Result, Version
 from bench.stats import PHASE_METRICS, repeat_table, schedule
+from bench.writers import Write, connections, write_all
 from kvip_bgp.bgp.config import exabgp_environment
 from kvip_bgp.testing.fakeapi_remote import FakeApiProcess, InMemoryStore, KubeStore
 from kvip_bgp.testing.frr import FrrPeer
@@ -864,7 +865,6 @@ def phase_churn(
     for rate in args.churn_rates:
         churn = ChurnResult(rate, args.churn_seconds)
         result.churn.append(churn)
-        flips: list[tuple[str, str, float]] = []
         depth = [0.0]
         stop = threading.Event()
         poller = threading.Thread(
@@ -872,35 +872,41 @@ def phase_churn(
         )
         poller.start()
         total = int(rate * args.churn_seconds)
+        writes: list[Write] = []
+        for k in range(total):  # the schedule, decided in write order by this thread
+            if k % CHURN_LOCAL_EVERY == 0:
+                index = local[(k // CHURN_LOCAL_EVERY) % len(local)]
+                ready[index] = not ready[index]
+                flip = "A" if ready[index] else "W"
+                writes.append(Write(index, ((NODE_NAME, ready[index]),), flip))
+            else:
+                index = cluster[(k * 7919) % len(cluster)]
+                extra[index] = not extra[index]
+                nodes = (NODE_NAME, OTHER_NODE) if extra[index] else (NODE_NAME,)
+                writes.append(Write(index, nodes))
+        stores = [api, *(api.another() for _ in range(connections(rate) - 1))]
+        churn.connections = len(stores)
         profiler.start(pid, f"churn-{n}-{rate:g}")
         before = {role: cpu_seconds(p) for role, p in roles.items()}
         busy_before = machine_busy()
-        started = time.monotonic()
         try:
-            for k in range(total):
-                due = started + k / rate
-                pause = due - time.monotonic()
-                if pause > 0:
-                    time.sleep(pause)
-                if k % CHURN_LOCAL_EVERY == 0:
-                    index = local[(k // CHURN_LOCAL_EVERY) % len(local)]
-                    ready[index] = not ready[index]
-                    name = f"svc-{index:05d}"
-                    written = time.monotonic()
-                    api.put(endpoint_slice(name, [(NODE_NAME, ready[index])]))
-                    flips.append((f"{vip(index)}/32", "A" if ready[index] else "W", written))
-                else:
-                    index = cluster[(k * 7919) % len(cluster)]
-                    extra[index] = not extra[index]
-                    nodes = [NODE_NAME, OTHER_NODE] if extra[index] else [NODE_NAME]
-                    api.put(endpoint_slice(f"svc-{index:05d}", nodes))
-            elapsed = time.monotonic() - started
+            sent, elapsed = write_all(
+                stores,
+                writes,
+                rate,
+                lambda w: endpoint_slice(f"svc-{w.index:05d}", list(w.nodes)),
+            )
             after = {role: cpu_seconds(p) for role, p in roles.items()}
             busy_after = machine_busy()
         finally:
             profiler.stop()
             stop.set()
             poller.join()
+            for extra_store in stores[1:]:
+                extra_store.close()
+        flips = [
+            (f"{vip(w.index)}/32", w.flip, at) for w, at in zip(writes, sent, strict=True) if w.flip
+        ]
         churn.machine_busy_pct = busy_share(busy_before, busy_after)
         if "fake-api" in roles:
             churn.cpu_api_pct = 100 * (after["fake-api"] - before["fake-api"]) / elapsed

@@ -50,6 +50,12 @@ class KubeStore(Protocol):
 
     def items(self, kind: str) -> list[JSONObject]: ...
 
+    def another(self) -> KubeStore:
+        """A store for another writer thread (its own connection, if it has one)."""
+        ...
+
+    def close(self) -> None: ...
+
 
 def collection_path(kind: str, namespace: str | None) -> str:
     """``/api/v1/namespaces/NS/services``, ``/apis/GROUP/VERSION/...``; cluster-wide
@@ -98,6 +104,7 @@ class FakeApiClient:
         parts = urlsplit(url)
         if parts.scheme != "http" or parts.hostname is None or parts.port is None:
             raise ValueError(f"need http://HOST:PORT, got {url!r}")
+        self._url = url
         self._netns, self._host, self._port = netns, parts.hostname, parts.port
         self._timeout = timeout
         self._sock: socket.socket | None = None
@@ -107,6 +114,11 @@ class FakeApiClient:
     def close(self) -> None:
         with self._lock:
             self._drop()
+
+    def another(self) -> FakeApiClient:
+        """A client of the same API on a connection of its own: one writer's requests
+        wait for their replies, so a higher rate needs several connections."""
+        return FakeApiClient(self._url, self._netns, self._timeout)
 
     def _drop(self) -> None:
         if self._sock is not None:
@@ -231,6 +243,12 @@ class InMemoryStore:
 
     def items(self, kind: str) -> list[JSONObject]:
         return self.api.items(kind)
+
+    def another(self) -> InMemoryStore:
+        return self  # the fake's own lock serialises writers in this process
+
+    def close(self) -> None:
+        """Nothing to close: no connection."""
 
 
 class FakeApiProcess:
