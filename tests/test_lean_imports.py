@@ -109,3 +109,43 @@ def test_netlink_loads_without_pyroute2s_other_socket_families(first: str) -> No
     assert report["same"] is True and report["completed"] is True
     assert report["ndb"] is bool(first)
     assert report["ipdb"] is bool(first)
+
+
+def test_in_cluster_credentials_load_without_the_kubeconfig_loader(tmp_path: Path) -> None:
+    """The DaemonSet's path: ``kube_config`` (oauthlib, requests) is for kubeconfig files."""
+    token = tmp_path / "token"
+    token.write_text("in-cluster-token")
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")  # read by TLS only at connect time
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG)
+    report = run(
+        f"""\
+        import json, os, sys
+        os.environ["KUBERNETES_SERVICE_HOST"] = "10.96.0.1"
+        os.environ["KUBERNETES_SERVICE_PORT"] = "443"
+        from kvip_bgp.kube.client import load_configuration, new_api_client
+        from kubernetes.config import incluster_config
+        incluster_config.SERVICE_TOKEN_FILENAME = {str(token)!r}
+        incluster_config.SERVICE_CERT_FILENAME = {str(ca)!r}
+        configuration = load_configuration(None)
+        with new_api_client(configuration) as api:
+            token = api.configuration.api_key
+        heavy = sorted(
+            m for m in ("kubernetes.config.kube_config", "oauthlib", "requests")
+            if m in sys.modules
+        )
+        # A kubeconfig afterwards still loads (its loader is imported then).
+        other = load_configuration({str(kubeconfig)!r})
+        print(json.dumps({{
+            "host": configuration.host,
+            "token": token,
+            "heavy": heavy,
+            "other": other.host,
+        }}))
+        """
+    )
+    assert report["host"] == "https://10.96.0.1:443"
+    assert "bearer in-cluster-token" in json.dumps(report["token"]).lower()
+    assert report["heavy"] == []
+    assert report["other"] == "https://127.0.0.1:6443"

@@ -33,10 +33,14 @@ import structlog
 from kvip_bgp.runtime.imports import register_without_init
 
 register_without_init("kubernetes")  # see runtime.imports
+# In-cluster credentials need only ``incluster_config``; ``kube_config`` (a kubeconfig
+# file) imports oauthlib, requests and dateutil, so it is loaded when a kubeconfig is.
+register_without_init("kubernetes.config")
 
 from kubernetes import client as k8s  # noqa: E402 (after the package's registration)
-from kubernetes import config as k8s_config  # noqa: E402
 from kubernetes.client.exceptions import ApiException as ApiException  # noqa: E402
+from kubernetes.config import incluster_config  # noqa: E402
+from kubernetes.config.config_exception import ConfigException  # noqa: E402
 
 # Re-exported: the other kube modules name the client types without importing ``kubernetes``.
 ApiClient = k8s.ApiClient
@@ -151,9 +155,9 @@ def load_configuration(kubeconfig: Path | None) -> k8s.Configuration:
             raise KubeConfigError(f"kubernetes.kubeconfig {kubeconfig}: {error}") from error
     try:
         configuration = k8s.Configuration()
-        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        incluster_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         return configuration
-    except k8s_config.ConfigException as error:
+    except ConfigException as error:
         tried.append(f"in-cluster: {error}")
     try:
         return _from_kubeconfig(None)
@@ -163,8 +167,10 @@ def load_configuration(kubeconfig: Path | None) -> k8s.Configuration:
 
 
 def _from_kubeconfig(path: str | None) -> k8s.Configuration:
+    from kubernetes.config import kube_config  # see the registration above
+
     configuration = k8s.Configuration()
-    k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+    kube_config.load_kube_config(  # type: ignore[no-untyped-call]
         config_file=path, client_configuration=configuration
     )
     return configuration
