@@ -19,6 +19,7 @@ from typing import Any
 
 from bench.results import ChurnResult, Result, Version
 from bench.stats import Metric, Summary
+from bench.threads import flat_key
 
 BENCH_DIR = Path(__file__).resolve().parent
 
@@ -170,7 +171,7 @@ def write_results(out: Path, meta: dict[str, Any], results: Sequence[Result]) ->
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     rows = [asdict(r) for r in results]
     with open(out / f"bench-{stamp}.csv", "w", newline="") as handle:
-        flat = [{k: v for k, v in row.items() if k != "churn"} for row in rows]
+        flat = [{k: v for k, v in row.items() if k not in ("churn", "threads")} for row in rows]
         writer = csv.DictWriter(handle, fieldnames=list(flat[0]))
         writer.writeheader()
         writer.writerows(flat)
@@ -182,13 +183,17 @@ def write_results(out: Path, meta: dict[str, Any], results: Sequence[Result]) ->
 
 def flat_rows(results: Sequence[Result]) -> list[dict[str, Any]]:
     """``asdict`` of each result with its churn rows flattened to ``churn_<rate>_<field>``
-    (what ``bench.stats`` aggregates)."""
+    and its threads to ``threads.flat_key`` (what ``bench.stats`` aggregates)."""
     rows = []
     for result in results:
         row = asdict(result)
         for churn in row.pop("churn"):
             for key, value in churn.items():
                 row[f"churn_{churn['rate']:g}_{key}"] = value
+        for phase, threads in row.pop("threads").items():
+            for name, times in threads.items():
+                for key, value in times.items():
+                    row[flat_key(phase, name, key)] = value
         rows.append(row)
     return rows
 

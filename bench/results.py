@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+ThreadTimes = dict[str, dict[str, float]]
+"""CPU-seconds per thread name over one phase: ``{name: {"user_s": .., "sys_s": ..}}``
+(``bench.threads``)."""
+
 
 @dataclass(frozen=True)
 class Version:
@@ -92,6 +96,8 @@ class Result:
     ipam_list_s: float = float("nan")
     ipam_plan_s: float = float("nan")
     churn: list[ChurnResult] = field(default_factory=list)
+    # kvip-bgp's CPU per thread, per phase: cold, burst, churn-<rate> (bench.threads).
+    threads: dict[str, ThreadTimes] = field(default_factory=dict)
 
 
 BASELINE_FIELDS = tuple(f.name for f in fields(Result) if f.name.startswith("baseline_"))

@@ -48,7 +48,9 @@ is kvip-bgp's CPU-seconds over those of its own ExaBGP child in the same phase (
 issue's "kvip-bgp CPU-seconds <= half of ExaBGP's"); the baseline's ExaBGP and feeder
 (same N, same run) are shown beside it: cold from their exec, warm from the poll that
 sees the session Established (the feeder then waits 1 s before its first line, so
-that part of the warm figure is ExaBGP idling) to N at FRR.
+that part of the warm figure is ExaBGP idling) to N at FRR. kvip-bgp's CPU per thread
+(user and system apart) is read at the same moments (``bench.threads``), also over each
+churn row.
 Results go to ``bench-results/`` as CSV and JSON; ``--profile`` additionally samples the
 daemon and its children with py-spy (not used for the timing table: it slows them).
 
@@ -79,6 +81,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import threads as per_thread
 from bench.report import (
     churn_metrics,
     churn_table,
@@ -107,6 +110,7 @@ from kvip_bgp.testing.procfs import (
     process_roles,
     process_sample,
     reaped_children_cpu_seconds,
+    thread_cpu,
 )
 from kvip_bgp.testing.scenario import NODE_ASN, TOR_ASN, Scenario, daemon_config
 
@@ -650,6 +654,7 @@ def phase_cold(
         arrival = watch_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
         roles = process_roles(pid)
         cpu = cpu_of(roles)
+        threads = thread_cpu(pid)
         cpu.update({r: used - api_before[r] for r, used in cpu_of(api_role(args)).items()})
         reaped = sum(reaped_children_cpu_seconds(p) for p in roles.values())
     finally:
@@ -658,6 +663,7 @@ def phase_cold(
     result.first_route_s = arrival.first - started
     result.session_s = arrival.established - started
     store_cpu(result, "cold", cpu)
+    result.threads["cold"] = per_thread.used(pid, {}, threads)
     result.cold_cpu_reaped_s = reaped
     say(
         f"N={n} cold start: {result.cold_s:.2f} s, session up at FRR after "
@@ -738,12 +744,14 @@ def phase_burst(
     profiler.start(pid, f"burst-{n}")
     try:
         before = cpu_of(roles)
+        threads = thread_cpu(pid)
         started = time.monotonic()
         for obj in objects:
             api.create(obj)  # one create per call, as a client would send them
         result.burst_api_s = time.monotonic() - started
         done = wait_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
         cpu = {role: used - before[role] for role, used in cpu_of(roles).items()}
+        result.threads["burst"] = per_thread.used(pid, threads, thread_cpu(pid))
     finally:
         profiler.stop()
     result.burst_s = done - started
@@ -888,6 +896,7 @@ def phase_churn(
         churn.connections = len(stores)
         profiler.start(pid, f"churn-{n}-{rate:g}")
         before = {role: cpu_seconds(p) for role, p in roles.items()}
+        threads = thread_cpu(pid)
         busy_before = machine_busy()
         try:
             sent, elapsed = write_all(
@@ -897,6 +906,7 @@ def phase_churn(
                 lambda w: endpoint_slice(f"svc-{w.index:05d}", list(w.nodes)),
             )
             after = {role: cpu_seconds(p) for role, p in roles.items()}
+            result.threads[f"churn-{rate:g}"] = per_thread.used(pid, threads, thread_cpu(pid))
             busy_after = machine_busy()
         finally:
             profiler.stop()
@@ -1267,11 +1277,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if any(r.churn for r in results):
             print()
             print(churn_table(results))
+        if any(r.threads for r in results):
+            print()
+            print(per_thread.table(results))
         checked = [r for r in results if r.version]
     else:
         rows = flat_rows(results)
         phases = phases_of(args)
         metrics = {**PHASE_METRICS, "churn": churn_metrics(args.churn_rates)}
+        for phase in ("cold", "burst"):
+            metrics[phase] = [*metrics[phase], *per_thread.metrics(results, phase)]
+        for rate in args.churn_rates:
+            metrics["churn"] = [*metrics["churn"], *per_thread.metrics(results, f"churn-{rate:g}")]
         print(f"{args.repeat} runs of each, alternating; median (min-max) of the runs:")
         print(repeat_table(rows, labels, args.sizes, phases, metrics))
         checked = [median_result(rows, labels[0], n, args.churn_rates) for n in args.sizes]

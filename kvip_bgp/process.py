@@ -2,8 +2,8 @@
 
 Each setting here affects the whole process (and ExaBGP, which inherits the umask), so
 each is made once, by the main thread, before any other thread exists, and nowhere else:
-the cyclic garbage collector's thresholds, the umask, the signal handlers, and the
-C heap trim after the first sync.
+the cyclic garbage collector's thresholds, the umask, the hook that gives each thread
+its kernel-level name, the signal handlers, and the C heap trim after the first sync.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import signal
 from collections.abc import Callable
 from types import FrameType
 from typing import Final
+
+from kvip_bgp.runtime import threadname
 
 # Young-generation threshold of the cyclic garbage collector (Python's default: 700).
 GC_THRESHOLDS: Final = (10_000, 10, 10)
@@ -61,9 +63,10 @@ def on_reload_signal(handler: Callable[[], None]) -> None:
 
 
 def configure() -> None:
-    """The settings made once at start, before the first thread: gc and umask."""
+    """The settings made once at start, before the first thread: gc, umask, thread names."""
     tune_gc()
     private_umask()
+    threadname.install()
 
 
 def trim_c_heap() -> None:

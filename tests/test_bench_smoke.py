@@ -63,6 +63,11 @@ def test_bench_small_n(lab_required: None, tmp_path: Path) -> None:
     assert math.isfinite(churn["cpu_kvip_pct"]) and churn["max_queue_depth"] >= 0
     assert 0 < churn["machine_busy_pct"] <= 100 and churn["cpu_api_pct"] > 0, churn
     assert len(list(tmp_path.glob("bench-*.csv"))) == 1
+    # CPU per thread over each phase; every thread of this daemon carries its name
+    threads = result["threads"]
+    assert set(threads) == {"cold", "burst", "churn-20"}, threads
+    assert threads["cold"]["main"]["user_s"] > 0, threads
+    assert all("unnamed" not in phase for phase in threads.values()), threads
 
 
 def test_bench_ipam_cold_start_reports_the_first_plan(lab_required: None, tmp_path: Path) -> None:

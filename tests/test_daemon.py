@@ -77,12 +77,14 @@ def http_get(port: int, path: str) -> tuple[int, str]:
 
 @pytest.fixture
 def process_state() -> Iterator[None]:
-    """``Daemon.run`` sets process-global state (signals, gc, umask): put it back after."""
+    """``Daemon.run`` sets process-global state (signals, gc, umask, thread names): put it back."""
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     thresholds = gc.get_threshold()
     umask = os.umask(0o022)
     os.umask(umask)
+    profile = threading.getprofile()
     yield
+    threading.setprofile(profile)
     for signum, handler in handlers.items():
         signal.signal(signum, handler)
     gc.set_threshold(*thresholds)
@@ -158,6 +160,27 @@ def test_only_the_main_thread_touches_the_exabgp_process(
     assert run_daemon(config, tmp_path / "run", drive) == 0
     assert calls, "the daemon never used its ExaBGP process"
     assert {thread for _what, thread in calls} == {"MainThread"}, calls
+
+
+def test_the_daemons_threads_carry_their_names_in_the_kernel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, process_state: None
+) -> None:
+    """``top -H`` and /proc/PID/task/TID/comm show ``reconciler``, ``http``, not ``python3``."""
+    monkeypatch.setattr(exabgp_process, "ExabgpProcess", lambda path, env: RecordingProcess([]))
+    port = free_port()
+    config = load(write_config(tmp_path, port))
+    names = {"reconciler", "http", "exabgp-reader"}
+    seen: dict[str, str] = {}
+
+    def drive() -> None:
+        wait_until(lambda: http_get(port, "/healthz")[0] == 200, 10, what="/healthz 200")
+        for thread in threading.enumerate():
+            if thread.name in names:
+                comm = Path(f"/proc/self/task/{thread.native_id}/comm")
+                seen[thread.name] = comm.read_text().rstrip("\n")
+
+    assert run_daemon(config, tmp_path / "run", drive) == 0
+    assert seen == {name: name for name in names}
 
 
 class StubbornReconciler:

@@ -119,6 +119,39 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+@dataclass(frozen=True)
+class ThreadCpu:
+    """One thread's kernel name (``comm``) and CPU-seconds so far, user and system apart
+    (system: the kernel working for it, e.g. netlink and socket calls)."""
+
+    name: str
+    user_s: float
+    system_s: float
+
+
+def thread_cpu(pid: int) -> dict[int, ThreadCpu]:
+    """Every living thread of ``pid`` by thread id, from /proc/<pid>/task/*/{comm,stat}
+    (empty once ``pid`` is gone; a thread that ends while being read is left out)."""
+    threads: dict[int, ThreadCpu] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return threads
+    for tid in tids:
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        # comm is in the stat line itself, between the first '(' and the last ')'.
+        head, _, rest = stat.rpartition(")")
+        fields = rest.split()
+        if len(fields) < 13:
+            continue
+        name = head.partition("(")[2]
+        threads[int(tid)] = ThreadCpu(name, int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK)
+    return threads
+
+
 def reaped_children_cpu_seconds(pid: int) -> float:
     """User plus system CPU time of ``pid``'s children that exited and were waited for
     (cutime+cstime; NaN once ``pid`` is gone): what ``cpu_seconds`` of the living

@@ -42,6 +42,7 @@ import structlog
 
 from kvip_bgp.bgp.bfd.session import Timers
 from kvip_bgp.bgp.bfd.thread import BfdPeer, BfdPeerState, BfdThread, IPAddress
+from kvip_bgp.runtime import threadname
 
 DROP_REPORT_INTERVAL: Final = 1.0
 _PR_SET_PDEATHSIG: Final = 1
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kvip-bgp bfd: {error}", file=sys.stderr)
         return 2
     _die_with_parent()
+    threadname.install()
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     out = _Output()
     thread = BfdThread(peers, out.state, out.dropped, gap=out.gap)
