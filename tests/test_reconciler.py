@@ -28,7 +28,14 @@ from kvip_bgp.runtime.messages import (
     post,
 )
 from kvip_bgp.runtime.metrics import Metrics
-from kvip_bgp.runtime.reconciler import BIND_CHUNK, RESYNC_INTERVAL, Reconciler, ReconcilerStatus
+from kvip_bgp.runtime.reconciler import (
+    BIND_CHUNK,
+    CHEAP_STATUS,
+    RESYNC_INTERVAL,
+    STATUS_INTERVAL,
+    Reconciler,
+    ReconcilerStatus,
+)
 from kvip_bgp.runtime.snapshot import Snapshot
 from kvip_bgp.runtime.workqueue import CoalescingQueue
 from kvip_bgp.testing.fakes import CONFIG, FakeAddresses, FakeExabgp
@@ -456,3 +463,28 @@ def test_the_reader_numbers_each_peers_sessions_by_its_ups() -> None:
         count_session(PeerState(peer, state, None, 0.0), sessions).session for peer, state in states
     ]
     assert numbered == [0, 1, 1, 1, 2]
+
+
+@pytest.mark.parametrize("count", [CHEAP_STATUS - 20, CHEAP_STATUS])
+def test_status_copies_many_vips_at_most_every_interval_and_never_loses_the_last(
+    count: int,
+) -> None:
+    h = Harness(("kubernetes",), owned=set())
+    first = ipaddress.ip_address("10.30.0.1")
+    for i in range(count):
+        post(h.inbox, VipDesired("kubernetes", first + i, advert(str(first + i))))
+    post(h.inbox, SourceSynced("kubernetes"))
+    assert h.pump(100.0)
+    assert len(h.status.read().bound) == count  # the first copy is made at once
+    for i in range(count, count + 10):
+        post(h.inbox, VipDesired("kubernetes", first + i, advert(str(first + i))))
+    assert h.pump(100.1)
+    status = h.status.read()
+    assert status.bind_backlog == 0  # the small fields are fresh after every pass
+    if count < CHEAP_STATUS:
+        assert len(status.bound) == count + 10  # few VIPs: copied on every change
+        return
+    assert len(status.bound) == count  # many: the copy waits for the interval...
+    assert h.reconciler.timeout(100.1) <= STATUS_INTERVAL - 0.1 + 1e-9  # ...a pass is due
+    assert h.pump(100.1 + STATUS_INTERVAL)
+    assert len(h.status.read().bound) == count + 10

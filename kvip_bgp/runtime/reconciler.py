@@ -68,6 +68,8 @@ ADDRESS_REPAIR_INTERVAL: Final = 300.0
 DETAILED_LOG_LIMIT: Final = 20
 BIND_CHUNK: Final = 1000
 PASS_GAP: Final = 0.02  # seconds from the end of a pass to the next one, at least
+STATUS_INTERVAL: Final = 0.5  # with many VIPs, the status's copies at most this often
+CHEAP_STATUS: Final = 1000  # below this many VIPs they are copied on every change
 
 
 class Reconciler:
@@ -115,7 +117,7 @@ class Reconciler:
         s.last_repair = now
         if self._addresses is not None:
             s.bound = self._addresses.owned()
-            s.bound_view = None
+            s.bound_changed = True
             if s.bound:
                 log.info(
                     "reconciler.adopted_addresses",
@@ -138,7 +140,7 @@ class Reconciler:
         self._metrics.reconcile_seconds.observe(time.perf_counter() - started)
         self._metrics.queue_depth.set(self._inbox.depth())
         self._metrics.queue_coalesced.set(self._inbox.coalesced())
-        self._publish()
+        self._publish(now)
         return True
 
     def timeout(self, now: float) -> float:
@@ -152,6 +154,8 @@ class Reconciler:
             wait = min(wait, retry_at - now)
         if s.unbind_at:
             wait = min(wait, min(s.unbind_at.values()) - now)
+        if s.views_stale:
+            wait = min(wait, s.views_at + STATUS_INTERVAL - now)
         return max(0.01, wait)
 
     # -- messages ------------------------------------------------------------------
@@ -228,7 +232,7 @@ class Reconciler:
                 # Repair anything changed behind our back (an address deleted by hand).
                 s.last_repair = now
                 s.bound = self._addresses.owned()
-                s.bound_view = None
+                s.bound_changed = True
         effective = s.desired.effective
         changed = s.desired.take_changed()
         if everything:
@@ -295,7 +299,7 @@ class Reconciler:
             return set()
         result = self._addresses.bind_many(chunk)
         s.bound |= result.bound | result.foreign
-        s.bound_view = None
+        s.bound_changed = True
         if len(chunk) <= DETAILED_LOG_LIMIT:
             for vip in sorted(result.bound, key=address_order):
                 log.info("reconciler.bound", vip=str(vip))
@@ -328,7 +332,7 @@ class Reconciler:
         else:
             log.info("reconciler.unbound_many", count=len(done))
         self._s.bound -= vips
-        self._s.bound_view = None
+        self._s.bound_changed = True
         self._metrics.addresses_bound.set(len(self._s.bound))
 
     # -- shutdown -------------------------------------------------------------------
@@ -344,7 +348,7 @@ class Reconciler:
         self._collect_errors()
         if self._addresses is not None:
             self._unbind(set(self._addresses.owned()))
-        self._publish(stopped=True)
+        self._publish(time.monotonic(), stopped=True)
         log.info("reconciler.stopped")
 
     def _peers(self) -> tuple[PeerView, ...]:
@@ -361,19 +365,26 @@ class Reconciler:
         s.published_peers = frozenset(views)
         return tuple(sorted(views.values(), key=lambda view: view.address))
 
-    def _publish(self, stopped: bool = False) -> None:
+    def _publish(self, now: float, stopped: bool = False) -> None:
         s = self._s
-        # Unsorted (the readers sort), and copied only when changed: this runs after every
-        # pass, and copying (and freeing) 10,000 entries was a fifth of the thread's time.
-        if s.announced_view is None or s.announced_version != self._announcer.changes():
-            s.announced_version = self._announcer.changes()
-            s.announced_view = tuple(self._announcer.announced().values())
-        if s.bound_view is None:
-            s.bound_view = tuple(s.bound)
+        # This runs after every pass; copying (and freeing) 10,000 entries was a fifth of
+        # the thread's time. So the copies are unsorted (the readers sort), made only when
+        # changed, and with many VIPs at most every STATUS_INTERVAL (a burst changes them
+        # on every pass; ``timeout`` wakes a pass for the last change). The small fields
+        # (backlog, peers, sync) are fresh after every pass.
+        announced = self._announcer.announced()
+        if s.bound_changed or s.announced_version != self._announcer.changes():
+            large = max(len(announced), len(s.bound)) >= CHEAP_STATUS
+            s.views_stale = large and not stopped and now - s.views_at < STATUS_INTERVAL
+            if not s.views_stale:
+                s.views = (tuple(announced.values()), tuple(s.bound))
+                s.views_at = now
+                s.announced_version = self._announcer.changes()
+                s.bound_changed = False
         self._status.publish(
             ReconcilerStatus(
-                announced=s.announced_view,
-                bound=s.bound_view,
+                announced=s.views[0],
+                bound=s.views[1],
                 peers=self._peers(),
                 synced_sources=tuple(sorted(s.synced)),
                 all_synced=self._all_synced(),

@@ -47,8 +47,11 @@ class ReconcilerState:
     published_peers: frozenset[str] = frozenset()
     unbind_at: dict[IPAddress, float] = field(default_factory=dict)  # withdrawn, acked, bound
     retired: set[str] = field(default_factory=set)  # a reload removed them: drop their posts
-    # The status's copies, kept while unchanged: None (bound) or another version of the
-    # announcer's ``changes()`` (announced) makes the next publish copy again.
-    bound_view: tuple[IPAddress, ...] | None = None
-    announced_view: tuple[Advertisement, ...] | None = None
+    # The status's copies of what is announced and bound, kept while unchanged:
+    # ``bound_changed`` or another version of the announcer's ``changes()`` makes a
+    # publish copy again, with many VIPs at most every STATUS_INTERVAL.
+    views: tuple[tuple[Advertisement, ...], tuple[IPAddress, ...]] = ((), ())
+    bound_changed: bool = True
     announced_version: int = -1
+    views_at: float = float("-inf")  # when the copies were last made
+    views_stale: bool = False  # changed since, waiting for STATUS_INTERVAL
