@@ -16,6 +16,7 @@ from kvip_bgp.kube.client import (
     ApiException,
     api_path,
     request_json,
+    write,
 )
 from kvip_bgp.kube.lease import Lease, LeaseSettings, now_micro
 from kvip_bgp.runtime.messages import (
@@ -192,7 +193,7 @@ class ClusterWriter(threading.Thread):
             body = {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips]}}}
             path = api_path("/api/v1/namespaces/{}/services/{}/status", namespace, name)
             try:
-                request_json(self._api, "PATCH", path, body, STRATEGIC_MERGE_PATCH)
+                write(self._api, "PATCH", path, body, STRATEGIC_MERGE_PATCH)  # reply unread
             except ApiException as error:
                 if error.status == 404:
                     del self._pending_status[service]
