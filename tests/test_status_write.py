@@ -10,6 +10,7 @@ Service gone, another refusal stays pending.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -148,3 +149,21 @@ def test_the_writer_reads_only_the_status_code(
     assert ("default/web" in writer._pending_status) is pending
     assert ("default/web" in writer._written) is written
     assert len(server.seen) == 1
+
+
+def test_an_unreachable_api_keeps_the_status_pending_and_the_writer_alive() -> None:
+    """A connection error is no ApiException: it used to escape ``_flush_status`` and end
+    the writer thread (no more statuses, Events or Lease renewals until a restart)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again below: nothing listens there
+    configuration = kube.Configuration()
+    configuration.host = f"http://127.0.0.1:{port}"
+    configuration.retries = 0
+    queue: CoalescingQueue[tuple[str, ...], WriteRequest] = CoalescingQueue()
+    api = kube.new_api_client(configuration)
+    writer = ClusterWriter(api, "node-a", LeaseSettings("kube-system"), queue)
+    writer._pending_status = {"default/web": ("198.51.100.1",)}
+    writer._flush_status()
+    assert writer._pending_status == {"default/web": ("198.51.100.1",)}
+    assert writer._written == {}

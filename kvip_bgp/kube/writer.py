@@ -200,6 +200,9 @@ class ClusterWriter(threading.Thread):
                     continue
                 log.warning("kube.status_patch_failed", service=service, error=str(error.reason))
                 return  # keep it pending; retried on the next pass
+            except Exception as error:  # the API unreachable: urllib3 raises many shapes
+                log.warning("kube.status_patch_failed", service=service, error=repr(error)[:300])
+                return  # as above: an outage must not end the writer thread
             del self._pending_status[service]
             self._written[service] = (ips, time.monotonic())
             log.debug("kube.status_written", service=service, vip=list(ips))
