@@ -20,7 +20,7 @@ import pytest
 
 from kvip_bgp.kube import client as kube
 from kvip_bgp.kube.lease import LeaseSettings
-from kvip_bgp.kube.writer import ClusterWriter
+from kvip_bgp.kube.writer import STATUS_WRITE_BATCH, STATUS_WRITES_PER_SECOND, ClusterWriter
 from kvip_bgp.runtime.messages import WriteRequest
 from kvip_bgp.runtime.workqueue import CoalescingQueue
 
@@ -42,6 +42,7 @@ class Recorder(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    wbufsize = -1  # the reply in one send: no Nagle/delayed-ACK stall between its parts
     server: Recorder
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -167,3 +168,18 @@ def test_an_unreachable_api_keeps_the_status_pending_and_the_writer_alive() -> N
     writer._flush_status()
     assert writer._pending_status == {"default/web": ("198.51.100.1",)}
     assert writer._written == {}
+
+
+def test_status_writes_pause_per_batch_and_keep_the_rate(
+    server: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One pause per STATUS_WRITE_BATCH PATCHes (a wake-up per PATCH cost more CPU than
+    the PATCH), long enough that the rate stays STATUS_WRITES_PER_SECOND."""
+    writer = _writer(server)
+    count = 3 * STATUS_WRITE_BATCH + 5
+    writer._pending_status = {f"default/svc-{i}": ("198.51.100.1",) for i in range(count)}
+    pauses: list[float] = []
+    monkeypatch.setattr(writer._stopping, "wait", lambda timeout: pauses.append(timeout))
+    writer._flush_status()
+    assert len(server.seen) == count and not writer._pending_status
+    assert pauses == [STATUS_WRITE_BATCH / STATUS_WRITES_PER_SECOND] * 3
