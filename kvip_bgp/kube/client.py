@@ -134,8 +134,8 @@ def write(
 
     Why not ``request``: a burst of 10,000 Services is 10,000 status PATCHes, and most
     of their client-side CPU is ours to spare (measured per PATCH against the fake API:
-    parsing the reply, a whole Service, ~24 µs; ``param_serialize`` ~23 µs;
-    ``RESTClientObject.request``'s content-type matching ~25 µs, of ~400). What this
+    parsing the reply, a whole Service, ~24 µs; ``param_serialize`` ~23 µs; the rest of
+    ``RESTClientObject.request``, content-type regexes mostly, ~25 µs; of ~400). What this
     keeps from the client, read from it on every call: its default headers (User-Agent)
     and cookie, as ``param_serialize`` adds them; the bearer token through
     ``update_params_for_auth``, which runs the configuration's refresh hook (exec
