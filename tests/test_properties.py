@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import types
 from pathlib import Path
 from typing import Any, Final
 
@@ -377,6 +378,23 @@ def test_parse_service_is_total(obj: Any) -> None:
 def test_parse_endpoint_slice_is_total(obj: Any) -> None:
     if isinstance(obj, dict):
         parse_endpoint_slice(obj)
+
+
+def _read_only(value: Any) -> Any:
+    """``value`` with every dict in it a read-only mapping (not a ``dict``)."""
+    if isinstance(value, dict):
+        return types.MappingProxyType({k: _read_only(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [_read_only(v) for v in value]
+    return value
+
+
+@SETTINGS
+@given(service=SERVICE, slice_=SLICE)
+def test_parsers_read_any_mapping_as_they_read_a_dict(service: Any, slice_: Any) -> None:
+    """The parsers check for dicts first (the fast case, JSON's); other mappings count too."""
+    assert parse_service(_read_only(service)) == parse_service(service)
+    assert parse_endpoint_slice(_read_only(slice_)) == parse_endpoint_slice(slice_)
 
 
 @SETTINGS

@@ -81,3 +81,20 @@ def test_every_threads_client_reads_the_rotated_token(
     later.ahead = datetime.timedelta(minutes=2)
     for api_client in clients:  # a client that kept the old token gets a 401: KubeError
         assert kube.node_labels(api_client, "node-1").get("rack") == "r1"
+
+
+def test_a_status_write_reads_the_rotated_token_too(
+    in_cluster: tuple[FakeKubeAPI, Path, _Later],
+) -> None:
+    """``write`` builds its own headers: over HTTPS, with the in-cluster loader's hook."""
+    api, token, later = in_cluster
+    api_client = kube.new_api_client(kube.load_configuration(None))
+    patch = {"metadata": {"labels": {"written": "first"}}}
+    kube.write(api_client, "PATCH", "/api/v1/nodes/node-1", patch, kube.STRATEGIC_MERGE_PATCH)
+    token.write_text("second-token")
+    api.accepted_tokens = frozenset({"second-token"})
+    later.ahead = datetime.timedelta(minutes=2)
+    patch = {"metadata": {"labels": {"written": "second"}}}
+    kube.write(api_client, "PATCH", "/api/v1/nodes/node-1", patch, kube.STRATEGIC_MERGE_PATCH)
+    stored = api.get("Node", "node-1")
+    assert stored is not None and stored["metadata"]["labels"]["written"] == "second"

@@ -37,7 +37,9 @@ register_without_init("kubernetes")  # see runtime.imports
 # file) imports oauthlib, requests and dateutil, so it is loaded when a kubeconfig is.
 register_without_init("kubernetes.config")
 
+import urllib3  # noqa: E402 (the client's transport; loaded by the import below anyway)
 from kubernetes import client as k8s  # noqa: E402 (after the package's registration)
+from kubernetes.client import rest  # noqa: E402
 from kubernetes.client.exceptions import ApiException as ApiException  # noqa: E402
 from kubernetes.config import incluster_config  # noqa: E402
 from kubernetes.config.config_exception import ConfigException  # noqa: E402
@@ -118,6 +120,56 @@ def request_json(
     response = request(api, method, path, body=body, content_type=content_type, timeout=timeout)
     try:
         return json.loads(response.data)
+    finally:
+        response.release_conn()
+
+
+def write(
+    api: k8s.ApiClient,
+    method: str,
+    path: str,
+    body: Any,
+    content_type: str = JSON,
+    timeout: tuple[float, float] = (5.0, 10.0),
+) -> None:
+    """A write whose reply the caller does not need (a Service status PATCH): the reply
+    is read and thrown away, the connection goes back to the pool; non-2xx raises the
+    same ``ApiException`` subclasses as ``request``.
+
+    Why not ``request``: a burst of 10,000 Services is 10,000 status PATCHes, and most
+    of their client-side CPU is ours to spare (measured per PATCH against the fake API:
+    parsing the reply, a whole Service, ~24 µs; ``param_serialize`` ~23 µs; the rest of
+    ``RESTClientObject.request``, content-type regexes mostly, ~25 µs; of ~400). What this
+    keeps from the client, read from it on every call: its default headers (User-Agent)
+    and cookie, as ``param_serialize`` adds them; the bearer token through
+    ``update_params_for_auth``, which runs the configuration's refresh hook (exec
+    plugins, the rotated in-cluster token); the host (a refresh may rewrite it); and the
+    pool manager the client built from the configuration (TLS, client certificates,
+    proxy). Like ``RESTClientObject.request``, the body is sent as ``json.dumps(body)``
+    (``body`` holds JSON types only: no model objects to sanitise) and an SSL error
+    becomes ``ApiException(status=0)``.
+    """
+    headers = {"Accept": JSON, "Content-Type": content_type, **api.default_headers}
+    if api.cookie:
+        headers["Cookie"] = api.cookie
+    api.update_params_for_auth(headers, None, ["BearerToken"], path, method, body)
+    try:
+        response = api.rest_client.pool_manager.request(
+            method,
+            api.configuration.host + path,
+            body=json.dumps(body),
+            headers=headers,
+            timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]),
+            preload_content=False,
+        )
+    except urllib3.exceptions.SSLError as error:
+        raise ApiException(status=0, reason=f"{type(error).__name__}\n{error}") from error
+    try:
+        if not 200 <= response.status <= 299:
+            reply = rest.RESTResponse(response)
+            reply.read()  # type: ignore[no-untyped-call]
+            raise ApiException.from_response(http_resp=reply, body=None, data=None)
+        response.read()
     finally:
         response.release_conn()
 

@@ -86,15 +86,31 @@ def resources(configuration: Configuration, node_name: str) -> tuple[Resource, .
 
 
 def _lines(response: Any) -> Iterator[bytes]:
-    buffer = b""
+    """The watch's lines, one JSON event each; blank lines left out.
+
+    Each chunk is split once, and a line that spans chunks is joined once: a chunk that
+    holds many events (a replay after a reconnect, events written while we were busy)
+    costs one pass, not a copy of its rest per line as splitting off one line at a time
+    from a growing buffer did.
+    """
+    pending: list[bytes] = []  # the start of a line that has not ended yet
     for chunk in response.stream(1 << 16, decode_content=True):
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
+        if b"\n" not in chunk:
+            pending.append(chunk)
+            continue
+        if pending:
+            pending.append(chunk)
+            chunk = b"".join(pending)
+            pending.clear()
+        *lines, tail = chunk.split(b"\n")
+        if tail:
+            pending.append(tail)
+        for line in lines:
             if line.strip():
                 yield line
-    if buffer.strip():
-        yield buffer
+    rest = b"".join(pending)
+    if rest.strip():
+        yield rest
 
 
 class ResourceStream(threading.Thread):

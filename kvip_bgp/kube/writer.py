@@ -16,6 +16,7 @@ from kvip_bgp.kube.client import (
     ApiException,
     api_path,
     request_json,
+    write,
 )
 from kvip_bgp.kube.lease import Lease, LeaseSettings, now_micro
 from kvip_bgp.runtime.messages import (
@@ -31,6 +32,9 @@ log = structlog.get_logger("kvip_bgp.kube")
 
 
 STATUS_WRITES_PER_SECOND: Final = 200
+# ... paced in batches: a pause after every PATCH cost more CPU than the PATCH itself (the
+# thread wakes 200 times a second with cold caches; see _flush_status).
+STATUS_WRITE_BATCH: Final = 40
 RECENT_WRITE: Final = 30.0  # seconds a written status is trusted over a stale watch
 # Status writes wait while the reconciler still has routes to bind and announce, but
 # never longer than this in a row: a status must not stay unwritten under constant churn.
@@ -70,6 +74,7 @@ class ClusterWriter(threading.Thread):
         self._renewed_at = 0.0  # monotonic time of the last successful renewal
         # Since when status writes have yielded to the route pipeline (None: they do not).
         self._yielding_since: float | None = None
+        self._batch = 0  # status PATCHes since the last pause (see _flush_status)
         self._stopping = threading.Event()
         # Owned by this thread.
         self._leader = False
@@ -170,7 +175,10 @@ class ClusterWriter(threading.Thread):
 
         At startup with many Services the leader would otherwise fire a PATCH per Service
         at once, competing with convergence; and the loop must return in time to renew
-        the Lease.
+        the Lease. The pause comes after every STATUS_WRITE_BATCH PATCHes, not after each:
+        with a 5 ms sleep per PATCH the writer's thread cost ~670 µs of CPU per PATCH,
+        with 40 back to back and then 200 ms ~480 (measured against the fake API: woken
+        200 times a second, the interpreter runs on cold caches). The rate is the same.
 
         Routes come first: while the routes are not out yet (``routes_busy``; the app
         says so until the cluster's first full state reached the reconciler and while
@@ -192,17 +200,23 @@ class ClusterWriter(threading.Thread):
             body = {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips]}}}
             path = api_path("/api/v1/namespaces/{}/services/{}/status", namespace, name)
             try:
-                request_json(self._api, "PATCH", path, body, STRATEGIC_MERGE_PATCH)
+                write(self._api, "PATCH", path, body, STRATEGIC_MERGE_PATCH)  # reply unread
             except ApiException as error:
                 if error.status == 404:
                     del self._pending_status[service]
                     continue
                 log.warning("kube.status_patch_failed", service=service, error=str(error.reason))
                 return  # keep it pending; retried on the next pass
+            except Exception as error:  # the API unreachable: urllib3 raises many shapes
+                log.warning("kube.status_patch_failed", service=service, error=repr(error)[:300])
+                return  # as above: an outage must not end the writer thread
             del self._pending_status[service]
             self._written[service] = (ips, time.monotonic())
             log.debug("kube.status_written", service=service, vip=list(ips))
-            self._stopping.wait(1.0 / STATUS_WRITES_PER_SECOND)
+            self._batch += 1
+            if self._batch >= STATUS_WRITE_BATCH:
+                self._batch = 0
+                self._stopping.wait(STATUS_WRITE_BATCH / STATUS_WRITES_PER_SECOND)
 
     def _yield_to_routes(self) -> bool:
         if self._routes_busy is None or not self._pending_status or not self._routes_busy():
