@@ -52,7 +52,10 @@ that part of the warm figure is ExaBGP idling) to N at FRR. kvip-bgp's CPU per t
 (user and system apart) is read at the same moments (``bench.threads``), also over each
 churn row.
 Results go to ``bench-results/`` as CSV and JSON; ``--profile`` additionally samples the
-daemon and its children with py-spy (not used for the timing table: it slows them).
+daemon and its children with py-spy (not used for the timing table: it slows them),
+only the thread holding the GIL (``--gil``): without it py-spy also counts threads
+waiting for the GIL or in a socket read, which put netlink first in a burst whose
+binding costs nothing measurable (``--bind-interface none``: 4.71 against 4.75 CPU-s).
 
 ``--repeat K`` runs every phase K times per N, with the baseline again in every
 repetition, and prints each figure's median and range; ``--compare REV`` also runs the
@@ -502,6 +505,7 @@ class Profiler:
                 str(pid),
                 "--subprocesses",
                 "--threads",
+                "--gil",  # the thread running Python, not those waiting for it
                 "--rate",
                 "200",
                 "--format",
