@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -488,3 +489,30 @@ def test_status_copies_many_vips_at_most_every_interval_and_never_loses_the_last
     assert h.reconciler.timeout(100.1) <= STATUS_INTERVAL - 0.1 + 1e-9  # ...a pass is due
     assert h.pump(100.1 + STATUS_INTERVAL)
     assert len(h.status.read().bound) == count + 10
+
+
+def test_only_a_pass_that_took_messages_makes_the_next_one_wait_for_a_stream(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a timer's pass (a resync, the status's copies) a lone change goes at once;
+    after a pass that took messages the next waits up to PASS_GAP for more to gather."""
+    import kvip_bgp.runtime.reconciler as module
+
+    h = Harness(("kubernetes",), owned=set())
+    vip = ipaddress.ip_address("10.30.0.1")
+    script: list[list[Any]] = [
+        [],  # a pass woken by a timer
+        [VipDesired("kubernetes", vip, advert(str(vip)))],  # a lone change
+        [Stop(deadline=time.monotonic() + 1)],
+    ]
+    trace: list[str] = []
+
+    def drain(timeout: float | None = None) -> list[tuple[Any, Any]]:
+        messages = script.pop(0) if script else []
+        trace.append(f"drain {len(messages)}")
+        return [(None, m) for m in messages]
+
+    monkeypatch.setattr(h.inbox, "drain", drain)
+    monkeypatch.setattr(module.time, "sleep", lambda seconds: trace.append("sleep"))
+    h.reconciler.run()
+    assert trace[:4] == ["drain 0", "drain 1", "sleep", "drain 1"], trace

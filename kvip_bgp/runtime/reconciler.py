@@ -102,14 +102,16 @@ class Reconciler:
         while True:
             # Passes back to back, one per message of a stream (a burst, churn and the
             # acks), pay their fixed part per message: let such a stream gather for up to
-            # PASS_GAP. Not between the chunks of a cold start's binds.
+            # PASS_GAP after a pass that took messages. Not after a timer's pass (a lone
+            # change must not wait for it), nor between the chunks of a cold start's binds.
             gap = last_pass + PASS_GAP - time.monotonic()
             if gap > 0 and not self._s.bind_backlog:
                 time.sleep(gap)
             batch = self._inbox.drain(self.timeout(time.monotonic()))
             if not self.step([message for _key, message in batch], time.monotonic()):
                 return
-            last_pass = time.monotonic()
+            if batch:
+                last_pass = time.monotonic()
 
     def start(self, now: float) -> None:
         """Adopt the addresses and routes an earlier run left (before the first step)."""
