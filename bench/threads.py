@@ -86,9 +86,11 @@ def names(results: Sequence[Result], phase: str) -> list[str]:
 def metrics(results: Sequence[Result], phase: str) -> list[Metric]:
     """The rows of ``stats.repeat_table`` for the threads of ``phase``."""
     rows: list[Metric] = []
+    # The churn rows share one phase column: their rate goes in the label.
+    prefix = f"{phase.removeprefix('churn-')}/s: " if phase.startswith("churn-") else ""
     for name in names(results, phase):
-        rows.append((flat_key(phase, name, "user_s"), f"thread {name}: user CPU-s", 2))
-        rows.append((flat_key(phase, name, "sys_s"), f"thread {name}: sys CPU-s", 2))
+        rows.append((flat_key(phase, name, "user_s"), f"{prefix}thread {name}: user CPU-s", 2))
+        rows.append((flat_key(phase, name, "sys_s"), f"{prefix}thread {name}: sys CPU-s", 2))
     return rows
 
 

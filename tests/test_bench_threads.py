@@ -158,3 +158,21 @@ def test_thread_cpu_reads_every_thread_of_a_process() -> None:
         release.set()
         thread.join(10)
     assert thread_cpu(2**22 + 1) == {}  # no such process
+
+
+def test_churn_rows_name_their_rate() -> None:
+    result = Result(10_000, version="A", rep=0)
+    for rate in ("500", "2000"):
+        result.threads[f"churn-{rate}"] = {"reconciler": {"user_s": 1.0, "sys_s": 0.1}}
+    labels = [
+        label
+        for rate in ("500", "2000")
+        for _key, label, _digits in per_thread.metrics([result], f"churn-{rate}")
+    ]
+    assert labels == [
+        "500/s: thread reconciler: user CPU-s",
+        "500/s: thread reconciler: sys CPU-s",
+        "2000/s: thread reconciler: user CPU-s",
+        "2000/s: thread reconciler: sys CPU-s",
+    ]
+    assert per_thread.metrics([result], "burst") == []
