@@ -348,10 +348,16 @@ class Fabric:
         lab = self.lab
         tor = lab.add_netns("tor")
         # No ICMP rate limit: a client must hear "no route" for every SYN, not one a second.
+        # accept_local: the ToR owns the VIP range (its "no route" answer, below), so a
+        # node's reply from a VIP (a SYN-ACK) that arrives just after that VIP's route
+        # left the FIB has a local source address and was dropped as a martian; a real
+        # ToR owns no VIP and forwards it. Without this a SYN in that millisecond was
+        # lost once in CI (retransmitted 1 s later).
         for key in (
             "net.ipv4.ip_forward=1",
             "net.ipv4.fib_multipath_hash_policy=1",
             "net.ipv4.icmp_ratelimit=0",
+            "net.ipv4.conf.all.accept_local=1",
         ):
             tor.run("sysctl", "-qw", key)
         tor.add_address("lo", f"{API_ADDRESS}/32")
