@@ -20,11 +20,12 @@ import pytest
 from kvip_bgp.configfile.load import load
 from kvip_bgp.domain.explain import Explanation
 from kvip_bgp.domain.objects import ObjectKey, parse_service
+from kvip_bgp.kube import watch
 from kvip_bgp.kube.client import Configuration, load_api_client, load_configuration
 from kvip_bgp.kube.threads import start_kubernetes
 from kvip_bgp.kube.watch import Resource, ResourceStream, WatchTimeouts
 from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus
-from kvip_bgp.runtime.messages import ClusterStop, ExplainRequest, ReplyBox
+from kvip_bgp.runtime.messages import ClusterStop, ExplainRequest, Listed, ReplyBox
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.snapshot import Snapshot
 from kvip_bgp.testing.fakeapi import FakeKubeAPI
@@ -81,6 +82,45 @@ def test_stop_wakes_the_watch_and_the_stream_closes_its_own_response(
     assert {name for name, thread in watch if thread != stream.name} <= {"shutdown"}, watch
     # Its last word on it: closed, not handed back to the pool as if it were reusable.
     assert watch[-1] == ("close", stream.name), watch
+
+
+def test_the_stream_decodes_the_watch_itself_and_its_connection_serves_the_next(
+    api: FakeKubeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real watch response is read by ``raw_reads`` (urllib3's decoding is never
+    used), and after a watch ends cleanly its connection takes the next request: the
+    list and both watches run on one connection, with no stream error."""
+
+    def through_urllib3(response: Any) -> Any:
+        raise AssertionError("the watch was decoded by urllib3, not by raw_reads")
+
+    monkeypatch.setattr(watch, "chunk_reads", through_urllib3)
+    client = load_api_client(api.write_kubeconfig(tmp_path / "kubeconfig"))
+    resource = RecordingResource("services", client, "/api/v1/services", parse_service)
+    events: queue.Queue[Any] = queue.Queue()
+    restarts: list[str] = []
+    stream = ResourceStream(
+        resource,
+        events.put,
+        lambda res, why: restarts.append(why),
+        WatchTimeouts(read_seconds=60),
+    )
+    stream.start()
+    try:
+        assert isinstance(events.get(timeout=5), Listed)
+        assert api.wait_for_watchers(1, "Service")
+        api.put(service("a", "198.51.100.1"))
+        assert events.get(timeout=5).object.key.name == "a"
+        assert api.close_watches(abrupt=False) == 1  # as after timeoutSeconds
+        wait_until(lambda: ("watch", "release_conn", stream.name) in resource.calls, 5)
+        api.put(service("b", "198.51.100.2"))
+        assert events.get(timeout=5).object.key.name == "b"
+    finally:
+        stream.stop()
+        stream.join(5)
+    assert restarts == []
+    pool = client.rest_client.pool_manager.connection_from_url(client.configuration.host)
+    assert pool.num_connections == 1
 
 
 def kube_config(tmp_path: Path, kubeconfig: Path) -> Any:

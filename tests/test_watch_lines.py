@@ -1,8 +1,9 @@
-"""``kube.watch._lines``: a watch body cut into chunks anywhere gives back its lines.
+"""Reading a watch: chunked coding decoded by us, lines, and reads gathered under load.
 
 The API server sends one event per chunk, but nothing guarantees it: several events in
-one chunk (a replay), one event over several (a large object, urllib3's 64 KiB reads),
-blank keep-alive lines. Whatever the cuts, the lines are the body's non-blank lines.
+one chunk (a replay), one event over several (a large object), blank keep-alive lines,
+and TCP cuts the bytes anywhere. Whatever the cuts, the lines are the body's non-blank
+lines, and bad framing is an error, never a guess.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvip_bgp.kube.watch import _lines
+from kvip_bgp.kube.chunked import BodyEnded, ChunkedBody, ChunkedError, Lines
+from kvip_bgp.kube.watch import READ_SIZE, chunk_reads, raw_reads
 
 
 class _Chunks:
@@ -32,6 +34,11 @@ def _expected(body: bytes) -> list[bytes]:
     return [line for line in body.split(b"\n") if line.strip()]
 
 
+def _cut(data: bytes, cuts: Sequence[int]) -> list[bytes]:
+    points = sorted({0, len(data), *(c for c in cuts if c <= len(data))})
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
 @pytest.mark.parametrize(
     ("chunks", "lines"),
     [
@@ -46,7 +53,7 @@ def _expected(body: bytes) -> list[bytes]:
     ],
 )
 def test_lines_table(chunks: list[bytes], lines: list[bytes]) -> None:
-    assert list(_lines(_Chunks(chunks))) == lines
+    assert [line for batch in chunk_reads(_Chunks(chunks)) for line in batch] == lines
 
 
 LINE = st.binary(max_size=40).map(lambda b: b.replace(b"\n", b""))
@@ -61,6 +68,114 @@ def test_any_cut_of_the_body_gives_its_lines(
     lines: list[bytes], newline_at_end: bool, cuts: list[int]
 ) -> None:
     body = b"\n".join(lines) + (b"\n" if newline_at_end else b"")
-    points = sorted({0, len(body), *(c for c in cuts if c <= len(body))})
-    chunks = [body[a:b] for a, b in itertools.pairwise(points)]
-    assert list(_lines(_Chunks(chunks))) == _expected(body)
+    splitter = Lines()
+    got = [line for piece in _cut(body, cuts) for line in splitter.feed(piece)]
+    assert got + splitter.rest() == _expected(body)
+
+
+def _encode(pieces: Sequence[bytes], extension: bytes = b"", trailer: bytes = b"") -> bytes:
+    chunks = b"".join(b"%x%s\r\n%s\r\n" % (len(p), extension, p) for p in pieces if p)
+    return chunks + b"0%s\r\n%s\r\n" % (extension, trailer)
+
+
+@given(
+    pieces=st.lists(st.binary(max_size=70), max_size=12),
+    extension=st.sampled_from([b"", b";name=value", b" ; x"]),
+    trailer=st.sampled_from([b"", b"X-Trailer: 1\r\n", b"A: b\r\nC: d\r\n"]),
+    cuts=st.lists(st.integers(min_value=0, max_value=1200), max_size=40),
+)
+def test_any_cut_of_a_chunked_body_decodes_to_the_body(
+    pieces: list[bytes], extension: bytes, trailer: bytes, cuts: list[int]
+) -> None:
+    encoded = _encode(pieces, extension, trailer)
+    body = ChunkedBody()
+    decoded = b"".join(body.feed(part) for part in _cut(encoded, cuts))
+    assert decoded == b"".join(pieces)
+    assert body.done
+    # One byte less and the body has not ended.
+    short = ChunkedBody()
+    short.feed(encoded[:-1])
+    assert not short.done
+
+
+@pytest.mark.parametrize(
+    ("encoded", "error"),
+    [
+        (b"zz\r\n", "bad chunk size"),
+        (b"1_0\r\n", "bad chunk size"),  # int(..., 16) would take it
+        (b"+5\r\n", "bad chunk size"),
+        (b"\r\n", "bad chunk size"),
+        (b"3\r\nabcXY", "not followed by CRLF"),
+        (b"1" * 5000, "longer than"),
+        (b"0\r\n\r\nHTTP/1.1", "after the last chunk"),
+    ],
+)
+def test_bad_framing_is_an_error_not_a_guess(encoded: bytes, error: str) -> None:
+    with pytest.raises(ChunkedError, match=error):
+        ChunkedBody().feed(encoded)
+
+
+class _Socket:
+    """A scripted socket file and clock: each read returns the next piece."""
+
+    def __init__(self, pieces: Sequence[bytes], stop_after: int = -1) -> None:
+        self.pieces = list(pieces)
+        self.now = 100.0
+        self.log: list[str] = []
+        self.stop_after = stop_after  # the wait that answers "stop"
+
+    def read(self, size: int) -> bytes:
+        assert size == READ_SIZE
+        self.now += 0.001  # a read takes a millisecond
+        self.log.append("read")
+        return self.pieces.pop(0) if self.pieces else b""
+
+    def wait(self, seconds: float) -> bool:
+        self.log.append(f"wait {seconds * 1000:.0f}")
+        self.now += seconds
+        return sum(entry.startswith("wait") for entry in self.log) == self.stop_after
+
+    def clock(self) -> float:
+        return self.now
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def test_a_read_with_whole_lines_waits_out_the_gather_window() -> None:
+    sock = _Socket([_chunk(b"a\n"), _chunk(b"b\n") + _chunk(b"c\n"), b"0\r\n\r\n"])
+    reads = list(raw_reads(sock.read, sock.wait, sock.clock, gather=0.02))
+    assert reads == [[b"a"], [b"b", b"c"], [], []]
+    # Each wait is the window less what passed since the read returned (nothing here);
+    # none after the last chunk.
+    assert sock.log == ["read", "wait 20", "read", "wait 20", "read"]
+
+
+def test_a_partial_line_or_a_full_read_is_followed_at_once() -> None:
+    big = b"x" * READ_SIZE
+    full = _chunk(b"y\n" + big + b"\n")
+    sock = _Socket([_chunk(b"par"), _chunk(b"t\n"), full[:READ_SIZE], full[READ_SIZE:], b""])
+    reads = raw_reads(sock.read, sock.wait, sock.clock, gather=0.02)
+    assert next(reads) == []  # part of a line: no wait before the next read
+    assert next(reads) == [b"part"]
+    assert next(reads) == [b"y"]  # this read filled READ_SIZE: more is waiting
+    assert next(reads) == [big]
+    with pytest.raises(BodyEnded):  # the connection ended without the last chunk
+        next(reads)
+    assert sock.log == ["read", "read", "wait 20", "read", "read", "wait 20", "read"]
+
+
+def test_time_spent_on_the_events_counts_towards_the_window() -> None:
+    sock = _Socket([_chunk(b"a\n"), b"0\r\n\r\n"])
+    reads = raw_reads(sock.read, sock.wait, sock.clock, gather=0.02)
+    assert next(reads) == [b"a"]
+    sock.now += 0.015  # the caller took 15 ms over the events
+    assert next(reads) == []
+    assert sock.log == ["read", "wait 5", "read"]
+
+
+def test_stop_during_the_window_ends_the_reads() -> None:
+    sock = _Socket([_chunk(b"a\n"), _chunk(b"b\n")], stop_after=1)
+    assert list(raw_reads(sock.read, sock.wait, sock.clock, gather=0.02)) == [[b"a"]]
+    assert sock.log == ["read", "wait 20"]

@@ -11,9 +11,10 @@ import contextlib
 import json
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -22,6 +23,7 @@ from kvip_bgp.domain.objects import (
     parse_node,
     parse_service,
 )
+from kvip_bgp.kube.chunked import BodyEnded, ChunkedBody, Lines
 from kvip_bgp.kube.client import (
     LIST_PAGE_SIZE,
     ApiClient,
@@ -85,32 +87,69 @@ def resources(configuration: Configuration, node_name: str) -> tuple[Resource, .
     )
 
 
-def _lines(response: Any) -> Iterator[bytes]:
-    """The watch's lines, one JSON event each; blank lines left out.
+GATHER: Final = 0.02  # seconds between two reads of a busy watch (see raw_reads)
+READ_SIZE: Final = 1 << 16
 
-    Each chunk is split once, and a line that spans chunks is joined once: a chunk that
-    holds many events (a replay after a reconnect, events written while we were busy)
-    costs one pass, not a copy of its rest per line as splitting off one line at a time
-    from a growing buffer did.
+
+def raw_reads(
+    read: Callable[[int], bytes],
+    wait: Callable[[float], bool],
+    clock: Callable[[], float] = time.monotonic,
+    gather: float = GATHER,
+) -> Iterator[list[bytes]]:
+    """The lines of a chunked watch body read by ``read``, a list per read.
+
+    Why gather: in a burst every event used to cost a wake-up, a socket read and a trip
+    through urllib3 of its own, and with cold caches that was most of a stream thread's
+    CPU. Here one read takes all the socket holds, and a read that gave whole lines is
+    followed by the next no sooner than ``gather`` after it, so events that arrive
+    meanwhile wait in the socket and come in one read. An event after a quiet spell is
+    read at once; a read that gave only part of a line, or filled ``READ_SIZE`` (more is
+    waiting), is followed at once. ``wait`` sleeps and says whether to stop.
     """
-    pending: list[bytes] = []  # the start of a line that has not ended yet
-    for chunk in response.stream(1 << 16, decode_content=True):
-        if b"\n" not in chunk:
-            pending.append(chunk)
-            continue
-        if pending:
-            pending.append(chunk)
-            chunk = b"".join(pending)
-            pending.clear()
-        *lines, tail = chunk.split(b"\n")
-        if tail:
-            pending.append(tail)
-        for line in lines:
-            if line.strip():
-                yield line
-    rest = b"".join(pending)
-    if rest.strip():
-        yield rest
+    body = ChunkedBody()
+    lines = Lines()
+    while not body.done:
+        data = read(READ_SIZE)
+        if not data:
+            raise BodyEnded("the watch ended before its last chunk")
+        done_at = clock()
+        batch = lines.feed(body.feed(data))
+        yield batch
+        if batch and len(data) < READ_SIZE and not body.done:
+            pause = done_at + gather - clock()
+            if pause > 0 and wait(pause):
+                return
+    yield lines.rest()
+
+
+def chunk_reads(response: Any) -> Iterator[list[bytes]]:
+    """The lines of a watch body as urllib3 decodes it, a list per chunk (see ``_reads``)."""
+    lines = Lines()
+    for chunk in response.stream(READ_SIZE, decode_content=True):
+        yield lines.feed(chunk)
+    yield lines.rest()
+
+
+def raw_body(response: Any) -> Any:
+    """The response's socket file, if the stream thread can decode the body itself.
+
+    That is urllib3's ``HTTPResponse._fp`` (the ``http.client`` response) and its ``fp``,
+    read before either has read any of the body, in plain chunked coding (the API server
+    compresses nothing we do not ask for). Anything else (a urllib3 that moved these) is
+    read through urllib3 by ``chunk_reads``.
+    """
+    inner = getattr(response, "_fp", None)
+    body = getattr(inner, "fp", None)
+    if (
+        getattr(response, "chunked", False) is not True
+        or getattr(inner, "chunked", False) is not True
+        or getattr(inner, "chunk_left", 0) is not None
+        or not callable(getattr(body, "read1", None))
+        or response.headers.get("content-encoding", "identity").lower() != "identity"
+    ):
+        return None
+    return body
 
 
 class ResourceStream(threading.Thread):
@@ -134,12 +173,14 @@ class ResourceStream(threading.Thread):
         deliver: Callable[[StreamEvent], None],
         on_restart: Callable[[str, str], None],
         timeouts: WatchTimeouts = WatchTimeouts(),
+        gather: float = GATHER,
     ) -> None:
         super().__init__(name=f"stream-{resource.name}", daemon=True)
         self.resource = resource
         self._deliver = deliver
         self._on_restart = on_restart
         self._timeouts = timeouts
+        self._gather = gather
         self._stopping = threading.Event()
         self._interrupt_lock = threading.Lock()
         # The watch response being read, set and cleared by the stream thread only.
@@ -264,37 +305,51 @@ class ResourceStream(threading.Thread):
         )
         with self._interrupt_lock:
             self._reading = response
+        body = raw_body(response)
         clean = False
         try:
             if self._stopping.is_set():  # stop came before the response was published
                 return resource_version
-            for line in _lines(response):
+            reads = (
+                chunk_reads(response)
+                if body is None
+                else raw_reads(body.read1, self._stopping.wait, gather=self._gather)
+            )
+            for lines in reads:
+                for line in lines:
+                    resource_version = self._event(line, resource_version)
                 if self._stopping.is_set():
                     break
-                event = json.loads(line)
-                kind = event.get("type")
-                obj = event.get("object") or {}
-                if kind == "ERROR":
-                    if obj.get("code") == 410:
-                        raise Gone()
-                    raise ApiException(status=obj.get("code") or 500, reason=obj.get("message"))
-                new_version = (obj.get("metadata") or {}).get("resourceVersion")
-                if kind in ("ADDED", "MODIFIED", "DELETED"):
-                    self._deliver(Changed(self.resource.name, kind, self.resource.parse(obj)))
-                if new_version:
-                    resource_version = str(new_version)
             else:
                 clean = not self._stopping.is_set()
         finally:
             with self._interrupt_lock:
                 self._reading = None
             # A watch read to its end leaves a reusable connection; after an error or an
-            # interrupted read it does not (the socket may be shut down): close it.
+            # interrupted read it does not (the socket may be shut down): close it. A
+            # body read here is one ``http.client`` does not know has ended: closing its
+            # response (not the socket) lets the connection take the next request.
             if clean:
+                if body is not None:
+                    response._fp.close()
                 response.release_conn()
             else:
                 response.close()
         return resource_version
+
+    def _event(self, line: bytes, resource_version: str) -> str:
+        """Deliver one watch event; the resourceVersion to resume from after it."""
+        event = json.loads(line)
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise Gone()
+            raise ApiException(status=obj.get("code") or 500, reason=obj.get("message"))
+        new_version = (obj.get("metadata") or {}).get("resourceVersion")
+        if kind in ("ADDED", "MODIFIED", "DELETED"):
+            self._deliver(Changed(self.resource.name, kind, self.resource.parse(obj)))
+        return str(new_version) if new_version else resource_version
 
 
 def _error_kind(error: Exception) -> str:
