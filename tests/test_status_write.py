@@ -3,8 +3,8 @@
 It skips the client's serialisation layers and the reply's JSON, so what must not change
 is checked against ``request_json`` itself: the same request on the wire (headers, token,
 body), the same ``ApiException`` for a refusal, and a token that follows the refresh hook
-on every call. The writer on top of it: a 2xx is written whatever its body, a 404 is a
-Service gone, another refusal stays pending.
+(run at most once per ``REFRESH_EVERY``). The writer on top of it: a 2xx is written
+whatever its body, a 404 is a Service gone, another refusal stays pending.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,7 +72,19 @@ def server() -> Iterator[Recorder]:
         recorder.server_close()
 
 
-def _client(server: Recorder, tokens: list[str] | None = None) -> kube.ApiClient:
+class Clock:
+    """``time.monotonic`` for the refresh throttle, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _client(
+    server: Recorder, tokens: list[str] | None = None, clock: Clock | None = None
+) -> kube.ApiClient:
     configuration = kube.Configuration()
     configuration.host = f"http://127.0.0.1:{server.server_address[1]}"
     configuration.api_key = {"authorization": "first"}
@@ -80,9 +93,13 @@ def _client(server: Recorder, tokens: list[str] | None = None) -> kube.ApiClient
 
         def refresh(target: kube.Configuration) -> None:
             target.api_key["authorization"] = tokens.pop(0)
+            # As both of the client's loaders do: the hook installs itself again.
+            target.refresh_api_key_hook = refresh
 
         configuration.refresh_api_key_hook = refresh
-    return kube.new_api_client(configuration)
+    if clock is None:
+        return kube.new_api_client(configuration)
+    return kube.new_api_client(configuration, clock=clock)
 
 
 def test_the_request_on_the_wire_is_the_clients_own(server: Recorder) -> None:
@@ -97,15 +114,77 @@ def test_the_request_on_the_wire_is_the_clients_own(server: Recorder) -> None:
     assert h2["content-type"] == kube.STRATEGIC_MERGE_PATCH
 
 
-def test_the_token_is_read_through_the_refresh_hook_on_every_write(server: Recorder) -> None:
-    api = _client(server, tokens=["one", "two", "three"])
-    for _ in range(3):
+@pytest.mark.parametrize(
+    ("times", "tokens"),
+    [
+        # Within REFRESH_EVERY of the last refresh the token read then is sent again.
+        ([0.0, 0.5, 0.99], ["one", "one", "one"]),
+        ([0.0, 1.0, 1.5, 2.0], ["one", "two", "two", "three"]),
+        # Due is counted from the refresh, not from the request before it.
+        ([0.0, 0.9, 1.8, 2.1], ["one", "one", "two", "two"]),
+        ([5.0, 100.0, 100.2], ["one", "two", "two"]),
+    ],
+)
+def test_the_refresh_hook_runs_at_most_once_per_interval(
+    server: Recorder, times: list[float], tokens: list[str]
+) -> None:
+    assert kube.REFRESH_EVERY == 1.0  # the times above are in its units
+    clock = Clock()
+    api = _client(server, tokens=["one", "two", "three"], clock=clock)
+    for now in times:
+        clock.now = now
         kube.write(api, "PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
     assert [h["authorization"] for _m, _p, h, _b in server.seen] == [
-        "Bearer one",
-        "Bearer two",
-        "Bearer three",
+        f"Bearer {token}" for token in tokens
     ]
+
+
+def test_a_refresh_hook_that_fails_runs_again_on_the_next_request(server: Recorder) -> None:
+    """As without the throttle: a failed refresh is no refresh, the next request retries."""
+    calls: list[float] = []
+    clock = Clock()
+
+    def refresh(target: kube.Configuration) -> None:
+        calls.append(clock.now)
+        if len(calls) == 1:
+            raise OSError("token file unreadable")
+        target.api_key["authorization"] = "fresh"
+
+    configuration = kube.Configuration()
+    configuration.host = f"http://127.0.0.1:{server.server_address[1]}"
+    configuration.api_key = {"authorization": "stale"}
+    configuration.refresh_api_key_hook = refresh
+    api = kube.new_api_client(configuration, clock=clock)
+    with pytest.raises(OSError):
+        kube.write(api, "PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
+    clock.now = 0.1
+    kube.write(api, "PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
+    assert calls == [0.0, 0.1]
+    assert [h["authorization"] for _m, _p, h, _b in server.seen] == ["fresh"]
+
+
+def test_the_kubeconfig_loaders_hook_stays_throttled(server: Recorder, tmp_path: Path) -> None:
+    """The loader's hook installs a fresh closure of itself on each call: the throttle
+    must take that one over and stay installed, or every later request pays again."""
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "clusters": [{"name": "c", "cluster": {"server": url}}],
+                "users": [{"name": "u", "user": {"token": "kc-token"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    clock = Clock()
+    api = kube.new_api_client(kube.load_configuration(kubeconfig), clock=clock)
+    for now in (0.0, 0.5, 1.5):
+        clock.now = now
+        kube.write(api, "PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
+        assert isinstance(api.configuration.refresh_api_key_hook, kube.RefreshAtMostEvery)
+    assert [h["authorization"] for _m, _p, h, _b in server.seen] == ["Bearer kc-token"] * 3
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 422, 500, 503])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import ssl
+import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,8 @@ from kvip_bgp.testing.tls import make_certs
 
 class _Later:
     """Stands in for the ``datetime`` module inside the client's in-cluster loader: its
-    clock runs ahead by ``ahead``, so the loader's one-minute token re-read is due now."""
+    clock runs ahead by ``ahead``, so the loader's one-minute token re-read is due now.
+    ``monotonic`` runs ahead as far, for the clients' refresh throttle."""
 
     def __init__(self) -> None:
         self.ahead = datetime.timedelta(0)
@@ -37,6 +39,9 @@ class _Later:
                 return super().now(tz) + clock.ahead  # type: ignore[return-value]
 
         self.module = types.SimpleNamespace(datetime=_DateTime, timedelta=datetime.timedelta)
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead.total_seconds()
 
 
 @pytest.fixture
@@ -72,7 +77,7 @@ def test_every_threads_client_reads_the_rotated_token(
 ) -> None:
     api, token, later = in_cluster
     configuration = kube.load_configuration(None)  # in-cluster: no kubeconfig given
-    clients = [kube.new_api_client(configuration) for _ in range(3)]
+    clients = [kube.new_api_client(configuration, clock=later.monotonic) for _ in range(3)]
     for api_client in clients:
         assert kube.node_labels(api_client, "node-1").get("rack") == "r1"
 
@@ -88,7 +93,7 @@ def test_a_status_write_reads_the_rotated_token_too(
 ) -> None:
     """``write`` builds its own headers: over HTTPS, with the in-cluster loader's hook."""
     api, token, later = in_cluster
-    api_client = kube.new_api_client(kube.load_configuration(None))
+    api_client = kube.new_api_client(kube.load_configuration(None), clock=later.monotonic)
     patch = {"metadata": {"labels": {"written": "first"}}}
     kube.write(api_client, "PATCH", "/api/v1/nodes/node-1", patch, kube.STRATEGIC_MERGE_PATCH)
     token.write_text("second-token")
