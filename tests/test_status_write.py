@@ -30,7 +30,8 @@ BODY = {"status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}]}}}
 
 
 class Recorder(ThreadingHTTPServer):
-    """Answers every request with ``status`` and ``reply``; keeps what it was sent."""
+    """Answers every request with ``status`` and ``reply`` (a path in ``moved``: a 307 to
+    the location given there); keeps what it was sent."""
 
     daemon_threads = True
 
@@ -38,6 +39,7 @@ class Recorder(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.status = 200
         self.reply = b"{}"
+        self.moved: dict[str, str] = {}
         self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
 
 
@@ -53,6 +55,12 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         headers = {k.lower(): v for k, v in self.headers.items()}
         self.server.seen.append((self.command, self.path, headers, body))
+        if self.path in self.server.moved:
+            self.send_response(307)
+            self.send_header("Location", self.server.moved[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         self.send_response(self.server.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(self.server.reply)))
@@ -105,7 +113,7 @@ def _client(
 def test_the_request_on_the_wire_is_the_clients_own(server: Recorder) -> None:
     api = _client(server)
     kube.request_json(api, "PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
-    kube.write(api, "PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
+    kube.Writer(api).write("PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
     (_m1, p1, h1, b1), (_m2, p2, h2, b2) = server.seen
     assert (p2, json.loads(b2)) == (p1, json.loads(b1)) == (PATH, BODY)
     for name in ("accept", "content-type", "user-agent", "authorization"):
@@ -130,10 +138,10 @@ def test_the_refresh_hook_runs_at_most_once_per_interval(
 ) -> None:
     assert kube.REFRESH_EVERY == 1.0  # the times above are in its units
     clock = Clock()
-    api = _client(server, tokens=["one", "two", "three"], clock=clock)
+    writes = kube.Writer(_client(server, tokens=["one", "two", "three"], clock=clock))
     for now in times:
         clock.now = now
-        kube.write(api, "PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
+        writes.write("PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
     assert [h["authorization"] for _m, _p, h, _b in server.seen] == [
         f"Bearer {token}" for token in tokens
     ]
@@ -154,11 +162,11 @@ def test_a_refresh_hook_that_fails_runs_again_on_the_next_request(server: Record
     configuration.host = f"http://127.0.0.1:{server.server_address[1]}"
     configuration.api_key = {"authorization": "stale"}
     configuration.refresh_api_key_hook = refresh
-    api = kube.new_api_client(configuration, clock=clock)
+    writes = kube.Writer(kube.new_api_client(configuration, clock=clock))
     with pytest.raises(OSError):
-        kube.write(api, "PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
+        writes.write("PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
     clock.now = 0.1
-    kube.write(api, "PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
+    writes.write("PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
     assert calls == [0.0, 0.1]
     assert [h["authorization"] for _m, _p, h, _b in server.seen] == ["fresh"]
 
@@ -180,9 +188,10 @@ def test_the_kubeconfig_loaders_hook_stays_throttled(server: Recorder, tmp_path:
     )
     clock = Clock()
     api = kube.new_api_client(kube.load_configuration(kubeconfig), clock=clock)
+    writes = kube.Writer(api)
     for now in (0.0, 0.5, 1.5):
         clock.now = now
-        kube.write(api, "PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
+        writes.write("PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
         assert isinstance(api.configuration.refresh_api_key_hook, kube.RefreshAtMostEvery)
     assert [h["authorization"] for _m, _p, h, _b in server.seen] == ["Bearer kc-token"] * 3
 
@@ -194,12 +203,76 @@ def test_a_refusal_raises_what_request_json_raises(server: Recorder, status: int
     server.reply = b'{"kind":"Status","code":%d}' % status
     with pytest.raises(kube.ApiException) as expected:
         kube.request_json(api, "PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
+    writes = kube.Writer(api)
     with pytest.raises(kube.ApiException) as raised:
-        kube.write(api, "PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
+        writes.write("PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
     assert type(raised.value) is type(expected.value)
     assert (raised.value.status, raised.value.body) == (status, server.reply.decode())
     server.status = 200  # the connection went back to the pool in a usable state
-    kube.write(api, "PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
+    writes.write("PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
+
+
+def _wire(server: Recorder, path: str, host: str = "", proxy: str | None = None) -> list[Any]:
+    """What ``request_json`` and then ``Writer.write`` put on the wire for one PATCH."""
+    configuration = kube.Configuration()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    configuration.host = host.format(url=url) or url
+    if proxy is not None:
+        configuration.proxy = proxy.format(url=url)
+    configuration.api_key = {"authorization": "Bearer t"}
+    api = kube.new_api_client(configuration)
+    kube.request_json(api, "PATCH", path, BODY, kube.STRATEGIC_MERGE_PATCH)
+    kube.Writer(api).write("PATCH", path, BODY, kube.STRATEGIC_MERGE_PATCH)
+    return server.seen
+
+
+@pytest.mark.parametrize(
+    ("path", "host", "proxy"),
+    [
+        (PATH, "", None),  # the pool taken once
+        # parse_url rewrites these: the manager sends them, as before.
+        ("/api/v1/namespaces/default/services/a%20b/status", "", None),
+        ("/api/v1/namespaces/default/services/../status", "", None),
+        ("/api/v1/namespaces/default/services/web/status?x=1", "", None),
+        # A server URL with a path (as behind Rancher's proxy), one with a query.
+        (PATH, "{url}/k8s/clusters/c-1", None),
+        (PATH, "{url}/?q", None),
+        # Through an HTTP proxy: an absolute URL in the request line.
+        (PATH, "http://kube.invalid:6443", "{url}"),
+    ],
+)
+def test_a_write_sends_the_request_the_pool_manager_sends(
+    server: Recorder, path: str, host: str, proxy: str | None
+) -> None:
+    (_m1, p1, h1, b1), (_m2, p2, h2, b2) = _wire(server, path, host, proxy)
+    assert (p2, json.loads(b2)) == (p1, json.loads(b1))
+    assert h2 == h1
+
+
+def test_a_redirect_is_followed_as_the_pool_manager_follows_it(server: Recorder) -> None:
+    """The pool path does not follow it: the manager is asked, which sends the PATCH to
+    the old location once more (API servers do not redirect writes)."""
+    server.moved = {PATH: "/moved"}
+    seen = _wire(server, PATH)
+    assert [p for _m, p, _h, _b in seen] == [PATH, "/moved", PATH, PATH, "/moved"]
+    (_m1, _p1, h1, b1), (_m2, _p2, h2, b2) = seen[1], seen[4]
+    assert (h2, b2) == (h1, b1)
+
+
+def test_a_pool_closed_under_the_writer_is_taken_again(server: Recorder) -> None:
+    """urllib3 2.8 drops pools without closing them (``ApiClient.close`` clears the
+    manager); one that closed them would make the kept pool raise ``ClosedPoolError``,
+    before anything is sent: that write goes to the manager, which makes a new pool."""
+    api = _client(server)
+    writes = kube.Writer(api)
+    writes.write("PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
+    manager = api.rest_client.pool_manager
+    kept = manager.connection_from_url(f"http://127.0.0.1:{server.server_address[1]}")
+    manager.clear()
+    kept.close()
+    writes.write("PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
+    writes.write("PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
+    assert [p for _m, p, _h, _b in server.seen] == [PATH] * 3
 
 
 def _writer(server: Recorder) -> ClusterWriter:

@@ -91,15 +91,15 @@ def test_every_threads_client_reads_the_rotated_token(
 def test_a_status_write_reads_the_rotated_token_too(
     in_cluster: tuple[FakeKubeAPI, Path, _Later],
 ) -> None:
-    """``write`` builds its own headers: over HTTPS, with the in-cluster loader's hook."""
+    """``Writer.write`` builds its own headers: over HTTPS, with the in-cluster loader's hook."""
     api, token, later = in_cluster
-    api_client = kube.new_api_client(kube.load_configuration(None), clock=later.monotonic)
+    writes = kube.Writer(kube.new_api_client(kube.load_configuration(None), clock=later.monotonic))
     patch = {"metadata": {"labels": {"written": "first"}}}
-    kube.write(api_client, "PATCH", "/api/v1/nodes/node-1", patch, kube.STRATEGIC_MERGE_PATCH)
+    writes.write("PATCH", "/api/v1/nodes/node-1", patch, kube.STRATEGIC_MERGE_PATCH)
     token.write_text("second-token")
     api.accepted_tokens = frozenset({"second-token"})
     later.ahead = datetime.timedelta(minutes=2)
     patch = {"metadata": {"labels": {"written": "second"}}}
-    kube.write(api_client, "PATCH", "/api/v1/nodes/node-1", patch, kube.STRATEGIC_MERGE_PATCH)
+    writes.write("PATCH", "/api/v1/nodes/node-1", patch, kube.STRATEGIC_MERGE_PATCH)
     stored = api.get("Node", "node-1")
     assert stored is not None and stored["metadata"]["labels"]["written"] == "second"
