@@ -5,12 +5,15 @@ daemon loads the in-cluster credentials once and gives every thread a deep copy 
 configuration (``kube.client.new_api_client``); this checks, with the real ``kubernetes``
 client against the fake API over HTTPS, that each copy still picks up a new token from
 the file once the old one is refused, instead of keeping the token it started with.
+Over the same HTTPS, a certificate the CA did not sign fails a status write as it
+fails ``request_json``.
 """
 
 from __future__ import annotations
 
 import datetime
 import ssl
+import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +28,8 @@ from kvip_bgp.testing.tls import make_certs
 
 class _Later:
     """Stands in for the ``datetime`` module inside the client's in-cluster loader: its
-    clock runs ahead by ``ahead``, so the loader's one-minute token re-read is due now."""
+    clock runs ahead by ``ahead``, so the loader's one-minute token re-read is due now.
+    ``monotonic`` runs ahead as far, for the clients' refresh throttle."""
 
     def __init__(self) -> None:
         self.ahead = datetime.timedelta(0)
@@ -37,6 +41,9 @@ class _Later:
                 return super().now(tz) + clock.ahead  # type: ignore[return-value]
 
         self.module = types.SimpleNamespace(datetime=_DateTime, timedelta=datetime.timedelta)
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead.total_seconds()
 
 
 @pytest.fixture
@@ -72,7 +79,7 @@ def test_every_threads_client_reads_the_rotated_token(
 ) -> None:
     api, token, later = in_cluster
     configuration = kube.load_configuration(None)  # in-cluster: no kubeconfig given
-    clients = [kube.new_api_client(configuration) for _ in range(3)]
+    clients = [kube.new_api_client(configuration, clock=later.monotonic) for _ in range(3)]
     for api_client in clients:
         assert kube.node_labels(api_client, "node-1").get("rack") == "r1"
 
@@ -86,15 +93,52 @@ def test_every_threads_client_reads_the_rotated_token(
 def test_a_status_write_reads_the_rotated_token_too(
     in_cluster: tuple[FakeKubeAPI, Path, _Later],
 ) -> None:
-    """``write`` builds its own headers: over HTTPS, with the in-cluster loader's hook."""
+    """``Writer.write`` builds its own headers: over HTTPS, with the in-cluster loader's hook."""
     api, token, later = in_cluster
-    api_client = kube.new_api_client(kube.load_configuration(None))
+    writes = kube.Writer(kube.new_api_client(kube.load_configuration(None), clock=later.monotonic))
     patch = {"metadata": {"labels": {"written": "first"}}}
-    kube.write(api_client, "PATCH", "/api/v1/nodes/node-1", patch, kube.STRATEGIC_MERGE_PATCH)
+    writes.write("PATCH", "/api/v1/nodes/node-1", patch, kube.STRATEGIC_MERGE_PATCH)
     token.write_text("second-token")
     api.accepted_tokens = frozenset({"second-token"})
     later.ahead = datetime.timedelta(minutes=2)
     patch = {"metadata": {"labels": {"written": "second"}}}
-    kube.write(api_client, "PATCH", "/api/v1/nodes/node-1", patch, kube.STRATEGIC_MERGE_PATCH)
+    writes.write("PATCH", "/api/v1/nodes/node-1", patch, kube.STRATEGIC_MERGE_PATCH)
     stored = api.get("Node", "node-1")
     assert stored is not None and stored["metadata"]["labels"]["written"] == "second"
+
+
+@pytest.mark.parametrize("retries", [None, 0, False])
+def test_a_tls_failure_raises_what_request_json_raises(
+    tmp_path: Path, retries: int | bool | None
+) -> None:
+    """Over the pool taken once as through the manager: a certificate the configured CA
+    did not sign is ``MaxRetryError`` with urllib3's retries (its default, or none left),
+    ``ApiException(status=0)`` with retries off, for ``request_json`` and
+    ``Writer.write`` alike."""
+    served = make_certs(tmp_path / "served", name="localhost")
+    trusted = make_certs(tmp_path / "trusted", name="localhost")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(served.cert, served.key)
+    api = FakeKubeAPI()
+    url = api.start(tls=context)
+    api.put(node("node-1"))
+    try:
+        configuration = kube.Configuration()
+        configuration.host = url.replace("127.0.0.1", "localhost")
+        configuration.ssl_ca_cert = str(trusted.ca)
+        configuration.retries = retries
+        client = kube.new_api_client(configuration)
+        patch = {"metadata": {"labels": {"written": "yes"}}}
+        path = "/api/v1/nodes/node-1"
+        with pytest.raises(Exception) as expected:
+            kube.request_json(client, "PATCH", path, patch, kube.STRATEGIC_MERGE_PATCH)
+        with pytest.raises(Exception) as raised:
+            kube.Writer(client).write("PATCH", path, patch, kube.STRATEGIC_MERGE_PATCH)
+        assert type(raised.value) is type(expected.value)
+        if retries is False:
+            assert isinstance(raised.value, kube.ApiException)
+            assert raised.value.status == expected.value.status == 0  # type: ignore[attr-defined]
+        stored = api.get("Node", "node-1")
+        assert stored is not None and "written" not in (stored["metadata"].get("labels") or {})
+    finally:
+        api.stop()

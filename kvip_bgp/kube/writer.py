@@ -14,9 +14,9 @@ from kvip_bgp.kube.client import (
     STRATEGIC_MERGE_PATCH,
     ApiClient,
     ApiException,
+    Writer,
     api_path,
     request_json,
-    write,
 )
 from kvip_bgp.kube.lease import Lease, LeaseSettings, now_micro
 from kvip_bgp.runtime.messages import (
@@ -65,6 +65,7 @@ class ClusterWriter(threading.Thread):
     ) -> None:
         super().__init__(name="cluster-writer", daemon=True)
         self._api = api
+        self._writes = Writer(api)  # status PATCHes
         self._identity = identity
         self._lease = Lease(api, identity, lease)
         self._requests = requests
@@ -200,7 +201,7 @@ class ClusterWriter(threading.Thread):
             body = {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips]}}}
             path = api_path("/api/v1/namespaces/{}/services/{}/status", namespace, name)
             try:
-                write(self._api, "PATCH", path, body, STRATEGIC_MERGE_PATCH)  # reply unread
+                self._writes.write("PATCH", path, body, STRATEGIC_MERGE_PATCH)  # reply unread
             except ApiException as error:
                 if error.status == 404:
                     del self._pending_status[service]
