@@ -1,4 +1,4 @@
-"""``kube.client.write``: the lean path of the status PATCHes, against a recording server.
+"""``kube.writes.Writer``: the lean path of the status PATCHes, against a recording server.
 
 It skips the client's serialisation layers and the reply's JSON, so what must not change
 is checked against ``request_json`` itself: the same request on the wire (headers, token,
@@ -22,6 +22,7 @@ import pytest
 from kvip_bgp.kube import client as kube
 from kvip_bgp.kube.lease import LeaseSettings
 from kvip_bgp.kube.writer import STATUS_WRITE_BATCH, STATUS_WRITES_PER_SECOND, ClusterWriter
+from kvip_bgp.kube.writes import Writer
 from kvip_bgp.runtime.messages import WriteRequest
 from kvip_bgp.runtime.workqueue import CoalescingQueue
 
@@ -113,7 +114,7 @@ def _client(
 def test_the_request_on_the_wire_is_the_clients_own(server: Recorder) -> None:
     api = _client(server)
     kube.request_json(api, "PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
-    kube.Writer(api).write("PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
+    Writer(api).write("PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
     (_m1, p1, h1, b1), (_m2, p2, h2, b2) = server.seen
     assert (p2, json.loads(b2)) == (p1, json.loads(b1)) == (PATH, BODY)
     for name in ("accept", "content-type", "user-agent", "authorization"):
@@ -138,7 +139,7 @@ def test_the_refresh_hook_runs_at_most_once_per_interval(
 ) -> None:
     assert kube.REFRESH_EVERY == 1.0  # the times above are in its units
     clock = Clock()
-    writes = kube.Writer(_client(server, tokens=["one", "two", "three"], clock=clock))
+    writes = Writer(_client(server, tokens=["one", "two", "three"], clock=clock))
     for now in times:
         clock.now = now
         writes.write("PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
@@ -162,7 +163,7 @@ def test_a_refresh_hook_that_fails_runs_again_on_the_next_request(server: Record
     configuration.host = f"http://127.0.0.1:{server.server_address[1]}"
     configuration.api_key = {"authorization": "stale"}
     configuration.refresh_api_key_hook = refresh
-    writes = kube.Writer(kube.new_api_client(configuration, clock=clock))
+    writes = Writer(kube.new_api_client(configuration, clock=clock))
     with pytest.raises(OSError):
         writes.write("PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
     clock.now = 0.1
@@ -188,7 +189,7 @@ def test_the_kubeconfig_loaders_hook_stays_throttled(server: Recorder, tmp_path:
     )
     clock = Clock()
     api = kube.new_api_client(kube.load_configuration(kubeconfig), clock=clock)
-    writes = kube.Writer(api)
+    writes = Writer(api)
     for now in (0.0, 0.5, 1.5):
         clock.now = now
         writes.write("PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
@@ -203,7 +204,7 @@ def test_a_refusal_raises_what_request_json_raises(server: Recorder, status: int
     server.reply = b'{"kind":"Status","code":%d}' % status
     with pytest.raises(kube.ApiException) as expected:
         kube.request_json(api, "PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
-    writes = kube.Writer(api)
+    writes = Writer(api)
     with pytest.raises(kube.ApiException) as raised:
         writes.write("PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
     assert type(raised.value) is type(expected.value)
@@ -222,7 +223,7 @@ def _wire(server: Recorder, path: str, host: str = "", proxy: str | None = None)
     configuration.api_key = {"authorization": "Bearer t"}
     api = kube.new_api_client(configuration)
     kube.request_json(api, "PATCH", path, BODY, kube.STRATEGIC_MERGE_PATCH)
-    kube.Writer(api).write("PATCH", path, BODY, kube.STRATEGIC_MERGE_PATCH)
+    Writer(api).write("PATCH", path, BODY, kube.STRATEGIC_MERGE_PATCH)
     return server.seen
 
 
@@ -264,7 +265,7 @@ def test_a_pool_closed_under_the_writer_is_taken_again(server: Recorder) -> None
     manager); one that closed them would make the kept pool raise ``ClosedPoolError``,
     before anything is sent: that write goes to the manager, which makes a new pool."""
     api = _client(server)
-    writes = kube.Writer(api)
+    writes = Writer(api)
     writes.write("PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)
     manager = api.rest_client.pool_manager
     kept = manager.connection_from_url(f"http://127.0.0.1:{server.server_address[1]}")

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from kvip_bgp.kube import client as kube
+from kvip_bgp.kube.writes import Writer
 from kvip_bgp.testing.fakeapi import FakeKubeAPI
 from kvip_bgp.testing.objects import node
 from kvip_bgp.testing.tls import make_certs
@@ -95,7 +96,7 @@ def test_a_status_write_reads_the_rotated_token_too(
 ) -> None:
     """``Writer.write`` builds its own headers: over HTTPS, with the in-cluster loader's hook."""
     api, token, later = in_cluster
-    writes = kube.Writer(kube.new_api_client(kube.load_configuration(None), clock=later.monotonic))
+    writes = Writer(kube.new_api_client(kube.load_configuration(None), clock=later.monotonic))
     patch = {"metadata": {"labels": {"written": "first"}}}
     writes.write("PATCH", "/api/v1/nodes/node-1", patch, kube.STRATEGIC_MERGE_PATCH)
     token.write_text("second-token")
@@ -133,7 +134,7 @@ def test_a_tls_failure_raises_what_request_json_raises(
         with pytest.raises(Exception) as expected:
             kube.request_json(client, "PATCH", path, patch, kube.STRATEGIC_MERGE_PATCH)
         with pytest.raises(Exception) as raised:
-            kube.Writer(client).write("PATCH", path, patch, kube.STRATEGIC_MERGE_PATCH)
+            Writer(client).write("PATCH", path, patch, kube.STRATEGIC_MERGE_PATCH)
         assert type(raised.value) is type(expected.value)
         if retries is False:
             assert isinstance(raised.value, kube.ApiException)

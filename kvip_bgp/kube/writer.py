@@ -14,11 +14,11 @@ from kvip_bgp.kube.client import (
     STRATEGIC_MERGE_PATCH,
     ApiClient,
     ApiException,
-    Writer,
     api_path,
     request_json,
 )
 from kvip_bgp.kube.lease import Lease, LeaseSettings, now_micro
+from kvip_bgp.kube.writes import Writer
 from kvip_bgp.runtime.messages import (
     AllocatorConfig,
     ServiceEvent,
