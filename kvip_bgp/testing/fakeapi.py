@@ -520,6 +520,7 @@ class FakeKubeAPI:
         )
         self._next_snapshot = 0
         self._conns: set[socket.socket] = set()
+        self._accepted = 0  # connections ever accepted (see connections_accepted)
         self._requests: list[RequestRecord] = []
         self._fail_count = 0
         self._fail_status = 500
@@ -580,6 +581,11 @@ class FakeKubeAPI:
     def events(self) -> list[JSONObject]:
         """Every stored core/v1 Event (what the speaker reported)."""
         return self.items("Event")
+
+    def connections_accepted(self) -> int:
+        """How many client connections the fake has accepted so far (keep-alive checks)."""
+        with self._cond:
+            return self._accepted
 
     @property
     def requests(self) -> list[tuple[str, str]]:
@@ -872,6 +878,7 @@ class FakeKubeAPI:
         with self._cond:
             if add:
                 self._conns.add(conn)
+                self._accepted += 1
             else:
                 self._conns.discard(conn)
 
