@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +26,13 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from kvip_bgp.domain.model import IPAddress
 from kvip_bgp.netif.addresses import AddressTable, FamilyTable, LocalRouteTable
-from kvip_bgp.netif.netlink import ADDRESS_PROTO, BATCH_SIZE, address_request, local_route_request
+from kvip_bgp.netif.netlink import (
+    ADDRESS_PROTO,
+    BATCH_SIZE,
+    _acks_only_last,
+    address_request,
+    local_route_request,
+)
 from kvip_bgp.testing.netlab import Netns, cleanup, in_netns
 
 PREFIX = "kvn-"  # a prefix of its own: cleanup removes every namespace of a prefix
@@ -127,6 +134,30 @@ def test_unbind_many_removes_only_ours(netns: Netns) -> None:
         assert set(left) == {ip("10.3.0.9")}, sorted(map(str, left))[:5]
     finally:
         table.close()
+
+
+@pytest.mark.parametrize("count", [1, 2, 5])
+def test_only_the_last_request_of_a_send_asks_for_an_ack(count: int) -> None:
+    """Errors come back acked or not; one ack at the end says the kernel is done."""
+    requests = [
+        address_request(RTM_NEWADDR, ip("2001:db8::1") + i, 42, 100 + i) for i in range(count)
+    ]
+    requests.append(local_route_request(RTM_NEWROUTE, ip("10.0.0.1"), 42, 200))
+    data = bytearray(b"".join(requests))
+    _acks_only_last(data)
+    flags, sizes, offset = [], [], 0
+    while offset < len(data):
+        length, _kind, flag, _sequence, _port = struct.unpack_from("=IHHII", data, offset)
+        flags.append(flag)
+        sizes.append(length)
+        offset += (length + 3) & ~3
+    create = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL
+    assert flags == [create] * count + [create | NLM_F_ACK]
+    assert sizes == [len(r) for r in requests]  # nothing else changed
+    assert bytes(data) == b"".join(
+        r if i == count else r[:6] + struct.pack("=H", create) + r[8:]
+        for i, r in enumerate(requests)
+    )
 
 
 @pytest.mark.parametrize(("kind", "vip"), ENCODER_CASES)

@@ -16,11 +16,12 @@ protocol does not match, so a foreign route in the same table is safe even from 
 
 Addresses are added and removed in batches: many requests go to the kernel in one
 ``send`` on a socket of this table's own, each with its own sequence number, so that
-every ack is matched to its address (pyroute2's own batch call stops at the first error
-without saying which request failed). ``ifaddrmsg`` is a small fixed kernel ABI, so
-:func:`address_request` packs it with ``struct`` (a unit test checks it byte for byte
-against pyroute2's encoder), much cheaper than pyroute2's encoder; docs/performance.md
-has the figures. Dumps, links and routes still go through pyroute2.
+every error is matched to its address (pyroute2's own batch call stops at the first
+error without saying which request failed); only the last request of a send is acked.
+``ifaddrmsg`` is a small fixed kernel ABI, so :func:`address_request` packs it with
+``struct`` (a unit test checks it byte for byte against pyroute2's encoder), much
+cheaper than pyroute2's encoder; docs/performance.md has the figures. Dumps, links and
+routes still go through pyroute2.
 
 Used by the reconciler thread only; the netlink sockets are never shared.
 """
@@ -60,7 +61,7 @@ EADDRNOTAVAIL: Final = 99
 EOPNOTSUPP: Final = 95
 ESRCH: Final = 3
 RT_SCOPE_LINK: Final = 253
-# Requests per send: their acks (36 bytes each with NETLINK_CAP_ACK) must fit the
+# Requests per send: their errors (36 bytes each with NETLINK_CAP_ACK) must fit the
 # receive buffer, and one send must fit the send buffer (~60 bytes per request).
 BATCH_SIZE: Final = 500
 ACK_TIMEOUT: Final = 5.0
@@ -147,7 +148,7 @@ class LocalAddress:
 
 
 class NetlinkBatch:
-    """Many address or route requests per ``send``, each ack matched by its sequence number.
+    """Many address or route requests per ``send``, each error matched by its sequence number.
 
     A socket of its own: pyroute2's sequence numbers and response queue stay undisturbed.
     """
@@ -181,11 +182,20 @@ class NetlinkBatch:
         return results
 
     def _request_chunk(self, build: RequestBuilder, vips: Sequence[IPAddress]) -> list[int]:
+        """Send a chunk; only its last request asks for an ack (see ``_acks_only_last``).
+
+        The kernel handles one send's requests in order and answers each failure with an
+        error of its sequence number, acked or not, so once the last request's answer is
+        in, every request without an error has succeeded.
+        """
         first = self._sequence + 1
+        last = first + len(vips) - 1
         self._sequence += len(vips)
-        self._sock.send(b"".join(build(vip, first + offset) for offset, vip in enumerate(vips)))
+        data = bytearray(b"".join(build(vip, first + offset) for offset, vip in enumerate(vips)))
+        _acks_only_last(data)
+        self._sock.send(data)
         errors: dict[int, int] = {}
-        while len(errors) < len(vips):
+        while last not in errors:
             buffer = self._sock.recv(1 << 20)
             offset = 0
             while offset + _NLMSG_HEADER.size <= len(buffer):
@@ -194,8 +204,26 @@ class NetlinkBatch:
                 )
                 if length < _NLMSG_HEADER.size:
                     raise OSError(errno.EPROTO, "malformed netlink message from the kernel")
-                if message_type == _NLMSG_ERROR and first <= sequence < first + len(vips):
+                if message_type == _NLMSG_ERROR and first <= sequence <= last:
                     (code,) = struct.unpack_from("=i", buffer, offset + _NLMSG_HEADER.size)
                     errors[sequence] = -code
                 offset += (length + 3) & ~3
-        return [errors[first + offset] for offset in range(len(vips))]
+        return [errors.get(first + offset, 0) for offset in range(len(vips))]
+
+
+def _acks_only_last(data: bytearray) -> None:
+    """Clear ``NLM_F_ACK`` on every request in ``data`` but the last.
+
+    Why: an ack per request is a message per request for the kernel to build and for
+    the reconciler to read, 10,000 of each in a cold start; a request that fails is
+    answered all the same.
+    """
+    offset = 0
+    while True:
+        (length,) = struct.unpack_from("=I", data, offset)
+        following = offset + ((length + 3) & ~3)
+        if following >= len(data):
+            return
+        (flags,) = struct.unpack_from("=H", data, offset + 6)
+        struct.pack_into("=H", data, offset + 6, flags & ~NLM_F_ACK)
+        offset = following
