@@ -113,7 +113,7 @@ class Children:
     bfd: BfdSupervisor | None = None
     new_bfd: Callable[[tuple[Peer, ...]], BfdSupervisor] | None = None
     cluster_events: Any = None
-    """The cluster-state thread's queue (``queue.Queue``), when Kubernetes is on."""
+    """The cluster-state thread's queue (``queue.SimpleQueue``), when Kubernetes is on."""
     new_pools: Callable[[Config], None] | None = None
     """Hands the allocator (in the cluster writer thread) the new config's pools."""
     statics: dict[IPAddress, StaticVipWatcher] = field(default_factory=dict)

@@ -38,7 +38,7 @@ def _first_pass(tmp_path: Path, objects: list[dict[str, Any]]) -> dict[str, Any]
     raw["vips"] = {"allowed": ["10.40.0.0/16", "198.51.100.0/24"]}
     (tmp_path / "kubeconfig").write_text("unused")
     config = config_module.parse(raw)
-    events: queue.Queue[Any] = queue.Queue()
+    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
     # ("vip", (vip, advert)), ("write", request) and ("synced", None), in call order.
     trace: list[tuple[str, Any]] = []
     writes: list[WriteRequest] = []
@@ -201,12 +201,12 @@ def test_refusals_reach_events_metrics_and_status_in_their_wire_form(tmp_path: P
 
 def _synced_thread(
     tmp_path: Path, count: int, gather: float
-) -> tuple[queue.Queue[Any], list[tuple[float, IPAddress]], Callable[[], None]]:
+) -> tuple[queue.SimpleQueue[Any], list[tuple[float, IPAddress]], Callable[[], None]]:
     """A synced thread over ``count`` announced Services; its publishes, timed."""
     raw = daemon_config(tmp_path / "kubeconfig")
     raw["vips"] = {"allowed": ["10.40.0.0/16"]}
     (tmp_path / "kubeconfig").write_text("unused")
-    events: queue.Queue[Any] = queue.Queue()
+    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
     published: list[tuple[float, IPAddress]] = []
     done = threading.Event()
     state = ClusterState(
@@ -238,7 +238,7 @@ def _synced_thread(
     return events, published, stop
 
 
-def _withdraw(events: queue.Queue[Any], index: int) -> None:
+def _withdraw(events: queue.SimpleQueue[Any], index: int) -> None:
     """The Service's only endpoint goes: its VIP is published again (withdrawn)."""
     slice_ = parse_endpoint_slice(endpoint_slice(f"svc-{index:05d}", []))
     events.put(Changed("endpointslices", "MODIFIED", slice_))

@@ -97,7 +97,7 @@ def test_the_stream_decodes_the_watch_itself_and_its_connection_serves_the_next(
     monkeypatch.setattr(watch, "chunk_reads", through_urllib3)
     client = load_api_client(api.write_kubeconfig(tmp_path / "kubeconfig"))
     resource = RecordingResource("services", client, "/api/v1/services", parse_service)
-    events: queue.Queue[Any] = queue.Queue()
+    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
     restarts: list[str] = []
     stream = ResourceStream(
         resource,
@@ -208,7 +208,7 @@ def test_reply_box_is_written_once_and_read_once() -> None:
 
 def test_the_cluster_thread_answers_an_explain_request(tmp_path: Path) -> None:
     config = kube_config(tmp_path, tmp_path / "unused-kubeconfig")
-    events: queue.Queue[Any] = queue.Queue()
+    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
     cluster = ClusterState(
         config, events, lambda vip, advert: None, lambda: None, Metrics(), Snapshot(ClusterStatus())
     )

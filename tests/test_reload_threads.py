@@ -178,7 +178,7 @@ def test_cluster_thread_decides_again_and_publishes_only_changed_vips(tmp_path: 
     raw["vips"] = {"allowed": ["198.51.100.0/24"]}
     (tmp_path / "kubeconfig").write_text("unused")
     config = config_module.parse(raw)
-    events: queue.Queue[Any] = queue.Queue()
+    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
     published: queue.Queue[tuple[IPAddress, Advertisement | None]] = queue.Queue()
     state = ClusterState(
         config,

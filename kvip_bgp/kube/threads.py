@@ -43,7 +43,7 @@ class KubernetesThreads:
     """The Kubernetes side, started together and stopped together."""
 
     streams: tuple[ResourceStream, ...]
-    events: queue.Queue[Any]
+    events: queue.SimpleQueue[Any]
     cluster: threading.Thread
     writer: ClusterWriter
     ipam: Snapshot[AllocationStatus] | None = None  # None: no pools
@@ -91,7 +91,10 @@ def start_kubernetes(
     ipam: Snapshot[AllocationStatus] | None = None,
 ) -> KubernetesThreads:
     """The writer, the cluster-state thread, then the streams that feed it; all started."""
-    events: queue.Queue[Any] = queue.Queue()
+    # SimpleQueue: ~0.04 µs a put or get where Queue's Condition costs ~0.5 (10-20 times
+    # as much with cold caches), and 20,000 events a burst cross it; nothing here needs
+    # Queue's maxsize or task tracking.
+    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
     writes: CoalescingQueue[tuple[str, ...], WriteRequest] = CoalescingQueue()
     writer = ClusterWriter(
         new_api_client(configuration),

@@ -1,6 +1,6 @@
 """The cluster-state thread: sole owner of the cluster cache and the per-Service decisions.
 
-It takes parsed objects from the stream threads (a plain ``queue.Queue``), keeps the
+It takes parsed objects from the stream threads (a ``queue.SimpleQueue``), keeps the
 cache of Services, EndpointSlices and this Node (``runtime.cache``), recomputes the
 decision of every Service an event may have changed with the pure ``policy.decide``,
 merges decisions into one desired route per VIP, and publishes only the VIPs whose
@@ -80,7 +80,7 @@ class ClusterState:
     def __init__(
         self,
         config: Config,
-        events: queue.Queue[StreamEvent | ClusterConfig | ClusterStop | ExplainRequest],
+        events: queue.SimpleQueue[StreamEvent | ClusterConfig | ClusterStop | ExplainRequest],
         publish: Callable[[IPAddress, Advertisement | None], None],
         synced: Callable[[], None],
         metrics: Metrics,
