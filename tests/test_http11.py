@@ -154,27 +154,40 @@ def test_any_cut_of_a_reply_reads_the_same(which: bytes, cuts: list[int]) -> Non
 # ----------------------------------------------------------- against the fake API
 
 
+def _https(tmp_path: Path) -> tuple[FakeKubeAPI, str, Path]:
+    """The fake API over HTTPS with a certificate for ``localhost``; its CA's file."""
+    certs = make_certs(tmp_path / "pki", name="localhost")
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(certs.cert, certs.key)
+    api = FakeKubeAPI()
+    return api, api.start(tls=tls), certs.ca
+
+
+def _connection_to(api: FakeKubeAPI, url: str, tmp_path: Path, ca: Path | None) -> Http11Connection:
+    """Our connection on the pool a client of the fake's kubeconfig keeps; over HTTPS
+    with ``ca`` as the client's CA."""
+    client = load_api_client(api.write_kubeconfig(tmp_path / "kubeconfig"))
+    if ca is not None:
+        client.configuration.host = url.replace("127.0.0.1", "localhost")
+        client.configuration.ssl_ca_cert = str(ca)
+        client = type(client)(client.configuration)  # a pool manager with that CA
+    host = client.configuration.host
+    pool = client.rest_client.pool_manager.connection_from_url(host)
+    return Http11Connection(pool, host.split("://", 1)[1])
+
+
 @pytest.fixture(params=["http", "https"])
 def api_and_client(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[FakeKubeAPI, Http11Connection]]:
-    api = FakeKubeAPI()
-    tls = None
     if request.param == "https":
-        certs = make_certs(tmp_path / "pki", name="localhost")
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(certs.cert, certs.key)
-    url = api.start(tls=tls)
+        api, url, trusted = _https(tmp_path)
+        ca: Path | None = trusted
+    else:
+        api, ca = FakeKubeAPI(), None
+        url = api.start()
     try:
-        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
-        client = load_api_client(kubeconfig)
-        if tls is not None:
-            client.configuration.host = url.replace("127.0.0.1", "localhost")
-            client.configuration.ssl_ca_cert = str(certs.ca)
-            client = type(client)(client.configuration)  # a pool manager with that CA
-        host = client.configuration.host
-        pool = client.rest_client.pool_manager.connection_from_url(host)
-        yield api, Http11Connection(pool, host.split("://", 1)[1])
+        yield api, _connection_to(api, url, tmp_path, ca)
     finally:
         api.stop()
 
@@ -210,20 +223,10 @@ def test_a_server_whose_certificate_the_client_does_not_trust_gets_no_request(
 ) -> None:
     """The handshake is urllib3's, with the client's CA: a certificate from another CA
     fails it, and nothing is sent."""
-    certs = make_certs(tmp_path / "pki", name="localhost")
     other = make_certs(tmp_path / "other", name="localhost")
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(certs.cert, certs.key)
-    api = FakeKubeAPI()
-    url = api.start(tls=tls)
+    api, url, _ = _https(tmp_path)
     try:
-        client = load_api_client(api.write_kubeconfig(tmp_path / "kubeconfig"))
-        client.configuration.host = url.replace("127.0.0.1", "localhost")
-        client.configuration.ssl_ca_cert = str(other.ca)
-        client = type(client)(client.configuration)
-        host = client.configuration.host
-        pool = client.rest_client.pool_manager.connection_from_url(host)
-        connection = Http11Connection(pool, host.split("://", 1)[1])
+        connection = _connection_to(api, url, tmp_path, other.ca)
         with pytest.raises(ssl.SSLCertVerificationError):
             connection.exchange("GET", "/api/v1/services", {}, b"", (5.0, 5.0))
         assert api.requests == []
