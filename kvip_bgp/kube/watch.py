@@ -127,7 +127,8 @@ def raw_reads(
 
 
 def chunk_reads(response: Any) -> Iterator[list[bytes]]:
-    """The lines of a watch body as urllib3 decodes it, a list per chunk (see ``_reads``)."""
+    """The lines of a watch body as urllib3 decodes it, a list per chunk: for a response
+    the stream thread cannot read itself (see ``raw_body``)."""
     lines = Lines()
     for chunk in response.stream(READ_SIZE, decode_content=True):
         yield lines.feed(chunk)
