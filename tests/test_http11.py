@@ -278,7 +278,7 @@ def _patch(connection: Http11Connection, name: str) -> int:
     return connection.exchange("PATCH", f"/{name}", {}, b"{}", (2.0, 2.0)).status
 
 
-def test_a_connection_the_server_closed_while_idle_is_noticed_and_replaced() -> None:
+def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
     server = _Script([["reply"], ["reply"]])
     connection = _connection(server)
     assert _patch(connection, "a") == 200

@@ -262,8 +262,8 @@ def test_a_redirect_is_followed_as_the_pool_manager_follows_it(server: Recorder)
 
 def test_a_pool_closed_under_the_writer_is_taken_again(server: Recorder) -> None:
     """urllib3 2.8 drops pools without closing them (``ApiClient.close`` clears the
-    manager); one that closed them would make the kept pool raise ``ClosedPoolError``,
-    before anything is sent: that write goes to the manager, which makes a new pool."""
+    manager); one that closed them must not stop the writer: its connection is its own,
+    never handed back to the pool, and every write still lands once."""
     api = _client(server)
     writes = Writer(api)
     writes.write("PATCH", PATH, BODY, kube.STRATEGIC_MERGE_PATCH)

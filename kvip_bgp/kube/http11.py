@@ -15,7 +15,6 @@ request opens a new one, and nothing half-read is ever reused.
 from __future__ import annotations
 
 import re
-import select
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -196,10 +195,10 @@ class Http11Connection:
     connection with the pool's TLS settings, and its ``connect`` does the handshake and
     the certificate checks. We then speak on its socket and never hand it back.
 
-    A kept-alive connection the server closed while it was idle (API servers and load
-    balancers do, after a minute or so) is noticed before use: it reads as ready. If
-    the server closes it just as a request goes out, the reply never starts; that
-    request is sent once more on a new connection. Nothing else is retried.
+    A kept-alive connection the server closed (API servers and load balancers close
+    idle ones after a minute or so, or just as a request goes out) ends before any byte
+    of the reply: that request is sent once more, on a new connection. Nothing else is
+    retried, and nothing sent on a new connection.
     """
 
     def __init__(self, pool: Any, host_header: str) -> None:
@@ -218,7 +217,7 @@ class Http11Connection:
     ) -> Reply:
         """Send one request and read its reply; on any error the connection is closed."""
         data = request_bytes(method, target, self._host, headers, body)
-        reused = self._usable()
+        reused = self._conn is not None
         try:
             return self._exchange(method, data, timeout)
         except _Unanswered as unanswered:
@@ -244,17 +243,6 @@ class Http11Connection:
         if not keep:
             self.close()
         return reply
-
-    def _usable(self) -> bool:
-        """Whether a kept-alive connection is open and quiet; one that is not is closed."""
-        if self._conn is None:
-            return False
-        poller = select.poll()
-        poller.register(self._conn.sock, select.POLLIN)
-        if poller.poll(0):  # an idle connection has nothing to say: EOF or a stray byte
-            self.close()
-            return False
-        return True
 
     def _open(self, timeout: tuple[float, float]) -> tuple[socket.socket, ReplyReader]:
         if self._conn is not None and self._reader is not None:
