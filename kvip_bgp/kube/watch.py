@@ -177,14 +177,12 @@ class ResourceStream(threading.Thread):
         deliver: Callable[[StreamEvent], None],
         on_restart: Callable[[str, str], None],
         timeouts: WatchTimeouts = WatchTimeouts(),
-        gather: float = GATHER,
     ) -> None:
         super().__init__(name=f"stream-{resource.name}", daemon=True)
         self.resource = resource
         self._deliver = deliver
         self._on_restart = on_restart
         self._timeouts = timeouts
-        self._gather = gather
         self._stopping = threading.Event()
         self._interrupt_lock = threading.Lock()
         # The watch response being read, set and cleared by the stream thread only.
@@ -317,7 +315,7 @@ class ResourceStream(threading.Thread):
             reads = (
                 chunk_reads(response)
                 if body is None
-                else raw_reads(body.read1, self._stopping.wait, gather=self._gather)
+                else raw_reads(body.read1, self._stopping.wait)
             )
             for lines in reads:
                 for line in lines:
