@@ -119,7 +119,8 @@ def test_netlink_loads_without_pyroute2s_other_socket_families(first: str) -> No
 
 
 def test_in_cluster_credentials_load_without_the_kubeconfig_loader(tmp_path: Path) -> None:
-    """The DaemonSet's path: ``kube_config`` (oauthlib, requests) is for kubeconfig files."""
+    """The DaemonSet's path: ``kube_config`` (oauthlib, requests) is for kubeconfig files,
+    and the library's ``ApiClient`` (pydantic, dateutil) for its models."""
     token = tmp_path / "token"
     token.write_text("in-cluster-token")
     ca = tmp_path / "ca.crt"
@@ -139,7 +140,8 @@ def test_in_cluster_credentials_load_without_the_kubeconfig_loader(tmp_path: Pat
         with new_api_client(configuration) as api:
             token = api.configuration.api_key
         heavy = sorted(
-            m for m in ("kubernetes.config.kube_config", "oauthlib", "requests")
+            m for m in ("kubernetes.config.kube_config", "oauthlib", "requests",
+                        "kubernetes.client.api_client", "pydantic", "dateutil")
             if m in sys.modules
         )
         # A kubeconfig afterwards still loads (its loader is imported then).
