@@ -237,7 +237,8 @@ class Daemon:
                 self.reload_status,
                 (lambda: self.cluster_status.read().node) if kubernetes is not None else None,
             )
-        # Everything is imported and started: the collector paused by the cli runs again.
+        # Everything is imported and started: the collector paused by the cli runs again,
+        # past what the start built (frozen).
         process_settings.resume_gc()
         exit_code = self._supervise(children, reloader, reconciler_thread, fixed)
         bfd = children.bfd

@@ -205,7 +205,8 @@ def test_kubernetes_mode_starts_without_other_modes_modules_and_with_the_gc_paus
     tmp_path: Path, cluster_config: Path
 ) -> None:
     """``kvip-bgp run`` until the Service's route is decided: what is imported by then, and
-    whether the cyclic collector was paused while the daemon imported and started."""
+    whether the cyclic collector was paused while the daemon imported and started, and
+    what that built frozen when it resumed."""
     config = yaml.safe_load(cluster_config.read_text())
     report = run(
         f"""\
@@ -218,6 +219,7 @@ def test_kubernetes_mode_starts_without_other_modes_modules_and_with_the_gc_paus
         def resume():  # the start's end: what was the collector doing until then?
             seen.setdefault("paused_during_start", not gc.isenabled())
             real_resume()
+            seen.setdefault("frozen", gc.get_freeze_count())
 
         process.resume_gc = resume
 
@@ -248,6 +250,7 @@ def test_kubernetes_mode_starts_without_other_modes_modules_and_with_the_gc_paus
     assert report["synced"] is True and report["code"] == 0
     assert report["loaded"] == []
     assert report["paused_during_start"] is True
+    assert isinstance(report["frozen"], int) and report["frozen"] > 10_000  # the modules
     assert report["gc_running"] is True and report["gc_after"] is True
 
 
