@@ -73,7 +73,7 @@ class ApiClient:
 
     Why not the library's: its module imports pydantic (``SecretStr``, the
     ``ApiResponse`` model) and dateutil for the model (de)serialisation we never use
-    (``request`` reads raw JSON): ~70 ms of the main thread's CPU and ~9 MB at an
+    (``request`` reads raw JSON): ~60 ms of the main thread's CPU and ~9 MB at an
     in-cluster start (docs/performance.md). What this keeps, as the library's does it:
     the User-Agent default header; the bearer token from the configuration's
     ``auth_settings`` (which runs its refresh hook: the rotated in-cluster token, exec
