@@ -40,13 +40,14 @@ from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.reconciler import Reconciler, ReconcilerStatus
 from kvip_bgp.runtime.reload import ReloadStatus
 from kvip_bgp.runtime.snapshot import Snapshot
-from kvip_bgp.runtime.static import StaticVipWatcher
 from kvip_bgp.runtime.workqueue import CoalescingQueue
 
-if TYPE_CHECKING:  # at run time imported only where used: kubernetes.enabled, a peer with bfd
+if TYPE_CHECKING:  # at run time imported only where used: kubernetes.enabled, a peer with
+    # bfd, a static VIP (at startup or added by a reload)
     from kvip_bgp.bgp.bfd.supervisor import BfdSupervisor
     from kvip_bgp.kube.client import Configuration
     from kvip_bgp.kube.threads import KubernetesThreads
+    from kvip_bgp.runtime.static import StaticVipWatcher
 
 log = structlog.get_logger("kvip_bgp.app")
 
@@ -236,6 +237,9 @@ class Daemon:
                 self.reload_status,
                 (lambda: self.cluster_status.read().node) if kubernetes is not None else None,
             )
+        # Everything is imported and started: the collector paused by the cli runs again,
+        # past what the start built (frozen).
+        process_settings.resume_gc()
         exit_code = self._supervise(children, reloader, reconciler_thread, fixed)
         bfd = children.bfd
 
@@ -327,7 +331,10 @@ class Daemon:
 
         A watcher reports its first check result before the reconciler may withdraw
         anything, so a restart never withdraws a healthy static VIP on an empty state.
+        Imported here: a daemon without static VIPs (the DaemonSet's usual config) never
+        loads the watcher and its checks (``runtime.checks``, ``runtime.https``).
         """
+        from kvip_bgp.runtime.static import StaticVipWatcher
 
         def publish(address: IPAddress, advert: Advertisement | None) -> None:
             post(self.inbox, VipDesired(static_source(address), address, advert))

@@ -1,16 +1,22 @@
-"""The ``kvip-bgp`` command line."""
+"""The ``kvip-bgp`` command line.
+
+Only the argument parser is built at import: each command imports what it runs, so
+``kvip-bgp run`` pauses the cyclic garbage collector (``process.pause_gc``) before the
+config loader and the daemon's modules are imported.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from kvip_bgp import process as process_settings
 from kvip_bgp.configfile import commands
-from kvip_bgp.configfile import reader as config_module
-from kvip_bgp.configfile.load import load
-from kvip_bgp.configfile.watch import read
-from kvip_bgp.domain.config import Config
+
+if TYPE_CHECKING:
+    from kvip_bgp.domain.config import Config
 
 DESCRIPTION = """\
 kvip-bgp announces Service VIPs (and static VIPs) as /32 and /128 routes to BGP peers
@@ -93,11 +99,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in commands.COMMANDS:
         return commands.main(args)
     if args.command in ("status", "explain"):
+        from kvip_bgp.configfile.load import load
         from kvip_bgp.ops import report
 
         # Read here, not in ops: the adapters (ops, configfile...) do not import each other.
         wanted = args.config is not None and not args.url
         return report.main(args, load(args.config) if wanted else None)
+    if args.command != "run":
+        return _config_command(args)
+    process_settings.pause_gc()
+    try:
+        return _config_command(args)
+    finally:
+        process_settings.resume_gc()
+
+
+def _config_command(args: argparse.Namespace) -> int:
+    """``run``, ``check-config``, ``render-exabgp``: each reads and validates the file."""
+    from kvip_bgp.configfile import reader as config_module
+    from kvip_bgp.configfile.watch import read
+
     try:
         loaded = read(args.config)  # the file's hash too: /status shows which file runs
         cfg = loaded.config

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+
+from kvip_bgp.testing.fakeapi import FakeKubeAPI
+from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
+from kvip_bgp.testing.scenario import daemon_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -112,7 +119,8 @@ def test_netlink_loads_without_pyroute2s_other_socket_families(first: str) -> No
 
 
 def test_in_cluster_credentials_load_without_the_kubeconfig_loader(tmp_path: Path) -> None:
-    """The DaemonSet's path: ``kube_config`` (oauthlib, requests) is for kubeconfig files."""
+    """The DaemonSet's path: ``kube_config`` (oauthlib, requests) is for kubeconfig files,
+    and the library's ``ApiClient`` (pydantic, dateutil) for its models."""
     token = tmp_path / "token"
     token.write_text("in-cluster-token")
     ca = tmp_path / "ca.crt"
@@ -132,7 +140,8 @@ def test_in_cluster_credentials_load_without_the_kubeconfig_loader(tmp_path: Pat
         with new_api_client(configuration) as api:
             token = api.configuration.api_key
         heavy = sorted(
-            m for m in ("kubernetes.config.kube_config", "oauthlib", "requests")
+            m for m in ("kubernetes.config.kube_config", "oauthlib", "requests",
+                        "kubernetes.client.api_client", "pydantic", "dateutil")
             if m in sys.modules
         )
         # A kubeconfig afterwards still loads (its loader is imported then).
@@ -149,3 +158,125 @@ def test_in_cluster_credentials_load_without_the_kubeconfig_loader(tmp_path: Pat
     assert "bearer in-cluster-token" in json.dumps(report["token"]).lower()
     assert report["heavy"] == []
     assert report["other"] == "https://127.0.0.1:6443"
+
+
+# Modules of other modes and commands, which ``kvip-bgp run`` in the DaemonSet's usual
+# mode (kubernetes.enabled, no static VIP, no IPAM pool, no BFD) must not import on its
+# way to the first route: each one here was once imported at start for nothing.
+NOT_ON_THE_KUBERNETES_START_PATH = (
+    "kvip_bgp.runtime.static",  # static VIP watchers and their checks
+    "kvip_bgp.runtime.checks",
+    "kvip_bgp.runtime.https",
+    "kvip_bgp.configfile.controlplane",  # kvip-bgp manifest control-plane
+    "kvip_bgp.configfile.metallb",  # kvip-bgp import metallb
+    "kvip_bgp.configfile.reference",  # the reference docs' tables
+    "kvip_bgp.ops.report",  # kvip-bgp status / explain
+    "kvip_bgp.bgp.bfd.supervisor",  # a peer with bfd
+)
+
+
+@pytest.fixture
+def cluster_config(tmp_path: Path) -> Iterator[Path]:
+    """A Kubernetes-mode config against the fake API (one Service with a ready endpoint on
+    this node), no interface to bind on: the daemon runs unprivileged."""
+    api = FakeKubeAPI()
+    url = api.start()
+    try:
+        api.put(node())
+        api.put(service("web", "198.51.100.10"))
+        api.put(endpoint_slice("web", [NODE_NAME]))
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", url)
+        config = daemon_config(kubeconfig, http={"listen": f"127.0.0.1:{free_port()}"})
+        config["vips"]["interface"] = None
+        path = tmp_path / "kvip-bgp.yaml"
+        path.write_text(yaml.safe_dump(config))
+        yield path
+    finally:
+        api.stop()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_kubernetes_mode_starts_without_other_modes_modules_and_with_the_gc_paused(
+    tmp_path: Path, cluster_config: Path
+) -> None:
+    """``kvip-bgp run`` until the Service's route is decided: what is imported by then, and
+    whether the cyclic collector was paused while the daemon imported and started, and
+    what that built frozen when it resumed."""
+    config = yaml.safe_load(cluster_config.read_text())
+    report = run(
+        f"""\
+        import gc, json, os, signal, sys, threading, time, urllib.request
+        from kvip_bgp import cli, process
+
+        seen = {{}}
+        real_resume = process.resume_gc
+
+        def resume():  # the start's end: what was the collector doing until then?
+            seen.setdefault("paused_during_start", not gc.isenabled())
+            real_resume()
+            seen.setdefault("frozen", gc.get_freeze_count())
+
+        process.resume_gc = resume
+
+        def probe():
+            deadline = time.monotonic() + 30
+            url = "http://{config["http"]["listen"]}/status"
+            while time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as reply:
+                        status = json.load(reply)
+                    if "kubernetes" in status.get("synced_sources", []):
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.05)
+            seen["synced"] = "kubernetes" in status.get("synced_sources", [])
+            seen["loaded"] = sorted(m for m in {list(NOT_ON_THE_KUBERNETES_START_PATH)!r}
+                                    if m in sys.modules)
+            seen["gc_running"] = gc.isenabled()
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=probe, daemon=True).start()
+        code = cli.main(["run", "--config", {str(cluster_config)!r},
+                         "--runtime-dir", {str(tmp_path / "run")!r}])
+        print(json.dumps({{**seen, "code": code, "gc_after": gc.isenabled()}}))
+        """
+    )
+    assert report["synced"] is True and report["code"] == 0
+    assert report["loaded"] == []
+    assert report["paused_during_start"] is True
+    assert isinstance(report["frozen"], int) and report["frozen"] > 10_000  # the modules
+    assert report["gc_running"] is True and report["gc_after"] is True
+
+
+def test_a_bad_config_is_reported_whole_and_leaves_the_gc_running(tmp_path: Path) -> None:
+    """The lazily imported loader reports every problem as before; the pause ends too."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("node_name: n\nbgp: {asn: 0, peers: []}\ngraceful_restrat: 1\n")
+    report = run(
+        f"""\
+        import contextlib, gc, io, json
+        from kvip_bgp import cli
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = cli.main(["run", "--config", {str(path)!r},
+                             "--runtime-dir", {str(tmp_path / "run")!r}])
+        print(json.dumps({{"code": code, "err": err.getvalue(), "gc": gc.isenabled()}}))
+        """
+    )
+    assert report["code"] == 1 and report["gc"] is True
+    err = str(report["err"])
+    assert "problem(s):" in err
+    assert "graceful_restrat" in err and "bgp.asn" in err
+
+
+def test_the_manifest_help_names_the_control_planes_default_ca() -> None:
+    """``commands`` names the kubeadm CA without importing ``controlplane`` for it."""
+    from kvip_bgp.configfile import commands, controlplane
+
+    assert commands.KUBEADM_CA == controlplane.KUBEADM_CA

@@ -1,7 +1,9 @@
 """The commands that write configuration: ``manifest control-plane``, ``import metallb``.
 
 They live beside the loader because they produce (and validate) config files; cli.py
-only hands them its subparsers.
+only hands them its subparsers. Building the parsers imports nothing more: ``kvip-bgp
+run`` builds them too, and the manifest's and the importer's modules are for these
+commands only.
 """
 
 from __future__ import annotations
@@ -11,11 +13,9 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from kvip_bgp.configfile import controlplane
-from kvip_bgp.configfile.load import parse
-from kvip_bgp.configfile.reader import ConfigError
-
 COMMANDS: Final = ("manifest", "import")
+# ``controlplane.KUBEADM_CA``, named in --ca-file's help (a test checks they agree).
+KUBEADM_CA: Final = "/etc/kubernetes/pki/ca.crt"
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,9 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     cp.add_argument(
         "--apiserver-url", help="health check URL (default: https://127.0.0.1:6443/readyz)"
     )
-    cp.add_argument(
-        "--ca-file", help=f"CA of the API server's certificate (default: {controlplane.KUBEADM_CA})"
-    )
+    cp.add_argument("--ca-file", help=f"CA of the API server's certificate (default: {KUBEADM_CA})")
     cp.add_argument(
         "--server-name", help="name in the API server's certificate (default: kubernetes)"
     )
@@ -74,6 +72,10 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _control_plane(args: argparse.Namespace) -> int:
+    from kvip_bgp.configfile import controlplane
+    from kvip_bgp.configfile.load import parse
+    from kvip_bgp.configfile.reader import ConfigError
+
     try:
         spec = controlplane.spec_from_args(
             args.vip,

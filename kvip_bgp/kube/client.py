@@ -4,13 +4,14 @@ Stream threads list and then watch one resource each and push frozen, parsed obj
 the cluster-state thread. They own no cluster state: all they remember is the
 ``resourceVersion`` to resume from.
 
-Requests go through the client's own ``ApiClient`` (kubeconfig and in-cluster loading,
-auth and token refresh, TLS, urllib3, ``ApiException``), one per thread (see
-``new_api_client``), but not through its generated ``CoreV1Api``-style classes (see
-``request``). Payloads are read as raw JSON and parsed by ``domain/objects.py``: the
-client's model deserialisation costs seconds for a list of 10,000 Services, and we need a
-dozen fields of each. Initial lists are read in pages
-(``LIST_PAGE_SIZE``) so that the whole list never exists as JSON dicts at once.
+Requests go through the client's configuration and REST layer (kubeconfig and
+in-cluster loading, auth and token refresh, TLS, urllib3, ``ApiException``), one client
+per thread (see ``new_api_client``), but not through its generated ``CoreV1Api``-style
+classes (see ``request``) nor its own ``ApiClient`` (see ``ApiClient`` here). Payloads
+are read as raw JSON and parsed by ``domain/objects.py``: the client's model
+deserialisation costs seconds for a list of 10,000 Services, and we need a dozen fields
+of each. Initial lists are read in pages (``LIST_PAGE_SIZE``) so that the whole list
+never exists as JSON dicts at once.
 
 Robustness against real API servers: watches resume from the last ``resourceVersion``
 (bookmarks keep it fresh); ``410 Gone`` triggers a relist; a read timeout longer than the
@@ -41,11 +42,11 @@ register_without_init("kubernetes.config")
 from kubernetes import client as k8s  # noqa: E402 (after the package's registration)
 from kubernetes.client import rest as rest  # noqa: E402 (kube.writes reads error replies)
 from kubernetes.client.exceptions import ApiException as ApiException  # noqa: E402
+from kubernetes.client.exceptions import ApiValueError  # noqa: E402
 from kubernetes.config import incluster_config  # noqa: E402
 from kubernetes.config.config_exception import ConfigException  # noqa: E402
 
 # Re-exported: the other kube modules name the client types without importing ``kubernetes``.
-ApiClient = k8s.ApiClient
 Configuration = k8s.Configuration
 
 log = structlog.get_logger("kvip_bgp.kube")
@@ -67,13 +68,124 @@ JSON: Final = "application/json"
 STRATEGIC_MERGE_PATCH: Final = "application/strategic-merge-patch+json"
 
 
+class ApiClient:
+    """What the daemon calls of ``kubernetes.client.ApiClient``, with the same results.
+
+    Why not the library's: its module imports pydantic (``SecretStr``, the
+    ``ApiResponse`` model) and dateutil for the model (de)serialisation we never use
+    (``request`` reads raw JSON): ~60 ms of the main thread's CPU and ~9 MB at an
+    in-cluster start (docs/performance.md). What this keeps, as the library's does it:
+    the User-Agent default header; the bearer token from the configuration's
+    ``auth_settings`` (which runs its refresh hook: the rotated in-cluster token, exec
+    plugins); the URL, the configuration's host + path + the query with each value
+    percent-encoded (``parameters_to_url_query``); and the request through the
+    library's own ``RESTClientObject`` (TLS, proxy, retries, ``ApiException``). Bodies
+    are JSON types only: no model object to sanitise. A kubeconfig's loader
+    (``kube_config``) imports the library's ``ApiClient`` itself; this one is used
+    either way.
+    tests/test_kube_client.py checks ``param_serialize`` against the library's.
+    """
+
+    def __init__(self, configuration: k8s.Configuration) -> None:
+        self.configuration = configuration
+        self.rest_client = rest.RESTClientObject(configuration)
+        self.default_headers: dict[str, str] = {"User-Agent": _USER_AGENT}
+        self.cookie: str | None = None
+
+    def close(self) -> None:
+        self.rest_client.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def update_params_for_auth(
+        self,
+        headers: dict[str, Any],
+        queries: list[tuple[str, Any]] | None,
+        auth_settings: Sequence[str] | None,
+        resource_path: str,
+        method: str,
+        body: Any,
+    ) -> None:
+        """Each named auth setting of the configuration into the headers (or the query)."""
+        for name in auth_settings or ():
+            setting: Any = self.configuration.auth_settings().get(name)
+            if not setting:
+                continue
+            if setting["in"] == "header":
+                if setting["type"] != "http-signature":
+                    headers[setting["key"]] = setting["value"]
+            elif setting["in"] == "query" and queries is not None:
+                queries.append((setting["key"], setting["value"]))
+            else:
+                raise ApiValueError("Authentication token must be in `query` or `header`")
+
+    def param_serialize(
+        self,
+        method: str,
+        resource_path: str,
+        *,  # the library's takes more, in another order: by name only
+        query_params: list[tuple[str, Any]] | None = None,
+        header_params: dict[str, Any] | None = None,
+        body: Any = None,
+        auth_settings: Sequence[str] | None = None,
+    ) -> tuple[str, str, dict[str, Any], Any, None]:
+        """``(method, url, headers, body, post_params)`` for ``call_api``."""
+        headers = {**(header_params or {}), **self.default_headers}
+        if self.cookie:
+            headers["Cookie"] = self.cookie
+        headers = {k: str(v).lower() if isinstance(v, bool) else v for k, v in headers.items()}
+        self.update_params_for_auth(
+            headers, query_params, auth_settings, resource_path, method, body
+        )
+        url = self.configuration.host + resource_path
+        if query_params:
+            url += "?" + "&".join(f"{k}={quote(_query_text(v))}" for k, v in query_params)
+        return method, url, headers, body, None
+
+    def call_api(
+        self,
+        method: str,
+        url: str,
+        header_params: dict[str, Any] | None = None,
+        body: Any = None,
+        post_params: Any = None,
+        _request_timeout: Any = None,
+    ) -> Any:
+        """The request through the library's REST layer: its ``RESTResponse``."""
+        return self.rest_client.request(  # type: ignore[no-untyped-call]
+            method,
+            url,
+            headers=header_params,
+            body=body,
+            post_params=post_params,
+            _request_timeout=_request_timeout,
+        )
+
+
+# What the library's ApiClient sends (its generator's name and the package's version).
+_USER_AGENT: Final = f"OpenAPI-Generator/{k8s.__version__}/python"
+
+
+def _query_text(value: Any) -> str:
+    """A query value's text as ``ApiClient.parameters_to_url_query`` writes it."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
+
+
 def api_path(template: str, *names: str) -> str:
     """``template`` with each ``{}`` replaced by one name, percent-encoded as a path segment."""
     return template.format(*(quote(name, safe="") for name in names))
 
 
 def request(
-    api: k8s.ApiClient,
+    api: ApiClient,
     method: str,
     path: str,
     query: Sequence[tuple[str, str]] = (),
@@ -86,7 +198,8 @@ def request(
     Why not ``CoreV1Api`` and friends: in this client the first use of a generated API
     class imports the pydantic models of its whole group and builds their validators
     (tens of MB resident, docs/performance.md), to check parameters we build ourselves.
-    ``ApiClient.param_serialize``/``call_api`` are the layer those classes call, so auth
+    ``param_serialize``/``call_api`` are the layer those classes call (through the
+    library's ``ApiClient``; here through ours, which does the same), so auth
     (bearer token, exec plugins, refresh), TLS and the host come from the same
     configuration, and errors raise the same ``ApiException`` subclasses as the generated
     methods do with ``_preload_content=False``. The caller must read the response and
@@ -111,7 +224,7 @@ def request(
 
 
 def request_json(
-    api: k8s.ApiClient,
+    api: ApiClient,
     method: str,
     path: str,
     body: Any = None,
@@ -126,7 +239,7 @@ def request_json(
         response.release_conn()
 
 
-def node_labels(api: k8s.ApiClient, node_name: str) -> dict[str, str]:
+def node_labels(api: ApiClient, node_name: str) -> dict[str, str]:
     """This node's labels (for per-rack peer selection at startup)."""
     try:
         body = request_json(api, "GET", api_path("/api/v1/nodes/{}", node_name), timeout=(10, 30))
@@ -233,7 +346,7 @@ class RefreshAtMostEvery:
 
 def new_api_client(
     configuration: k8s.Configuration, clock: Callable[[], float] = time.monotonic
-) -> k8s.ApiClient:
+) -> ApiClient:
     """A client for one thread only, on its own copy of ``configuration``.
 
     The bearer-token refresh (in-cluster token file, kubeconfig exec plugins) rewrites the
@@ -252,9 +365,9 @@ def new_api_client(
         hook = hook._hook
     if hook is not None:
         copied.refresh_api_key_hook = RefreshAtMostEvery(hook, REFRESH_EVERY, clock)  # type: ignore[assignment]
-    return k8s.ApiClient(copied)
+    return ApiClient(copied)
 
 
-def load_api_client(kubeconfig: Path | None) -> k8s.ApiClient:
+def load_api_client(kubeconfig: Path | None) -> ApiClient:
     """``load_configuration`` and one client on it, for a caller that needs only one."""
     return new_api_client(load_configuration(kubeconfig))
