@@ -81,6 +81,13 @@ class ChunkedBody:
                         self._part = _Part.DONE
                 elif (size := _size(line)) == 0:
                     self._part = _Part.TRAILER
+                elif (stop := pos + size) + 2 <= len(buf):
+                    # The whole chunk and its CRLF are here (a watch event, most reads):
+                    # taken at once, not in a pass through DATA and END each.
+                    if buf[stop : stop + 2] != b"\r\n":
+                        raise ChunkedError("chunk data not followed by CRLF")
+                    out.append(buf[pos:stop])
+                    pos = stop + 2
                 else:
                     self._left = size
                     self._part = _Part.DATA
@@ -94,6 +101,8 @@ class ChunkedBody:
 
 def _size(line: bytes) -> int:
     """The chunk size of a chunk-size line (extensions after ``;`` are ignored)."""
+    if _HEX.fullmatch(line):  # no extensions, no blanks: the API server's
+        return int(line, 16)
     digits = line.split(b";", 1)[0].strip(b" \t")
     if not _HEX.fullmatch(digits):
         raise ChunkedError(f"bad chunk size line {line[:40]!r}")
