@@ -91,8 +91,8 @@ KEYS = st.one_of(
     st.integers(0, 3),  # a Mapping need not have str keys
 )
 STRING_MAP = _mapping(st.dictionaries(KEYS, _maybe(st.text(max_size=5)), max_size=4))
-NAMES = st.sampled_from(["web", "svc-00001", "", "a"])
-NAMESPACES = st.sampled_from(["default", "team-a", ""])
+NAMES = st.sampled_from(["web", "svc-00001", "", "a"]) | st.sampled_from(["web", ""]).map(Text)
+NAMESPACES = st.sampled_from(["default", "team-a", ""]) | st.just("team-a").map(Text)
 SERVICE = _fields(
     apiVersion=st.just("v1"),
     kind=st.just("Service"),
@@ -140,7 +140,7 @@ SLICE = _fields(
     ),
     endpoints=st.lists(
         _fields(
-            nodeName=st.sampled_from(["node-1", "node-2", ""]),
+            nodeName=st.sampled_from(["node-1", "node-2", ""]) | st.just("node-1").map(Text),
             conditions=_fields(
                 ready=st.booleans(), serving=st.booleans(), terminating=st.booleans()
             ),

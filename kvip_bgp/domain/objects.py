@@ -222,28 +222,36 @@ def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
 
 
 def parse_endpoint_slice(obj: Mapping[str, Any]) -> EndpointSliceInfo:
-    meta = _map(obj.get("metadata"))
+    """The EndpointSlice in ``obj``; like ``parse_service``, the usual case first."""
+    meta = obj.get("metadata")
+    if type(meta) is not dict:
+        meta = _map(meta)
     key = _key(meta)
-    service_name = _str(_map(meta.get("labels")).get("kubernetes.io/service-name"))
+    labels = meta.get("labels")
+    if type(labels) is not dict:
+        labels = _map(labels)
+    service_name = labels.get("kubernetes.io/service-name")
+    if type(service_name) is not str:
+        service_name = _str(service_name)
     raw = obj.get("endpoints")
     endpoints: list[Endpoint] = []
     for item in raw if isinstance(raw, list) else []:
-        ep = _map(item)
-        conditions = _map(ep.get("conditions"))
-        ready = conditions.get("ready")
-        serving = conditions.get("serving")
+        ep = item if type(item) is dict else _map(item)
+        conditions = ep.get("conditions")
+        if type(conditions) is not dict:
+            conditions = _map(conditions)
         endpoints.append(
             Endpoint(
-                node_name=_shared(ep.get("nodeName")),
+                _shared(ep.get("nodeName")),
                 # Unset "ready" means ready (API contract for consumers of EndpointSlices).
-                ready=ready is not False,
-                serving=serving is True,
+                conditions.get("ready") is not False,
+                conditions.get("serving") is True,
             )
         )
     return EndpointSliceInfo(
-        key=key,
-        service=ObjectKey(key.namespace, service_name) if service_name else None,
-        endpoints=tuple(endpoints),
+        key,
+        ObjectKey(key.namespace, service_name) if service_name else None,
+        tuple(endpoints),
     )
 
 
