@@ -287,6 +287,11 @@ def test_a_builder_is_only_for_plain_frozen_slotted_dataclasses() -> None:
     class Unslotted:
         a: int
 
-    for cls in (Checked, Mutable, Unslotted):
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Derived:
+        a: int
+        b: int = dataclasses.field(init=False, default=0)
+
+    for cls in (Checked, Mutable, Unslotted, Derived):
         with pytest.raises(TypeError, match="not a plain frozen slotted dataclass"):
             objects._builder(cls)
