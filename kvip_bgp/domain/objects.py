@@ -18,7 +18,6 @@ they are unique, and interning them would only add an entry to the interpreter's
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import ipaddress
 import sys
 from collections.abc import Callable, Mapping
@@ -122,15 +121,11 @@ def _builder(cls: type[_Frozen]) -> Callable[..., _Frozen]:
     for classes whose ``__init__`` does nothing else (no ``__post_init__``, no
     ``InitVar``); tests/test_objects_fast.py checks it makes what the class makes.
     """
-    names = [field.name for field in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
     params = cls.__dataclass_params__  # type: ignore[attr-defined]
-    if (
-        not params.frozen
-        or hasattr(cls, "__post_init__")
-        or "__slots__" not in vars(cls)
-        or list(inspect.signature(cls).parameters) != names  # an InitVar, an init=False
-    ):
+    if not params.frozen or hasattr(cls, "__post_init__") or "__slots__" not in vars(cls):
         raise TypeError(f"{cls.__name__}: not a plain frozen slotted dataclass")
+    names = [field.name for field in fields]
     scope: dict[str, Any] = {"new": object.__new__, "cls": cls}
     scope.update({f"set_{name}": vars(cls)[name].__set__ for name in names})
     lines = [f"def build({', '.join(names)}):", "    made = new(cls)"]
@@ -190,7 +185,7 @@ def parse_service(obj: Mapping[str, Any]) -> ServiceInfo:
     labels = meta.get("labels")
     families = spec.get("ipFamilies")
     policy = spec.get("externalTrafficPolicy")
-    return _service_info(  # in the order of ServiceInfo's fields
+    return _service_info(
         _key(meta),
         _text(meta.get("uid")),
         _shared(spec.get("type")) or "ClusterIP",
