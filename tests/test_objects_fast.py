@@ -19,7 +19,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kvip_bgp.domain import objects
 from kvip_bgp.domain.objects import parse_endpoint_slice, parse_node, parse_service
 from kvip_bgp.testing.objects import endpoint, endpoint_slice, node, service
 
@@ -238,55 +237,3 @@ def test_real_slices_and_nodes_parse_as_before(obj: Any) -> None:
         else (parse_endpoint_slice, before.parse_endpoint_slice)
     )
     assert _shape(parse(obj)) == _shape(old(obj))
-
-
-BUILT = [
-    (objects._object_key, objects.ObjectKey, ("default", "web")),
-    (objects._endpoint, objects.Endpoint, ("node-1", True, False)),
-    (
-        objects._endpoint_slice_info,
-        objects.EndpointSliceInfo,
-        (objects.ObjectKey("a", "b-x"), None, (objects.Endpoint(None, True, True),)),
-    ),
-    (
-        objects._service_info,
-        objects.ServiceInfo,
-        tuple(
-            f"v{i}" if i else objects.ObjectKey("a", "b")
-            for i in range(len(dataclasses.fields(objects.ServiceInfo)))
-        ),
-    ),
-]
-
-
-@pytest.mark.parametrize(("build", "cls", "values"), BUILT)
-def test_a_builder_makes_what_the_class_makes(build: Any, cls: type, values: tuple[Any]) -> None:
-    made, expected = build(*values), cls(*values)
-    assert type(made) is cls
-    assert _shape(made) == _shape(expected)
-    assert made == expected and hash(made) == hash(expected) and repr(made) == repr(expected)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        setattr(made, dataclasses.fields(cls)[0].name, values[0])
-    with pytest.raises(TypeError):
-        build(*values[:-1])  # every field, none defaulted
-
-
-def test_a_builder_is_only_for_plain_frozen_slotted_dataclasses() -> None:
-    @dataclasses.dataclass(frozen=True, slots=True)
-    class Checked:
-        a: int
-
-        def __post_init__(self) -> None:
-            raise ValueError
-
-    @dataclasses.dataclass(slots=True)
-    class Mutable:
-        a: int
-
-    @dataclasses.dataclass(frozen=True)
-    class Unslotted:
-        a: int
-
-    for cls in (Checked, Mutable, Unslotted):
-        with pytest.raises(TypeError, match="not a plain frozen slotted dataclass"):
-            objects._builder(cls)

@@ -17,12 +17,11 @@ they are unique, and interning them would only add an entry to the interpreter's
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from kvip_bgp.domain.model import parse_ip
 
@@ -107,41 +106,6 @@ class NodeInfo:
         return dict(self.labels).get(name)
 
 
-_Frozen = TypeVar("_Frozen")
-
-
-def _builder(cls: type[_Frozen]) -> Callable[..., _Frozen]:
-    """``cls(*values)`` (every field, in order) for a frozen, slotted dataclass, faster.
-
-    Why: a frozen dataclass's ``__init__`` stores each field with
-    ``object.__setattr__(self, "name", value)``, a global, an attribute and a name
-    lookup per field: 1.6 us for ServiceInfo's 15, a quarter of parsing a Service.
-    This makes the same stores through each slot's own descriptor, bound once here
-    (0.8 us), written out field by field as ``dataclasses`` writes ``__init__``. Only
-    for classes whose ``__init__`` does nothing else (no ``__post_init__``, no
-    ``InitVar``); tests/test_objects_fast.py checks it makes what the class makes.
-    """
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    params = cls.__dataclass_params__  # type: ignore[attr-defined]
-    if not params.frozen or hasattr(cls, "__post_init__") or "__slots__" not in vars(cls):
-        raise TypeError(f"{cls.__name__}: not a plain frozen slotted dataclass")
-    names = [field.name for field in fields]
-    scope: dict[str, Any] = {"new": object.__new__, "cls": cls}
-    scope.update({f"set_{name}": vars(cls)[name].__set__ for name in names})
-    lines = [f"def build({', '.join(names)}):", "    made = new(cls)"]
-    lines += [f"    set_{name}(made, {name})" for name in names]
-    lines.append("    return made")
-    exec("\n".join(lines), scope)  # the field names of our own classes only
-    build: Callable[..., _Frozen] = scope["build"]
-    return build
-
-
-_object_key: Final = _builder(ObjectKey)
-_service_info: Final = _builder(ServiceInfo)
-_endpoint: Final = _builder(Endpoint)
-_endpoint_slice_info: Final = _builder(EndpointSliceInfo)
-
-
 def _map(value: Any) -> Mapping[str, Any]:
     # JSON gives dicts: ``type() is dict`` first, as the ABC check costs 8x as much and
     # runs a dozen times per object, 20,000 objects in a burst (docs/performance.md).
@@ -163,7 +127,7 @@ def _shared(value: Any) -> str | None:
 
 
 def _key(meta: Mapping[str, Any]) -> ObjectKey:
-    return _object_key(_shared(meta.get("namespace")) or "", _text(meta.get("name")))
+    return ObjectKey(_shared(meta.get("namespace")) or "", _str(meta.get("name")) or "")
 
 
 def parse_service(obj: Mapping[str, Any]) -> ServiceInfo:
@@ -185,7 +149,7 @@ def parse_service(obj: Mapping[str, Any]) -> ServiceInfo:
     labels = meta.get("labels")
     families = spec.get("ipFamilies")
     policy = spec.get("externalTrafficPolicy")
-    return _service_info(
+    return ServiceInfo(
         _key(meta),
         _text(meta.get("uid")),
         _shared(spec.get("type")) or "ClusterIP",
@@ -277,16 +241,16 @@ def parse_endpoint_slice(obj: Mapping[str, Any]) -> EndpointSliceInfo:
         if type(conditions) is not dict:
             conditions = _map(conditions)
         endpoints.append(
-            _endpoint(
+            Endpoint(
                 _shared(ep.get("nodeName")),
                 # Unset "ready" means ready (API contract for consumers of EndpointSlices).
                 conditions.get("ready") is not False,
                 conditions.get("serving") is True,
             )
         )
-    return _endpoint_slice_info(
+    return EndpointSliceInfo(
         key,
-        _object_key(key.namespace, service_name) if service_name else None,
+        ObjectKey(key.namespace, service_name) if service_name else None,
         tuple(endpoints),
     )
 
