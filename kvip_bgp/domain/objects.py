@@ -150,21 +150,23 @@ def parse_service(obj: Mapping[str, Any]) -> ServiceInfo:
     families = spec.get("ipFamilies")
     policy = spec.get("externalTrafficPolicy")
     return ServiceInfo(
-        _key(meta),
-        _text(meta.get("uid")),
-        _shared(spec.get("type")) or "ClusterIP",
-        _shared(spec.get("loadBalancerClass")),
-        _str(spec.get("loadBalancerIP")) or None,
-        _shared(policy) or "Cluster",
-        _ingress_ips(status) if status else (),
-        _annotations(notes) if notes else (),
-        _text(meta.get("resourceVersion")),
-        _shared(meta.get("creationTimestamp")) or "",
-        _pairs(labels) if labels else (),
-        _families(families) if families else "",
-        _shared(spec.get("ipFamilyPolicy")),
-        _ports(spec.get("ports")),
-        ",".join(f"{k}={v}" for k, v in _pairs(spec.get("selector"))) if policy == "Local" else "",
+        key=_key(meta),
+        uid=_text(meta.get("uid")),
+        type=_shared(spec.get("type")) or "ClusterIP",
+        load_balancer_class=_shared(spec.get("loadBalancerClass")),
+        load_balancer_ip=_str(spec.get("loadBalancerIP")) or None,
+        external_traffic_policy=_shared(policy) or "Cluster",
+        ingress_ips=_ingress_ips(status) if status else (),
+        annotations=_annotations(notes) if notes else (),
+        resource_version=_text(meta.get("resourceVersion")),
+        created=_shared(meta.get("creationTimestamp")) or "",
+        labels=_pairs(labels) if labels else (),
+        ip_families=_families(families) if families else "",
+        ip_family_policy=_shared(spec.get("ipFamilyPolicy")),
+        ports=_ports(spec.get("ports")),
+        selector=",".join(f"{k}={v}" for k, v in _pairs(spec.get("selector")))
+        if policy == "Local"
+        else "",
     )
 
 
