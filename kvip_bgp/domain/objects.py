@@ -121,6 +121,8 @@ def _shared(value: Any) -> str | None:
 
     ``str(value)``: ``sys.intern`` refuses str subclasses, and parsing must never raise.
     """
+    if type(value) is str:
+        return sys.intern(value)
     return sys.intern(str(value)) if isinstance(value, str) else None
 
 
@@ -129,43 +131,72 @@ def _key(meta: Mapping[str, Any]) -> ObjectKey:
 
 
 def parse_service(obj: Mapping[str, Any]) -> ServiceInfo:
-    meta = _map(obj.get("metadata"))
-    spec = _map(obj.get("spec"))
-    status = _map(_map(obj.get("status")).get("loadBalancer"))
-    ingress = status.get("ingress")
-    ingress_ips = tuple(
+    """The Service in ``obj``; the stream thread's work per Service event, so cheap first.
+
+    Each field has a fast case for what JSON gives (an exact ``dict`` or ``str``, an
+    absent or empty map) and falls back to the general helper for anything else, which
+    decides exactly as before; tests/test_objects_fast.py compares the two over
+    generated objects, malformed ones included.
+    """
+    meta = obj.get("metadata")
+    if type(meta) is not dict:
+        meta = _map(meta)
+    spec = obj.get("spec")
+    if type(spec) is not dict:
+        spec = _map(spec)
+    status = obj.get("status")
+    notes = meta.get("annotations")
+    labels = meta.get("labels")
+    families = spec.get("ipFamilies")
+    policy = spec.get("externalTrafficPolicy")
+    return ServiceInfo(
+        key=_key(meta),
+        uid=_text(meta.get("uid")),
+        type=_shared(spec.get("type")) or "ClusterIP",
+        load_balancer_class=_shared(spec.get("loadBalancerClass")),
+        load_balancer_ip=_str(spec.get("loadBalancerIP")) or None,
+        external_traffic_policy=_shared(policy) or "Cluster",
+        ingress_ips=_ingress_ips(status) if status else (),
+        annotations=_annotations(notes) if notes else (),
+        resource_version=_text(meta.get("resourceVersion")),
+        created=_shared(meta.get("creationTimestamp")) or "",
+        labels=_pairs(labels) if labels else (),
+        ip_families=_families(families) if families else "",
+        ip_family_policy=_shared(spec.get("ipFamilyPolicy")),
+        ports=_ports(spec.get("ports")),
+        selector=",".join(f"{k}={v}" for k, v in _pairs(spec.get("selector")))
+        if policy == "Local"
+        else "",
+    )
+
+
+def _text(value: Any) -> str:
+    """``_str(value) or ""``, without a call for the usual case."""
+    return value if type(value) is str else _str(value) or ""
+
+
+def _ingress_ips(status: Any) -> tuple[str, ...]:
+    ingress = _map(_map(status).get("loadBalancer")).get("ingress")
+    return tuple(
         ip
         for item in (ingress if isinstance(ingress, list) else [])
         if (ip := _str(_map(item).get("ip"))) is not None
     )
-    annotations = tuple(
-        sorted(
-            (sys.intern(str(k)), v)
-            for k, v in _map(meta.get("annotations")).items()
-            if isinstance(k, str) and isinstance(v, str) and k.startswith(ANNOTATION_PREFIXES)
-        )
-    )
-    return ServiceInfo(
-        key=_key(meta),
-        uid=_str(meta.get("uid")) or "",
-        type=_shared(spec.get("type")) or "ClusterIP",
-        load_balancer_class=_shared(spec.get("loadBalancerClass")),
-        load_balancer_ip=_str(spec.get("loadBalancerIP")) or None,
-        external_traffic_policy=_shared(spec.get("externalTrafficPolicy")) or "Cluster",
-        ingress_ips=ingress_ips,
-        annotations=annotations,
-        resource_version=_str(meta.get("resourceVersion")) or "",
-        created=_shared(meta.get("creationTimestamp")) or "",
-        labels=_pairs(meta.get("labels")),
-        ip_families=sys.intern(
-            ",".join(f for f in _list(spec.get("ipFamilies")) if f in ("IPv4", "IPv6"))
-        ),
-        ip_family_policy=_shared(spec.get("ipFamilyPolicy")),
-        ports=_ports(spec.get("ports")),
-        selector=",".join(f"{k}={v}" for k, v in _pairs(spec.get("selector")))
-        if spec.get("externalTrafficPolicy") == "Local"
-        else "",
-    )
+
+
+def _annotations(value: Any) -> tuple[tuple[str, str], ...]:
+    """Ours and kube-vip's and MetalLB's annotations, sorted; the rest are not kept."""
+    found = [
+        (sys.intern(str(k)), v)
+        for k, v in _map(value).items()
+        if isinstance(k, str) and isinstance(v, str) and k.startswith(ANNOTATION_PREFIXES)
+    ]
+    found.sort()
+    return tuple(found)
+
+
+def _families(value: Any) -> str:
+    return sys.intern(",".join(f for f in _list(value) if f in ("IPv4", "IPv6")))
 
 
 def _list(value: Any) -> list[Any]:
@@ -176,11 +207,12 @@ def _ports(value: Any) -> str:
     """``spec.ports`` as "TCP/80,UDP/53": (protocol, port) sorted, one shared copy."""
     ports = []
     for item in _list(value):
-        port = _map(item)
+        port = item if type(item) is dict else _map(item)
         number = port.get("port")
         if isinstance(number, int):
             ports.append(f"{_str(port.get('protocol')) or 'TCP'}/{number}")
-    ports.sort()
+    if len(ports) > 1:
+        ports.sort()
     return sys.intern(",".join(ports))
 
 
@@ -192,28 +224,36 @@ def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
 
 
 def parse_endpoint_slice(obj: Mapping[str, Any]) -> EndpointSliceInfo:
-    meta = _map(obj.get("metadata"))
+    """The EndpointSlice in ``obj``; like ``parse_service``, the usual case first."""
+    meta = obj.get("metadata")
+    if type(meta) is not dict:
+        meta = _map(meta)
     key = _key(meta)
-    service_name = _str(_map(meta.get("labels")).get("kubernetes.io/service-name"))
+    labels = meta.get("labels")
+    if type(labels) is not dict:
+        labels = _map(labels)
+    service_name = labels.get("kubernetes.io/service-name")
+    if type(service_name) is not str:
+        service_name = _str(service_name)
     raw = obj.get("endpoints")
     endpoints: list[Endpoint] = []
     for item in raw if isinstance(raw, list) else []:
-        ep = _map(item)
-        conditions = _map(ep.get("conditions"))
-        ready = conditions.get("ready")
-        serving = conditions.get("serving")
+        ep = item if type(item) is dict else _map(item)
+        conditions = ep.get("conditions")
+        if type(conditions) is not dict:
+            conditions = _map(conditions)
         endpoints.append(
             Endpoint(
-                node_name=_shared(ep.get("nodeName")),
+                _shared(ep.get("nodeName")),
                 # Unset "ready" means ready (API contract for consumers of EndpointSlices).
-                ready=ready is not False,
-                serving=serving is True,
+                conditions.get("ready") is not False,
+                conditions.get("serving") is True,
             )
         )
     return EndpointSliceInfo(
-        key=key,
-        service=ObjectKey(key.namespace, service_name) if service_name else None,
-        endpoints=tuple(endpoints),
+        key,
+        ObjectKey(key.namespace, service_name) if service_name else None,
+        tuple(endpoints),
     )
 
 

@@ -51,27 +51,14 @@ class ChunkedBody:
         buf = self._held + data if self._held else data
         pos = 0
         out: list[bytes] = []
-        while pos < len(buf) or self._part is _Part.DONE:
+        size_line = _HEX.fullmatch
+        n = len(buf)
+        while pos < n or self._part is _Part.DONE:
             part = self._part
-            if part is _Part.DATA:
-                take = min(self._left, len(buf) - pos)
-                out.append(buf[pos : pos + take])
-                pos += take
-                self._left -= take
-                if self._left:
-                    break
-                self._part = _Part.END
-            elif part is _Part.END:
-                if len(buf) - pos < 2:
-                    break
-                if buf[pos : pos + 2] != b"\r\n":
-                    raise ChunkedError("chunk data not followed by CRLF")
-                pos += 2
-                self._part = _Part.SIZE
-            elif part is _Part.SIZE or part is _Part.TRAILER:
+            if part is _Part.SIZE or part is _Part.TRAILER:  # first: once per chunk
                 end = buf.find(b"\n", pos)
                 if end < 0:
-                    if len(buf) - pos > MAX_SIZE_LINE:
+                    if n - pos > MAX_SIZE_LINE:
                         raise ChunkedError(f"chunk line longer than {MAX_SIZE_LINE} bytes")
                     break
                 line = buf[pos:end].rstrip(b"\r")
@@ -79,14 +66,37 @@ class ChunkedBody:
                 if part is _Part.TRAILER:
                     if not line:
                         self._part = _Part.DONE
-                elif (size := _size(line)) == 0:
+                # Hex digits only (the API server's size lines): no split, no strip.
+                elif (size := int(line, 16) if size_line(line) else _size(line)) == 0:
                     self._part = _Part.TRAILER
+                elif (stop := pos + size) + 2 <= n:
+                    # The whole chunk and its CRLF are here (a watch event, most reads):
+                    # taken at once, not in a pass through DATA and END each.
+                    if buf[stop : stop + 2] != b"\r\n":
+                        raise ChunkedError("chunk data not followed by CRLF")
+                    out.append(buf[pos:stop])
+                    pos = stop + 2
                 else:
                     self._left = size
                     self._part = _Part.DATA
+            elif part is _Part.DATA:
+                take = min(self._left, n - pos)
+                out.append(buf[pos : pos + take])
+                pos += take
+                self._left -= take
+                if self._left:
+                    break
+                self._part = _Part.END
+            elif part is _Part.END:
+                if n - pos < 2:
+                    break
+                if buf[pos : pos + 2] != b"\r\n":
+                    raise ChunkedError("chunk data not followed by CRLF")
+                pos += 2
+                self._part = _Part.SIZE
             else:  # DONE
-                if pos < len(buf):
-                    raise ChunkedError(f"{len(buf) - pos} bytes after the last chunk")
+                if pos < n:
+                    raise ChunkedError(f"{n - pos} bytes after the last chunk")
                 break
         self._held = buf[pos:]
         return out[0] if len(out) == 1 else b"".join(out)

@@ -187,6 +187,7 @@ class ResourceStream(threading.Thread):
         self._interrupt_lock = threading.Lock()
         # The watch response being read, set and cleared by the stream thread only.
         self._reading: Any = None
+        self._raw_decode = json.JSONDecoder().raw_decode  # this thread's, see event_json
 
     def stop(self) -> None:
         """Signal the thread to end and wake a read blocked on the watch (see the class)."""
@@ -341,7 +342,7 @@ class ResourceStream(threading.Thread):
 
     def _event(self, line: bytes, resource_version: str) -> str:
         """Deliver one watch event; the resourceVersion to resume from after it."""
-        event = json.loads(line)
+        event = event_json(line, self._raw_decode)
         kind = event.get("type")
         obj = event.get("object") or {}
         if kind == "ERROR":
@@ -352,6 +353,30 @@ class ResourceStream(threading.Thread):
         if kind in ("ADDED", "MODIFIED", "DELETED"):
             self._deliver(Changed(self.resource.name, kind, self.resource.parse(obj)))
         return str(new_version) if new_version else resource_version
+
+
+def event_json(line: bytes, raw_decode: Callable[[str], tuple[Any, int]]) -> Any:
+    """``json.loads(line)`` for a line of a watch, with less work for the usual line.
+
+    Why: ``json.loads`` of bytes first guesses their encoding (BOMs, UTF-16 or -32 by
+    where the zero bytes are), then matches whitespace before and after the document:
+    a third of its time for a 500-byte event. For a line that opens with ``{`` and a
+    byte that is not zero the guess is always UTF-8 and nothing comes before the
+    document, so this decodes it as ``json.loads`` would (UTF-8, surrogates passed) and
+    scans it at once (``raw_decode``: a ``json.JSONDecoder``'s). Any other line, one
+    that fails to decode or has anything after the document, goes to ``json.loads``,
+    for its result or its error exactly.
+    """
+    if line[:1] == b"{" and line[1:2] != b"\x00":
+        text = line.decode("utf-8", "surrogatepass")
+        try:
+            value, end = raw_decode(text)
+        except ValueError:
+            pass
+        else:
+            if end == len(text):
+                return value
+    return json.loads(line)
 
 
 def _error_kind(error: Exception) -> str:
