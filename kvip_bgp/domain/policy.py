@@ -12,7 +12,7 @@ typed values here; nothing from the cluster is ever pasted into an ExaBGP comman
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from kvip_bgp.domain.addresses import forbidden_class
 from kvip_bgp.domain.annotations import (
@@ -34,16 +34,19 @@ from kvip_bgp.domain.reasons import Reason, Refusal
 from kvip_bgp.domain.sources import service_wire
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VipVerdict:
     vip: IPAddress
     announce: bool
     reason: Refusal | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServiceDecision:
-    """What this node does for one Service, and the chain of reasons behind it."""
+    """What this node does for one Service, and the chain of reasons behind it.
+
+    ``slots``: the cluster thread keeps one per Service, 10,000 at scale.
+    """
 
     service: ObjectKey
     reason: Refusal | None
@@ -51,10 +54,12 @@ class ServiceDecision:
     attributes: RouteAttributes | None = None
     vip_source: str | None = None
     message: str | None = None
+    # The VIPs announced, derived from ``verdicts`` once: the cluster thread's index and
+    # merge read them several times per decision.
+    announced: tuple[IPAddress, ...] = field(init=False, repr=False, compare=False)
 
-    @property
-    def announced(self) -> tuple[IPAddress, ...]:
-        return tuple(v.vip for v in self.verdicts if v.announce)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "announced", tuple(v.vip for v in self.verdicts if v.announce))
 
 
 @dataclass(frozen=True)
