@@ -7,6 +7,7 @@ that thread owns.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -94,11 +95,13 @@ class ClusterCache:
         if obj.service is not None:
             _with(self.slices_by_service, obj.service, obj.key)
 
-    def endpoints(self, service: ObjectKey) -> list[Endpoint]:
+    def endpoints(self, service: ObjectKey) -> Sequence[Endpoint]:
+        """The Service's endpoints, its slices in name order; a lone slice's as they are."""
+        keys = self.slices_by_service.get(service, ())
+        if len(keys) == 1:  # nearly every Service: no sort, no copy
+            return self.slices[keys[0]].endpoints
         return [
-            endpoint
-            for key in sorted(self.slices_by_service.get(service, ()), key=str)
-            for endpoint in self.slices[key].endpoints
+            endpoint for key in sorted(keys, key=str) for endpoint in self.slices[key].endpoints
         ]
 
     def index(
