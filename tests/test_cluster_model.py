@@ -135,8 +135,12 @@ def test_incremental_routes_and_decisions_are_those_decided_afresh(
     # Service that did not change): the thread may reuse what it kept for it.
     changes = changes + [changes[i] for i in revisit if i < len(changes)]
     services = {s.key: s for s in listed_services}
-    # Each listed Service with a ready endpoint here, as most are; some slices more.
-    ready = [objects.endpoint_slice(k.name, ["node-1"], namespace=k.namespace) for k in services]
+    # Listed Services with a ready endpoint here, as most are (but "c": none yet).
+    ready = [
+        objects.endpoint_slice(k.name, ["node-1"], namespace=k.namespace)
+        for k in services
+        if k.name != "c"
+    ]
     slices = {s.key: s for s in [*map(parse_endpoint_slice, ready), *listed_slices]}
     node = listed_node if listed_node is not None and listed_node.name == "node-1" else None
     events: list[Any] = [
@@ -192,3 +196,43 @@ def test_incremental_routes_and_decisions_are_those_decided_afresh(
     assert published == advertisements(expected.values())[0]
 
     assert {d.service: d for d in status.read().decisions} == expected
+
+
+def _run(batches: list[list[Any]]) -> dict[IPAddress, Advertisement]:
+    published: dict[IPAddress, Advertisement] = {}
+
+    def publish(vip: IPAddress, advert: Advertisement | None) -> None:
+        if advert is None:
+            del published[vip]
+        else:
+            published[vip] = advert
+
+    events_queue: queue.SimpleQueue[Any] = Batches([*batches, [ClusterStop()]])
+    status = Snapshot(ClusterStatus())
+    ClusterState(
+        CONFIG, events_queue, publish, lambda: None, Metrics(), status, None, gather=0
+    ).run()
+    return published
+
+
+def test_a_service_changed_while_waiting_for_endpoints_is_prepared_again() -> None:
+    """Its prepared decision, kept while it had no endpoint, is of the old object."""
+    old = parse_service(objects.service("a", "198.51.100.5"))
+    new = parse_service(objects.service("a", "198.51.100.6"))
+    slice_ = parse_endpoint_slice(objects.endpoint_slice("a", ["node-1"]))
+    listed = [
+        Listed("nodes", (parse_node(objects.node()),), "1"),
+        Listed("services", (old,), "1"),
+        Listed("endpointslices", (), "1"),
+    ]
+    published = _run(
+        [
+            listed,
+            [Changed("services", "MODIFIED", new)],
+            [Changed("endpointslices", "ADDED", slice_)],
+        ]
+    )
+    assert [str(vip) for vip in published] == ["198.51.100.6"]
+    # And the same Service object again: its kept decision is the one to use.
+    published = _run([listed, [Changed("endpointslices", "ADDED", slice_)]])
+    assert [str(vip) for vip in published] == ["198.51.100.5"]

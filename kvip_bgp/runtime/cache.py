@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from kvip_bgp.domain.config import Config
 from kvip_bgp.domain.model import Advertisement, IPAddress
 from kvip_bgp.domain.objects import Endpoint, EndpointSliceInfo, NodeInfo, ObjectKey, ServiceInfo
 from kvip_bgp.domain.policy import ServiceDecision, SharedVipConflict
@@ -33,6 +34,11 @@ class ClusterCache:
     node: NodeInfo | None = None
     listed: set[str] = field(default_factory=set)
     decisions: dict[ObjectKey, ServiceDecision] = field(default_factory=dict)
+    # Services without a ready endpoint: the Service, Node and config their decision was
+    # prepared from, and that prepared decision (ClusterState._prepared).
+    prepared: dict[ObjectKey, tuple[ServiceInfo, NodeInfo | None, Config, ServiceDecision]] = field(
+        default_factory=dict
+    )
     published: dict[IPAddress, Advertisement] = field(default_factory=dict)
     announced_synced: bool = False
     status_wanted: set[ObjectKey] = field(default_factory=set)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import queue
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -32,7 +32,14 @@ from kvip_bgp.domain.objects import (
     ObjectKey,
     ServiceInfo,
 )
-from kvip_bgp.domain.policy import ServiceDecision, SharedVipConflict, advertisements, decide
+from kvip_bgp.domain.policy import (
+    NO_READY_ENDPOINT,
+    ServiceDecision,
+    SharedVipConflict,
+    advertisements,
+    conclude,
+    prepare,
+)
 from kvip_bgp.domain.reasons import POLICY_REASONS, Reason, Refusal, wire
 from kvip_bgp.domain.sources import VipSource, service_wire
 from kvip_bgp.runtime.cache import ClusterCache
@@ -192,19 +199,27 @@ class ClusterState:
         source's sync (only withdrawals wait for it), so the first routes go out while
         the rest of the Services are still being decided. Every value published here is
         final for this listing: a VIP goes out once every Service that names it (read
-        before the pass with ``named_vips``) is decided, so its merge is the one a single
-        pass would make, and the conflicts of a shared VIP are reported once.
+        before the pass: its prepared decision's VIPs, else ``named_vips``) is decided,
+        so its merge is the one a single pass would make, and the conflicts of a shared
+        VIP are reported once.
         """
         c = self._c
         keys = list(c.services)
         ipam = bool(self._config.ipam)
-        named = {key: named_vips(c.services[key], ipam) for key in keys}
+        # Each Service prepared once, here (its VIPs parsed once), and decided from that.
+        prepared = {key: prepare(c.services[key], c.node, self._config) for key in keys}
+        named = {
+            key: tuple(v.vip for v in p.verdicts)
+            if p.verdicts
+            else named_vips(c.services[key], ipam)
+            for key, p in prepared.items()
+        }
         undecided: Counter[IPAddress] = Counter(vip for vips in named.values() for vip in vips)
         held: set[IPAddress] = set()  # touched, but a Service naming it is still undecided
         changes: list[ServiceDecision] = []
         for start in range(0, len(keys), FIRST_PASS_CHUNK):
             chunk = keys[start : start + FIRST_PASS_CHUNK]
-            chunk_changes, touched = self._decide(chunk)
+            chunk_changes, touched = self._decide(chunk, prepared)
             changes += chunk_changes
             undecided.subtract(vip for key in chunk for vip in named[key])
             held |= touched
@@ -222,8 +237,13 @@ class ClusterState:
         self._synced()
         c.status_dirty = True
 
-    def _decide(self, keys: Iterable[ObjectKey]) -> tuple[list[ServiceDecision], set[IPAddress]]:
-        """Decide ``keys`` again; return the changed decisions and the VIPs they touch."""
+    def _decide(
+        self, keys: Iterable[ObjectKey], prepared: Mapping[ObjectKey, ServiceDecision] | None = None
+    ) -> tuple[list[ServiceDecision], set[IPAddress]]:
+        """Decide ``keys`` again; return the changed decisions and the VIPs they touch.
+
+        ``prepared``: ``prepare``'s decisions for the current Services, node and config.
+        """
         c = self._c
         changes: list[ServiceDecision] = []
         touched: set[IPAddress] = set()
@@ -231,12 +251,19 @@ class ClusterState:
             service = c.services.get(key)
             old = c.decisions.get(key)
             if service is None:
+                c.prepared.pop(key, None)
                 if old is not None:
                     del c.decisions[key]
                     touched |= c.index(key, old, None)
                     changes.append(ServiceDecision(key, DELETED))
                 continue
-            decision = decide(service, c.endpoints(key), c.node, self._config)
+            ready = None if prepared is None else prepared.get(key)
+            ready = self._prepared(service) if ready is None else ready
+            # The endpoints are read only when they can change the decision.
+            endpoints = c.endpoints(key) if ready.reason is None else ()
+            decision = conclude(ready, service, endpoints, self._config)
+            if decision.reason is NO_READY_ENDPOINT and ready.reason is None:
+                c.prepared[key] = (service, c.node, self._config, ready)  # see _prepared
             self._want_status(service, decision)
             if decision != old:
                 c.decisions[key] = decision
@@ -249,6 +276,28 @@ class ClusterState:
         for decision in changes:
             self._report(decision)
         return changes, touched
+
+    def _prepared(self, service: ServiceInfo) -> ServiceDecision:
+        """``prepare(service, node, config)``, or what was kept of it for the same objects.
+
+        Why: in a burst of creates a Service is decided before its EndpointSlice arrives
+        (refused: no ready endpoint) and again once it has; the second time only the
+        endpoints changed. So the prepared decision of a Service with no ready endpoint is
+        kept and taken back while the Service, this Node and the config are the same
+        objects. Only those: each kept costs ~250 B (10,000 Services, tracemalloc), and
+        a Service its endpoints refuse for good on this node (no local endpoint, here
+        for ever) would hold it for nothing but its slices' churn.
+        """
+        c = self._c
+        kept = c.prepared.pop(service.key, None)
+        if (
+            kept is not None
+            and kept[0] is service
+            and kept[1] is c.node
+            and kept[2] is self._config
+        ):
+            return kept[3]
+        return prepare(service, c.node, self._config)
 
     def _merge(self, vips: set[IPAddress] | None) -> None:
         """Re-merge the routes of ``vips`` (None: all) and publish those that changed.
