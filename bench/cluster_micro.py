@@ -1,9 +1,10 @@
 """CPU of the cluster-state thread per Service: a cold first pass, and a burst of creates.
 
-Drives the real ``ClusterState.run`` in this thread (its queue, a collecting publish and
-write, ``Metrics``, ``Snapshot``) over N Services and their EndpointSlices, shaped like
-``bench/run.py``'s (``service_objects``: a VIP annotation, one ready endpoint on this
-node). Objects are parsed before the clock starts: parsing is the stream threads' work.
+Drives the real ``ClusterState.run`` in this thread (its queue, a collecting publish, the
+writer's coalescing queue as write, ``Metrics``, ``Snapshot``) over N Services and their
+EndpointSlices, shaped like ``bench/run.py``'s (``service_objects``: a VIP annotation, one
+ready endpoint on this node). Objects are parsed before the clock starts: parsing is the
+stream threads' work.
 
 - cold: the three ``Listed`` events, then the thread's first pass.
 - burst: synced with no Services, then ``Changed`` ADDED events, Service then its slice
@@ -44,12 +45,14 @@ from kvip_bgp.domain.objects import (
     parse_node,
     parse_service,
 )
+from kvip_bgp.kube.writer import ClusterWriter
 from kvip_bgp.ops import log
 from kvip_bgp.process import tune_gc
 from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus
 from kvip_bgp.runtime.messages import Changed, ClusterStop, Listed, WriteRequest
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.snapshot import Snapshot
+from kvip_bgp.runtime.workqueue import CoalescingQueue
 from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
 from kvip_bgp.testing.scenario import daemon_config
 
@@ -121,7 +124,8 @@ def quiet_json_logs() -> None:
 def run_once(config: Config, events: Sequence[Any], batch: int) -> tuple[float, int]:
     """CPU seconds of one ``ClusterState.run`` over ``events``; and the VIPs published."""
     published: list[tuple[IPAddress, Advertisement | None]] = []
-    writes: list[WriteRequest] = []
+    # As kube.threads wires it: the writer's coalescing queue, put to by this thread.
+    writes: CoalescingQueue[tuple[str, ...], WriteRequest] = CoalescingQueue()
     batches = [events[start : start + batch] for start in range(0, len(events), batch)]
     q = Batches([*batches, [ClusterStop()]])
     state = ClusterState(
@@ -131,7 +135,7 @@ def run_once(config: Config, events: Sequence[Any], batch: int) -> tuple[float, 
         lambda: None,
         Metrics(),
         Snapshot(ClusterStatus()),
-        writes.append,
+        lambda request: writes.put(ClusterWriter.key(request), request),
         gather=0.0,
     )
     gc.collect()
