@@ -30,7 +30,7 @@ from kvip_bgp.domain.objects import (
 )
 from kvip_bgp.domain.policy import advertisements, decide
 from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus
-from kvip_bgp.runtime.messages import Changed, ClusterStop, Listed, WriteRequest
+from kvip_bgp.runtime.messages import Changed, ClusterStop, Listed, StatusWanted, WriteRequest
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.snapshot import Snapshot
 from kvip_bgp.testing import objects
@@ -198,7 +198,9 @@ def test_incremental_routes_and_decisions_are_those_decided_afresh(
     assert {d.service: d for d in status.read().decisions} == expected
 
 
-def _run(batches: list[list[Any]]) -> dict[IPAddress, Advertisement]:
+def _run(
+    batches: list[list[Any]], writes: list[WriteRequest] | None = None
+) -> dict[IPAddress, Advertisement]:
     published: dict[IPAddress, Advertisement] = {}
 
     def publish(vip: IPAddress, advert: Advertisement | None) -> None:
@@ -210,7 +212,14 @@ def _run(batches: list[list[Any]]) -> dict[IPAddress, Advertisement]:
     events_queue: queue.SimpleQueue[Any] = Batches([*batches, [ClusterStop()]])
     status = Snapshot(ClusterStatus())
     ClusterState(
-        CONFIG, events_queue, publish, lambda: None, Metrics(), status, None, gather=0
+        CONFIG,
+        events_queue,
+        publish,
+        lambda: None,
+        Metrics(),
+        status,
+        None if writes is None else writes.append,
+        gather=0,
     ).run()
     return published
 
@@ -236,3 +245,32 @@ def test_a_service_changed_while_waiting_for_endpoints_is_prepared_again() -> No
     # And the same Service object again: its kept decision is the one to use.
     published = _run([listed, [Changed("endpointslices", "ADDED", slice_)]])
     assert [str(vip) for vip in published] == ["198.51.100.5"]
+
+
+def test_a_status_is_asked_for_once_per_service_object() -> None:
+    """Decided before and after its slice, a Service asks once; changed, it asks again."""
+    svc = parse_service(objects.service("a", "198.51.100.5"))
+    again = parse_service(objects.service("a", "198.51.100.5", resource_version="2"))
+    written = parse_service(objects.service("a", "198.51.100.5", ingress=["198.51.100.5"]))
+    slice_ = parse_endpoint_slice(objects.endpoint_slice("a", ["node-1"]))
+    writes: list[WriteRequest] = []
+    _run(
+        [
+            [
+                Listed("nodes", (parse_node(objects.node()),), "1"),
+                Listed("services", (), "1"),
+                Listed("endpointslices", (), "1"),
+            ],
+            [Changed("services", "ADDED", svc)],
+            [Changed("endpointslices", "ADDED", slice_)],  # the same object, decided again
+            [Changed("services", "MODIFIED", again)],  # a new object: asked again
+            [Changed("services", "MODIFIED", written)],  # the status is there: cancelled
+            [Changed("endpointslices", "MODIFIED", slice_)],
+        ],
+        writes,
+    )
+    assert [w for w in writes if isinstance(w, StatusWanted)] == [
+        StatusWanted("default/a", ("198.51.100.5",)),
+        StatusWanted("default/a", ("198.51.100.5",)),
+        StatusWanted("default/a", None),
+    ]

@@ -41,7 +41,10 @@ class ClusterCache:
     )
     published: dict[IPAddress, Advertisement] = field(default_factory=dict)
     announced_synced: bool = False
-    status_wanted: set[ObjectKey] = field(default_factory=set)
+    # Services whose status we asked for: the object it was asked for, and the ips.
+    status_wanted: dict[ObjectKey, tuple[ServiceInfo, tuple[str, ...]]] = field(
+        default_factory=dict
+    )
     conflicts: dict[IPAddress, frozenset[SharedVipConflict]] = field(default_factory=dict)
     services_by_vip: dict[IPAddress, tuple[ObjectKey, ...]] = field(default_factory=dict)
     status_dirty: bool = False

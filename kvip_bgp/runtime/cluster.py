@@ -358,7 +358,12 @@ class ClusterState:
     # -- writes (Events, status): requests only; the elected writer thread acts ------
 
     def _want_status(self, service: ServiceInfo, decision: ServiceDecision) -> None:
-        """Ask for ``status.loadBalancer.ingress`` when the VIP came from us, not an IPAM."""
+        """Ask for ``status.loadBalancer.ingress`` when the VIP came from us, not an IPAM.
+
+        A want is not asked again for the same Service object: the writer keeps it
+        pending until written (retrying on its own), and a Service decided twice in a
+        burst (before and after its slice) would ask twice for one PATCH.
+        """
         if self._write is None or decision.vip_source is None:
             return
         c = self._c
@@ -368,10 +373,11 @@ class ClusterState:
             if ips and ips != service.ingress_ips:
                 wanted = ips
         if wanted is not None:
-            c.status_wanted.add(service.key)
-            self._write(StatusWanted(str(service.key), wanted))
-        elif service.key in c.status_wanted:
-            c.status_wanted.discard(service.key)
+            last = c.status_wanted.get(service.key)
+            if last is None or last[0] is not service or last[1] != wanted:
+                c.status_wanted[service.key] = (service, wanted)
+                self._write(StatusWanted(str(service.key), wanted))
+        elif c.status_wanted.pop(service.key, None) is not None:
             self._write(StatusWanted(str(service.key), None))
 
     def _report(self, decision: ServiceDecision) -> None:
