@@ -214,17 +214,30 @@ class ClusterState:
             else named_vips(c.services[key], ipam)
             for key, p in prepared.items()
         }
-        undecided: Counter[IPAddress] = Counter(vip for vips in named.values() for vip in vips)
+        # Only VIPs that several Services name are counted down: any other is final as
+        # soon as its one Service is decided (nearly every VIP; a count each is a cost).
+        undecided = {
+            vip: count
+            for vip, count in Counter(vip for vips in named.values() for vip in vips).items()
+            if count > 1
+        }
         held: set[IPAddress] = set()  # touched, but a Service naming it is still undecided
         changes: list[ServiceDecision] = []
         for start in range(0, len(keys), FIRST_PASS_CHUNK):
             chunk = keys[start : start + FIRST_PASS_CHUNK]
             chunk_changes, touched = self._decide(chunk, prepared)
             changes += chunk_changes
-            undecided.subtract(vip for key in chunk for vip in named[key])
-            held |= touched
-            ready = {vip for vip in held if undecided[vip] <= 0}
-            held -= ready
+            if undecided:
+                for key in chunk:
+                    for vip in named[key]:
+                        if vip in undecided:
+                            undecided[vip] -= 1
+                held |= {vip for vip in touched if vip in undecided}
+                ready = {vip for vip in held if undecided[vip] <= 0}
+                held -= ready
+                ready |= {vip for vip in touched if vip not in undecided}
+            else:
+                ready = touched
             self._merge(ready)
         self._log_changes(changes)
         c.announced_synced = True
@@ -329,7 +342,9 @@ class ClusterState:
             elif c.published.get(vip) != advert:
                 c.published[vip] = advert
                 self._publish_vip(vip, advert)
-            mine = frozenset(x for x in conflicts if x.vip == vip) if conflicts else frozenset()
+            if not conflicts and not c.conflicts:
+                continue  # no conflict before or now: nothing to report or forget
+            mine = frozenset(x for x in conflicts if x.vip == vip)
             for conflict in mine - c.conflicts.get(vip, frozenset()):
                 self._report_conflict(conflict)
             if mine:
@@ -382,18 +397,20 @@ class ClusterState:
 
     def _report(self, decision: ServiceDecision) -> None:
         """A Warning Event and a metric for refusals a Service owner can fix."""
+        refusal = decision.reason
+        invalid = refusal is not None and refusal.reason is Reason.INVALID_ANNOTATION
+        refused = [v for v in decision.verdicts if _address_refusal(v.reason)]
+        if not invalid and not refused:
+            return  # nearly every change: the Service is not even looked up
         service = self._c.services.get(decision.service)
         if service is None:
             return
-        refusal = decision.reason
-        if refusal is not None and refusal.reason is Reason.INVALID_ANNOTATION:
+        if invalid:
+            assert refusal is not None
             self._metrics.invalid_annotations.labels(refusal.detail).inc()
             self._event(service, "InvalidAnnotation", decision.message or refusal.wire)
-        for verdict in decision.verdicts:
-            if _address_refusal(verdict.reason):
-                self._event(
-                    service, "VIPRefused", f"VIP {verdict.vip} refused: {wire(verdict.reason)}"
-                )
+        for verdict in refused:
+            self._event(service, "VIPRefused", f"VIP {verdict.vip} refused: {wire(verdict.reason)}")
 
     def _event(self, service: ServiceInfo, reason: str, message: str) -> None:
         if self._write is not None:
