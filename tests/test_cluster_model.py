@@ -29,7 +29,7 @@ from kvip_bgp.domain.objects import (
     parse_service,
 )
 from kvip_bgp.domain.policy import advertisements, decide
-from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus
+from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus, vip_text
 from kvip_bgp.runtime.messages import Changed, ClusterStop, Listed, StatusWanted, WriteRequest
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.snapshot import Snapshot
@@ -274,3 +274,10 @@ def test_a_status_is_asked_for_once_per_service_object() -> None:
         StatusWanted("default/a", ("198.51.100.5",)),
         StatusWanted("default/a", None),
     ]
+
+
+@settings(max_examples=500)
+@given(vip=st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)))
+def test_vip_text_is_str(vip: IPAddress) -> None:
+    """The status the thread asks for lists each VIP as ``str`` writes it."""
+    assert vip_text(vip) == str(vip)

@@ -14,7 +14,9 @@ when it is complete.
 
 from __future__ import annotations
 
+import ipaddress
 import queue
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -384,7 +386,9 @@ class ClusterState:
         c = self._c
         wanted: tuple[str, ...] | None = None
         if decision.vip_source != "status.loadBalancer.ingress" and decision.attributes:
-            ips = tuple(str(v.vip) for v in decision.verdicts if not _address_refusal(v.reason))
+            ips = tuple(
+                vip_text(v.vip) for v in decision.verdicts if not _address_refusal(v.reason)
+            )
             if ips and ips != service.ingress_ips:
                 wanted = ips
         if wanted is not None:
@@ -454,6 +458,11 @@ class ClusterState:
 
 RESOURCES_LISTED: Final = frozenset(RESOURCES)
 DELETED: Final = Refusal(Reason.DELETED)  # the change logged when a Service goes away
+
+
+def vip_text(vip: IPAddress) -> str:
+    """``str(vip)``, for IPv4 in C: ``ipaddress`` builds it in Python (~630 vs ~270 ns)."""
+    return socket.inet_ntoa(vip.packed) if type(vip) is ipaddress.IPv4Address else str(vip)
 
 
 def _address_refusal(refusal: Refusal | None) -> bool:
