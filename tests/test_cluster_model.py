@@ -29,9 +29,10 @@ from kvip_bgp.domain.objects import (
     parse_service,
 )
 from kvip_bgp.domain.policy import advertisements, decide
-from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus, vip_text
+from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus
 from kvip_bgp.runtime.messages import Changed, ClusterStop, Listed, StatusWanted, WriteRequest
 from kvip_bgp.runtime.metrics import Metrics
+from kvip_bgp.runtime.reports import vip_text
 from kvip_bgp.runtime.snapshot import Snapshot
 from kvip_bgp.testing import objects
 

@@ -10,13 +10,14 @@ Nothing is published before every watched resource has been listed once: a half-
 cache must never look like "these Services are gone". The first pass then publishes
 each VIP as soon as its value is final (see ``_first_pass``) and tells the reconciler
 when it is complete.
+
+What it logs about decisions, and the Events and statuses it asks the elected writer
+for, are in ``runtime.reports``.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import queue
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -37,12 +38,11 @@ from kvip_bgp.domain.objects import (
 from kvip_bgp.domain.policy import (
     NO_READY_ENDPOINT,
     ServiceDecision,
-    SharedVipConflict,
     advertisements,
     conclude,
     prepare,
 )
-from kvip_bgp.domain.reasons import POLICY_REASONS, Reason, Refusal, wire
+from kvip_bgp.domain.reasons import POLICY_REASONS, Reason, Refusal
 from kvip_bgp.domain.sources import VipSource, service_wire
 from kvip_bgp.runtime.cache import ClusterCache
 from kvip_bgp.runtime.messages import (
@@ -52,20 +52,18 @@ from kvip_bgp.runtime.messages import (
     ClusterStop,
     ExplainRequest,
     Listed,
-    ServiceEvent,
     ServiceSeen,
     ServicesListed,
-    StatusWanted,
     StreamEvent,
     WriteRequest,
 )
 from kvip_bgp.runtime.metrics import Metrics
+from kvip_bgp.runtime.reports import log_changes, report, report_conflict, want_status
 from kvip_bgp.runtime.snapshot import Snapshot
 
 log = structlog.get_logger("kvip_bgp.cluster")
 
 SOURCE: Final = VipSource.kubernetes().wire  # the reconciler's name for this thread
-DETAILED_LOG_LIMIT: Final = 20  # above this many decision changes in a batch, summarise
 STATUS_INTERVAL: Final = 0.5  # seconds between /status snapshots (each is O(Services))
 CHEAP_SNAPSHOT: Final = 1000  # below this many Services a snapshot per batch is cheap
 FIRST_PASS_CHUNK: Final = 1000  # Services decided between two publishes in the first pass
@@ -190,7 +188,7 @@ class ClusterState:
             return
         keys = set(c.services) | set(c.decisions) if affected is None else set(affected)
         changes, touched = self._decide(keys)
-        self._log_changes(changes)
+        log_changes(changes)
         self._merge(None if affected is None else touched)
         c.status_dirty = True
 
@@ -241,7 +239,7 @@ class ClusterState:
             else:
                 ready = touched
             self._merge(ready)
-        self._log_changes(changes)
+        log_changes(changes)
         c.announced_synced = True
         log.info(
             "cluster.synced",
@@ -279,7 +277,7 @@ class ClusterState:
             decision = conclude(ready, service, endpoints, self._config)
             if decision.reason is NO_READY_ENDPOINT and ready.reason is None:
                 c.prepared[key] = (service, c.node, self._config, ready)  # see _prepared
-            self._want_status(service, decision)
+            want_status(c, self._write, service, decision)
             if decision != old:
                 c.decisions[key] = decision
                 touched |= c.index(key, old, decision)
@@ -289,7 +287,7 @@ class ClusterState:
                 ):
                     changes.append(decision)
         for decision in changes:
-            self._report(decision)
+            report(c, self._write, self._metrics, decision)
         return changes, touched
 
     def _prepared(self, service: ServiceInfo) -> ServiceDecision:
@@ -348,7 +346,7 @@ class ClusterState:
                 continue  # no conflict before or now: nothing to report or forget
             mine = frozenset(x for x in conflicts if x.vip == vip)
             for conflict in mine - c.conflicts.get(vip, frozenset()):
-                self._report_conflict(conflict)
+                report_conflict(c, self._write, conflict)
             if mine:
                 c.conflicts[vip] = mine
             else:
@@ -372,99 +370,6 @@ class ClusterState:
             )
         )
 
-    # -- writes (Events, status): requests only; the elected writer thread acts ------
-
-    def _want_status(self, service: ServiceInfo, decision: ServiceDecision) -> None:
-        """Ask for ``status.loadBalancer.ingress`` when the VIP came from us, not an IPAM.
-
-        A want is not asked again for the same Service object: the writer keeps it
-        pending until written (retrying on its own), and a Service decided twice in a
-        burst (before and after its slice) would ask twice for one PATCH.
-        """
-        if self._write is None or decision.vip_source is None:
-            return
-        c = self._c
-        wanted: tuple[str, ...] | None = None
-        if decision.vip_source != "status.loadBalancer.ingress" and decision.attributes:
-            ips = tuple(
-                vip_text(v.vip) for v in decision.verdicts if not _address_refusal(v.reason)
-            )
-            if ips and ips != service.ingress_ips:
-                wanted = ips
-        if wanted is not None:
-            last = c.status_wanted.get(service.key)
-            if last is None or last[0] is not service or last[1] != wanted:
-                c.status_wanted[service.key] = (service, wanted)
-                self._write(StatusWanted(str(service.key), wanted))
-        elif c.status_wanted.pop(service.key, None) is not None:
-            self._write(StatusWanted(str(service.key), None))
-
-    def _report(self, decision: ServiceDecision) -> None:
-        """A Warning Event and a metric for refusals a Service owner can fix."""
-        refusal = decision.reason
-        invalid = refusal is not None and refusal.reason is Reason.INVALID_ANNOTATION
-        refused = [v for v in decision.verdicts if _address_refusal(v.reason)]
-        if not invalid and not refused:
-            return  # nearly every change: the Service is not even looked up
-        service = self._c.services.get(decision.service)
-        if service is None:
-            return
-        if invalid:
-            assert refusal is not None
-            self._metrics.invalid_annotations.labels(refusal.detail).inc()
-            self._event(service, "InvalidAnnotation", decision.message or refusal.wire)
-        for verdict in refused:
-            self._event(service, "VIPRefused", f"VIP {verdict.vip} refused: {wire(verdict.reason)}")
-
-    def _event(self, service: ServiceInfo, reason: str, message: str) -> None:
-        if self._write is not None:
-            self._write(ServiceEvent(str(service.key), service.uid, reason, message))
-
-    def _report_conflict(self, conflict: SharedVipConflict) -> None:
-        loser = self._c.services.get(conflict.loser)
-        if loser is not None:
-            self._event(
-                loser,
-                "SharedVIPConflict",
-                f"VIP {conflict.vip} is shared with {conflict.winner}, whose "
-                f"{conflict.attribute} is used (the Service first by namespace/name wins)",
-            )
-
-    def _log_changes(self, changes: list[ServiceDecision]) -> None:
-        """One line per decision change; a summary instead when a burst is large."""
-        if len(changes) <= DETAILED_LOG_LIMIT:
-            for d in changes:
-                if d.reason is None:
-                    log.info(
-                        "cluster.service_announced",
-                        service=str(d.service),
-                        vip=[str(v) for v in d.announced],
-                        source=d.vip_source,
-                    )
-                elif d.reason.reason is Reason.NOT_LOAD_BALANCER:
-                    continue
-                else:
-                    log.info(
-                        "cluster.service_not_announced",
-                        service=str(d.service),
-                        reason=d.reason.wire,
-                        detail=d.message,
-                        vip=[f"{v.vip} ({wire(v.reason)})" for v in d.verdicts if not v.announce],
-                    )
-            return
-        by_reason = Counter(wire(d.reason) or "announced" for d in changes)
-        log.info("cluster.decisions_changed", count=len(changes), by_reason=dict(by_reason))
-
 
 RESOURCES_LISTED: Final = frozenset(RESOURCES)
 DELETED: Final = Refusal(Reason.DELETED)  # the change logged when a Service goes away
-
-
-def vip_text(vip: IPAddress) -> str:
-    """``str(vip)``, for IPv4 in C: ``ipaddress`` builds it in Python (~630 vs ~270 ns)."""
-    return socket.inet_ntoa(vip.packed) if type(vip) is ipaddress.IPv4Address else str(vip)
-
-
-def _address_refusal(refusal: Refusal | None) -> bool:
-    """Refusals of the VIP itself (not of this node's state): the same on every node."""
-    return refusal is not None and refusal.of_address
