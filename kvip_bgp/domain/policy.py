@@ -12,7 +12,8 @@ typed values here; nothing from the cluster is ever pasted into an ExaBGP comman
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Final
 
 from kvip_bgp.domain.addresses import forbidden_class
 from kvip_bgp.domain.annotations import (
@@ -34,16 +35,19 @@ from kvip_bgp.domain.reasons import Reason, Refusal
 from kvip_bgp.domain.sources import service_wire
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VipVerdict:
     vip: IPAddress
     announce: bool
     reason: Refusal | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServiceDecision:
-    """What this node does for one Service, and the chain of reasons behind it."""
+    """What this node does for one Service, and the chain of reasons behind it.
+
+    ``slots``: the cluster thread keeps one per Service, 10,000 at scale.
+    """
 
     service: ObjectKey
     reason: Refusal | None
@@ -51,10 +55,12 @@ class ServiceDecision:
     attributes: RouteAttributes | None = None
     vip_source: str | None = None
     message: str | None = None
+    # The VIPs announced, derived from ``verdicts`` once: the cluster thread's index and
+    # merge read them several times per decision.
+    announced: tuple[IPAddress, ...] = field(init=False, repr=False, compare=False)
 
-    @property
-    def announced(self) -> tuple[IPAddress, ...]:
-        return tuple(v.vip for v in self.verdicts if v.announce)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "announced", tuple(v.vip for v in self.verdicts if v.announce))
 
 
 @dataclass(frozen=True)
@@ -95,32 +101,34 @@ def node_refusal(node: NodeInfo | None, config: Config) -> Refusal | None:
     return None
 
 
-def decide(
-    service: ServiceInfo,
-    endpoints: Sequence[Endpoint],
-    node: NodeInfo | None,
-    config: Config,
-) -> ServiceDecision:
-    """Decide for one Service on this node. Never raises on any input."""
+def prepare(service: ServiceInfo, node: NodeInfo | None, config: Config) -> ServiceDecision:
+    """The decision for ``service`` if its endpoints admit it: all but the endpoint check.
+
+    Why: the cluster thread decides a Service again whenever its EndpointSlices change
+    (in a burst of creates, once before its slice exists and once after), and everything
+    but that check (class, ignore, the VIPs parsed from annotations, spec or status, the
+    attributes, the address refusals, this node's own state) depends only on the Service,
+    this Node and the config: ``decide`` is ``conclude(prepare(...), ...)``, and the
+    thread keeps a prepared decision while those three are the same objects.
+
+    Only a decision that announces (``reason`` None) can still be refused by endpoints;
+    any other is final. Never raises on any input.
+    """
     key = service.key
     if service.type != "LoadBalancer":
-        return ServiceDecision(key, Refusal(Reason.NOT_LOAD_BALANCER))
+        return ServiceDecision(key, NOT_LOAD_BALANCER)
     wanted = config.kubernetes.load_balancer_class
     if service.load_balancer_class is None:
         if not config.kubernetes.legacy_class_handling:
-            return ServiceDecision(
-                key, Refusal(Reason.CLASS_MISMATCH), message="no loadBalancerClass"
-            )
+            return ServiceDecision(key, CLASS_MISMATCH, message="no loadBalancerClass")
     elif service.load_balancer_class != wanted:
         return ServiceDecision(
-            key,
-            Refusal(Reason.CLASS_MISMATCH),
-            message=f"class {service.load_balancer_class!r} is not ours",
+            key, CLASS_MISMATCH, message=f"class {service.load_balancer_class!r} is not ours"
         )
     for ignore_key in (PREFIX + "ignore", KUBE_VIP_PREFIX + "ignore"):
         raw = service.annotation(ignore_key)
         if raw is not None and raw.strip().lower() == "true":
-            return ServiceDecision(key, Refusal(Reason.IGNORED), message=f"{ignore_key}=true")
+            return ServiceDecision(key, IGNORED, message=f"{ignore_key}=true")
     try:
         vips, source = service_vips(service, allocated_only=bool(config.ipam))
         attributes = parse_service_attributes(service, config.advertise)
@@ -130,22 +138,64 @@ def decide(
     if not vips:
         return ServiceDecision(
             key,
-            Refusal(Reason.NO_VIP),
+            NO_VIP,
             message="no address allocated from a pool yet"
             if config.ipam
             else "no VIP from annotation, spec or status",
         )
 
-    verdicts: list[VipVerdict] = []
-    gate = node_refusal(node, config) or _endpoint_refusal(service, endpoints, config)
+    verdicts = []
     for vip in vips:
         refusal = address_refusal(vip, key.namespace, config, node)
-        if refusal is None and gate is not None:
-            refusal = gate
         verdicts.append(VipVerdict(vip, refusal is None, refusal))
-    announced = [v for v in verdicts if v.announce]
-    reason = None if announced else verdicts[0].reason
-    return ServiceDecision(key, reason, tuple(verdicts), attributes=attributes, vip_source=source)
+    announced = any(v.announce for v in verdicts)
+    decision = ServiceDecision(
+        key,
+        None if announced else verdicts[0].reason,
+        tuple(verdicts),
+        attributes=attributes,
+        vip_source=source,
+    )
+    if announced and (gate := node_refusal(node, config)) is not None:
+        return _gated(decision, gate)
+    return decision
+
+
+def conclude(
+    prepared: ServiceDecision,
+    service: ServiceInfo,
+    endpoints: Sequence[Endpoint],
+    config: Config,
+) -> ServiceDecision:
+    """The decision for ``service`` with these endpoints, from ``prepare``'s for it."""
+    if prepared.reason is not None:
+        return prepared
+    refusal = _endpoint_refusal(service, endpoints, config)
+    return prepared if refusal is None else _gated(prepared, refusal)
+
+
+def decide(
+    service: ServiceInfo,
+    endpoints: Sequence[Endpoint],
+    node: NodeInfo | None,
+    config: Config,
+) -> ServiceDecision:
+    """Decide for one Service on this node. Never raises on any input."""
+    return conclude(prepare(service, node, config), service, endpoints, config)
+
+
+def _gated(decision: ServiceDecision, gate: Refusal) -> ServiceDecision:
+    """``decision`` with ``gate`` refusing every VIP its own address did not refuse."""
+    verdicts = tuple(
+        v if v.reason is not None else VipVerdict(v.vip, False, gate) for v in decision.verdicts
+    )
+    return ServiceDecision(
+        decision.service,
+        verdicts[0].reason,
+        verdicts,
+        attributes=decision.attributes,
+        vip_source=decision.vip_source,
+    )
 
 
 def _endpoint_refusal(
@@ -154,11 +204,20 @@ def _endpoint_refusal(
     healthy = [ep for ep in endpoints if ep.healthy]
     if service.external_traffic_policy == "Local":
         if not any(ep.node_name == config.node_name for ep in healthy):
-            return Refusal(Reason.NO_LOCAL_ENDPOINT)
+            return NO_LOCAL_ENDPOINT
         return None
     if not healthy:
-        return Refusal(Reason.NO_READY_ENDPOINT)
+        return NO_READY_ENDPOINT
     return None
+
+
+# Refusals without a detail are values that never vary: one of each, not one per decision.
+NOT_LOAD_BALANCER: Final = Refusal(Reason.NOT_LOAD_BALANCER)
+CLASS_MISMATCH: Final = Refusal(Reason.CLASS_MISMATCH)
+IGNORED: Final = Refusal(Reason.IGNORED)
+NO_VIP: Final = Refusal(Reason.NO_VIP)
+NO_LOCAL_ENDPOINT: Final = Refusal(Reason.NO_LOCAL_ENDPOINT)
+NO_READY_ENDPOINT: Final = Refusal(Reason.NO_READY_ENDPOINT)
 
 
 def advertisements(

@@ -7,9 +7,11 @@ that thread owns.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from kvip_bgp.domain.config import Config
 from kvip_bgp.domain.model import Advertisement, IPAddress
 from kvip_bgp.domain.objects import Endpoint, EndpointSliceInfo, NodeInfo, ObjectKey, ServiceInfo
 from kvip_bgp.domain.policy import ServiceDecision, SharedVipConflict
@@ -32,9 +34,17 @@ class ClusterCache:
     node: NodeInfo | None = None
     listed: set[str] = field(default_factory=set)
     decisions: dict[ObjectKey, ServiceDecision] = field(default_factory=dict)
+    # Services without a ready endpoint: the Service, Node and config their decision was
+    # prepared from, and that prepared decision (ClusterState._prepared).
+    prepared: dict[ObjectKey, tuple[ServiceInfo, NodeInfo | None, Config, ServiceDecision]] = field(
+        default_factory=dict
+    )
     published: dict[IPAddress, Advertisement] = field(default_factory=dict)
     announced_synced: bool = False
-    status_wanted: set[ObjectKey] = field(default_factory=set)
+    # Services whose status we asked for: the object it was asked for, and the ips.
+    status_wanted: dict[ObjectKey, tuple[ServiceInfo, tuple[str, ...]]] = field(
+        default_factory=dict
+    )
     conflicts: dict[IPAddress, frozenset[SharedVipConflict]] = field(default_factory=dict)
     services_by_vip: dict[IPAddress, tuple[ObjectKey, ...]] = field(default_factory=dict)
     status_dirty: bool = False
@@ -94,24 +104,32 @@ class ClusterCache:
         if obj.service is not None:
             _with(self.slices_by_service, obj.service, obj.key)
 
-    def endpoints(self, service: ObjectKey) -> list[Endpoint]:
+    def endpoints(self, service: ObjectKey) -> Sequence[Endpoint]:
+        """The Service's endpoints, its slices in name order; a lone slice's as they are."""
+        keys = self.slices_by_service.get(service, ())
+        if len(keys) == 1:  # nearly every Service: no sort, no copy
+            return self.slices[keys[0]].endpoints
         return [
-            endpoint
-            for key in sorted(self.slices_by_service.get(service, ()), key=str)
-            for endpoint in self.slices[key].endpoints
+            endpoint for key in sorted(keys, key=str) for endpoint in self.slices[key].endpoints
         ]
 
     def index(
         self, key: ObjectKey, old: ServiceDecision | None, new: ServiceDecision | None
     ) -> set[IPAddress]:
-        """Keep ``services_by_vip`` current; return the VIPs whose claimants changed."""
-        before = set(old.announced) if old is not None and old.attributes is not None else set()
-        after = set(new.announced) if new is not None and new.attributes is not None else set()
-        for vip in before - after:
-            _without(self.services_by_vip, vip, key)
-        for vip in after - before:
-            _with(self.services_by_vip, vip, key)
-        return before | after
+        """Keep ``services_by_vip`` current; return the VIPs whose claimants changed.
+
+        On the decisions' tuples, not sets of them: a Service claims one VIP or a few,
+        and five sets per decision cost more than a scan of a one-element tuple.
+        """
+        before = old.announced if old is not None and old.attributes is not None else ()
+        after = new.announced if new is not None and new.attributes is not None else ()
+        for vip in before:
+            if vip not in after:
+                _without(self.services_by_vip, vip, key)
+        for vip in after:
+            if vip not in before:
+                _with(self.services_by_vip, vip, key)
+        return {*before, *after}
 
 
 K = TypeVar("K")

@@ -10,6 +10,9 @@ Nothing is published before every watched resource has been listed once: a half-
 cache must never look like "these Services are gone". The first pass then publishes
 each VIP as soon as its value is final (see ``_first_pass``) and tells the reconciler
 when it is complete.
+
+What it logs about decisions, and the Events and statuses it asks the elected writer
+for, are in ``runtime.reports``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import queue
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -32,9 +35,15 @@ from kvip_bgp.domain.objects import (
     ObjectKey,
     ServiceInfo,
 )
-from kvip_bgp.domain.policy import ServiceDecision, SharedVipConflict, advertisements, decide
-from kvip_bgp.domain.reasons import POLICY_REASONS, Reason, Refusal, wire
-from kvip_bgp.domain.sources import VipSource
+from kvip_bgp.domain.policy import (
+    NO_READY_ENDPOINT,
+    ServiceDecision,
+    advertisements,
+    conclude,
+    prepare,
+)
+from kvip_bgp.domain.reasons import POLICY_REASONS, Reason, Refusal
+from kvip_bgp.domain.sources import VipSource, service_wire
 from kvip_bgp.runtime.cache import ClusterCache
 from kvip_bgp.runtime.messages import (
     RESOURCES,
@@ -43,20 +52,18 @@ from kvip_bgp.runtime.messages import (
     ClusterStop,
     ExplainRequest,
     Listed,
-    ServiceEvent,
     ServiceSeen,
     ServicesListed,
-    StatusWanted,
     StreamEvent,
     WriteRequest,
 )
 from kvip_bgp.runtime.metrics import Metrics
+from kvip_bgp.runtime.reports import log_changes, report, report_conflict, want_status
 from kvip_bgp.runtime.snapshot import Snapshot
 
 log = structlog.get_logger("kvip_bgp.cluster")
 
 SOURCE: Final = VipSource.kubernetes().wire  # the reconciler's name for this thread
-DETAILED_LOG_LIMIT: Final = 20  # above this many decision changes in a batch, summarise
 STATUS_INTERVAL: Final = 0.5  # seconds between /status snapshots (each is O(Services))
 CHEAP_SNAPSHOT: Final = 1000  # below this many Services a snapshot per batch is cheap
 FIRST_PASS_CHUNK: Final = 1000  # Services decided between two publishes in the first pass
@@ -181,7 +188,7 @@ class ClusterState:
             return
         keys = set(c.services) | set(c.decisions) if affected is None else set(affected)
         changes, touched = self._decide(keys)
-        self._log_changes(changes)
+        log_changes(changes)
         self._merge(None if affected is None else touched)
         c.status_dirty = True
 
@@ -192,26 +199,47 @@ class ClusterState:
         source's sync (only withdrawals wait for it), so the first routes go out while
         the rest of the Services are still being decided. Every value published here is
         final for this listing: a VIP goes out once every Service that names it (read
-        before the pass with ``named_vips``) is decided, so its merge is the one a single
-        pass would make, and the conflicts of a shared VIP are reported once.
+        before the pass: its prepared decision's VIPs, else ``named_vips``) is decided,
+        so its merge is the one a single pass would make, and the conflicts of a shared
+        VIP are reported once.
         """
         c = self._c
         keys = list(c.services)
         ipam = bool(self._config.ipam)
-        named = {key: named_vips(c.services[key], ipam) for key in keys}
-        undecided: Counter[IPAddress] = Counter(vip for vips in named.values() for vip in vips)
+        # Each Service prepared once, here (its VIPs parsed once), and decided from that.
+        prepared = {key: prepare(c.services[key], c.node, self._config) for key in keys}
+        named = {
+            key: tuple(v.vip for v in p.verdicts)
+            if p.verdicts
+            else named_vips(c.services[key], ipam)
+            for key, p in prepared.items()
+        }
+        # Only VIPs that several Services name are counted down: any other is final as
+        # soon as its one Service is decided (nearly every VIP; a count each is a cost).
+        undecided = {
+            vip: count
+            for vip, count in Counter(vip for vips in named.values() for vip in vips).items()
+            if count > 1
+        }
         held: set[IPAddress] = set()  # touched, but a Service naming it is still undecided
         changes: list[ServiceDecision] = []
         for start in range(0, len(keys), FIRST_PASS_CHUNK):
             chunk = keys[start : start + FIRST_PASS_CHUNK]
-            chunk_changes, touched = self._decide(chunk)
+            chunk_changes, touched = self._decide(chunk, prepared)
             changes += chunk_changes
-            undecided.subtract(vip for key in chunk for vip in named[key])
-            held |= touched
-            ready = {vip for vip in held if undecided[vip] <= 0}
-            held -= ready
+            if undecided:
+                for key in chunk:
+                    for vip in named[key]:
+                        if vip in undecided:
+                            undecided[vip] -= 1
+                held |= {vip for vip in touched if vip in undecided}
+                ready = {vip for vip in held if undecided[vip] <= 0}
+                held -= ready
+                ready |= {vip for vip in touched if vip not in undecided}
+            else:
+                ready = touched
             self._merge(ready)
-        self._log_changes(changes)
+        log_changes(changes)
         c.announced_synced = True
         log.info(
             "cluster.synced",
@@ -222,8 +250,13 @@ class ClusterState:
         self._synced()
         c.status_dirty = True
 
-    def _decide(self, keys: Iterable[ObjectKey]) -> tuple[list[ServiceDecision], set[IPAddress]]:
-        """Decide ``keys`` again; return the changed decisions and the VIPs they touch."""
+    def _decide(
+        self, keys: Iterable[ObjectKey], prepared: Mapping[ObjectKey, ServiceDecision] | None = None
+    ) -> tuple[list[ServiceDecision], set[IPAddress]]:
+        """Decide ``keys`` again; return the changed decisions and the VIPs they touch.
+
+        ``prepared``: ``prepare``'s decisions for the current Services, node and config.
+        """
         c = self._c
         changes: list[ServiceDecision] = []
         touched: set[IPAddress] = set()
@@ -231,13 +264,20 @@ class ClusterState:
             service = c.services.get(key)
             old = c.decisions.get(key)
             if service is None:
+                c.prepared.pop(key, None)
                 if old is not None:
                     del c.decisions[key]
                     touched |= c.index(key, old, None)
                     changes.append(ServiceDecision(key, DELETED))
                 continue
-            decision = decide(service, c.endpoints(key), c.node, self._config)
-            self._want_status(service, decision)
+            ready = None if prepared is None else prepared.get(key)
+            ready = self._prepared(service) if ready is None else ready
+            # The endpoints are read only when they can change the decision.
+            endpoints = c.endpoints(key) if ready.reason is None else ()
+            decision = conclude(ready, service, endpoints, self._config)
+            if decision.reason is NO_READY_ENDPOINT and ready.reason is None:
+                c.prepared[key] = (service, c.node, self._config, ready)  # see _prepared
+            want_status(c, self._write, service, decision)
             if decision != old:
                 c.decisions[key] = decision
                 touched |= c.index(key, old, decision)
@@ -247,34 +287,66 @@ class ClusterState:
                 ):
                     changes.append(decision)
         for decision in changes:
-            self._report(decision)
+            report(c, self._write, self._metrics, decision)
         return changes, touched
+
+    def _prepared(self, service: ServiceInfo) -> ServiceDecision:
+        """``prepare(service, node, config)``, or what was kept of it for the same objects.
+
+        Why: in a burst of creates a Service is decided before its EndpointSlice arrives
+        (refused: no ready endpoint) and again once it has; the second time only the
+        endpoints changed. So the prepared decision of a Service with no ready endpoint is
+        kept and taken back while the Service, this Node and the config are the same
+        objects. Only those: each kept costs ~250 B (10,000 Services, tracemalloc), and
+        a Service its endpoints refuse for good on this node (no local endpoint, here
+        for ever) would hold it for nothing but its slices' churn.
+        """
+        c = self._c
+        kept = c.prepared.pop(service.key, None)
+        if (
+            kept is not None
+            and kept[0] is service
+            and kept[1] is c.node
+            and kept[2] is self._config
+        ):
+            return kept[3]
+        return prepare(service, c.node, self._config)
 
     def _merge(self, vips: set[IPAddress] | None) -> None:
         """Re-merge the routes of ``vips`` (None: all) and publish those that changed.
 
         Only Services that claim a VIP take part in its merge (``services_by_vip``), so
-        one change costs the Services sharing that VIP, not all 10,000.
+        one change costs the Services sharing that VIP, not all 10,000. A VIP with one
+        claimant (nearly every VIP) is that Service's route as it stands: no sort, no
+        merge, no conflict to look for.
         """
         c = self._c
         if vips is None:
             vips = set(c.services_by_vip) | set(c.published)
-            decisions = list(c.decisions.values())
-        else:
-            keys = {k for v in vips for k in c.services_by_vip.get(v, ())}
-            decisions = [c.decisions[k] for k in keys if k in c.decisions]
-        desired, conflicts = advertisements(decisions)
-        for vip in vips:
-            advert = desired.get(vip)
+        claims = [(vip, c.services_by_vip.get(vip, ())) for vip in vips]
+        shared = [k for _vip, keys in claims if len(keys) > 1 for k in keys]
+        desired, conflicts = advertisements(c.decisions[k] for k in set(shared) if k in c.decisions)
+        for vip, keys in claims:
+            if len(keys) == 1:
+                decision = c.decisions.get(keys[0])
+                advert: Advertisement | None = (
+                    None
+                    if decision is None or decision.attributes is None  # indexed with them
+                    else Advertisement(vip, decision.attributes, (service_wire(decision.service),))
+                )
+            else:
+                advert = desired.get(vip)
             if advert is None:
                 if c.published.pop(vip, None) is not None:
                     self._publish_vip(vip, None)
             elif c.published.get(vip) != advert:
                 c.published[vip] = advert
                 self._publish_vip(vip, advert)
+            if not conflicts and not c.conflicts:
+                continue  # no conflict before or now: nothing to report or forget
             mine = frozenset(x for x in conflicts if x.vip == vip)
             for conflict in mine - c.conflicts.get(vip, frozenset()):
-                self._report_conflict(conflict)
+                report_conflict(c, self._write, conflict)
             if mine:
                 c.conflicts[vip] = mine
             else:
@@ -298,84 +370,6 @@ class ClusterState:
             )
         )
 
-    # -- writes (Events, status): requests only; the elected writer thread acts ------
-
-    def _want_status(self, service: ServiceInfo, decision: ServiceDecision) -> None:
-        """Ask for ``status.loadBalancer.ingress`` when the VIP came from us, not an IPAM."""
-        if self._write is None or decision.vip_source is None:
-            return
-        c = self._c
-        wanted: tuple[str, ...] | None = None
-        if decision.vip_source != "status.loadBalancer.ingress" and decision.attributes:
-            ips = tuple(str(v.vip) for v in decision.verdicts if not _address_refusal(v.reason))
-            if ips and ips != service.ingress_ips:
-                wanted = ips
-        if wanted is not None:
-            c.status_wanted.add(service.key)
-            self._write(StatusWanted(str(service.key), wanted))
-        elif service.key in c.status_wanted:
-            c.status_wanted.discard(service.key)
-            self._write(StatusWanted(str(service.key), None))
-
-    def _report(self, decision: ServiceDecision) -> None:
-        """A Warning Event and a metric for refusals a Service owner can fix."""
-        service = self._c.services.get(decision.service)
-        if service is None:
-            return
-        refusal = decision.reason
-        if refusal is not None and refusal.reason is Reason.INVALID_ANNOTATION:
-            self._metrics.invalid_annotations.labels(refusal.detail).inc()
-            self._event(service, "InvalidAnnotation", decision.message or refusal.wire)
-        for verdict in decision.verdicts:
-            if _address_refusal(verdict.reason):
-                self._event(
-                    service, "VIPRefused", f"VIP {verdict.vip} refused: {wire(verdict.reason)}"
-                )
-
-    def _event(self, service: ServiceInfo, reason: str, message: str) -> None:
-        if self._write is not None:
-            self._write(ServiceEvent(str(service.key), service.uid, reason, message))
-
-    def _report_conflict(self, conflict: SharedVipConflict) -> None:
-        loser = self._c.services.get(conflict.loser)
-        if loser is not None:
-            self._event(
-                loser,
-                "SharedVIPConflict",
-                f"VIP {conflict.vip} is shared with {conflict.winner}, whose "
-                f"{conflict.attribute} is used (the Service first by namespace/name wins)",
-            )
-
-    def _log_changes(self, changes: list[ServiceDecision]) -> None:
-        """One line per decision change; a summary instead when a burst is large."""
-        if len(changes) <= DETAILED_LOG_LIMIT:
-            for d in changes:
-                if d.reason is None:
-                    log.info(
-                        "cluster.service_announced",
-                        service=str(d.service),
-                        vip=[str(v) for v in d.announced],
-                        source=d.vip_source,
-                    )
-                elif d.reason.reason is Reason.NOT_LOAD_BALANCER:
-                    continue
-                else:
-                    log.info(
-                        "cluster.service_not_announced",
-                        service=str(d.service),
-                        reason=d.reason.wire,
-                        detail=d.message,
-                        vip=[f"{v.vip} ({wire(v.reason)})" for v in d.verdicts if not v.announce],
-                    )
-            return
-        by_reason = Counter(wire(d.reason) or "announced" for d in changes)
-        log.info("cluster.decisions_changed", count=len(changes), by_reason=dict(by_reason))
-
 
 RESOURCES_LISTED: Final = frozenset(RESOURCES)
 DELETED: Final = Refusal(Reason.DELETED)  # the change logged when a Service goes away
-
-
-def _address_refusal(refusal: Refusal | None) -> bool:
-    """Refusals of the VIP itself (not of this node's state): the same on every node."""
-    return refusal is not None and refusal.of_address
