@@ -80,7 +80,13 @@ class PendingVips:
         else:
             withdraw = set()
             announce = []
-            for vip in self._vips:
+            # A held VIP that is desired is neither announced nor withdrawn: leave those
+            # out by set operations (no ``ipaddress`` hash each; a cold start holds
+            # thousands on every pass) and look at the rest as before.
+            vips = self._vips.difference(held)
+            if held:
+                vips |= self._vips.intersection(held).difference(desired)
+            for vip in vips:
                 advert = desired.get(vip)
                 if advert is None:
                     if vip in applied or (synced and vip in maybe_present):
