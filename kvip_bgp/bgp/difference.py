@@ -68,14 +68,17 @@ class PendingVips:
             self._all = True  # what an earlier run left may be withdrawn from now on
         self._synced = synced
         if self._all:
-            # Set ops in C, ``is`` before the field compare: the full pass stays cheap.
-            withdraw = applied.keys() - desired.keys()
-            if synced:
-                withdraw |= maybe_present - desired.keys()
+            # Set ops in C, ``is`` before the field compare: the full pass stays cheap. A
+            # set minus a dict reuses the stored hashes; a keys view minus another hashes
+            # every address of the right one again (10,000 ``ipaddress`` hashes).
+            withdraw = set(applied).difference(desired)
+            if synced and maybe_present:
+                withdraw |= set(maybe_present).difference(desired)
             announce = [
                 a
                 for v, a in desired.items()
-                if (old := applied.get(v)) is not a and old != a and v not in held
+                if ((old := applied.get(v)) is None or (old is not a and old != a))
+                and v not in held
             ]
         else:
             withdraw = set()
@@ -91,8 +94,8 @@ class PendingVips:
                 if advert is None:
                     if vip in applied or (synced and vip in maybe_present):
                         withdraw.add(vip)
-                elif vip not in held and (old := applied.get(vip)) is not advert and old != advert:
-                    announce.append(advert)
+                elif (old := applied.get(vip)) is None or (old is not advert and old != advert):
+                    announce.append(advert)  # not held: held and desired are left out above
         self._all = False
         self._vips = set(held)
         return announce, withdraw
