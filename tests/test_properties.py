@@ -39,8 +39,11 @@ from kvip_bgp.domain.annotations import (
 from kvip_bgp.domain.model import (
     Advertisement,
     Community,
+    IPAddress,
     LargeCommunity,
     RouteAttributes,
+    host_prefix,
+    host_prefix_text,
     parse_ip,
 )
 from kvip_bgp.domain.objects import (
@@ -823,3 +826,23 @@ def test_fast_ip_parser_agrees_with_ipaddress_on_tricky_text(text: str) -> None:
 @settings(max_examples=500)
 def test_fast_ip_parser_agrees_with_ipaddress_on_any_text(text: str) -> None:
     assert _ip_or_error(parse_ip, text) == _ip_or_error(ipaddress.ip_address, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["0.0.0.0", "1.2.3.4", "10.64.0.1", "255.255.255.255", "::", "::1", "2001:db8::7",
+     "::ffff:1.2.3.4", "64:ff9b::1.2.3.4", "fe80::1%eth0", "2001:db8:0:1:1:1:1:1"],
+)  # fmt: skip
+def test_host_prefix_text_is_the_host_prefix_formatted(text: str) -> None:
+    vip = ipaddress.ip_address(text)
+    assert host_prefix_text(vip) == str(host_prefix(vip))
+
+
+@given(
+    st.one_of(
+        st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address),
+        st.integers(0, 2**128 - 1).map(ipaddress.IPv6Address),
+    )
+)
+def test_host_prefix_text_agrees_with_ipaddress_on_any_address(vip: IPAddress) -> None:
+    assert host_prefix_text(vip) == str(host_prefix(vip))

@@ -388,10 +388,10 @@ class ExabgpAnnouncer:
             self._applied.pop(vip, None)
             self._maybe_present.discard(vip)
         self._recently_withdrawn |= withdraw
-        for advert in announce:
-            self._applied[advert.vip] = advert
-            self._maybe_present.discard(advert.vip)
-            self._announced_ever.add(advert.vip)
+        self._applied.update(sent := {advert.vip: advert for advert in announce})  # 1 hash each
+        if self._maybe_present:
+            self._maybe_present.difference_update(sent)
+        self._announced_ever.update(sent)
         self._eor_pending.difference_update(eor_peers)
         self._replay.clear()
         peers = [str(p.address) for p in self._config.bgp.peers]

@@ -20,6 +20,7 @@ from kvip_bgp.domain.model import (
     IPNetwork,
     RouteAttributes,
     address_order,
+    host_prefix_text,
     network_order,
 )
 
@@ -140,7 +141,7 @@ def announce_commands(
             prefix = f"neighbor {neighbor} " if neighbor else ""
             rendered = render_attributes(attributes, local_asn, ebgp)
             for chunk in _chunks(members, MAX_PREFIXES_PER_LINE):
-                nlri = " ".join(str(a.prefix) for a in chunk)
+                nlri = " ".join([host_prefix_text(a.vip) for a in chunk])
                 attrs = f" {rendered}" if rendered else ""
                 commands.append(
                     Command(

@@ -68,25 +68,34 @@ class PendingVips:
             self._all = True  # what an earlier run left may be withdrawn from now on
         self._synced = synced
         if self._all:
-            # Set ops in C, ``is`` before the field compare: the full pass stays cheap.
-            withdraw = applied.keys() - desired.keys()
-            if synced:
-                withdraw |= maybe_present - desired.keys()
+            # Set ops in C, ``is`` before the field compare: the full pass stays cheap. A
+            # set minus a dict reuses the stored hashes; a keys view minus another hashes
+            # every address of the right one again (10,000 ``ipaddress`` hashes).
+            withdraw = set(applied).difference(desired)
+            if synced and maybe_present:
+                withdraw |= set(maybe_present).difference(desired)
             announce = [
                 a
                 for v, a in desired.items()
-                if (old := applied.get(v)) is not a and old != a and v not in held
+                if ((old := applied.get(v)) is None or (old is not a and old != a))
+                and v not in held
             ]
         else:
             withdraw = set()
             announce = []
-            for vip in self._vips:
+            # A held VIP that is desired is neither announced nor withdrawn: leave those
+            # out by set operations (no ``ipaddress`` hash each; a cold start holds
+            # thousands on every pass) and look at the rest as before.
+            vips = self._vips.difference(held)
+            if held:
+                vips |= self._vips.intersection(held).difference(desired)
+            for vip in vips:
                 advert = desired.get(vip)
                 if advert is None:
                     if vip in applied or (synced and vip in maybe_present):
                         withdraw.add(vip)
-                elif vip not in held and (old := applied.get(vip)) is not advert and old != advert:
-                    announce.append(advert)
+                elif (old := applied.get(vip)) is None or (old is not advert and old != advert):
+                    announce.append(advert)  # not held: held and desired are left out above
         self._all = False
         self._vips = set(held)
         return announce, withdraw

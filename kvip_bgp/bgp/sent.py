@@ -32,10 +32,13 @@ def record_sent(
             metrics.updates_sent.labels(peer, "withdraw").inc(len(withdraw))
         metrics.prefixes_announced.labels(peer).set(routes)
     if len(announce) + len(withdraw) <= 20:
+        # One logger for the pass: the module's lazy proxy binds a new one on every call
+        # (2.4 of the 7.5 us a line costs); the lines are the same.
+        logger = log.bind()
         for advert in announce:
-            log.info("reconciler.announce", vip=str(advert.vip), services=list(advert.sources))
+            logger.info("reconciler.announce", vip=str(advert.vip), services=list(advert.sources))
         for vip in withdraw:
-            log.info("reconciler.withdraw", vip=str(vip))
+            logger.info("reconciler.withdraw", vip=str(vip))
     else:
         log.info(
             "reconciler.batch",

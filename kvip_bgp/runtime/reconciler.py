@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from typing import Final, assert_never
 
 import structlog
@@ -239,15 +239,14 @@ class Reconciler:
         changed = s.desired.take_changed()
         if everything:
             s.undesired_bound = s.bound - effective.keys()
-        else:
-            for vip in changed:
-                if vip in effective:
-                    s.undesired_bound.discard(vip)
-                elif vip in s.bound:
-                    s.undesired_bound.add(vip)
+        elif changed:
+            # Set operations: no ``ipaddress`` hash per VIP (they reuse the stored ones).
+            absent = changed.difference(effective)
+            s.undesired_bound -= changed - absent
+            s.undesired_bound |= absent & s.bound
 
         # Not yet bound (next pass): not announced yet, but not withdrawn either.
-        deferred = self._bind(effective, None if everything or s.bind_backlog else changed)
+        deferred = self._bind(effective, None if everything else changed)
         self._announcer.set(effective, deferred, all_synced, now, None if everything else changed)
         self._collect_errors()
         if all_synced:
@@ -279,9 +278,10 @@ class Reconciler:
 
     def _bind(
         self, effective: Mapping[IPAddress, Advertisement], changed: set[IPAddress] | None
-    ) -> set[IPAddress]:
+    ) -> Set[IPAddress]:
         """Bind up to ``BIND_CHUNK`` desired addresses; return those left for later passes.
-        ``changed``: only these VIPs can need a bind (None: look at every desired VIP).
+        ``changed``: the VIPs whose desired value changed since the last pass (None: look
+        at every desired VIP); with those left by the last pass, only they can need a bind.
 
         A failed bind is logged and the VIP announced anyway (traffic may still be
         handled, e.g. by kube-proxy); it is retried at the next resync. An address that
@@ -290,23 +290,22 @@ class Reconciler:
         s = self._s
         if self._addresses is None:
             return set()
-        candidates = effective.keys() if changed is None else changed & effective.keys()
-        pending = sorted(
-            (v for v in candidates if v not in s.bound and v not in s.bind_failed),
-            key=address_order,
-        )
-        chunk, rest = pending[:BIND_CHUNK], pending[BIND_CHUNK:]
-        s.bind_backlog = len(rest)
+        chunk = s.bind_queue.take(effective, changed, s.bound, s.bind_failed, BIND_CHUNK)
+        s.bind_backlog = len(s.bind_queue)
         if not chunk:
-            return set()
+            return s.bind_queue.held
         result = self._addresses.bind_many(chunk)
         s.bound |= result.bound | result.foreign
         s.bound_changed = True
+        reported = len(result.bound) + len(result.foreign) + len(result.failed)
+        if s.bind_backlog and reported < len(chunk):
+            s.bind_queue.everything()  # one not reported on: the next pass finds it
         if len(chunk) <= DETAILED_LOG_LIMIT:
+            logger = log.bind()  # one logger per pass, not one per line (2.4 of 7.5 us a line)
             for vip in sorted(result.bound, key=address_order):
-                log.info("reconciler.bound", vip=str(vip))
+                logger.info("reconciler.bound", vip=str(vip))
         else:
-            log.info("reconciler.bound_many", count=len(result.bound), left=len(rest))
+            log.info("reconciler.bound_many", count=len(result.bound), left=s.bind_backlog)
         for vip in sorted(result.foreign, key=address_order):
             log.warning(
                 "reconciler.foreign_address",
@@ -318,7 +317,7 @@ class Reconciler:
             s.errors.append(f"bind {vip}: {error}")
             log.error("reconciler.bind_failed", vip=str(vip), error=str(error))
         self._metrics.addresses_bound.set(len(s.bound))
-        return set(rest)
+        return s.bind_queue.held
 
     def _unbind(self, vips: set[IPAddress]) -> None:
         if self._addresses is None or not vips:
@@ -329,8 +328,9 @@ class Reconciler:
             log.error("reconciler.unbind_failed", vip=str(vip), error=str(error))
         done = vips - set(failed)
         if len(done) <= DETAILED_LOG_LIMIT:
+            logger = log.bind()  # see _bind
             for vip in done:
-                log.info("reconciler.unbound", vip=str(vip))
+                logger.info("reconciler.unbound", vip=str(vip))
         else:
             log.info("reconciler.unbound_many", count=len(done))
         self._s.bound -= vips

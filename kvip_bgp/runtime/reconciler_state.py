@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from kvip_bgp.domain.model import Advertisement, BindResult, IPAddress
+from kvip_bgp.runtime.bindqueue import BindQueue
 from kvip_bgp.runtime.desired import DesiredRoutes
 from kvip_bgp.runtime.messages import BfdState, Stop
 
@@ -38,7 +39,8 @@ class ReconcilerState:
     # Binds that failed: announced anyway, retried at the next resync (not every pass).
     bind_failed: set[IPAddress] = field(default_factory=set)
     # New addresses left for the next pass (BIND_CHUNK): that pass comes at once.
-    bind_backlog: int = 0
+    bind_queue: BindQueue = field(default_factory=BindQueue)
+    bind_backlog: int = 0  # len(bind_queue) after the last pass
     errors: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     stop: Stop | None = None
     last_resync: float | None = None  # None: the first pass is a resync
