@@ -3,15 +3,14 @@
 Start order (each step only depends on the ones before it): the runtime directory's lock
 (held for the process's life) and ExaBGP config → the API socket and the exabgp reader
 thread → ExaBGP → the reconciler thread → the sources (static VIPs; the cluster-state
-thread and its stream threads) → the HTTP thread.
-The main thread then only waits for signals, restarts ExaBGP when it dies and reloads
-the config file (SIGHUP or a change on disk, see ``live``). The kube adapter (with the
-``kubernetes`` package) is imported only with kubernetes.enabled, once ExaBGP runs
-(before, if a peer's node_selector needs this Node's labels to pick the peers).
+thread and its stream threads) → the HTTP thread. The main thread then only waits for
+signals, restarts ExaBGP when it dies and reloads the config file (SIGHUP or a change on
+disk, see ``live``). The kube adapter (with ``kubernetes``) is imported only with
+kubernetes.enabled, once ExaBGP runs (before, if a peer's node_selector needs the labels).
 
 Shutdown (SIGTERM/SIGINT) runs in reverse within ``shutdown_timeout``: the reconciler
-withdraws every route and waits for ExaBGP's acks, removes the addresses it bound, then
-ExaBGP is stopped. The peer sees withdrawals, not a hold-timer expiry.
+withdraws every route, waits for ExaBGP's acks and removes the addresses it bound; then
+ExaBGP stops. The peer sees withdrawals, not a hold-timer expiry.
 """
 
 from __future__ import annotations
@@ -42,8 +41,7 @@ from kvip_bgp.runtime.reload import ReloadStatus
 from kvip_bgp.runtime.snapshot import Snapshot
 from kvip_bgp.runtime.workqueue import CoalescingQueue
 
-if TYPE_CHECKING:  # at run time imported only where used: kubernetes.enabled, a peer with
-    # bfd, a static VIP (at startup or added by a reload)
+if TYPE_CHECKING:  # imported only where used: kubernetes.enabled, bfd, a static VIP
     from kvip_bgp.bgp.bfd.supervisor import BfdSupervisor
     from kvip_bgp.kube.client import Configuration
     from kvip_bgp.kube.threads import KubernetesThreads
@@ -237,9 +235,7 @@ class Daemon:
                 self.reload_status,
                 (lambda: self.cluster_status.read().node) if kubernetes is not None else None,
             )
-        # Everything is imported and started: the collector paused by the cli runs again,
-        # past what the start built (frozen).
-        process_settings.resume_gc()
+        process_settings.resume_gc()  # all imported and started: see process.pause_gc
         exit_code = self._supervise(children, reloader, reconciler_thread, fixed)
         bfd = children.bfd
 
@@ -297,8 +293,7 @@ class Daemon:
         reconciler: threading.Thread,
         fixed: tuple[threading.Thread, ...],
     ) -> int:
-        """Wait for a signal; restart ExaBGP or BFD when they die; fail if the reconciler
-        did; reload the config on SIGHUP or when its file changed."""
+        """Until a signal: restart a dead ExaBGP or BFD, fail with the reconciler, reload."""
         while not self._stop.wait(0.25):
             if not reconciler.is_alive():
                 log.error("app.reconciler_died")
@@ -331,8 +326,7 @@ class Daemon:
 
         A watcher reports its first check result before the reconciler may withdraw
         anything, so a restart never withdraws a healthy static VIP on an empty state.
-        Imported here: a daemon without static VIPs (the DaemonSet's usual config) never
-        loads the watcher and its checks (``runtime.checks``, ``runtime.https``).
+        Imported here: a daemon without static VIPs (the DaemonSet's) never loads it.
         """
         from kvip_bgp.runtime.static import StaticVipWatcher
 
@@ -371,10 +365,9 @@ class Daemon:
         )
 
     def _kubernetes_routes_busy(self) -> bool:
-        """Status writes wait (see ``kube.ClusterWriter._flush_status``) until the cluster's
-        routes are out: its first full state reached the reconciler and nothing is left
-        to bind. Before that sync the writer would compete for the CPU with the cluster
-        thread's first pass, which is on the critical path of a cold start."""
+        """Status writes wait (``kube.ClusterWriter._flush_status``) until the cluster's
+        routes are out (synced, nothing left to bind): before, the writer would compete
+        for the CPU with the cluster thread's first pass, a cold start's critical path."""
         status = self.reconciler_status.read()
         return KUBE_SOURCE not in status.synced_sources or status.bind_backlog > 0
 
