@@ -29,8 +29,6 @@ from kvip_bgp.netif.addresses import AddressTable, FamilyTable, LocalRouteTable
 from kvip_bgp.netif.netlink import (
     ADDRESS_PROTO,
     BATCH_SIZE,
-    PackedRequests,
-    RequestBuilder,
     _acks_only_last,
     address_request,
     local_route_request,
@@ -245,39 +243,6 @@ def test_local_route_request_encodes_what_pyroute2_encodes(kind: str, vip: str) 
     message["attrs"] = [("RTA_DST", vip), ("RTA_OIF", 42)]
     kind_code = RTM_NEWROUTE if kind == "add" else RTM_DELROUTE
     assert local_route_request(kind_code, address, 42, 7) == _encoded(message, kind_code, kind)
-
-
-def _by_family(vip: IPAddress, sequence: int) -> bytes:
-    """As FamilyTable's builder: IPv4 as a local route, IPv6 as an address."""
-    if vip.version == 4:
-        return local_route_request(RTM_NEWROUTE, vip, 9, sequence)
-    return address_request(RTM_NEWADDR, vip, 9, sequence)
-
-
-PACKED_BUILDERS: list[RequestBuilder] = [
-    *(lambda v, q, k=k: address_request(k, v, 3, q) for k in (RTM_NEWADDR, RTM_DELADDR)),
-    *(lambda v, q, k=k: local_route_request(k, v, 70000, q) for k in (RTM_NEWROUTE, RTM_DELROUTE)),
-    _by_family,
-]
-
-
-@pytest.mark.parametrize("build", PACKED_BUILDERS)
-def test_packed_requests_are_the_builders_requests_byte_for_byte(build: RequestBuilder) -> None:
-    packed = PackedRequests(build)
-    vips = ["10.0.0.1", "255.255.255.255", "0.0.0.0", "192.0.2.77", "2001:db8::7", "::",
-            "ffff:ffff::ffff", "::ffff:1.2.3.4", "198.51.100.9"]  # fmt: skip
-    for sequence, vip in zip([1, 0, 2**32 - 1, 77, 5, 65536, 2**31, 3, 4], vips, strict=True):
-        assert packed(ip(vip), sequence) == build(ip(vip), sequence), (vip, sequence)
-
-
-def test_packed_requests_fall_back_to_the_builder_when_it_varies_elsewhere() -> None:
-    def odd(vip: IPAddress, sequence: int) -> bytes:  # the length depends on the value
-        return local_route_request(RTM_NEWROUTE, vip, int(vip) % 7, sequence)
-
-    packed = PackedRequests(odd)
-    for value in range(20):
-        vip = ipaddress.IPv4Address(value * 1000)
-        assert packed(vip, value) == odd(vip, value)
 
 
 def _encoded(message: Any, kind: int, action: str) -> bytes:

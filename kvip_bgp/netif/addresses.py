@@ -32,7 +32,6 @@ from kvip_bgp.netif.netlink import (
     LocalAddress,
     NetlinkBatch,
     NetlinkError,
-    PackedRequests,
     RequestBuilder,
     address_request,
     local_route_request,
@@ -52,7 +51,6 @@ class AddressTable:
         # Addresses this table knows to be ours (refreshed by every owned() dump), so that
         # unbind needs no dump of the whole interface: that is O(addresses) per VIP.
         self._owned: set[IPAddress] = set()
-        self._packed: dict[bool, RequestBuilder] = {}  # see _requests
 
     def close(self) -> None:
         self._batch.close()
@@ -95,12 +93,6 @@ class AddressTable:
         kind = RTM_NEWADDR if adding else RTM_DELADDR
         return lambda vip, sequence: address_request(kind, vip, self._index, sequence)
 
-    def _requests(self, adding: bool) -> RequestBuilder:
-        """``_request_builder(adding)``, packed once per family for this table's life."""
-        if adding not in self._packed:
-            self._packed[adding] = PackedRequests(self._request_builder(adding))
-        return self._packed[adding]
-
     def owned(self) -> set[IPAddress]:
         self._owned = {a.address for a in self.addresses().values() if a.owned}
         return set(self._owned)
@@ -113,7 +105,7 @@ class AddressTable:
         every such address of the batch.
         """
         wanted = list(vips)
-        codes = self._batch.request(self._requests(adding=True), wanted)
+        codes = self._batch.request(self._request_builder(adding=True), wanted)
         bound: set[IPAddress] = set()
         existing: list[IPAddress] = []
         failed: list[tuple[IPAddress, OSError]] = []
@@ -147,7 +139,7 @@ class AddressTable:
         removed. Returns the VIPs that could not be removed, with the error.
         """
         ours = [vip for vip in vips if vip in self._owned]
-        codes = self._batch.request(self._requests(adding=False), ours)
+        codes = self._batch.request(self._request_builder(adding=False), ours)
         failed: dict[IPAddress, OSError] = {}
         for vip, code in zip(ours, codes, strict=True):
             if code in (0, EADDRNOTAVAIL, ENOENT, ESRCH):  # ESRCH: no such route
