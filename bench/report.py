@@ -1,7 +1,8 @@
 """The bench's output: the issue's targets, the tables, the verdicts, the files.
 
-Every table is printed under ``header``: date, commit, machine, mode and the exact
-command, so that it can be pasted into docs/performance.md as it is.
+Every table is printed under ``header``: date, commit, machine (with the CPU a thread's
+wake-up costs on it, ``wake_cpu_us``), mode and the exact command, so that it can be
+pasted into docs/performance.md as it is.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import platform
 import shlex
 import subprocess
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -56,7 +59,28 @@ def machine() -> dict[str, Any]:
         "frr": sh("/usr/lib/frr/bgpd", "--version").splitlines()[0]
         if Path("/usr/lib/frr/bgpd").exists()
         else "",
+        "wake_cpu_us_10ms": round(wake_cpu_us(0.01), 1),
+        "wake_cpu_us_0ms": round(wake_cpu_us(0.0), 1),
     }
+
+
+def wake_cpu_us(seconds: float, iterations: int = 200) -> float:
+    """Thread CPU, in microseconds, of one ``time.sleep(seconds)`` in a bare loop of a
+    fresh thread: what a wake-up is charged on this machine before any Python runs
+    (a thread's wake-ups in ``bench.threads`` times this is the platform's share).
+    ``time.sleep(0)`` is a wake-up too (one voluntary switch each) with no timer."""
+    spent: list[float] = []
+
+    def loop() -> None:
+        start = time.thread_time()
+        for _ in range(iterations):
+            time.sleep(seconds)
+        spent.append(time.thread_time() - start)
+
+    thread = threading.Thread(target=loop, name="bench-wake")
+    thread.start()
+    thread.join()
+    return spent[0] / iterations * 1e6
 
 
 def _version(package: str) -> str:
@@ -251,6 +275,9 @@ def header(meta: dict[str, Any], argv: Sequence[str], versions: Sequence[Version
             f"machine: {meta['nproc']} cores, {meta['memory_gib']} GiB, Linux {meta['kernel']},"
             f" Python {meta['python']}, ExaBGP {meta['exabgp']}, {meta['frr']}; load average "
             f"at start {meta['loadavg_at_start']}",
+            f"wake-up CPU: {meta['wake_cpu_us_10ms']:.1f} µs of thread CPU per "
+            f"time.sleep(0.01), {meta['wake_cpu_us_0ms']:.1f} µs per time.sleep(0) "
+            "(a bare loop in a fresh thread)",
             f"mode: VIP binding {meta['binding']}; fake API {meta['api']}",
             f"command: `python -m bench.run {shlex.join(argv)}`",
         ]

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 ThreadTimes = dict[str, dict[str, float]]
-"""CPU-seconds per thread name over one phase: ``{name: {"user_s": .., "sys_s": ..}}``
-(``bench.threads``)."""
+"""CPU-seconds and wake-ups per thread name over one phase:
+``{name: {"user_s": .., "sys_s": .., "wakeups": ..}}`` (``bench.threads``)."""
 
 
 @dataclass(frozen=True)

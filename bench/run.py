@@ -49,8 +49,8 @@ issue's "kvip-bgp CPU-seconds <= half of ExaBGP's"); the baseline's ExaBGP and f
 (same N, same run) are shown beside it: cold from their exec, warm from the poll that
 sees the session Established (the feeder then waits 1 s before its first line, so
 that part of the warm figure is ExaBGP idling) to N at FRR. kvip-bgp's CPU per thread
-(user and system apart) is read at the same moments (``bench.threads``), also over each
-churn row.
+(user and system apart) and its wake-ups are read at the same moments
+(``bench.threads``), also over each churn row.
 Results go to ``bench-results/`` as CSV and JSON; ``--profile`` additionally samples the
 daemon and its children with py-spy (not used for the timing table: it slows them),
 only the thread holding the GIL (``--gil``): without it py-spy also counts threads

@@ -167,6 +167,8 @@ def test_header_names_commit_machine_mode_and_command() -> None:
         "exabgp": "5.0.15",
         "frr": "bgpd version 8.4.4",
         "loadavg_at_start": "['0.5', '0.4', '0.3']",
+        "wake_cpu_us_10ms": 74.26,
+        "wake_cpu_us_0ms": 19.5,
         "binding": "address on lo",
         "api": "in its own process",
         "compare": "e10326d",
@@ -178,7 +180,11 @@ def test_header_names_commit_machine_mode_and_command() -> None:
         "`e10326d` (`--compare e10326d`)"
     )
     assert lines[1].startswith("machine: 2 cores, 23 GiB, Linux 6.18, Python 3.11.7")
-    assert lines[2] == "mode: VIP binding address on lo; fake API in its own process"
-    assert lines[3] == "command: `python -m bench.run --repeat 2 --compare e10326d`"
+    assert lines[2] == (
+        "wake-up CPU: 74.3 µs of thread CPU per time.sleep(0.01), 19.5 µs per "
+        "time.sleep(0) (a bare loop in a fresh thread)"
+    )
+    assert lines[3] == "mode: VIP binding address on lo; fake API in its own process"
+    assert lines[4] == "command: `python -m bench.run --repeat 2 --compare e10326d`"
     single = report.header(meta, [], versions[:1]).splitlines()
     assert single[0] == "kvip-bgp bench, 2026-12-02 03:13 UTC, commit `abc-dirty`"

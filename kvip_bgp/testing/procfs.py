@@ -121,16 +121,19 @@ def cpu_seconds(pid: int) -> float:
 
 @dataclass(frozen=True)
 class ThreadCpu:
-    """One thread's kernel name (``comm``) and CPU-seconds so far, user and system apart
-    (system: the kernel working for it, e.g. netlink and socket calls)."""
+    """One thread's kernel name (``comm``), CPU-seconds so far, user and system apart
+    (system: the kernel working for it, e.g. netlink and socket calls), and its wake-ups
+    so far: ``voluntary_ctxt_switches``, one each time it blocked (a sleep, a wait for a
+    lock, the GIL or a socket) and so was woken again, which costs CPU of its own."""
 
     name: str
     user_s: float
     system_s: float
+    wakeups: int
 
 
 def thread_cpu(pid: int) -> dict[int, ThreadCpu]:
-    """Every living thread of ``pid`` by thread id, from /proc/<pid>/task/*/{comm,stat}
+    """Every living thread of ``pid`` by thread id, from /proc/<pid>/task/*/{stat,status}
     (empty once ``pid`` is gone; a thread that ends while being read is left out)."""
     threads: dict[int, ThreadCpu] = {}
     try:
@@ -140,16 +143,28 @@ def thread_cpu(pid: int) -> dict[int, ThreadCpu]:
     for tid in tids:
         try:
             stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
         except OSError:
             continue
         # comm is in the stat line itself, between the first '(' and the last ')'.
         head, _, rest = stat.rpartition(")")
         fields = rest.split()
-        if len(fields) < 13:
+        wakeups = _status_value(status, "voluntary_ctxt_switches")
+        if len(fields) < 13 or wakeups is None:
             continue
         name = head.partition("(")[2]
-        threads[int(tid)] = ThreadCpu(name, int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK)
+        user, system = int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+        threads[int(tid)] = ThreadCpu(name, user, system, wakeups)
     return threads
+
+
+def _status_value(status: str, key: str) -> int | None:
+    """The number after ``key:`` in a /proc status text (None if it has no such line)."""
+    for line in status.splitlines():
+        name, _, value = line.partition(":")
+        if name == key:
+            return int(value)
+    return None
 
 
 def reaped_children_cpu_seconds(pid: int) -> float:
