@@ -13,6 +13,9 @@ stream threads' work.
 - burst-lag: the same with each slice ``--lag`` events after its Service (the two
   watch streams do not keep step): every Service is decided twice, once without
   endpoints and once with its slice.
+- echo: after the cold pass, every Service MODIFIED with the status this node asked
+  for written, as the status writer's PATCHes come back on every node's watch; only
+  those batches are timed.
 
 Logs go, rendered as the daemon renders them (JSON), to /dev/null; the cyclic collector
 runs with the daemon's thresholds.
@@ -24,6 +27,7 @@ Service. Run from a worktree with ``PYTHONPATH=$PWD python -m bench.cluster_micr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import queue
@@ -66,12 +70,18 @@ class Batches(queue.SimpleQueue[Any]):
     can queue every event up front and the cluster thread still takes them in batches.
     """
 
-    def __init__(self, batches: Sequence[Sequence[Any]]) -> None:
+    def __init__(self, batches: Sequence[Sequence[Any]], timed_from: int = 0) -> None:
         super().__init__()
         self._batches = iter(batches)
         self._current: Iterator[Any] = iter(())
+        self._next = 0
+        self._timed_from = timed_from
+        self.started = time.thread_time()  # when batch ``timed_from`` was handed out
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if self._next == self._timed_from:
+            self.started = time.thread_time()
+        self._next += 1
         self._current = iter(next(self._batches))
         return next(self._current)
 
@@ -111,6 +121,18 @@ def burst_events(
     return events
 
 
+def echo_events(services: Sequence[ServiceInfo]) -> list[Any]:
+    """Each Service MODIFIED with its VIP in ``status.loadBalancer.ingress``."""
+    return [
+        Changed(
+            "services",
+            "MODIFIED",
+            dataclasses.replace(s, ingress_ips=(vip(i),), resource_version=f"s{i}"),
+        )
+        for i, s in enumerate(services)
+    ]
+
+
 def quiet_json_logs() -> None:
     """The daemon's log configuration, writing to /dev/null (kept open to the end)."""
     stderr = sys.stderr
@@ -121,13 +143,17 @@ def quiet_json_logs() -> None:
         sys.stderr = stderr
 
 
-def run_once(config: Config, events: Sequence[Any], batch: int) -> tuple[float, int]:
-    """CPU seconds of one ``ClusterState.run`` over ``events``; and the VIPs published."""
+def run_once(
+    config: Config, events: Sequence[Any], batch: int, untimed: Sequence[Any] = ()
+) -> tuple[float, int]:
+    """CPU seconds of one ``ClusterState.run`` over ``events``, after ``untimed`` (one
+    batch, not timed); and the VIPs published."""
     published: list[tuple[IPAddress, Advertisement | None]] = []
     # As kube.threads wires it: the writer's coalescing queue, put to by this thread.
     writes: CoalescingQueue[tuple[str, ...], WriteRequest] = CoalescingQueue()
     batches = [events[start : start + batch] for start in range(0, len(events), batch)]
-    q = Batches([*batches, [ClusterStop()]])
+    first = [list(untimed)] if untimed else []
+    q = Batches([*first, *batches, [ClusterStop()]], timed_from=len(first))
     state = ClusterState(
         config,
         q,
@@ -139,9 +165,8 @@ def run_once(config: Config, events: Sequence[Any], batch: int) -> tuple[float, 
         gather=0.0,
     )
     gc.collect()
-    started = time.thread_time()
     state.run()
-    return time.thread_time() - started, len(published)
+    return time.thread_time() - q.started, len(published)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -151,35 +176,38 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=50, help="burst events per batch")
     parser.add_argument("--lag", type=int, default=25, help="burst-lag: slice after Service")
     parser.add_argument(
-        "--scenario", choices=("cold", "burst", "burst-lag", "all"), action="append"
+        "--scenario", choices=("cold", "burst", "burst-lag", "echo", "all"), action="append"
     )
     args = parser.parse_args(argv)
     chosen = set(args.scenario or ["all"])
     if "all" in chosen:
-        chosen = {"cold", "burst", "burst-lag"}
+        chosen = {"cold", "burst", "burst-lag", "echo"}
     quiet_json_logs()
     tune_gc()  # the daemon's thresholds: the collector's share depends on them
     config = bench_config()
     services, slices = objects(args.n)
     nodes = (parse_node(node()),)
-    scenarios: dict[str, tuple[list[Any], int]] = {}
+    scenarios: dict[str, tuple[list[Any], int, list[Any]]] = {}
+    cold = [
+        Listed("nodes", nodes, "1"),
+        Listed("services", tuple(services), "1"),
+        Listed("endpointslices", tuple(slices), "1"),
+    ]
     if "cold" in chosen:
-        cold = [
-            Listed("nodes", nodes, "1"),
-            Listed("services", tuple(services), "1"),
-            Listed("endpointslices", tuple(slices), "1"),
-        ]
-        scenarios["cold"] = (cold, len(cold))  # one batch
+        scenarios["cold"] = (cold, len(cold), [])  # one batch
     empty = [Listed("nodes", nodes, "1"), Listed("services", (), "1")]
     empty.append(Listed("endpointslices", (), "1"))
     if "burst" in chosen:
-        scenarios["burst"] = (empty + burst_events(services, slices, 0), args.batch)
+        scenarios["burst"] = (empty + burst_events(services, slices, 0), args.batch, [])
     if "burst-lag" in chosen:
-        scenarios["burst-lag"] = (empty + burst_events(services, slices, args.lag), args.batch)
-    for name, (events, batch) in scenarios.items():
+        burst_lag = empty + burst_events(services, slices, args.lag)
+        scenarios["burst-lag"] = (burst_lag, args.batch, [])
+    if "echo" in chosen:
+        scenarios["echo"] = (echo_events(services), args.batch, cold)
+    for name, (events, batch, untimed) in scenarios.items():
         samples = []
         for _ in range(args.repeat):
-            cpu, count = run_once(config, events, batch)
+            cpu, count = run_once(config, events, batch, untimed)
             samples.append(cpu / args.n * 1e6)
         print(
             f"{name}: {statistics.median(samples):.1f} us/Service "
