@@ -10,9 +10,12 @@ its fast path for a VIP with one claimant) changes the work, never the answer.
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 from typing import Any
+from unittest import mock
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,6 +32,8 @@ from kvip_bgp.domain.objects import (
     parse_service,
 )
 from kvip_bgp.domain.policy import advertisements, decide
+from kvip_bgp.runtime import cluster
+from kvip_bgp.runtime.cache import ClusterCache
 from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus
 from kvip_bgp.runtime.messages import Changed, ClusterStop, Listed, StatusWanted, WriteRequest
 from kvip_bgp.runtime.metrics import Metrics
@@ -102,11 +107,36 @@ NODE = st.builds(
     addresses=st.lists(st.sampled_from(["192.0.2.1", "198.51.100.6"]), max_size=1),
     name=st.sampled_from(["node-1", "node-1", "node-2"]),
 )
+# A status written to one of the Services there are (the n-th, by key) and nothing else
+# changed: what the status writer's PATCH comes back as. Its VIP may come from it.
+ECHO = st.tuples(
+    st.just("ECHO"),
+    st.integers(0, 5),
+    st.sampled_from([(), ("198.51.100.5",), ("198.51.100.6", "198.51.100.7")]),
+)
 CHANGE = st.one_of(
     st.tuples(st.sampled_from(["ADDED", "MODIFIED", "DELETED"]), SERVICE),
     st.tuples(st.sampled_from(["ADDED", "MODIFIED", "DELETED"]), SLICE),
     st.tuples(st.sampled_from(["MODIFIED", "DELETED"]), NODE),
+    ECHO,
 )
+
+
+_TAKE_ECHOES = ClusterCache.take_echoes
+
+
+def _per_service(writes: list[WriteRequest]) -> dict[str, list[WriteRequest]]:
+    """The writes for each Service, in the order they were asked for."""
+    grouped: dict[str, list[WriteRequest]] = {}
+    for write in writes:
+        grouped.setdefault(str(getattr(write, "service", "")), []).append(write)
+    return grouped
+
+
+def _no_echoes(cache: ClusterCache) -> set[ObjectKey]:
+    """``take_echoes`` as if no change were status alone: every Service decided again."""
+    _TAKE_ECHOES(cache)
+    return set()
 
 
 def _resource(obj: Any) -> str:
@@ -128,7 +158,7 @@ def test_incremental_routes_and_decisions_are_those_decided_afresh(
     listed_services: list[ServiceInfo],
     listed_slices: list[EndpointSliceInfo],
     listed_node: NodeInfo | None,
-    changes: list[tuple[str, Any]],
+    changes: list[tuple[Any, ...]],
     cuts: list[int],
     revisit: list[int],
 ) -> None:
@@ -149,7 +179,15 @@ def test_incremental_routes_and_decisions_are_those_decided_afresh(
         Listed("services", tuple(services.values()), "1"),
         Listed("endpointslices", tuple(slices.values()), "1"),
     ]
-    for kind, obj in changes:
+    for version, (kind, obj, *ingress) in enumerate(changes):
+        if kind == "ECHO":
+            if not services:
+                continue
+            current = services[sorted(services)[obj % len(services)]]
+            kind = "MODIFIED"
+            obj = dataclasses.replace(
+                current, ingress_ips=ingress[0], resource_version=f"e{version}"
+            )
         events.append(Changed(_resource(obj), kind, obj))
         deleted = kind == "DELETED"
         if isinstance(obj, ServiceInfo):
@@ -188,6 +226,22 @@ def test_incremental_routes_and_decisions_are_those_decided_afresh(
         CONFIG, events_queue, publish, lambda: None, Metrics(), status, writes.append, gather=0
     )
     state.run()
+    # Keeping the decision of a Service whose status alone changed asks for what
+    # deciding it again asks for: the same statuses and Events, for each Service in the
+    # same order (the order across Services within a batch is a set's either way).
+    afresh: list[WriteRequest] = []
+    with mock.patch.object(ClusterCache, "take_echoes", _no_echoes):
+        ClusterState(
+            CONFIG,
+            Batches([*batches, [ClusterStop()]]),
+            lambda vip, advert: None,
+            lambda: None,
+            Metrics(),
+            Snapshot(ClusterStatus()),
+            afresh.append,
+            gather=0,
+        ).run()
+    assert _per_service(writes) == _per_service(afresh)
 
     def endpoints(key: ObjectKey) -> list[Any]:
         mine = sorted((s for s in slices.values() if s.service == key), key=lambda s: str(s.key))
@@ -282,3 +336,65 @@ def test_a_status_is_asked_for_once_per_service_object() -> None:
 def test_vip_text_is_str(vip: IPAddress) -> None:
     """The status the thread asks for lists each VIP as ``str`` writes it."""
     assert vip_text(vip) == str(vip)
+
+
+def _counting_prepare() -> tuple[list[ObjectKey], Any]:
+    calls: list[ObjectKey] = []
+    real = cluster.prepare
+
+    def counted(service: ServiceInfo, *args: Any) -> Any:
+        calls.append(service.key)
+        return real(service, *args)
+
+    return calls, counted
+
+
+LISTED = [
+    Listed("nodes", (parse_node(objects.node()),), "1"),
+    Listed("services", (), "1"),
+    Listed("endpointslices", (), "1"),
+]
+
+
+@pytest.mark.parametrize(
+    ("vip", "then", "decided_again"),
+    [
+        # Its VIP from the annotation: the status written back changes nothing.
+        ("198.51.100.5", [], False),
+        # Its VIP from the status (an IPAM's): the status is its VIP, decided again.
+        (None, [], True),
+        # The status and, in the same batch, its slice: the endpoints may have changed.
+        ("198.51.100.5", ["slice"], True),
+    ],
+)
+def test_a_status_written_back_is_decided_again_only_where_it_can_matter(
+    vip: str | None, then: list[str], decided_again: bool
+) -> None:
+    ingress = None if vip is not None else ["198.51.100.6"]
+    svc = parse_service(objects.service("a", vip, ingress=ingress))
+    slice_ = parse_endpoint_slice(objects.endpoint_slice("a", ["node-1"]))
+    back = dataclasses.replace(svc, ingress_ips=("198.51.100.5",), resource_version="9")
+    if vip is None:
+        back = dataclasses.replace(back, ingress_ips=("198.51.100.7",))
+    echo: list[Any] = [Changed("services", "MODIFIED", back)]
+    if "slice" in then:
+        echo.append(Changed("endpointslices", "MODIFIED", slice_))
+    calls, counted = _counting_prepare()
+    writes: list[WriteRequest] = []
+    with mock.patch.object(cluster, "prepare", counted):
+        published = _run(
+            [
+                LISTED,
+                [Changed("services", "ADDED", svc), Changed("endpointslices", "ADDED", slice_)],
+                echo,
+            ],
+            writes,
+        )
+    assert len(calls) == (2 if decided_again else 1)
+    assert [str(v) for v in published] == (["198.51.100.7"] if vip is None else [vip])
+    wants = [w for w in writes if isinstance(w, StatusWanted)]
+    if vip is not None:  # asked for, then cancelled once the watch shows it written
+        assert wants == [
+            StatusWanted("default/a", ("198.51.100.5",)),
+            StatusWanted("default/a", None),
+        ]

@@ -18,9 +18,10 @@ they are unique, and interning them would only add an entry to the interpreter's
 from __future__ import annotations
 
 import ipaddress
+import operator
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Final, NamedTuple
 
 from kvip_bgp.domain.model import parse_ip
@@ -76,6 +77,20 @@ class ServiceInfo:
             if key == name:
                 return value
         return None
+
+
+_BUT_STATUS: Final = operator.attrgetter(
+    *(f.name for f in fields(ServiceInfo) if f.name not in ("ingress_ips", "resource_version"))
+)
+
+
+def status_only(old: ServiceInfo, new: ServiceInfo) -> bool:
+    """Whether ``new`` differs from ``old`` in ``status`` (and so its resourceVersion) alone.
+
+    That is what the status writer's own PATCH comes back as, on every node's watch: a
+    MODIFIED event per Service written (10,000 after a burst of 10,000).
+    """
+    return bool(_BUT_STATUS(old) == _BUT_STATUS(new))
 
 
 @dataclass(frozen=True, slots=True)

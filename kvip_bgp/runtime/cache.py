@@ -13,7 +13,14 @@ from typing import TypeVar
 
 from kvip_bgp.domain.config import Config
 from kvip_bgp.domain.model import Advertisement, IPAddress
-from kvip_bgp.domain.objects import Endpoint, EndpointSliceInfo, NodeInfo, ObjectKey, ServiceInfo
+from kvip_bgp.domain.objects import (
+    Endpoint,
+    EndpointSliceInfo,
+    NodeInfo,
+    ObjectKey,
+    ServiceInfo,
+    status_only,
+)
 from kvip_bgp.domain.policy import ServiceDecision, SharedVipConflict
 from kvip_bgp.runtime.messages import Changed, Listed, StreamEvent
 
@@ -49,6 +56,24 @@ class ClusterCache:
     services_by_vip: dict[IPAddress, tuple[ObjectKey, ...]] = field(default_factory=dict)
     status_dirty: bool = False
     status_published_at: float = 0.0
+    # Since the last take_echoes: the Services whose only change was their status
+    # (status_only against the object before), and every Service changed otherwise.
+    echoes: set[ObjectKey] = field(default_factory=set)
+    _changed: set[ObjectKey] = field(default_factory=set)
+    _all_changed: bool = False
+
+    def take_echoes(self) -> set[ObjectKey]:
+        """The Services that changed in nothing but their status since the last call.
+
+        For each of them, every change the cache took since the last call was of that
+        kind, and no slice of theirs, no Node and no list came in meanwhile: their
+        decision, made before those changes, is the one their current object gives,
+        unless the decision read the status (``ClusterState._echoed`` checks that).
+        """
+        echoes, self.echoes = self.echoes, set()
+        self._changed = set()
+        self._all_changed = False
+        return echoes
 
     def apply(self, event: StreamEvent) -> set[ObjectKey] | None:
         """Update the cache; return the Services affected (None: all of them)."""
@@ -71,6 +96,7 @@ class ClusterCache:
                     ),
                     None,
                 )
+            self._everything_changed()
             return None
         return self._change(event)
 
@@ -78,26 +104,44 @@ class ClusterCache:
         obj = event.object
         deleted = event.kind == "DELETED"
         if isinstance(obj, ServiceInfo):
-            if deleted:
-                self.services.pop(obj.key, None)
+            key = obj.key
+            old = self.services.pop(key, None) if deleted else self.services.get(key)
+            if not deleted:
+                self.services[key] = obj
+            if (
+                not deleted
+                and old is not None
+                and not self._all_changed
+                and key not in self._changed
+                and status_only(old, obj)
+            ):
+                self.echoes.add(key)
             else:
-                self.services[obj.key] = obj
-            return {obj.key}
+                self._changed.add(key)
+                self.echoes.discard(key)
+            return {key}
         if isinstance(obj, EndpointSliceInfo):
             affected = set()
-            old = self.slices.pop(obj.key, None)
-            if old is not None and old.service is not None:
-                _without(self.slices_by_service, old.service, obj.key)
-                affected.add(old.service)
+            old_slice = self.slices.pop(obj.key, None)
+            if old_slice is not None and old_slice.service is not None:
+                _without(self.slices_by_service, old_slice.service, obj.key)
+                affected.add(old_slice.service)
             if not deleted:
                 self._put_slice(obj)
                 if obj.service is not None:
                     affected.add(obj.service)
+            self._changed |= affected
+            self.echoes -= affected
             return affected
         if obj.name != self.node_name:
             return set()
         self.node = None if deleted else obj
+        self._everything_changed()
         return set(self.services)
+
+    def _everything_changed(self) -> None:
+        self._all_changed = True
+        self.echoes.clear()
 
     def _put_slice(self, obj: EndpointSliceInfo) -> None:
         self.slices[obj.key] = obj

@@ -144,8 +144,9 @@ class ClusterState:
                     everything = True
                 else:
                     affected |= changed
+            echoes = self._c.take_echoes()
             if affected or everything:
-                self._recompute(None if everything else affected)
+                self._recompute(None if everything else affected, echoes)
             c = self._c
             # A snapshot costs O(Services): with few Services publish after every batch,
             # at scale at most every STATUS_INTERVAL (a timeout above flushes the last).
@@ -178,7 +179,7 @@ class ClusterState:
 
     # -- decisions ----------------------------------------------------------------------
 
-    def _recompute(self, affected: Iterable[ObjectKey] | None) -> None:
+    def _recompute(self, affected: Iterable[ObjectKey] | None, echoes: set[ObjectKey]) -> None:
         c = self._c
         if not RESOURCES_LISTED.issubset(c.listed):
             # Decide nothing on a half-filled cache; the last initial list recomputes all.
@@ -187,6 +188,8 @@ class ClusterState:
             self._first_pass()
             return
         keys = set(c.services) | set(c.decisions) if affected is None else set(affected)
+        if affected is not None and echoes:
+            keys -= self._echoed(keys & echoes)
         changes, touched = self._decide(keys)
         log_changes(changes)
         self._merge(None if affected is None else touched)
@@ -290,6 +293,24 @@ class ClusterState:
             report(c, self._write, self._metrics, decision)
         return changes, touched
 
+    def _echoed(self, keys: Iterable[ObjectKey]) -> set[ObjectKey]:
+        """Of ``keys`` (Services whose status alone changed), those whose decision stands.
+
+        Why: each status PATCH comes back as a MODIFIED Service on every node's watch, and
+        deciding it again gives the same decision unless that took its VIPs from the
+        status. For the others only the status wanted is looked at again (this may be
+        our PATCH), and a kept prepared decision is the new object's (``prepare`` alike).
+        """
+        c, kept = self._c, set()
+        for key in () if self._config.ipam else keys:
+            decision, service = c.decisions.get(key), c.services.get(key)
+            if service and decision and decision.vip_source not in NOT_FROM_SPEC:
+                want_status(c, self._write, service, decision)
+                if (prepared := c.prepared.get(key)) is not None:
+                    c.prepared[key] = (service, *prepared[1:])
+                kept.add(key)
+        return kept
+
     def _prepared(self, service: ServiceInfo) -> ServiceDecision:
         """``prepare(service, node, config)``, or what was kept of it for the same objects.
 
@@ -372,4 +393,6 @@ class ClusterState:
 
 
 RESOURCES_LISTED: Final = frozenset(RESOURCES)
+# Decisions that a Service's status can change: no VIP read yet, or the VIPs read from it.
+NOT_FROM_SPEC: Final = frozenset((None, "status.loadBalancer.ingress"))
 DELETED: Final = Refusal(Reason.DELETED)  # the change logged when a Service goes away
