@@ -148,3 +148,60 @@ def test_status_writes_wait_for_the_route_pipeline(
         timer.cancel()
         writer.stop()
         writer.join(5)
+
+
+def test_waiting_for_the_routes_looks_at_them_every_yield_poll_not_per_request(
+    api: FakeKubeAPI, kubeconfig: Path
+) -> None:
+    """While status writes wait for the routes, requests keep coming in (a cold start's
+    first pass asks for a status per Service): the writer looks at the routes every
+    YIELD_POLL, not at every request or every 10 ms, then writes what is pending."""
+    fake = api
+    _put_web_service(fake)
+    looked: list[float] = []
+    busy = threading.Event()
+    busy.set()
+
+    def routes_busy() -> bool:
+        looked.append(1.0)
+        return busy.is_set()
+
+    queue: CoalescingQueue[tuple[str, ...], WriteRequest] = CoalescingQueue()
+    writer = kube.ClusterWriter(
+        load_api_client(kubeconfig),
+        "node-a",
+        LeaseSettings(namespace="kube-system", duration=10, renew_every=5),
+        queue,
+        routes_busy=routes_busy,
+    )
+    queue.put(("status", "default/web"), StatusWanted("default/web", ("198.51.100.1",)))
+    writer.start()
+    stop = threading.Event()
+
+    def ask() -> None:  # a request every 5 ms, as a first pass's chunks would
+        index = 0
+        while not stop.wait(0.005):
+            index += 1
+            name = f"default/other-{index}"
+            queue.put(("status", name), StatusWanted(name, ("198.51.100.2",)))
+
+    asker = threading.Thread(target=ask, daemon=True)
+    try:
+        wait_until(lambda: len(looked) > 0, 5, what="the writer's first look at the routes")
+        asker.start()
+        looked.clear()
+        stop.wait(1.0)
+        during = len(looked)
+        # ~1 / YIELD_POLL looks in that second; 10 ms drains or a look per request: >= 100.
+        assert during <= 1.0 / kube.YIELD_POLL + 5, during
+        stop.set()
+        busy.clear()
+        wait_until(
+            lambda: fake.count_requests("PATCH", "/services/web/status") > 0,
+            5,
+            what="the status written once the routes are out",
+        )
+    finally:
+        stop.set()
+        writer.stop()
+        writer.join(5)

@@ -39,6 +39,10 @@ RECENT_WRITE: Final = 30.0  # seconds a written status is trusted over a stale w
 # Status writes wait while the reconciler still has routes to bind and announce, but
 # never longer than this in a row: a status must not stay unwritten under constant churn.
 STATUS_YIELD_MAX: Final = 10.0
+# Meanwhile the routes are looked at again this often, not at every request that comes
+# in nor every 10 ms (182 looks in a second of a request every 5 ms): each wake-up costs
+# CPU of its own (docs/performance.md#wake-ups).
+YIELD_POLL: Final = 0.1
 EVENTS: Final = "/api/v1/namespaces/{}/events"
 
 
@@ -118,7 +122,8 @@ class ClusterWriter(threading.Thread):
                     log.warning("kube.write_failed", key=key, error=str(error)[:300])
             if self._leader:
                 self._allocate()
-                self._flush_status()
+                if self._flush_status():  # yielded to the routes: requests wait queued
+                    self._stopping.wait(YIELD_POLL)
 
     # -- leader election ----------------------------------------------------------
 
@@ -171,8 +176,9 @@ class ClusterWriter(threading.Thread):
         if self._leader:
             self._post_event(request)
 
-    def _flush_status(self) -> None:
-        """Write pending statuses, at most STATUS_WRITES_PER_SECOND, for at most ~1 s.
+    def _flush_status(self) -> bool:
+        """Write pending statuses, at most STATUS_WRITES_PER_SECOND, for at most ~1 s;
+        True if it stopped to let the routes go first.
 
         At startup with many Services the leader would otherwise fire a PATCH per Service
         at once, competing with convergence; and the loop must return in time to renew
@@ -190,8 +196,10 @@ class ClusterWriter(threading.Thread):
         """
         deadline = time.monotonic() + 1.0
         for service, ips in list(self._pending_status.items()):
-            if time.monotonic() >= deadline or self._stopping.is_set() or self._yield_to_routes():
-                return
+            if time.monotonic() >= deadline or self._stopping.is_set():
+                return False
+            if self._yield_to_routes():
+                return True
             last = self._written.get(service)
             if last is not None and last[0] == ips and time.monotonic() - last[1] < RECENT_WRITE:
                 # Written moments ago; the watch just has not shown it yet.
@@ -207,10 +215,10 @@ class ClusterWriter(threading.Thread):
                     del self._pending_status[service]
                     continue
                 log.warning("kube.status_patch_failed", service=service, error=str(error.reason))
-                return  # keep it pending; retried on the next pass
+                return False  # keep it pending; retried on the next pass
             except Exception as error:  # the API unreachable: urllib3 raises many shapes
                 log.warning("kube.status_patch_failed", service=service, error=repr(error)[:300])
-                return  # as above: an outage must not end the writer thread
+                return False  # as above: an outage must not end the writer thread
             del self._pending_status[service]
             self._written[service] = (ips, time.monotonic())
             log.debug("kube.status_written", service=service, vip=list(ips))
@@ -218,6 +226,7 @@ class ClusterWriter(threading.Thread):
             if self._batch >= STATUS_WRITE_BATCH:
                 self._batch = 0
                 self._stopping.wait(STATUS_WRITE_BATCH / STATUS_WRITES_PER_SECOND)
+        return False
 
     def _yield_to_routes(self) -> bool:
         if self._routes_busy is None or not self._pending_status or not self._routes_busy():
