@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,19 @@ def _writer(
 def _put_web_service(fake: FakeKubeAPI) -> None:
     """The Service whose status the writers are asked to write."""
     fake.put(service("web"))
+
+
+def _started_writer(
+    kubeconfig: Path, routes_busy: Callable[[], bool], settings: LeaseSettings
+) -> tuple[kube.ClusterWriter, CoalescingQueue[tuple[str, ...], WriteRequest]]:
+    """A started writer, asked for web's status, whose route pipeline is ``routes_busy``."""
+    queue: CoalescingQueue[tuple[str, ...], WriteRequest] = CoalescingQueue()
+    writer = kube.ClusterWriter(
+        load_api_client(kubeconfig), "node-a", settings, queue, routes_busy=routes_busy
+    )
+    queue.put(("status", "default/web"), StatusWanted("default/web", ("198.51.100.1",)))
+    writer.start()
+    return writer, queue
 
 
 def test_one_leader_and_takeover_after_expiry(api: FakeKubeAPI, kubeconfig: Path) -> None:
@@ -123,16 +137,8 @@ def test_status_writes_wait_for_the_route_pipeline(
     _put_web_service(fake)
     busy = threading.Event()
     busy.set()
-    queue: CoalescingQueue[tuple[str, ...], WriteRequest] = CoalescingQueue()
-    writer = kube.ClusterWriter(
-        load_api_client(kubeconfig),
-        "node-a",
-        LeaseSettings(namespace="kube-system", duration=2, renew_every=0.2),
-        queue,
-        routes_busy=busy.is_set,
-    )
-    queue.put(("status", "default/web"), StatusWanted("default/web", ("198.51.100.1",)))
-    writer.start()
+    settings = LeaseSettings(namespace="kube-system", duration=2, renew_every=0.2)
+    writer, _queue = _started_writer(kubeconfig, busy.is_set, settings)
     timer = threading.Timer(busy_for, busy.clear)
     timer.start()
     try:
@@ -166,16 +172,8 @@ def test_waiting_for_the_routes_looks_at_them_every_yield_poll_not_per_request(
         looked.append(1.0)
         return busy.is_set()
 
-    queue: CoalescingQueue[tuple[str, ...], WriteRequest] = CoalescingQueue()
-    writer = kube.ClusterWriter(
-        load_api_client(kubeconfig),
-        "node-a",
-        LeaseSettings(namespace="kube-system", duration=10, renew_every=5),
-        queue,
-        routes_busy=routes_busy,
-    )
-    queue.put(("status", "default/web"), StatusWanted("default/web", ("198.51.100.1",)))
-    writer.start()
+    settings = LeaseSettings(namespace="kube-system", duration=10, renew_every=5)
+    writer, queue = _started_writer(kubeconfig, routes_busy, settings)
     stop = threading.Event()
 
     def ask() -> None:  # a request every 5 ms, as a first pass's chunks would
