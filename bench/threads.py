@@ -34,7 +34,6 @@ FOLD_BELOW = 0.01
 MAIN = "main"
 UNNAMED = "unnamed"
 OTHER = "other"
-KEYS = ("user_s", "sys_s", "wakeups")
 
 
 def used(pid: int, before: Mapping[int, ThreadCpu], after: Mapping[int, ThreadCpu]) -> ThreadTimes:

@@ -304,11 +304,12 @@ class ClusterState:
         c, kept = self._c, set()
         for key in () if self._config.ipam else keys:
             decision, service = c.decisions.get(key), c.services.get(key)
-            if service and decision and decision.vip_source not in NOT_FROM_SPEC:
-                want_status(c, self._write, service, decision)
-                if (prepared := c.prepared.get(key)) is not None:
-                    c.prepared[key] = (service, *prepared[1:])
-                kept.add(key)
+            if decision is None or service is None or decision.vip_source in NOT_FROM_SPEC:
+                continue
+            want_status(c, self._write, service, decision)
+            if (prepared := c.prepared.get(key)) is not None:
+                c.prepared[key] = (service, *prepared[1:])
+            kept.add(key)
         return kept
 
     def _prepared(self, service: ServiceInfo) -> ServiceDecision:
