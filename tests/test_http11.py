@@ -234,10 +234,14 @@ def test_a_server_whose_certificate_the_client_does_not_trust_gets_no_request(
         api.stop()
 
 
+CLOSING = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"
+
+
 class _Script:
     """A TCP server whose n-th connection follows the n-th script: for each request,
-    ``reply`` answers it (kept alive), ``drop`` reads it and closes without a word;
-    after the last step the connection is closed (as an idle timeout would)."""
+    ``reply`` answers it (kept alive), ``close`` answers it with ``Connection: close``
+    and closes, ``drop`` reads it and closes without a word; after the last step the
+    connection is closed (as an idle timeout would)."""
 
     def __init__(self, scripts: Sequence[Sequence[str]]) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -265,6 +269,8 @@ class _Script:
                     if step == "reply":
                         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
                     else:
+                        if step == "close":
+                            conn.sendall(CLOSING)
                         break
                 reader.close()
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -81,8 +82,13 @@ class ReplyReader:
         self._read1 = read1
         self._buffer = b""
         self.received = 0  # bytes of the replies read so far
+        # Seconds to sleep before each read, while pipelined replies come in: a read
+        # then takes all that came meanwhile, not one reply per wake-up.
+        self.pause = 0.0
 
     def _more(self) -> None:
+        if self.pause > 0:
+            time.sleep(self.pause)
         data = self._read1(READ_SIZE)
         if not data:
             raise Http11Error("the connection ended inside a reply")
@@ -216,33 +222,91 @@ class Http11Connection:
         timeout: tuple[float, float],
     ) -> Reply:
         """Send one request and read its reply; on any error the connection is closed."""
-        data = request_bytes(method, target, self._host, headers, body)
-        reused = self._conn is not None
-        try:
-            return self._exchange(method, data, timeout)
-        except _Unanswered as unanswered:
-            if not reused:
-                raise unanswered.error from None
-        return self._exchange(method, data, timeout)  # a new connection (see the class)
+        (reply,) = self.exchange_many(method, [(target, headers, body)], timeout)
+        assert reply is not None  # with one request, no reply is an error raised
+        return reply
 
-    def _exchange(self, method: str, data: bytes, timeout: tuple[float, float]) -> Reply:
+    def exchange_many(
+        self,
+        method: str,
+        requests: Sequence[tuple[str, Mapping[str, str], bytes]],
+        timeout: tuple[float, float],
+        gather: float = 0.0,
+    ) -> list[Reply | None]:
+        """Send ``requests`` (target, headers, body) back to back, then read their
+        replies in order (HTTP/1.1 pipelining); None for a request left unanswered.
+
+        Why: waiting for each reply before sending the next cost the writer a wake-up per
+        request, most of a PATCH's CPU (see docs/performance.md). ``gather`` seconds pass
+        before each read of the replies, so that one read takes all that came meanwhile.
+
+        Every request is built before any is sent (a bad one sends none). A reply that
+        closes the connection leaves the requests after it unread by the server: they go
+        out again on a new connection. A kept-alive connection the server had closed
+        (no byte of any reply) sends them all once more on a new one, as ``exchange``
+        does. Any other error once a reply was read closes the connection and leaves the
+        rest unanswered (None): the caller must only send what it can send again. An
+        error before any reply is raised, as by ``exchange``.
+        """
+        data = [request_bytes(method, t, self._host, h, b) for t, h, b in requests]
+        replies: list[Reply | None] = []
+        retried = False
+        while len(replies) < len(data):
+            reused = self._conn is not None
+            error: Exception | None = None
+            try:
+                answered, broken = self._pipeline(method, data[len(replies) :], timeout, gather)
+            except _Unanswered as unanswered:
+                if reused and not retried:
+                    retried = True
+                    continue
+                answered, broken, error = [], True, unanswered.error
+            except Exception as failed:
+                answered, broken, error = [], True, failed
+            if error is not None and not replies:
+                raise error
+            replies.extend(answered)
+            if broken:
+                replies.extend([None] * (len(data) - len(replies)))
+        return replies
+
+    def _pipeline(
+        self, method: str, data: Sequence[bytes], timeout: tuple[float, float], gather: float
+    ) -> tuple[list[Reply | None], bool]:
+        """The replies read for ``data`` sent at once; True if the connection broke after
+        the first of them (the rest unanswered)."""
+        replies: list[Reply | None] = []
         try:
             sock, reader = self._open(timeout)
             sock.settimeout(timeout[1])
             before = reader.received
             try:
-                sock.sendall(data)
-                reply, keep = reader.read(method)
+                sock.sendall(b"".join(data))
+                reader.pause = gather if len(data) > 1 else 0.0
+                while len(replies) < len(data):
+                    reply, keep = reader.read(method)
+                    replies.append(reply)
+                    if not keep:
+                        self.close()  # the server reads no further: the rest go again
+                        break
             except (BrokenPipeError, ConnectionResetError, Http11Error) as error:
-                if reader.received == before:
+                if not replies and reader.received == before:
                     raise _Unanswered(error) from error
                 raise
+            finally:
+                reader.pause = 0.0
+        except _Unanswered:
+            self.close()
+            raise
+        except Exception:
+            self.close()
+            if not replies:
+                raise
+            return replies, True
         except BaseException:
             self.close()
             raise
-        if not keep:
-            self.close()
-        return reply
+        return replies, False
 
     def _open(self, timeout: tuple[float, float]) -> tuple[socket.socket, ReplyReader]:
         if self._conn is not None and self._reader is not None:

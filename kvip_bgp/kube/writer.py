@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import structlog
@@ -18,7 +18,7 @@ from kvip_bgp.kube.client import (
     request_json,
 )
 from kvip_bgp.kube.lease import Lease, LeaseSettings, now_micro
-from kvip_bgp.kube.writes import Writer
+from kvip_bgp.kube.writes import NotAnswered, Writer
 from kvip_bgp.runtime.messages import (
     AllocatorConfig,
     ServiceEvent,
@@ -195,37 +195,67 @@ class ClusterWriter(threading.Thread):
         reads better once the route it promises is out.
         """
         deadline = time.monotonic() + 1.0
-        for service, ips in list(self._pending_status.items()):
+        todo = iter(list(self._pending_status.items()))
+        while True:
+            batch, stop = self._status_batch(todo, deadline)
+            if batch and not self._write_statuses(batch):
+                return False  # kept pending; retried on the next pass
+            if stop is not None:
+                return stop
+            if self._batch >= STATUS_WRITE_BATCH:
+                self._batch = 0
+                self._stopping.wait(STATUS_WRITE_BATCH / STATUS_WRITES_PER_SECOND)
+
+    def _status_batch(
+        self, todo: Iterator[tuple[str, tuple[str, ...]]], deadline: float
+    ) -> tuple[list[tuple[str, tuple[str, ...]]], bool | None]:
+        """The next statuses to write, up to the pause; and whether the pass ends there
+        (None: go on after the pause; True: it yielded to the routes)."""
+        batch: list[tuple[str, tuple[str, ...]]] = []
+        for service, ips in todo:
             if time.monotonic() >= deadline or self._stopping.is_set():
-                return False
+                return batch, False
             if self._yield_to_routes():
-                return True
+                return batch, True
             last = self._written.get(service)
             if last is not None and last[0] == ips and time.monotonic() - last[1] < RECENT_WRITE:
                 # Written moments ago; the watch just has not shown it yet.
                 del self._pending_status[service]
                 continue
+            batch.append((service, ips))
+            if self._batch + len(batch) >= STATUS_WRITE_BATCH:
+                return batch, None
+        return batch, False
+
+    def _write_statuses(self, batch: list[tuple[str, tuple[str, ...]]]) -> bool:
+        """PATCH the statuses of ``batch`` at once (``Writer.write_many``: a status may
+        be written twice); False if any failed but for a Service gone (404)."""
+        writes = []
+        for service, ips in batch:
             namespace, name = service.split("/", 1)
             body = {"status": {"loadBalancer": {"ingress": [{"ip": ip} for ip in ips]}}}
             path = api_path("/api/v1/namespaces/{}/services/{}/status", namespace, name)
-            try:
-                self._writes.write("PATCH", path, body, STRATEGIC_MERGE_PATCH)  # reply unread
-            except ApiException as error:
-                if error.status == 404:
-                    del self._pending_status[service]
-                    continue
-                log.warning("kube.status_patch_failed", service=service, error=str(error.reason))
-                return False  # keep it pending; retried on the next pass
-            except Exception as error:  # the API unreachable: urllib3 raises many shapes
-                log.warning("kube.status_patch_failed", service=service, error=repr(error)[:300])
-                return False  # as above: an outage must not end the writer thread
-            del self._pending_status[service]
-            self._written[service] = (ips, time.monotonic())
-            log.debug("kube.status_written", service=service, vip=list(ips))
-            self._batch += 1
-            if self._batch >= STATUS_WRITE_BATCH:
-                self._batch = 0
-                self._stopping.wait(STATUS_WRITE_BATCH / STATUS_WRITES_PER_SECOND)
+            writes.append((path, body))
+        failures: list[tuple[str, Exception]] = []
+        results = self._writes.write_many("PATCH", writes, STRATEGIC_MERGE_PATCH)
+        for (service, ips), result in zip(batch, results, strict=True):
+            if result is None:
+                del self._pending_status[service]
+                self._written[service] = (ips, time.monotonic())
+                log.debug("kube.status_written", service=service, vip=list(ips))
+                self._batch += 1
+            elif isinstance(result, ApiException) and result.status == 404:
+                del self._pending_status[service]  # the Service is gone
+            else:
+                failures.append((service, result))
+        if not failures:
+            return True
+        # The first cause, not the writes left unanswered after it.
+        service, error = next(
+            (f for f in failures if not isinstance(f[1], NotAnswered)), failures[0]
+        )
+        text = str(error.reason) if isinstance(error, ApiException) else repr(error)[:300]
+        log.warning("kube.status_patch_failed", service=service, error=text, failed=len(failures))
         return False
 
     def _yield_to_routes(self) -> bool:

@@ -9,12 +9,22 @@ from __future__ import annotations
 import json
 import re
 import ssl
+from collections.abc import Sequence
 from typing import Any, Final
 
 import urllib3
 
 from kvip_bgp.kube.client import JSON, ApiClient, ApiException, rest
-from kvip_bgp.kube.http11 import Http11Connection
+from kvip_bgp.kube.http11 import Http11Connection, Reply
+
+# Seconds before each read of pipelined replies: against the fake API 40 PATCHes cost
+# 31 µs of CPU each read at once, 17 µs with a pause of 5 ms after the send (20 after 2
+# ms, 18 after 20), where the replies come in a few reads and not one wake-up each.
+PIPELINE_GATHER: Final = 0.005
+
+
+class NotAnswered(ConnectionError):
+    """A write not sent, or sent and left without a reply: it may have been applied."""
 
 
 class Writer:
@@ -48,6 +58,74 @@ class Writer:
         # (host, manager, our connection on the host's pool or None): see _connection.
         self._route: tuple[str, Any, Http11Connection | None] | None = None
 
+    def write_many(
+        self,
+        method: str,
+        writes: Sequence[tuple[str, Any]],
+        content_type: str = JSON,
+        timeout: tuple[float, float] = (5.0, 10.0),
+    ) -> list[Exception | None]:
+        """``write`` each (path, body) of ``writes``; for each, None or what it raised.
+
+        On the connection of our own they go out pipelined (``exchange_many``, replies
+        gathered for ``PIPELINE_GATHER``): against the fake API a status PATCH cost
+        ~59 µs of this thread's CPU one at a time, ~17 µs 40 at a time. Only for writes
+        that may be sent twice (a status PATCH sets the same value again): one whose
+        reply did not come is ``NotAnswered``, and it may have been applied. A write the
+        connection of our own cannot take (see the class), and a redirect, goes through
+        ``write``. Elsewhere one write after another, and the first error leaves the
+        rest ``NotAnswered``, unsent (as the status writer stopped at an error before).
+        """
+        connection = self._connection()
+        plain = all(_PLAIN_PATH.fullmatch(path) for path, _ in writes)
+        if len(writes) > 1 and connection is not None and plain:
+            return self._pipelined(connection, method, writes, content_type, timeout)
+        results: list[Exception | None] = []
+        for path, body in writes:
+            if results and results[-1] is not None:
+                results.append(NotAnswered(f"{method} {path}: not sent after an error"))
+            else:
+                results.append(self._one(method, path, body, content_type, timeout))
+        return results
+
+    def _pipelined(
+        self,
+        connection: Http11Connection,
+        method: str,
+        writes: Sequence[tuple[str, Any]],
+        content_type: str,
+        timeout: tuple[float, float],
+    ) -> list[Exception | None]:
+        headers = self._headers(method, writes[0][0], content_type)
+        requests = [(path, headers, json.dumps(body).encode()) for path, body in writes]
+        try:
+            replies = connection.exchange_many(method, requests, timeout, PIPELINE_GATHER)
+        except (urllib3.exceptions.SSLError, ssl.SSLError) as error:
+            failed = ApiException(status=0, reason=f"{type(error).__name__}\n{error}")
+            return [failed] * len(writes)
+        except Exception as error:  # nothing was answered
+            return [error] * len(writes)
+        results: list[Exception | None] = []
+        for (path, body), reply in zip(writes, replies, strict=True):
+            if reply is None:
+                results.append(NotAnswered(f"{method} {path}: no reply"))
+            elif 300 <= reply.status <= 399:
+                results.append(self._one(method, path, body, content_type, timeout))
+            elif not 200 <= reply.status <= 299:
+                results.append(_api_error(reply))
+            else:
+                results.append(None)
+        return results
+
+    def _one(
+        self, method: str, path: str, body: Any, content_type: str, timeout: tuple[float, float]
+    ) -> Exception | None:
+        try:
+            self.write(method, path, body, content_type, timeout)
+        except Exception as error:
+            return error
+        return None
+
     def write(
         self,
         method: str,
@@ -57,10 +135,7 @@ class Writer:
         timeout: tuple[float, float] = (5.0, 10.0),
     ) -> None:
         api = self.api
-        headers = {"Accept": JSON, "Content-Type": content_type, **api.default_headers}
-        if api.cookie:
-            headers["Cookie"] = api.cookie
-        api.update_params_for_auth(headers, None, ["BearerToken"], path, method, body)
+        headers = self._headers(method, path, content_type)
         data = json.dumps(body)
         try:
             connection = self._connection()
@@ -89,6 +164,15 @@ class Writer:
         finally:
             response.release_conn()
 
+    def _headers(self, method: str, path: str, content_type: str) -> dict[str, str]:
+        api = self.api
+        headers = {"Accept": JSON, "Content-Type": content_type, **api.default_headers}
+        if api.cookie:
+            headers["Cookie"] = api.cookie
+        # The bearer token does not depend on the path or body (BearerToken only).
+        api.update_params_for_auth(headers, None, ["BearerToken"], path, method, None)
+        return headers
+
     def _connection(self) -> Http11Connection | None:
         """Our connection to the configured host, or None where the manager must send."""
         api = self.api
@@ -108,6 +192,14 @@ class Writer:
 # Paths that urllib3's parse_url leaves as they are: segments of unreserved characters
 # that do not start with a dot (no dot segment to remove), no escape, query or fragment.
 _PLAIN_PATH: Final = re.compile(r"(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)+")
+
+
+def _api_error(reply: Reply) -> ApiException:
+    """The client's exception for ``reply`` (``from_response`` raises some, returns some)."""
+    try:
+        return ApiException.from_response(http_resp=reply, body=None, data=None)
+    except ApiException as error:
+        return error
 
 
 def _pool_for(manager: Any, host: str) -> Any:
