@@ -160,6 +160,45 @@ def test_in_cluster_credentials_load_without_the_kubeconfig_loader(tmp_path: Pat
     assert report["other"] == "https://127.0.0.1:6443"
 
 
+def test_a_kubeconfig_loads_without_the_librarys_api_client(tmp_path: Path) -> None:
+    """``kube_config`` imports ``kubernetes.client.ApiClient`` (pydantic, its response
+    models, dateutil, a thread pool) to refresh OIDC tokens: it gets a stand-in that
+    builds the library's own when called, and nobody else sees the stand-in."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG)
+    report = run(
+        f"""\
+        import json, sys
+        from kvip_bgp.kube.client import load_configuration
+        configuration = load_configuration({str(kubeconfig)!r})
+        heavy = sorted(
+            m for m in ("kubernetes.client.api_client", "pydantic", "dateutil",
+                        "multiprocessing.pool")
+            if m in sys.modules
+        )
+        again = load_configuration({str(kubeconfig)!r})
+        from kubernetes.config import kube_config
+        built = kube_config.ApiClient(configuration=configuration)
+        import kubernetes.client
+        from kubernetes.client.api_client import ApiClient
+        print(json.dumps({{
+            "host": configuration.host,
+            "again": again.host,
+            "heavy": heavy,
+            "built": type(built) is ApiClient,
+            "library": kubernetes.client.ApiClient is ApiClient,
+        }}))
+        """
+    )
+    assert report == {
+        "host": "https://127.0.0.1:6443",
+        "again": "https://127.0.0.1:6443",
+        "heavy": [],
+        "built": True,
+        "library": True,
+    }
+
+
 # Modules of other modes and commands, which ``kvip-bgp run`` in the DaemonSet's usual
 # mode (kubernetes.enabled, no static VIP, no IPAM pool, no BFD) must not import on its
 # way to the first route: each one here was once imported at start for nothing.

@@ -284,13 +284,46 @@ def load_configuration(kubeconfig: Path | None) -> k8s.Configuration:
 
 
 def _from_kubeconfig(path: str | None) -> k8s.Configuration:
-    from kubernetes.config import kube_config  # see the registration above
-
+    kube_config = _kube_config_loader()
     configuration = k8s.Configuration()
-    kube_config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=path, client_configuration=configuration
-    )
+    kube_config.load_kube_config(config_file=path, client_configuration=configuration)
     return configuration
+
+
+def _kube_config_loader() -> Any:
+    """The library's ``kube_config`` module, imported with a stand-in for ``ApiClient``.
+
+    Why: ``kube_config`` imports ``kubernetes.client.ApiClient``, whose module imports
+    pydantic, the client's response models, dateutil and ``multiprocessing.pool``
+    (~50 ms of CPU at every start with a kubeconfig; ``python -X importtime``), and
+    builds one only to refresh an OIDC token. The stand-in builds the library's own
+    ``ApiClient`` when called, so that refresh is unchanged; only ``kube_config`` holds
+    it: ``kubernetes.client.ApiClient`` is the library's again once it is imported.
+    """
+    from kubernetes import config  # registered without its __init__ (see above)
+
+    if "kube_config" in vars(config):
+        return config.kube_config
+    names = vars(k8s)  # the module's namespace, where its lazy __getattr__ caches
+    had = "ApiClient" in names
+    if not had:
+        names["ApiClient"] = _LibraryApiClient
+    try:
+        from kubernetes.config import kube_config
+
+        return kube_config
+    finally:
+        if not had and names.get("ApiClient") is _LibraryApiClient:
+            del names["ApiClient"]
+
+
+class _LibraryApiClient:
+    """``kubernetes.client.ApiClient(...)``, imported when first called (see above)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        from kubernetes.client.api_client import ApiClient as LibraryApiClient
+
+        return LibraryApiClient(*args, **kwargs)
 
 
 class RefreshAtMostEvery:
