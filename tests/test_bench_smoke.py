@@ -14,6 +14,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import run as bench
 
 pytestmark = pytest.mark.lab
+# Not the bench's default kvb-: these hold the lab lock, not the bench lock, and a lab
+# cleans up every namespace of its prefix on entry and exit, so a make bench running
+# meanwhile with the default prefix would lose its lab (it did: 2026-12-03).
+PREFIX = ("--prefix", "kvsm-")
 
 
 def test_bench_small_n(lab_required: None, tmp_path: Path) -> None:
@@ -35,6 +39,7 @@ def test_bench_small_n(lab_required: None, tmp_path: Path) -> None:
             "30",
             "--out",
             str(tmp_path),
+            *PREFIX,
         ]
     )
     assert code == 0
@@ -84,6 +89,7 @@ def test_bench_ipam_cold_start_reports_the_first_plan(lab_required: None, tmp_pa
             "30",
             "--out",
             str(tmp_path),
+            *PREFIX,
         ]
     )
     assert code == 0
@@ -110,6 +116,7 @@ def test_bench_compare_alternates_two_checkouts(lab_required: None, tmp_path: Pa
             "30",
             "--out",
             str(tmp_path),
+            *PREFIX,
         ]
     )
     assert code == 0
@@ -143,6 +150,7 @@ def test_bench_in_cluster_over_tls_with_compare(lab_required: None, tmp_path: Pa
             *("--sizes", "20", "--phases", "cold,burst", "--idle-seconds", "0"),
             *("--credentials", "in-cluster", "--compare", "HEAD", "--timeout", "30"),
             *("--out", str(tmp_path)),
+            *PREFIX,
         ]
     )
     assert code == 0
