@@ -262,6 +262,13 @@ def median_result(
     return result
 
 
+# How the daemon reached the fake API, as the header says it (--credentials).
+CREDENTIALS = {
+    "kubeconfig": "kubeconfig, HTTP",
+    "in-cluster": "in-cluster (env + service-account files), HTTPS",
+}
+
+
 def header(meta: dict[str, Any], argv: Sequence[str], versions: Sequence[Version]) -> str:
     """What the tables below were measured on and with, to paste above them."""
     compared = (
@@ -278,7 +285,8 @@ def header(meta: dict[str, Any], argv: Sequence[str], versions: Sequence[Version
             f"wake-up CPU: {meta['wake_cpu_us_10ms']:.1f} µs of thread CPU per "
             f"time.sleep(0.01), {meta['wake_cpu_us_0ms']:.1f} µs per time.sleep(0) "
             "(a bare loop in a fresh thread)",
-            f"mode: VIP binding {meta['binding']}; fake API {meta['api']}",
+            f"mode: VIP binding {meta['binding']}; fake API {meta['api']}; "
+            f"credentials {CREDENTIALS[meta.get('credentials', 'kubeconfig')]}",
             f"command: `python -m bench.run {shlex.join(argv)}`",
         ]
     )

@@ -13,7 +13,10 @@ namespace, as a real API server is another process; the bench writes to it over 
 (a create is a POST, a change a PUT), while seeding a cold start's objects and clearing
 them between phases use the fake's ``/fake/objects`` bulk path, outside the timed part.
 ``--api in-process`` runs it in the bench's process with in-memory writes instead, as
-before (for comparison; its CPU then hides in the bench's).
+before (for comparison; its CPU then hides in the bench's). ``--credentials in-cluster``
+starts the daemon as a DaemonSet's pod starts: no kubeconfig, the in-cluster env and
+service-account files (bound for the daemon only, ``kvip_bgp.testing.incluster``), and
+the fake serving HTTPS only, to the bench's writer too.
 
 For each N (Services, each with an EndpointSlice, VIPs 100.64.0.1 upwards, which exist
 only inside these namespaces):
@@ -104,6 +107,7 @@ from bench.writers import Write, connections, write_all
 from kvip_bgp.bgp.config import exabgp_environment
 from kvip_bgp.testing.fakeapi_remote import FakeApiProcess, InMemoryStore, KubeStore
 from kvip_bgp.testing.frr import FrrPeer
+from kvip_bgp.testing.incluster import InCluster, fake_api_in_cluster
 from kvip_bgp.testing.netlab import Lab, wait_until
 from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
 from kvip_bgp.testing.procfs import (
@@ -469,6 +473,8 @@ def bench_config(
     scenario: Scenario, args: argparse.Namespace, receiver: bool = False
 ) -> dict[str, Any]:
     config = daemon_config(args.kubeconfig)
+    if args.in_cluster is not None:  # no kubeconfig: the in-cluster credentials
+        config["kubernetes"] = {"enabled": True}
     config["vips"] = {"allowed": [VIP_ALLOWED], "interface": args.bind_interface}
     if args.bind_interface is not None and args.bind != "default":
         config["vips"]["bind"] = args.bind
@@ -524,11 +530,17 @@ class Profiler:
             self._proc = None
 
 
-def start_daemon(scenario: Scenario, config: dict[str, Any], source: Path | None = None) -> int:
-    """The daemon of checkout ``source`` (``--compare``; None: the bench's own)."""
+def start_daemon(
+    scenario: Scenario,
+    config: dict[str, Any],
+    source: Path | None = None,
+    in_cluster: InCluster | None = None,
+) -> int:
+    """The daemon of checkout ``source`` (``--compare``; None: the bench's own), with
+    ``in_cluster`` credentials if given (whichever checkout it is)."""
     if scenario._log_handle is not None:
         scenario._log_handle.close()
-    proc = scenario.start_daemon(config, source)
+    proc = scenario.start_daemon(config, source, in_cluster)
     return proc.pid
 
 
@@ -652,7 +664,7 @@ def phase_cold(
     fresh_frr(scenario.frr)
     api_before = cpu_of(api_role(args))
     started = time.monotonic()
-    pid = start_daemon(scenario, bench_config(scenario, args), args.source)
+    pid = start_daemon(scenario, bench_config(scenario, args), args.source, args.in_cluster)
     profiler.start(pid, f"cold-{n}")
     try:
         arrival = watch_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
@@ -732,7 +744,7 @@ def phase_burst(
     assert scenario.frr is not None
     clear_services(args.store)
     fresh_frr(scenario.frr)
-    pid = start_daemon(scenario, bench_config(scenario, args), args.source)
+    pid = start_daemon(scenario, bench_config(scenario, args), args.source, args.in_cluster)
     try:
         wait_until(
             lambda: scenario.http("/readyz")[0] == 200,
@@ -779,7 +791,9 @@ def settled_with_receiver(
     args.store.put_many(objects)
     receiver = receiver_of(scenario, args)
     fresh_frr(scenario.frr)
-    pid = start_daemon(scenario, bench_config(scenario, args, receiver=True), args.source)
+    pid = start_daemon(
+        scenario, bench_config(scenario, args, receiver=True), args.source, args.in_cluster
+    )
     wait_prefixes(scenario.frr, n, args.timeout, scenario.assert_daemon_alive)
     receiver.wait(lambda: len(receiver.present) >= n, args.timeout, f"{n} prefixes")
     if not args.not_leader:
@@ -992,7 +1006,10 @@ def start_api(scenario: Scenario, args: argparse.Namespace) -> None:
         )
         return
     lab = scenario.lab
-    args.api_process = FakeApiProcess(lab, lab.node, lab.workdir / "fakeapi")
+    if args.credentials == "in-cluster":
+        args.api_process, args.in_cluster = fake_api_in_cluster(lab, lab.workdir)
+    else:
+        args.api_process = FakeApiProcess(lab, lab.node, lab.workdir / "fakeapi")
     args.store, args.kubeconfig = args.api_process.client, args.api_process.kubeconfig
     say(f"fake API: its own process (pid {args.api_process.pid}) at {args.api_process.url}")
 
@@ -1245,12 +1262,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "alternating with this checkout's phase by phase; prints both and the ratio of "
         "the medians",
     )
+    parser.add_argument(
+        "--credentials",
+        choices=("kubeconfig", "in-cluster"),
+        default="kubeconfig",
+        help="how the daemon finds the fake API: a kubeconfig, over HTTP (default), or "
+        "as a DaemonSet's pod: in-cluster env and service-account files, HTTPS only "
+        "(needs --api process)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the lab's work directory")
     parser.add_argument("--profile", type=Path, help="also write py-spy raw profiles here")
     # receiver_of: shared by the latency and churn phases; start_api: the fake API;
     # source: the checkout whose daemon runs (run_versions).
-    parser.set_defaults(receiver=None, store=None, kubeconfig=None, api_process=None, source=None)
-    return parser.parse_args(argv)
+    # in_cluster: start_api's InCluster with --credentials in-cluster.
+    parser.set_defaults(
+        receiver=None, store=None, kubeconfig=None, api_process=None, source=None, in_cluster=None
+    )
+    args = parser.parse_args(argv)
+    if args.credentials == "in-cluster" and args.api != "process":
+        parser.error("--credentials in-cluster needs --api process")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1263,6 +1294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = "the daemon's default vips.bind" if args.bind == "default" else args.bind
     meta["binding"] = "none" if args.bind_interface is None else f"{mode} on {args.bind_interface}"
     meta["api"] = "in its own process" if args.api == "process" else "in the bench's process"
+    meta["credentials"] = args.credentials
     meta["compare"] = args.compare
     meta["repeat"] = args.repeat
     meta["command"] = ["python", "-m", "bench.run", *argv]

@@ -14,6 +14,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import run as bench
 
 pytestmark = pytest.mark.lab
+# Not the bench's default kvb-: these hold the lab lock, not the bench lock, and a lab
+# cleans up every namespace of its prefix on entry and exit, so a make bench running
+# meanwhile with the default prefix would lose its lab (it did: 2026-12-03).
+PREFIX = ("--prefix", "kvsm-")
 
 
 def test_bench_small_n(lab_required: None, tmp_path: Path) -> None:
@@ -35,6 +39,7 @@ def test_bench_small_n(lab_required: None, tmp_path: Path) -> None:
             "30",
             "--out",
             str(tmp_path),
+            *PREFIX,
         ]
     )
     assert code == 0
@@ -84,6 +89,7 @@ def test_bench_ipam_cold_start_reports_the_first_plan(lab_required: None, tmp_pa
             "30",
             "--out",
             str(tmp_path),
+            *PREFIX,
         ]
     )
     assert code == 0
@@ -110,6 +116,7 @@ def test_bench_compare_alternates_two_checkouts(lab_required: None, tmp_path: Pa
             "30",
             "--out",
             str(tmp_path),
+            *PREFIX,
         ]
     )
     assert code == 0
@@ -130,3 +137,29 @@ def test_bench_compare_alternates_two_checkouts(lab_required: None, tmp_path: Pa
     assert rows[0]["baseline_cold_s"] == rows[1]["baseline_cold_s"]
     worktree = document["machine"]["versions"][versions[1]]
     assert not Path(worktree).exists()
+
+
+def test_bench_in_cluster_over_tls_with_compare(lab_required: None, tmp_path: Path) -> None:
+    """--credentials in-cluster: both checkouts' daemons start with in-cluster
+    credentials against the fake over HTTPS (it accepts only the projected token, and
+    there is no kubeconfig), converge, and leave nothing mounted on the host."""
+    from kvip_bgp.testing.incluster import SERVICEACCOUNT
+
+    code = bench.main(
+        [
+            *("--sizes", "20", "--phases", "cold,burst", "--idle-seconds", "0"),
+            *("--credentials", "in-cluster", "--compare", "HEAD", "--timeout", "30"),
+            *("--out", str(tmp_path)),
+            *PREFIX,
+        ]
+    )
+    assert code == 0
+    document = json.loads((tmp_path / "latest.json").read_text())
+    assert document["machine"]["credentials"] == "in-cluster"
+    rows = document["results"]
+    assert len(rows) == 2 and len({r["version"] for r in rows}) == 2
+    for row in rows:
+        assert math.isfinite(row["cold_s"]) and math.isfinite(row["burst_s"]), row
+        assert row["threads"]["cold"]["main"]["user_s"] > 0, row  # (streams: "other" at 20)
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(SERVICEACCOUNT) not in mounts and str(SERVICEACCOUNT.resolve()) not in mounts

@@ -184,7 +184,14 @@ def test_header_names_commit_machine_mode_and_command() -> None:
         "wake-up CPU: 74.3 µs of thread CPU per time.sleep(0.01), 19.5 µs per "
         "time.sleep(0) (a bare loop in a fresh thread)"
     )
-    assert lines[3] == "mode: VIP binding address on lo; fake API in its own process"
+    assert lines[3] == (
+        "mode: VIP binding address on lo; fake API in its own process; "
+        "credentials kubeconfig, HTTP"  # a JSON from before --credentials: a kubeconfig
+    )
     assert lines[4] == "command: `python -m bench.run --repeat 2 --compare e10326d`"
     single = report.header(meta, [], versions[:1]).splitlines()
     assert single[0] == "kvip-bgp bench, 2026-12-02 03:13 UTC, commit `abc-dirty`"
+    in_cluster = report.header({**meta, "credentials": "in-cluster"}, [], versions[:1])
+    assert in_cluster.splitlines()[3].endswith(
+        "; credentials in-cluster (env + service-account files), HTTPS"
+    )

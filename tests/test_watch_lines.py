@@ -9,14 +9,19 @@ lines, and bad framing is an error, never a guess.
 from __future__ import annotations
 
 import itertools
+import socket
+import threading
+import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kvip_bgp.kube.chunked import BodyEnded, ChunkedBody, ChunkedError, Lines
-from kvip_bgp.kube.watch import READ_SIZE, chunk_reads, raw_reads
+from kvip_bgp.kube.watch import READ_SIZE, chunk_reads, raw_reads, readable
+from kvip_bgp.testing.tls import client_context, make_certs, server_context
 
 
 class _Chunks:
@@ -125,10 +130,15 @@ class _Socket:
         self.stop_after = stop_after  # the wait that answers "stop"
 
     def read(self, size: int) -> bytes:
-        assert size == READ_SIZE
+        assert 0 < size <= READ_SIZE
         self.now += 0.001  # a read takes a millisecond
         self.log.append("read")
-        return self.pieces.pop(0) if self.pieces else b""
+        if not self.pieces:
+            return b""
+        piece = self.pieces.pop(0)
+        if len(piece) > size:  # what does not fit stays for the next read
+            self.pieces.insert(0, piece[size:])
+        return piece[:size]
 
     def wait(self, seconds: float) -> bool:
         self.log.append(f"wait {seconds * 1000:.0f}")
@@ -179,3 +189,49 @@ def test_stop_during_the_window_ends_the_reads() -> None:
     sock = _Socket([_chunk(b"a\n"), _chunk(b"b\n")], stop_after=1)
     assert list(raw_reads(sock.read, sock.wait, sock.clock, gather=0.02)) == [[b"a"]]
     assert sock.log == ["read", "wait 20"]
+
+
+def test_reads_go_on_while_more_is_waiting() -> None:
+    """Over TLS each read gives one record, one event each from a server that flushes
+    every event: while more is waiting they are read at once, gathered into one batch."""
+    sock = _Socket([_chunk(b"a\n"), _chunk(b"b\n"), _chunk(b"c\n"), _chunk(b"d\n")])
+    waiting = iter([True, True, False])
+    reads = raw_reads(sock.read, sock.wait, sock.clock, gather=0.02, waiting=lambda: next(waiting))
+    assert next(reads) == [b"a", b"b", b"c"]
+    assert sock.log == ["read", "read", "read"]
+
+
+def test_reads_that_fill_read_size_stop_there() -> None:
+    half = _chunk(b"x" * (READ_SIZE // 2 + 100) + b"\n")  # two exceed READ_SIZE
+    sock = _Socket([half, half, half, b"0\r\n\r\n"])
+    reads = raw_reads(sock.read, sock.wait, sock.clock, gather=0.02, waiting=lambda: True)
+    first = next(reads)
+    assert len(first) == 1 and sock.log == ["read", "read"]  # one whole, part of the next
+    assert sock.pieces[0] == half[READ_SIZE - len(half) :]  # the rest of the second, next
+
+
+def test_a_watch_over_tls_is_read_in_batches(tmp_path: Path) -> None:
+    """A real TLS connection, one record per event: ``readable`` sees them waiting."""
+    certs = make_certs(tmp_path, name="localhost")
+    listener = socket.create_server(("127.0.0.1", 0))
+    server_side = server_context(certs.cert, certs.key).wrap_socket(listener, server_side=True)
+    accepted: list[socket.socket] = []
+    accepting = threading.Thread(target=lambda: accepted.append(server_side.accept()[0]))
+    accepting.start()  # the handshake needs both ends at once
+    client = client_context(certs.ca).wrap_socket(
+        socket.create_connection(server_side.getsockname(), timeout=10),
+        server_hostname="localhost",
+    )
+    accepting.join(10)
+    (conn,) = accepted
+    events = [b'{"type":"ADDED","n":%d}\n' % i for i in range(50)]
+    for event in events:
+        conn.sendall(_chunk(event))  # one TLS record each
+    conn.sendall(b"0\r\n\r\n")
+    body = client.makefile("rb")
+    time.sleep(0.2)  # every record is in the client's socket
+    batches = [batch for batch in raw_reads(body.read1, lambda _: False, waiting=readable(body))]
+    assert [line + b"\n" for batch in batches for line in batch] == events
+    assert len([batch for batch in batches if batch]) == 1, [len(b) for b in batches]
+    for closing in (body, client, conn, server_side):
+        closing.close()

@@ -60,6 +60,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from kvip_bgp.testing import fakeapi_discovery
+from kvip_bgp.testing.tls import server_context
 
 __all__ = [
     "FakeKubeAPI",
@@ -1378,9 +1379,12 @@ class FakeKubeAPI:
 
 def _peer_gone(conn: socket.socket) -> bool:
     """Whether the client hung up: an idle or stalled watch would never notice otherwise
-    and would linger as a watcher until ``stop``."""
+    and would linger as a watcher until ``stop``.
+
+    Peeks at the TCP socket itself (``socket.socket.recv``): ``SSLSocket.recv`` refuses
+    flags with a ValueError, which ended every watch served over TLS after 0.5 s."""
     try:
-        return conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        return socket.socket.recv(conn, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except BlockingIOError:
         return False
     except OSError:
@@ -1447,9 +1451,25 @@ def main(argv: list[str] | None = None, ready: Callable[[str], None] | None = No
     parser.add_argument("--seed", action="append", default=[], help="YAML or JSON objects")
     parser.add_argument("--kubeconfig", help="write a kubeconfig for the fake here")
     parser.add_argument("--bookmark-interval", type=float, default=1.0)
+    parser.add_argument(
+        "--tls-cert",
+        help="serve HTTPS only, with this PEM server certificate (needs --tls-key); the "
+        "printed URL is then https://",
+    )
+    parser.add_argument("--tls-key", help="the PEM private key of --tls-cert")
+    parser.add_argument(
+        "--token",
+        action="append",
+        help="accept only requests with 'Authorization: Bearer TOKEN' (repeatable; "
+        "default: any or none); others get 401, as from a real API server",
+    )
     args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
     host, _, port = args.listen.rpartition(":")
     api = FakeKubeAPI(bookmark_interval=args.bookmark_interval)
+    if args.token:
+        api.accepted_tokens = frozenset(args.token)
     for seed in args.seed:
         api.put_many(load_seed(seed))
     stop = threading.Event()
@@ -1459,7 +1479,8 @@ def main(argv: list[str] | None = None, ready: Callable[[str], None] | None = No
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    url = api.start(host.strip("[]") or "127.0.0.1", int(port or 0))
+    tls = None if args.tls_cert is None else server_context(args.tls_cert, args.tls_key)
+    url = api.start(host.strip("[]") or "127.0.0.1", int(port or 0), tls=tls)
     if args.kubeconfig:
         api.write_kubeconfig(args.kubeconfig)
     print(url, flush=True)

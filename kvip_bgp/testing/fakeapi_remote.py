@@ -19,17 +19,19 @@ from __future__ import annotations
 import json
 import select
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
 from kvip_bgp.testing.fakeapi import RESOURCE_TYPES, FakeKubeAPI
 from kvip_bgp.testing.netlab import Lab, Netns, connect_in_netns
+from kvip_bgp.testing.tls import Certs, client_context
 
 JSONObject = dict[str, Any]
 _BY_KIND = {rt.kind: rt for rt in RESOURCE_TYPES}
@@ -98,15 +100,29 @@ class FakeApiClient:
     a create (424 against 289 µs per create, sequential, 4,000 creates), and the bench's
     CPU is taken from the daemon's on this machine. Enough for the fake's replies, which
     always carry ``Content-Length`` (watches are not read through it).
+
+    An ``https://`` URL needs ``tls``, a client context trusting the fake's CA: the
+    socket is wrapped with the URL's host as the name to check (an address checks
+    against the certificate's IP entries). ``token``: sent as a bearer token.
     """
 
-    def __init__(self, url: str, netns: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        netns: str | None = None,
+        timeout: float = 60.0,
+        tls: ssl.SSLContext | None = None,
+        token: str | None = None,
+    ) -> None:
         parts = urlsplit(url)
-        if parts.scheme != "http" or parts.hostname is None or parts.port is None:
-            raise ValueError(f"need http://HOST:PORT, got {url!r}")
+        wanted = "https" if tls is not None else "http"
+        if parts.scheme != wanted or parts.hostname is None or parts.port is None:
+            raise ValueError(f"need {wanted}://HOST:PORT, got {url!r}")
         self._url = url
         self._netns, self._host, self._port = netns, parts.hostname, parts.port
         self._timeout = timeout
+        self._tls, self._token = tls, token
+        self._auth = "" if token is None else f"Authorization: Bearer {token}\r\n"
         self._sock: socket.socket | None = None
         self._reader: Any = None
         self._lock = threading.Lock()
@@ -118,7 +134,7 @@ class FakeApiClient:
     def another(self) -> FakeApiClient:
         """A client of the same API on a connection of its own: one writer's requests
         wait for their replies, so a higher rate needs several connections."""
-        return FakeApiClient(self._url, self._netns, self._timeout)
+        return FakeApiClient(self._url, self._netns, self._timeout, self._tls, self._token)
 
     def _drop(self) -> None:
         if self._sock is not None:
@@ -135,6 +151,8 @@ class FakeApiClient:
             # Headers and body may leave in two writes (they do on the fake's side);
             # with Nagle the second waits for a delayed ACK: 40 ms per request.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls is not None:
+                sock = self._tls.wrap_socket(sock, server_hostname=self._host)
             self._sock, self._reader = sock, sock.makefile("rb")
         return self._sock
 
@@ -143,7 +161,7 @@ class FakeApiClient:
         data = b"" if body is None else json.dumps(body).encode()
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: {self._host}\r\n"
-            f"Content-Type: application/json\r\nAccept: application/json\r\n"
+            f"Content-Type: application/json\r\nAccept: application/json\r\n{self._auth}"
             f"Content-Length: {len(data)}\r\n\r\n"
         ).encode()
         with self._lock:
@@ -151,7 +169,7 @@ class FakeApiClient:
                 try:
                     self._connect().sendall(head + data)
                     return self._response()
-                except (ConnectionError, _Closed):
+                except (ConnectionError, _Closed, ssl.SSLEOFError, ssl.SSLZeroReturnError):
                     self._drop()
                     if attempt == 2:
                         raise
@@ -255,25 +273,37 @@ class FakeApiProcess:
     """``python -m kvip_bgp.testing.fakeapi`` in ``ns`` of ``lab``, with its kubeconfig.
 
     The lab terminates it on close; ``stop`` does it earlier. ``client`` writes to it
-    from the bench's process through a socket opened in ``ns``.
+    from the bench's process through a socket opened in ``ns``. With ``certs`` (their
+    certificate valid for 127.0.0.1) it serves HTTPS only, writes no kubeconfig
+    (``kubeconfig`` is None: clients take the CA from ``certs``), and ``client`` speaks
+    TLS too; with ``token`` the fake accepts only that bearer token, which ``client``
+    sends.
     """
 
-    def __init__(self, lab: Lab, ns: Netns, workdir: Path, start_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        ns: Netns,
+        workdir: Path,
+        start_timeout: float = 30.0,
+        certs: Certs | None = None,
+        token: str | None = None,
+    ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
-        self.kubeconfig = workdir / "kubeconfig"
+        self.kubeconfig: Path | None = workdir / "kubeconfig" if certs is None else None
         self._log = open(workdir / "fakeapi.log", "ab")  # noqa: SIM115 (closed in stop)
-        argv: Sequence[str] = [
-            sys.executable,
-            "-m",
-            "kvip_bgp.testing.fakeapi",
-            "--listen",
-            "127.0.0.1:0",
-            "--kubeconfig",
-            str(self.kubeconfig),
-        ]
+        argv: list[str] = [sys.executable, "-m", "kvip_bgp.testing.fakeapi"]
+        argv += ["--listen", "127.0.0.1:0"]
+        if self.kubeconfig is not None:
+            argv += ["--kubeconfig", str(self.kubeconfig)]
+        if certs is not None:
+            argv += ["--tls-cert", str(certs.cert), "--tls-key", str(certs.key)]
+        if token is not None:
+            argv += ["--token", token]
         self.proc = lab.popen(ns, argv, stdout=subprocess.PIPE, stderr=self._log)
         self.url = self._read_url(start_timeout)
-        self.client = FakeApiClient(self.url, ns.name)
+        tls = None if certs is None else client_context(certs.ca)
+        self.client = FakeApiClient(self.url, ns.name, tls=tls, token=token)
         lab.on_exit(self.stop)
 
     @property

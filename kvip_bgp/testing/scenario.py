@@ -34,6 +34,7 @@ import yaml
 from kvip_bgp.netif.netlink import ADDRESS_PROTO
 from kvip_bgp.testing.fakeapi import FakeKubeAPI
 from kvip_bgp.testing.frr import FrrNeighbor, FrrPeer, FrrRoute
+from kvip_bgp.testing.incluster import InCluster, ensure_mount_point
 from kvip_bgp.testing.netlab import (
     Lab,
     http_get_in_netns,
@@ -162,20 +163,32 @@ class Scenario:
         return path
 
     def start_daemon(
-        self, config: Mapping[str, Any] | None = None, source: Path | None = None
+        self,
+        config: Mapping[str, Any] | None = None,
+        source: Path | None = None,
+        in_cluster: InCluster | None = None,
     ) -> subprocess.Popen[bytes]:
         """``kvip-bgp run`` in the node namespace. ``source``: a checkout whose
         ``kvip_bgp`` the daemon (and the ExaBGP and helpers it starts) imports instead
-        of this one's, with the same interpreter (``PYTHONPATH`` and cwd point there)."""
+        of this one's, with the same interpreter (``PYTHONPATH`` and cwd point there).
+        ``in_cluster``: with its env and its credentials at the in-cluster path, seen
+        by the daemon only (``InCluster.argv``); ``config`` then names no kubeconfig."""
         path = self.write_config(config or daemon_config(self.kubeconfig))
         if self._log_handle is not None:  # a restart: the previous run's handle is done
             self._log_handle.close()
         self._log_handle = open(self.log_path, "ab")  # noqa: SIM115 (kept for the run)
         argv = run_argv(path, self.lab.workdir / "run")
         extra: dict[str, Any] = {}
+        env = dict(os.environ)
         if source is not None:
-            extra["env"] = {**os.environ, "PYTHONPATH": str(source)}
+            env["PYTHONPATH"] = str(source)
             extra["cwd"] = str(source)
+        if in_cluster is not None:
+            ensure_mount_point()
+            argv = in_cluster.argv(argv)
+            env.update(in_cluster.env())
+        if env != os.environ:
+            extra["env"] = env
         self.daemon = self.lab.popen(
             self.lab.node, argv, stdout=self._log_handle, stderr=subprocess.STDOUT, **extra
         )

@@ -4,6 +4,7 @@ test sets: the local API server's ``/readyz`` as a control-plane VIP's check see
 from __future__ import annotations
 
 import http.server
+import ipaddress
 import socket
 import ssl
 import subprocess
@@ -20,14 +21,25 @@ class Certs:
     key: Path
 
 
-def make_certs(directory: Path, name: str = "kubernetes") -> Certs:
-    """A self-signed CA and a certificate for DNS ``name`` (not for 127.0.0.1), made
-    with the openssl command line, as kubeadm's CA signs the API server's."""
+def subject_alt_name(name: str, ip: str | None = None) -> str:
+    """The openssl extension line: DNS ``name``, and IP ``ip`` if given (an address
+    client connects to by number, as in-cluster clients do to KUBERNETES_SERVICE_HOST,
+    is checked against IP entries only)."""
+    entries = [f"DNS:{name}"]
+    if ip is not None:
+        entries.append(f"IP:{ipaddress.ip_address(ip)}")
+    return "subjectAltName=" + ",".join(entries)
+
+
+def make_certs(directory: Path, name: str = "kubernetes", ip: str | None = None) -> Certs:
+    """A self-signed CA and a certificate for DNS ``name`` (and for address ``ip``, if
+    given; else not for 127.0.0.1), made with the openssl command line, as kubeadm's CA
+    signs the API server's."""
     directory.mkdir(parents=True, exist_ok=True)
     ca, ca_key = directory / "ca.crt", directory / "ca.key"
     cert, key, csr = directory / "server.crt", directory / "server.key", directory / "server.csr"
     ext = directory / "server.ext"
-    ext.write_text(f"subjectAltName=DNS:{name}\n", encoding="utf-8")
+    ext.write_text(subject_alt_name(name, ip) + "\n", encoding="utf-8")
 
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True)
@@ -45,6 +57,19 @@ def make_certs(directory: Path, name: str = "kubernetes") -> Certs:
         *("-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert)),
     )
     return Certs(ca=ca, cert=cert, key=key)
+
+
+def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A TLS server context serving ``cert`` (no client certificates asked for)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+def client_context(ca: Path) -> ssl.SSLContext:
+    """A TLS client context that trusts only ``ca`` and checks the server's name, as
+    the daemon's client does with the service account's ca.crt."""
+    return ssl.create_default_context(cafile=str(ca))
 
 
 class HttpsEndpoint:
@@ -67,8 +92,7 @@ class HttpsEndpoint:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(str(certs.cert), str(certs.key))
+        context = server_context(certs.cert, certs.key)
         self.server = http.server.ThreadingHTTPServer(
             sock.getsockname()[:2], Handler, bind_and_activate=False
         )
