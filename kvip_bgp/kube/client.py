@@ -295,26 +295,20 @@ def _kube_config_loader() -> Any:
 
     Why: ``kube_config`` imports ``kubernetes.client.ApiClient``, whose module imports
     pydantic, the client's response models, dateutil and ``multiprocessing.pool``
-    (~50 ms of CPU at every start with a kubeconfig; ``python -X importtime``), and
-    builds one only to refresh an OIDC token. The stand-in builds the library's own
-    ``ApiClient`` when called, so that refresh is unchanged; only ``kube_config`` holds
-    it: ``kubernetes.client.ApiClient`` is the library's again once it is imported.
+    (~50 ms of CPU at every start with a kubeconfig), and builds one only to refresh an
+    OIDC token. The stand-in builds the library's own ``ApiClient`` when called, so that
+    refresh is unchanged. Only ``kube_config`` holds it: it is taken out again.
     """
-    from kubernetes import config  # registered without its __init__ (see above)
-
-    if "kube_config" in vars(config):
-        return config.kube_config
-    names = vars(k8s)  # the module's namespace, where its lazy __getattr__ caches
-    had = "ApiClient" in names
-    if not had:
+    names = vars(k8s)  # where the package's lazy __getattr__ caches what it imported
+    stand_in = "ApiClient" not in names
+    if stand_in:
         names["ApiClient"] = _LibraryApiClient
     try:
         from kubernetes.config import kube_config
-
-        return kube_config
     finally:
-        if not had and names.get("ApiClient") is _LibraryApiClient:
+        if stand_in and names.get("ApiClient") is _LibraryApiClient:
             del names["ApiClient"]
+    return kube_config
 
 
 class _LibraryApiClient:
