@@ -52,7 +52,8 @@ from kvip_bgp.domain.objects import (
 from kvip_bgp.kube.writer import ClusterWriter
 from kvip_bgp.ops import log
 from kvip_bgp.process import tune_gc
-from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus
+from kvip_bgp.runtime.cluster import ClusterState
+from kvip_bgp.runtime.cluster_status import ClusterStatus
 from kvip_bgp.runtime.messages import Changed, ClusterStop, Listed, WriteRequest
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.snapshot import Snapshot

@@ -33,7 +33,7 @@ from kvip_bgp.live import Children, Reloader, node_config, peers_for_node, sourc
 from kvip_bgp.ops.http import StatusServer
 from kvip_bgp.runtime.allocation import AllocationStatus
 from kvip_bgp.runtime.cluster import SOURCE as KUBE_SOURCE
-from kvip_bgp.runtime.cluster import ClusterStatus
+from kvip_bgp.runtime.cluster_status import ClusterStatus
 from kvip_bgp.runtime.messages import Inbox, SourceSynced, Stop, VipDesired, post
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.reconciler import Reconciler, ReconcilerStatus

@@ -16,7 +16,8 @@ from kvip_bgp.configfile import load as config_module
 from kvip_bgp.domain.model import Advertisement, IPAddress
 from kvip_bgp.domain.objects import parse_endpoint_slice, parse_node, parse_service
 from kvip_bgp.ops.http import status_document
-from kvip_bgp.runtime.cluster import FIRST_PASS_CHUNK, ClusterState, ClusterStatus
+from kvip_bgp.runtime.cluster import FIRST_PASS_CHUNK, ClusterState
+from kvip_bgp.runtime.cluster_status import ClusterStatus
 from kvip_bgp.runtime.messages import Changed, Listed, ServiceEvent, WriteRequest
 from kvip_bgp.runtime.messages import ClusterStop as Stop
 from kvip_bgp.runtime.metrics import Metrics

@@ -34,7 +34,8 @@ from kvip_bgp.domain.objects import (
 from kvip_bgp.domain.policy import advertisements, decide
 from kvip_bgp.runtime import cluster
 from kvip_bgp.runtime.cache import ClusterCache
-from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus
+from kvip_bgp.runtime.cluster import ClusterState
+from kvip_bgp.runtime.cluster_status import ClusterStatus
 from kvip_bgp.runtime.messages import Changed, ClusterStop, Listed, StatusWanted, WriteRequest
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.reports import vip_text

@@ -24,7 +24,8 @@ from kvip_bgp.kube import watch
 from kvip_bgp.kube.client import Configuration, load_api_client, load_configuration
 from kvip_bgp.kube.threads import start_kubernetes
 from kvip_bgp.kube.watch import Resource, ResourceStream, WatchTimeouts
-from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus
+from kvip_bgp.runtime.cluster import ClusterState
+from kvip_bgp.runtime.cluster_status import ClusterStatus
 from kvip_bgp.runtime.messages import ClusterStop, ExplainRequest, Listed, ReplyBox
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.snapshot import Snapshot

@@ -19,7 +19,8 @@ from kvip_bgp.configfile import load as config_module
 from kvip_bgp.domain.config import StaticVip
 from kvip_bgp.domain.model import Advertisement, Community, IPAddress, RouteAttributes
 from kvip_bgp.domain.objects import parse_endpoint_slice, parse_node, parse_service
-from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus
+from kvip_bgp.runtime.cluster import ClusterState
+from kvip_bgp.runtime.cluster_status import ClusterStatus
 from kvip_bgp.runtime.messages import (
     ClusterConfig,
     ClusterStop,

@@ -25,7 +25,8 @@ from kvip_bgp.kube.lease import LeaseSettings
 from kvip_bgp.kube.watch import ResourceStream, WatchTimeouts, resources
 from kvip_bgp.kube.writer import ClusterWriter
 from kvip_bgp.runtime.allocation import AllocationStatus
-from kvip_bgp.runtime.cluster import ClusterState, ClusterStatus
+from kvip_bgp.runtime.cluster import ClusterState
+from kvip_bgp.runtime.cluster_status import ClusterStatus
 from kvip_bgp.runtime.messages import (
     AllocatorConfig,
     ClusterStop,

@@ -23,7 +23,7 @@ from kvip_bgp.domain.model import address_order
 from kvip_bgp.domain.objects import key_order
 from kvip_bgp.domain.reasons import Reason, wire
 from kvip_bgp.runtime.allocation import AllocationStatus
-from kvip_bgp.runtime.cluster import ClusterStatus
+from kvip_bgp.runtime.cluster_status import ClusterStatus
 from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.reconciler import ReconcilerStatus
 from kvip_bgp.runtime.reload import ReloadStatus

@@ -21,7 +21,6 @@ import queue
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Final
 
 import structlog
@@ -31,7 +30,6 @@ from kvip_bgp.domain.config import Config
 from kvip_bgp.domain.explain import explain
 from kvip_bgp.domain.model import Advertisement, IPAddress
 from kvip_bgp.domain.objects import (
-    NodeInfo,
     ObjectKey,
     ServiceInfo,
 )
@@ -42,9 +40,10 @@ from kvip_bgp.domain.policy import (
     conclude,
     prepare,
 )
-from kvip_bgp.domain.reasons import POLICY_REASONS, Reason, Refusal
+from kvip_bgp.domain.reasons import Reason, Refusal
 from kvip_bgp.domain.sources import VipSource, service_wire
 from kvip_bgp.runtime.cache import ClusterCache
+from kvip_bgp.runtime.cluster_status import ClusterStatus, publish_status
 from kvip_bgp.runtime.messages import (
     RESOURCES,
     Changed,
@@ -72,15 +71,6 @@ FIRST_PASS_CHUNK: Final = 1000  # Services decided between two publishes in the 
 # publishing) that a batch per event pays per event. An event after a quiet spell is
 # taken at once, so a lone change is not delayed (docs/performance.md).
 GATHER: Final = 0.02
-
-
-@dataclass(frozen=True)
-class ClusterStatus:
-    """Frozen view of the decisions for /status and explain."""
-
-    decisions: tuple[ServiceDecision, ...] = ()  # in no particular order
-    synced: bool = False
-    node: NodeInfo | None = None
 
 
 class ClusterState:
@@ -375,22 +365,7 @@ class ClusterState:
                 c.conflicts.pop(vip, None)
 
     def _publish_status(self) -> None:
-        """The frozen view for /status and the refusal metrics, at most every 0.5 s."""
-        c = self._c
-        c.status_dirty = False
-        c.status_published_at = time.monotonic()
-        refused = Counter(d.reason.reason for d in c.decisions.values() if d.reason is not None)
-        for reason in POLICY_REASONS:
-            self._metrics.services_refused.labels(reason.value).set(refused.get(reason, 0))
-        self._status.publish(
-            ClusterStatus(
-                # Unsorted: the reader sorts (/status is read rarely, this runs every
-                # 0.5 s under churn and the sort was most of its cost).
-                decisions=tuple(c.decisions.values()),
-                synced=True,
-                node=c.node,
-            )
-        )
+        publish_status(self._c, self._metrics, self._status)
 
 
 RESOURCES_LISTED: Final = frozenset(RESOURCES)
