@@ -201,7 +201,7 @@ def test_refusals_reach_events_metrics_and_status_in_their_wire_form(tmp_path: P
 
 
 def _synced_thread(
-    tmp_path: Path, count: int, gather: float
+    tmp_path: Path, count: int, gather: float, bulk_gather: float | None = None
 ) -> tuple[queue.SimpleQueue[Any], list[tuple[float, IPAddress]], Callable[[], None]]:
     """A synced thread over ``count`` announced Services; its publishes, timed."""
     raw = daemon_config(tmp_path / "kubeconfig")
@@ -218,6 +218,7 @@ def _synced_thread(
         Metrics(),
         Snapshot(ClusterStatus()),
         gather=gather,
+        bulk_gather=bulk_gather,
     )
     names = [f"svc-{index:05d}" for index in range(count)]
     events.put(Listed("nodes", (parse_node(node()),), "1"))
@@ -241,8 +242,12 @@ def _synced_thread(
 
 def _withdraw(events: queue.SimpleQueue[Any], index: int) -> None:
     """The Service's only endpoint goes: its VIP is published again (withdrawn)."""
+    events.put(_withdrawal(index))
+
+
+def _withdrawal(index: int) -> Changed:
     slice_ = parse_endpoint_slice(endpoint_slice(f"svc-{index:05d}", []))
-    events.put(Changed("endpointslices", "MODIFIED", slice_))
+    return Changed("endpointslices", "MODIFIED", slice_)
 
 
 def _wait_for(published: list[Any], count: int) -> None:
@@ -275,5 +280,32 @@ def test_a_stream_of_events_is_taken_in_batches_and_a_lone_event_at_once(
         batches = 1 + sum(1 for a, b in itertools.pairwise(times) if b - a > 0.01)
         assert batches <= 8, f"{batches} batches for 25 events"
         assert sorted(str(v) for _at, v in published) == sorted(_vip(i) for i in range(1, 26))
+    finally:
+        stop()
+
+
+def test_after_a_batch_of_bulk_route_changes_the_next_gathers_longer(tmp_path: Path) -> None:
+    """100 withdrawals in one 0.1 s gather are 1,000 route changes a second, bulk
+    (``runtime.pace.BULK_RATE``): the next batch waits ``bulk_gather``. One change after
+    that is churn again, and the batch after it waits only ``gather``."""
+    gather, bulk = 0.1, 0.6
+    events, published, stop = _synced_thread(tmp_path, 200, gather, bulk)
+    bulk_batch = [_withdrawal(index) for index in range(1, 101)]
+    try:
+        time.sleep(gather)
+        published.clear()
+        _withdraw(events, 0)  # a lone change, taken at once; the thread then gathers
+        _wait_for(published, 1)
+        for event in bulk_batch:  # all waiting when the gather ends: one batch
+            events.put(event)
+        _wait_for(published, 101)
+        bulk_done = published[-1][0]
+        _withdraw(events, 101)
+        _wait_for(published, 102)
+        after_bulk = published[-1][0]
+        assert after_bulk - bulk_done >= bulk - gather, "the change after bulk did not wait"
+        _withdraw(events, 102)
+        _wait_for(published, 103)
+        assert published[-1][0] - after_bulk < bulk - gather, "churn waited as long as bulk"
     finally:
         stop()

@@ -516,3 +516,53 @@ def test_only_a_pass_that_took_messages_makes_the_next_one_wait_for_a_stream(
     monkeypatch.setattr(module.time, "sleep", lambda seconds: trace.append("sleep"))
     h.reconciler.run()
     assert trace[:4] == ["drain 0", "drain 1", "sleep", "drain 1"], trace
+
+
+def test_after_a_pass_of_bulk_route_changes_the_next_gathers_longer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pass that took route changes at ``BULK_RATE`` or faster lets the next gather for
+    ``BULK_GAP``; acks alone, or a few changes, keep ``PASS_GAP`` (runtime.pace)."""
+    import types
+
+    import kvip_bgp.runtime.reconciler as module
+    from kvip_bgp.runtime.pace import BULK_GAP
+    from kvip_bgp.runtime.reconciler import PASS_GAP
+
+    h = Harness(("kubernetes",), owned=set())
+    clock = [1000.0]  # the reconciler's own clock: it moves when the thread sleeps
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(round(seconds, 6))
+        clock[0] += seconds
+
+    fake = types.SimpleNamespace(
+        monotonic=lambda: clock[0], sleep=sleep, perf_counter=time.perf_counter, time=time.time
+    )
+    vips = [ipaddress.ip_address(f"10.30.0.{i}") for i in range(1, 101)]
+
+    def changes(vips: list[IPAddress]) -> list[Any]:
+        return [VipDesired("kubernetes", vip, advert(str(vip))) for vip in vips]
+
+    script: list[list[Any]] = [
+        changes(vips[:2]),  # a lone change or two: nothing before it to rate
+        changes(vips[2:40]),  # 38 in the next 20 ms: bulk
+        changes(vips[40:100]),  # 60 in 60 ms: still bulk
+        changes(vips[:1]),  # one in 60 ms: churn again
+        [],  # a timer's pass
+        [Stop(deadline=clock[0] + 1)],
+    ]
+
+    def drain(timeout: float | None = None) -> list[tuple[Any, Any]]:
+        return [(None, m) for m in (script.pop(0) if script else [])]
+
+    monkeypatch.setattr(module, "time", fake)
+    monkeypatch.setattr(h.inbox, "drain", drain)
+    h.reconciler.run()
+    assert sleeps == [PASS_GAP, BULK_GAP, BULK_GAP, PASS_GAP], sleeps
+    assert [event for event in h.addresses.events if event[0] == "bind"] == [
+        ("bind", 2),
+        ("bind", 38),
+        ("bind", 60),
+    ]

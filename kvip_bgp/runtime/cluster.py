@@ -57,6 +57,7 @@ from kvip_bgp.runtime.messages import (
     WriteRequest,
 )
 from kvip_bgp.runtime.metrics import Metrics
+from kvip_bgp.runtime.pace import Pace
 from kvip_bgp.runtime.reports import log_changes, report, report_conflict, want_status
 from kvip_bgp.runtime.snapshot import Snapshot
 
@@ -69,7 +70,8 @@ FIRST_PASS_CHUNK: Final = 1000  # Services decided between two publishes in the 
 # A stream of events (a burst of creates, EndpointSlice churn) is taken in batches at
 # most this often: each batch pays a fixed part (waking up, recomputing, logging,
 # publishing) that a batch per event pays per event. An event after a quiet spell is
-# taken at once, so a lone change is not delayed (docs/performance.md).
+# taken at once, so a lone change is not delayed; after a batch of bulk route changes
+# the next gathers longer (runtime.pace, docs/performance.md).
 GATHER: Final = 0.02
 
 
@@ -85,9 +87,11 @@ class ClusterState:
         write: Callable[[WriteRequest], None] | None = None,
         *,
         gather: float = GATHER,
+        bulk_gather: float | None = None,
     ) -> None:
         self._config = config
-        self._gather = gather
+        self._gather, self._bulk_gather = gather, bulk_gather  # see runtime.pace
+        self._published = 0  # VIPs published so far: how fast routes change
         self._events = events
         self._publish_vip = publish
         self._synced = synced
@@ -97,9 +101,9 @@ class ClusterState:
         self._c = ClusterCache(config.node_name)
 
     def run(self) -> None:
-        last_batch = -self._gather
+        pace = Pace(self._gather, self._bulk_gather)
         while True:
-            wait = last_batch + self._gather - time.monotonic()
+            wait = pace.wait(time.monotonic())
             if wait > 0:  # in a stream: let it gather (an explain or a stop waits too)
                 time.sleep(wait)
             try:
@@ -107,7 +111,7 @@ class ClusterState:
             except queue.Empty:
                 self._publish_status()
                 continue
-            last_batch = time.monotonic()
+            taken, published = time.monotonic(), self._published
             batch: list[StreamEvent | ClusterConfig | ClusterStop | ExplainRequest] = [first]
             while True:  # take everything already waiting: one recompute per burst
                 try:
@@ -137,6 +141,7 @@ class ClusterState:
             echoes = self._c.take_echoes()
             if affected or everything:
                 self._recompute(None if everything else affected, echoes)
+            pace.took(taken, self._published - published)
             c = self._c
             # A snapshot costs O(Services): with few Services publish after every batch,
             # at scale at most every STATUS_INTERVAL (a timeout above flushes the last).
@@ -351,9 +356,11 @@ class ClusterState:
             if advert is None:
                 if c.published.pop(vip, None) is not None:
                     self._publish_vip(vip, None)
+                    self._published += 1
             elif c.published.get(vip) != advert:
                 c.published[vip] = advert
                 self._publish_vip(vip, advert)
+                self._published += 1
             if not conflicts and not c.conflicts:
                 continue  # no conflict before or now: nothing to report or forget
             mine = frozenset(x for x in conflicts if x.vip == vip)

@@ -52,6 +52,7 @@ from kvip_bgp.runtime.messages import (
     VipDesired,
 )
 from kvip_bgp.runtime.metrics import Metrics
+from kvip_bgp.runtime.pace import Pace
 from kvip_bgp.runtime.reconciler_state import AddressBinder as AddressBinder
 from kvip_bgp.runtime.reconciler_state import ReconcilerState
 from kvip_bgp.runtime.reconciler_status import ReconcilerStatus as ReconcilerStatus
@@ -98,20 +99,20 @@ class Reconciler:
     def run(self) -> None:
         """Loop until a Stop has been carried out. Runs in the reconciler thread."""
         self.start(time.monotonic())
-        last_pass = 0.0
+        pace = Pace(PASS_GAP)
         while True:
-            # Passes back to back, one per message of a stream (a burst, churn and the
-            # acks), pay their fixed part per message: let such a stream gather for up to
-            # PASS_GAP after a pass that took messages. Not after a timer's pass (a lone
-            # change must not wait for it), nor between the chunks of a cold start's binds.
-            gap = last_pass + PASS_GAP - time.monotonic()
+            # A stream of messages (a burst, churn, the acks) gathers after a pass that
+            # took some (runtime.pace): not after a timer's pass (a lone change must not
+            # wait for it), nor between the chunks of a cold start's binds.
+            gap = pace.wait(time.monotonic())
             if gap > 0 and not self._s.bind_backlog:
                 time.sleep(gap)
             batch = self._inbox.drain(self.timeout(time.monotonic()))
-            if not self.step([message for _key, message in batch], time.monotonic()):
+            messages = [message for _key, message in batch]
+            if not self.step(messages, time.monotonic()):
                 return
-            if batch:
-                last_pass = time.monotonic()
+            if messages:
+                pace.took(time.monotonic(), sum(isinstance(m, VipDesired) for m in messages))
 
     def start(self, now: float) -> None:
         """Adopt the addresses and routes an earlier run left (before the first step)."""
