@@ -201,7 +201,11 @@ def test_refusals_reach_events_metrics_and_status_in_their_wire_form(tmp_path: P
 
 
 def _synced_thread(
-    tmp_path: Path, count: int, gather: float, bulk_gather: float | None = None
+    tmp_path: Path,
+    count: int,
+    gather: float,
+    bulk_gather: float | None = None,
+    on_bulk: Callable[[bool], None] = lambda bulk: None,
 ) -> tuple[queue.SimpleQueue[Any], list[tuple[float, IPAddress]], Callable[[], None]]:
     """A synced thread over ``count`` announced Services; its publishes, timed."""
     raw = daemon_config(tmp_path / "kubeconfig")
@@ -219,6 +223,7 @@ def _synced_thread(
         Snapshot(ClusterStatus()),
         gather=gather,
         bulk_gather=bulk_gather,
+        on_bulk=on_bulk,
     )
     names = [f"svc-{index:05d}" for index in range(count)]
     events.put(Listed("nodes", (parse_node(node()),), "1"))
@@ -286,10 +291,12 @@ def test_a_stream_of_events_is_taken_in_batches_and_a_lone_event_at_once(
 
 def test_after_a_batch_of_bulk_route_changes_the_next_gathers_longer(tmp_path: Path) -> None:
     """100 withdrawals in one 0.1 s gather are 1,000 route changes a second, bulk
-    (``runtime.pace.BULK_RATE``): the next batch waits ``bulk_gather``. One change after
-    that is churn again, and the batch after it waits only ``gather``."""
+    (``runtime.pace.BULK_RATE``): the next batch waits ``bulk_gather``, and the streams
+    are told. One change after that is churn again: the batch after it waits only
+    ``gather``, and the streams are told that too."""
     gather, bulk = 0.1, 0.6
-    events, published, stop = _synced_thread(tmp_path, 200, gather, bulk)
+    turns: list[bool] = []  # what the stream threads are told (kube.threads)
+    events, published, stop = _synced_thread(tmp_path, 200, gather, bulk, turns.append)
     bulk_batch = [_withdrawal(index) for index in range(1, 101)]
     try:
         time.sleep(gather)
@@ -307,5 +314,6 @@ def test_after_a_batch_of_bulk_route_changes_the_next_gathers_longer(tmp_path: P
         _withdraw(events, 102)
         _wait_for(published, 103)
         assert published[-1][0] - after_bulk < bulk - gather, "churn waited as long as bulk"
+        assert turns == [True, False]
     finally:
         stop()

@@ -31,12 +31,11 @@ CASES = [
 
 
 @pytest.mark.parametrize(("since", "changes", "gap"), CASES)
-def test_the_gap_follows_the_rate_of_route_changes(
-    since: float, changes: int, gap: float
-) -> None:
+def test_the_gap_follows_the_rate_of_route_changes(since: float, changes: int, gap: float) -> None:
     pace = Pace(0.02)
     pace.took(10.0, 1)  # the batch before
     pace.took(10.0 + since, changes)
+    assert pace.bulk is (gap == BULK_GAP)
     assert pace.wait(10.0 + since) == pytest.approx(gap)
     assert pace.wait(10.0 + since + gap / 2) == pytest.approx(gap / 2)  # time counts down
     assert pace.wait(10.0 + since + gap) == 0.0
@@ -58,6 +57,10 @@ def test_a_burst_that_ends_takes_the_short_gap_at_the_next_batch() -> None:
 def test_the_bulk_gap_is_never_shorter_than_the_gap() -> None:
     assert Pace(0.02).bulk_gap == BULK_GAP
     assert Pace(0.2).bulk_gap == 0.2  # a test's long gather: bulk gathers as long
+    long = Pace(0.2)
+    long.took(0.0, 1)
+    long.took(0.001, 100)
+    assert not long.bulk  # the same gap either way: nothing for the streams to follow
     assert Pace(0.02, bulk_gap=0.3).bulk_gap == 0.3
     assert Pace(0.02, bulk_rate=10).bulk_rate == 10
 

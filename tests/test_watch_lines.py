@@ -155,18 +155,27 @@ def _chunk(data: bytes) -> bytes:
 
 def test_a_read_with_whole_lines_waits_out_the_gather_window() -> None:
     sock = _Socket([_chunk(b"a\n"), _chunk(b"b\n") + _chunk(b"c\n"), b"0\r\n\r\n"])
-    reads = list(raw_reads(sock.read, sock.wait, sock.clock, gather=0.02))
+    reads = list(raw_reads(sock.read, sock.wait, sock.clock, gather=lambda: 0.02))
     assert reads == [[b"a"], [b"b", b"c"], [], []]
     # Each wait is the window less what passed since the read returned (nothing here);
     # none after the last chunk.
     assert sock.log == ["read", "wait 20", "read", "wait 20", "read"]
 
 
+def test_each_pause_takes_the_gather_window_of_its_moment() -> None:
+    """The cluster thread lengthens the window while it takes bulk changes
+    (``kube.threads``): a stream reads it at every pause, not once per watch."""
+    sock = _Socket([_chunk(b"a\n"), _chunk(b"b\n"), _chunk(b"c\n"), b"0\r\n\r\n"])
+    windows = iter([0.01, 0.04, 0.01])
+    assert len(list(raw_reads(sock.read, sock.wait, sock.clock, gather=lambda: next(windows)))) == 5
+    assert sock.log == ["read", "wait 10", "read", "wait 40", "read", "wait 10", "read"]
+
+
 def test_a_partial_line_or_a_full_read_is_followed_at_once() -> None:
     big = b"x" * READ_SIZE
     full = _chunk(b"y\n" + big + b"\n")
     sock = _Socket([_chunk(b"par"), _chunk(b"t\n"), full[:READ_SIZE], full[READ_SIZE:], b""])
-    reads = raw_reads(sock.read, sock.wait, sock.clock, gather=0.02)
+    reads = raw_reads(sock.read, sock.wait, sock.clock, gather=lambda: 0.02)
     assert next(reads) == []  # part of a line: no wait before the next read
     assert next(reads) == [b"part"]
     assert next(reads) == [b"y"]  # this read filled READ_SIZE: more is waiting
@@ -178,7 +187,7 @@ def test_a_partial_line_or_a_full_read_is_followed_at_once() -> None:
 
 def test_time_spent_on_the_events_counts_towards_the_window() -> None:
     sock = _Socket([_chunk(b"a\n"), b"0\r\n\r\n"])
-    reads = raw_reads(sock.read, sock.wait, sock.clock, gather=0.02)
+    reads = raw_reads(sock.read, sock.wait, sock.clock, gather=lambda: 0.02)
     assert next(reads) == [b"a"]
     sock.now += 0.015  # the caller took 15 ms over the events
     assert next(reads) == []
@@ -187,7 +196,7 @@ def test_time_spent_on_the_events_counts_towards_the_window() -> None:
 
 def test_stop_during_the_window_ends_the_reads() -> None:
     sock = _Socket([_chunk(b"a\n"), _chunk(b"b\n")], stop_after=1)
-    assert list(raw_reads(sock.read, sock.wait, sock.clock, gather=0.02)) == [[b"a"]]
+    assert list(raw_reads(sock.read, sock.wait, sock.clock, gather=lambda: 0.02)) == [[b"a"]]
     assert sock.log == ["read", "wait 20"]
 
 
@@ -196,7 +205,9 @@ def test_reads_go_on_while_more_is_waiting() -> None:
     every event: while more is waiting they are read at once, gathered into one batch."""
     sock = _Socket([_chunk(b"a\n"), _chunk(b"b\n"), _chunk(b"c\n"), _chunk(b"d\n")])
     waiting = iter([True, True, False])
-    reads = raw_reads(sock.read, sock.wait, sock.clock, gather=0.02, waiting=lambda: next(waiting))
+    reads = raw_reads(
+        sock.read, sock.wait, sock.clock, gather=lambda: 0.02, waiting=lambda: next(waiting)
+    )
     assert next(reads) == [b"a", b"b", b"c"]
     assert sock.log == ["read", "read", "read"]
 
@@ -204,7 +215,7 @@ def test_reads_go_on_while_more_is_waiting() -> None:
 def test_reads_that_fill_read_size_stop_there() -> None:
     half = _chunk(b"x" * (READ_SIZE // 2 + 100) + b"\n")  # two exceed READ_SIZE
     sock = _Socket([half, half, half, b"0\r\n\r\n"])
-    reads = raw_reads(sock.read, sock.wait, sock.clock, gather=0.02, waiting=lambda: True)
+    reads = raw_reads(sock.read, sock.wait, sock.clock, gather=lambda: 0.02, waiting=lambda: True)
     first = next(reads)
     assert len(first) == 1 and sock.log == ["read", "read"]  # one whole, part of the next
     assert sock.pieces[0] == half[READ_SIZE - len(half) :]  # the rest of the second, next

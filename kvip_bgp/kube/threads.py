@@ -22,7 +22,7 @@ from kvip_bgp.domain.objects import ObjectKey
 from kvip_bgp.kube.allocator import Allocator
 from kvip_bgp.kube.client import Configuration, new_api_client
 from kvip_bgp.kube.lease import LeaseSettings
-from kvip_bgp.kube.watch import ResourceStream, WatchTimeouts, resources
+from kvip_bgp.kube.watch import BULK_GATHER, GATHER, ResourceStream, WatchTimeouts, resources
 from kvip_bgp.kube.writer import ClusterWriter
 from kvip_bgp.runtime.allocation import AllocationStatus
 from kvip_bgp.runtime.cluster import ClusterState
@@ -112,6 +112,9 @@ def start_kubernetes(
         ),
     )
     writer.start()
+    # How long a busy watch gathers between reads: longer while the cluster thread
+    # takes bulk changes (see watch.GATHER).
+    gather: Snapshot[float] = Snapshot(GATHER)
     cluster = ClusterState(
         config,
         events,
@@ -120,6 +123,7 @@ def start_kubernetes(
         metrics,
         status,
         write=lambda request: writes.put(ClusterWriter.key(request), request),
+        on_bulk=lambda bulk: gather.publish(BULK_GATHER if bulk else GATHER),
     )
     cluster_thread = threading.Thread(target=cluster.run, name="cluster-state", daemon=True)
     cluster_thread.start()
@@ -130,6 +134,7 @@ def start_kubernetes(
             events.put,
             lambda res, why: metrics.watch_restarts.labels(res, why).inc(),
             WatchTimeouts(read_seconds=config.kubernetes.watch_read_timeout),
+            gather.read,
         )
         stream.start()
         streams.append(stream)

@@ -84,10 +84,11 @@ def resources(configuration: Configuration, node_name: str) -> tuple[Resource, .
     )
 
 
-# Seconds between two reads of a busy watch (see raw_reads). The cluster thread gathers
-# for 20 ms after it, so the reads gather for less: 10 ms cost no more CPU than 20 and
-# took ~6 ms off flip p99 at 2,000 EndpointSlice writes/s (docs/performance.md).
+# Seconds between two reads of a busy watch (raw_reads): less than the cluster thread's
+# 20 ms (10 cost no more CPU than 20, took ~6 ms off flip p99 at 2,000 writes/s), and
+# more while it takes bulk changes every 60 ms (runtime.pace; docs/performance.md).
 GATHER: Final = 0.01
+BULK_GATHER: Final = 0.04
 READ_SIZE: Final = 1 << 16
 
 
@@ -95,7 +96,7 @@ def raw_reads(
     read: Callable[[int], bytes],
     wait: Callable[[float], bool],
     clock: Callable[[], float] = time.monotonic,
-    gather: float = GATHER,
+    gather: Callable[[], float] = lambda: GATHER,
     waiting: Callable[[], bool] = lambda: False,
 ) -> Iterator[list[bytes]]:
     """The lines of a chunked watch body read by ``read``, a list per read.
@@ -103,7 +104,7 @@ def raw_reads(
     Why gather: in a burst every event used to cost a wake-up, a socket read and a trip
     through urllib3 of its own, and with cold caches that was most of a stream thread's
     CPU. Here one read takes all the socket holds, and a read that gave whole lines is
-    followed by the next no sooner than ``gather`` after it, so events that arrive
+    followed by the next no sooner than ``gather()`` after it, so events that arrive
     meanwhile wait in the socket and come in one read. An event after a quiet spell is
     read at once; a read that gave only part of a line, or filled ``READ_SIZE`` (more is
     waiting), is followed at once. ``wait`` sleeps and says whether to stop.
@@ -122,7 +123,7 @@ def raw_reads(
         batch = lines.feed(body.feed(data))
         yield batch
         if batch and len(data) < READ_SIZE and not body.done:
-            pause = done_at + gather - clock()
+            pause = done_at + gather() - clock()
             if pause > 0 and wait(pause):
                 return
     yield lines.rest()
@@ -186,12 +187,13 @@ class ResourceStream(threading.Thread):
         deliver: Callable[[StreamEvent], None],
         on_restart: Callable[[str, str], None],
         timeouts: WatchTimeouts = WatchTimeouts(),
+        gather: Callable[[], float] = lambda: GATHER,
     ) -> None:
         super().__init__(name=f"stream-{resource.name}", daemon=True)
         self.resource = resource
         self._deliver = deliver
         self._on_restart = on_restart
-        self._timeouts = timeouts
+        self._timeouts, self._gather = timeouts, gather  # see raw_reads
         self._stopping = threading.Event()
         self._interrupt_lock = threading.Lock()
         # The watch response being read, set and cleared by the stream thread only.
@@ -322,10 +324,11 @@ class ResourceStream(threading.Thread):
         try:
             if self._stopping.is_set():  # stop came before the response was published
                 return resource_version
+            stop, gather = self._stopping.wait, self._gather
             reads = (
                 chunk_reads(response)
                 if body is None
-                else raw_reads(body.read1, self._stopping.wait, waiting=readable(body))
+                else raw_reads(body.read1, stop, gather=gather, waiting=readable(body))
             )
             for lines in reads:
                 for line in lines:

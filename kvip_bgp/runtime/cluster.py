@@ -88,9 +88,11 @@ class ClusterState:
         *,
         gather: float = GATHER,
         bulk_gather: float | None = None,
+        on_bulk: Callable[[bool], None] = lambda bulk: None,
     ) -> None:
         self._config = config
         self._gather, self._bulk_gather = gather, bulk_gather  # see runtime.pace
+        self._on_bulk = on_bulk  # called when the gap turns bulk, and back (the streams)
         self._published = 0  # VIPs published so far: how fast routes change
         self._events = events
         self._publish_vip = publish
@@ -141,7 +143,10 @@ class ClusterState:
             echoes = self._c.take_echoes()
             if affected or everything:
                 self._recompute(None if everything else affected, echoes)
+            bulk = pace.bulk
             pace.took(taken, self._published - published)
+            if pace.bulk != bulk:
+                self._on_bulk(pace.bulk)
             c = self._c
             # A snapshot costs O(Services): with few Services publish after every batch,
             # at scale at most every STATUS_INTERVAL (a timeout above flushes the last).

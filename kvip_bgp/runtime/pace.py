@@ -48,3 +48,8 @@ class Pace:
         self._at = now
         bulk = changes > 0 and changes >= self.bulk_rate * since
         self._next = self.bulk_gap if bulk else self.gap
+
+    @property
+    def bulk(self) -> bool:
+        """Whether the next batch gathers for ``bulk_gap``: the last one was bulk."""
+        return self._next == self.bulk_gap and self._next != self.gap
