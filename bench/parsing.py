@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import io
 import json
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -50,13 +50,19 @@ class _Listing:
 
 
 class _Inner:
-    """``http.client``'s response as ``watch.raw_body`` expects it before the body."""
+    """``http.client``'s response as ``watch.raw_body`` expects it before the body.
+
+    Its ``fp`` is a file, not a ``BytesIO``: the stream thread polls the descriptor to
+    read on while more waits (``watch.readable``), and a file is always readable, as
+    a socket is that holds the rest of a burst."""
 
     chunked = True
     chunk_left = None
 
     def __init__(self, body: bytes) -> None:
-        self.fp = io.BytesIO(body)
+        self.fp = tempfile.TemporaryFile()  # noqa: SIM115 (closed by the response)
+        self.fp.write(body)
+        self.fp.seek(0)
 
     def close(self) -> None:
         pass
@@ -75,7 +81,7 @@ class _Watching:
         pass
 
     def close(self) -> None:
-        pass
+        self._fp.fp.close()
 
 
 class _Resource:
