@@ -224,7 +224,15 @@ def test_incremental_routes_and_decisions_are_those_decided_afresh(
     status = Snapshot(ClusterStatus())
     events_queue: queue.SimpleQueue[Any] = Batches([*batches, [ClusterStop()]])
     state = ClusterState(
-        CONFIG, events_queue, publish, lambda: None, Metrics(), status, writes.append, gather=0
+        CONFIG,
+        events_queue,
+        publish,
+        lambda: None,
+        Metrics(),
+        status,
+        writes.append,
+        gather=0,
+        bulk_gather=0,
     )
     state.run()
     # Keeping the decision of a Service whose status alone changed asks for what
@@ -241,6 +249,7 @@ def test_incremental_routes_and_decisions_are_those_decided_afresh(
             Snapshot(ClusterStatus()),
             afresh.append,
             gather=0,
+            bulk_gather=0,
         ).run()
     assert _per_service(writes) == _per_service(afresh)
 
@@ -276,6 +285,7 @@ def _run(
         status,
         None if writes is None else writes.append,
         gather=0,
+        bulk_gather=0,
     ).run()
     return published
 
