@@ -317,16 +317,27 @@ def test_static_only_daemon_never_imports_kubernetes(tmp_path: Path) -> None:
         seen = {{}}
 
         def probe():
+            # The HTTP server starts after the sources: ask until it answers. Stop the
+            # daemon whatever happened, so that a failure is reported, not a hang.
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                status = daemon.reconciler_status.read()
-                if status.all_synced and status.synced_sources:
-                    break
-                time.sleep(0.05)
-            with urllib.request.urlopen("http://127.0.0.1:{port}/status", timeout=5) as r:
-                seen["status"] = json.load(r)
-            seen["running"] = "kubernetes" in sys.modules
-            os.kill(os.getpid(), signal.SIGTERM)
+            try:
+                while time.monotonic() < deadline:
+                    status = daemon.reconciler_status.read()
+                    if status.all_synced and status.synced_sources:
+                        break
+                    time.sleep(0.05)
+                while "status" not in seen:
+                    try:
+                        url = "http://127.0.0.1:{port}/status"
+                        with urllib.request.urlopen(url, timeout=5) as r:
+                            seen["status"] = json.load(r)
+                    except OSError:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.05)
+                seen["running"] = "kubernetes" in sys.modules
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)
 
         threading.Thread(target=probe).start()
         code = Daemon.run(daemon)
