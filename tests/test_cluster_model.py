@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import queue
+from collections.abc import Callable
 from typing import Any
 from unittest import mock
 
@@ -223,33 +224,17 @@ def test_incremental_routes_and_decisions_are_those_decided_afresh(
     writes: list[WriteRequest] = []
     status = Snapshot(ClusterStatus())
     events_queue: queue.SimpleQueue[Any] = Batches([*batches, [ClusterStop()]])
-    state = ClusterState(
-        CONFIG,
-        events_queue,
-        publish,
-        lambda: None,
-        Metrics(),
-        status,
-        writes.append,
-        gather=0,
-        bulk_gather=0,
-    )
-    state.run()
+    _state(events_queue, publish, status, writes.append).run()
     # Keeping the decision of a Service whose status alone changed asks for what
     # deciding it again asks for: the same statuses and Events, for each Service in the
     # same order (the order across Services within a batch is a set's either way).
     afresh: list[WriteRequest] = []
     with mock.patch.object(ClusterCache, "take_echoes", _no_echoes):
-        ClusterState(
-            CONFIG,
+        _state(
             Batches([*batches, [ClusterStop()]]),
             lambda vip, advert: None,
-            lambda: None,
-            Metrics(),
             Snapshot(ClusterStatus()),
             afresh.append,
-            gather=0,
-            bulk_gather=0,
         ).run()
     assert _per_service(writes) == _per_service(afresh)
 
@@ -276,18 +261,20 @@ def _run(
 
     events_queue: queue.SimpleQueue[Any] = Batches([*batches, [ClusterStop()]])
     status = Snapshot(ClusterStatus())
-    ClusterState(
-        CONFIG,
-        events_queue,
-        publish,
-        lambda: None,
-        Metrics(),
-        status,
-        None if writes is None else writes.append,
-        gather=0,
-        bulk_gather=0,
-    ).run()
+    _state(events_queue, publish, status, None if writes is None else writes.append).run()
     return published
+
+
+def _state(
+    events: queue.SimpleQueue[Any],
+    publish: Callable[[IPAddress, Advertisement | None], None],
+    status: Snapshot[ClusterStatus],
+    write: Callable[[WriteRequest], None] | None,
+) -> ClusterState:
+    """The thread's state over scripted batches, taken back to back (no gathering)."""
+    return ClusterState(
+        CONFIG, events, publish, lambda: None, Metrics(), status, write, gather=0, bulk_gather=0
+    )
 
 
 def test_a_service_changed_while_waiting_for_endpoints_is_prepared_again() -> None:
