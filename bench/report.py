@@ -148,9 +148,9 @@ def cpu_table(results: Sequence[Result]) -> str:
 def churn_table(results: Sequence[Result]) -> str:
     rows = [
         "| N | rate /s (achieved, connections) | s | flips | CPU kvip-bgp % | CPU ExaBGP % | "
-        "CPU fake API % | machine busy % | flip p50/p99/max ms | missed | max queue depth | "
-        "FRR exact |",
-        "|" + "---|" * 12,
+        "CPU fake API % | machine busy % | flip p50/p99/max ms | on the wire p50/p99/max ms | "
+        "missed | max queue depth | FRR exact |",
+        "|" + "---|" * 13,
     ]
     for r in results:
         for c in r.churn:
@@ -160,6 +160,7 @@ def churn_table(results: Sequence[Result]) -> str:
                 f"{fmt(c.cpu_kvip_pct, 1)} | {fmt(c.cpu_exabgp_pct, 1)} | "
                 f"{fmt(c.cpu_api_pct, 1)} | {fmt(c.machine_busy_pct, 0)} | "
                 f"{fmt(c.flip_p50_ms, 1)} / {fmt(c.flip_p99_ms, 1)} / {fmt(c.flip_max_ms, 1)} | "
+                f"{fmt(c.wire_p50_ms, 1)} / {fmt(c.wire_p99_ms, 1)} / {fmt(c.wire_max_ms, 1)} | "
                 f"{c.flips_missed} | {c.max_queue_depth:g} | "
                 f"{'yes' if c.frr_exact else f'no ({c.frr_wrong} wrong)'} |"
             )
@@ -233,6 +234,7 @@ def churn_metrics(rates: Sequence[float]) -> list[Metric]:
             (f"{prefix}_cpu_api_pct", f"{rate:g}/s: CPU fake API %", 1),
             (f"{prefix}_machine_busy_pct", f"{rate:g}/s: machine busy, % of all cores", 0),
             (f"{prefix}_flip_p99_ms", f"{rate:g}/s: flip p99 ms", 1),
+            (f"{prefix}_wire_p99_ms", f"{rate:g}/s: flip p99 on the wire ms", 1),
             (f"{prefix}_max_queue_depth", f"{rate:g}/s: max queue depth", 0),
         ]
     return metrics

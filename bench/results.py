@@ -35,6 +35,11 @@ class ChurnResult:
     flip_p50_ms: float = float("nan")
     flip_p99_ms: float = float("nan")
     flip_max_ms: float = float("nan")
+    # The same flips as they reached the receiver's interface (bench/wire.py), before the
+    # receiver's own ExaBGP parsed them.
+    wire_p50_ms: float = float("nan")
+    wire_p99_ms: float = float("nan")
+    wire_max_ms: float = float("nan")
     flips_missed: int = 0
     max_queue_depth: float = float("nan")
     frr_exact: bool = False

@@ -358,6 +358,8 @@ class ReceiverLog:
     events: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
     present: set[str] = field(default_factory=set)
     states: list[tuple[float, str]] = field(default_factory=list)
+    # The same UPDATEs stamped as they reached the receiver's interface (bench/wire.py).
+    wire: ReceiverLog | None = None
     _cond: threading.Condition = field(default_factory=threading.Condition)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -430,7 +432,14 @@ def start_receiver(scenario: Scenario) -> ReceiverLog:
     workdir.mkdir(exist_ok=True)
     out = workdir / "updates.log"
     out.unlink(missing_ok=True)
-    log = ReceiverLog(out)
+    wire = ReceiverLog(workdir / "wire.log")
+    wire.start()
+    lab.popen(  # before the session opens: the capture needs its SYN
+        lab.namespaces["rcv"],
+        [sys.executable, str(BENCH_DIR / "wire.py"), "rcv1", RCV_LOCAL, str(wire.path)],
+        stderr=subprocess.DEVNULL,
+    )
+    log = ReceiverLog(out, wire=wire)
     log.start()
     conf = workdir / "exabgp.conf"
     helper = f"{sys.executable} {BENCH_DIR / 'receiver.py'} {out}"
@@ -463,6 +472,7 @@ neighbor {RCV_LOCAL} {{
     )
     lab.on_exit(logfile.close)
     lab.on_exit(log.stop)
+    lab.on_exit(wire.stop)
     return log
 
 
@@ -935,6 +945,9 @@ def phase_churn(
         flips = [
             (f"{vip(w.index)}/32", w.flip, at) for w, at in zip(writes, sent, strict=True) if w.flip
         ]
+        if args.keep:  # each flip's write, for whoever follows it through the lab's logs
+            kept = scenario.lab.workdir / f"flips-{rate:g}.log"
+            kept.write_text("".join(f"{at} {kind} {prefix}\n" for prefix, kind, at in flips))
         churn.machine_busy_pct = busy_share(busy_before, busy_after)
         if "fake-api" in roles:
             churn.cpu_api_pct = 100 * (after["fake-api"] - before["fake-api"]) / elapsed
@@ -944,17 +957,30 @@ def phase_churn(
         churn.cpu_exabgp_pct = 100 * (after["exabgp"] - before["exabgp"]) / elapsed
         churn.max_queue_depth = depth[0]
         latencies: list[float] = []
+        on_wire: list[float] | None = [] if receiver.wire is not None else None
         for prefix, kind, written in flips:
             try:
                 latencies.append(receiver.arrival(prefix, kind, written, 10.0) - written)
             except TimeoutError:
                 churn.flips_missed += 1
+                continue
+            try:  # the receiver had it, so the wire saw it before
+                if on_wire is not None and receiver.wire is not None:
+                    on_wire.append(receiver.wire.arrival(prefix, kind, written, 1.0) - written)
+            except TimeoutError:
+                say(f"the wire capture missed {kind} {prefix}: no wire latency for this row")
+                on_wire = None
         latencies.sort()
         churn.flips = len(flips)
         if latencies:
             churn.flip_p50_ms = 1000 * percentile(latencies, 50)
             churn.flip_p99_ms = 1000 * percentile(latencies, 99)
             churn.flip_max_ms = 1000 * latencies[-1]
+        if on_wire:
+            on_wire.sort()
+            churn.wire_p50_ms = 1000 * percentile(on_wire, 50)
+            churn.wire_p99_ms = 1000 * percentile(on_wire, 99)
+            churn.wire_max_ms = 1000 * on_wire[-1]
         expected = {f"{vip(i)}/32" for i in cluster} | {f"{vip(i)}/32" for i in local if ready[i]}
         wait_prefixes(scenario.frr, len(expected), 30.0, scenario.assert_daemon_alive)
         time.sleep(1.0)
@@ -967,7 +993,9 @@ def phase_churn(
             f"{churn.cpu_exabgp_pct:.1f}%, fake API {churn.cpu_api_pct:.1f}% of a core, machine "
             f"{churn.machine_busy_pct:.0f}% busy; flips p50/p99/max "
             f"{fmt(churn.flip_p50_ms, 1)}/{fmt(churn.flip_p99_ms, 1)}/"
-            f"{fmt(churn.flip_max_ms, 1)} ms ({churn.flips_missed} missed); max queue depth "
+            f"{fmt(churn.flip_max_ms, 1)} ms ({churn.flips_missed} missed), on the wire "
+            f"{fmt(churn.wire_p50_ms, 1)}/{fmt(churn.wire_p99_ms, 1)}/"
+            f"{fmt(churn.wire_max_ms, 1)} ms; max queue depth "
             f"{churn.max_queue_depth:g}; FRR exact: {churn.frr_exact} ({churn.frr_wrong} wrong)"
         )
     stop_daemon(scenario, result)
@@ -1270,7 +1298,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "as a DaemonSet's pod: in-cluster env and service-account files, HTTPS only "
         "(needs --api process)",
     )
-    parser.add_argument("--keep", action="store_true", help="keep the lab's work directory")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the lab's work directory; the churn rows also leave there each flip's "
+        "write time (flips-RATE.log) beside the receiver's updates.log and wire.log",
+    )
     parser.add_argument("--profile", type=Path, help="also write py-spy raw profiles here")
     # receiver_of: shared by the latency and churn phases; start_api: the fake API;
     # source: the checkout whose daemon runs (run_versions).

@@ -65,6 +65,9 @@ def test_bench_small_n(lab_required: None, tmp_path: Path) -> None:
     assert churn["writes"] == 40 and churn["flips"] == 4 and churn["flips_missed"] == 0
     assert churn["frr_exact"], churn
     assert churn["flip_p50_ms"] <= churn["flip_p99_ms"] <= churn["flip_max_ms"]
+    # The wire capture saw each flip, and before the receiver's ExaBGP had parsed it.
+    assert 0 < churn["wire_p50_ms"] <= churn["wire_p99_ms"] <= churn["wire_max_ms"]
+    assert churn["wire_max_ms"] <= churn["flip_max_ms"]
     assert math.isfinite(churn["cpu_kvip_pct"]) and churn["max_queue_depth"] >= 0
     assert 0 < churn["machine_busy_pct"] <= 100 and churn["cpu_api_pct"] > 0, churn
     assert len(list(tmp_path.glob("bench-*.csv"))) == 1
