@@ -386,6 +386,63 @@ def test_a_withdraw_is_repeated_once_at_the_next_resync() -> None:
         assert not h.reconciler.step([Stop(deadline=time.monotonic() + 2)], 4 * RESYNC_INTERVAL)
 
 
+def test_the_resync_withdraws_once_more_a_chunk_a_pass() -> None:
+    """Under churn a resync has ~1,000 VIPs to withdraw again; in one pass that held every
+    flip behind them in ExaBGP for ~200 ms. A chunk a pass, after the pass's own changes,
+    the next one a gap later even if nothing else wakes the reconciler."""
+    from kvip_bgp.bgp.rewithdraw import CHUNK, GAP
+
+    h = Harness(("kubernetes",), owned=set())
+    h.connect()
+    h.reconciler.start(0.0)
+    try:
+        vips = [ipaddress.ip_address("198.51.100.0") + i for i in range(2 * CHUNK + 10)]
+        post(h.inbox, SourceSynced("kubernetes"))
+        for vip in vips:
+            post(h.inbox, VipDesired("kubernetes", vip, advert(str(vip))))
+        h.pump(0.0)
+        h.ack(len(h.lines(wait=0.05)))
+        for vip in vips:
+            post(h.inbox, VipDesired("kubernetes", vip, None))
+        h.pump(1.0)
+        h.ack(len(h.lines(wait=0.05)))
+        back, lone = vips[CHUNK + 3], ipaddress.ip_address("198.51.100.250")
+        post(h.inbox, VipDesired("kubernetes", back, advert(str(back))))  # desired again
+        h.pump(2.0)
+        h.ack(len(h.lines(wait=0.05)))
+        gone = set(map(str, vips)) - {str(back)}
+
+        def withdrawn_again(lines: list[str]) -> list[str]:
+            withdrawals = [line for line in lines if line.startswith("withdraw")]
+            return [
+                p.split("/")[0] for line in withdrawals for p in line.split(" nlri ")[1].split()
+            ]
+
+        now = RESYNC_INTERVAL + 1.0
+        post(h.inbox, VipDesired("kubernetes", lone, advert(str(lone))))  # the pass's change
+        h.pump(now)
+        lines = h.lines(wait=0.05)
+        assert lines[0] == "announce attributes next-hop self nlri 198.51.100.250/32"
+        chunks = [withdrawn_again(lines[1:])]
+        assert len(chunks[0]) == CHUNK
+        assert h.reconciler.timeout(now) == pytest.approx(GAP)
+        h.ack(len(lines))
+        h.pump(now + GAP / 2)  # too soon: nothing
+        assert h.lines(wait=0.05) == []
+        while h.reconciler.timeout(now) < 1.0:
+            now += GAP
+            h.pump(now)
+            lines = h.lines(wait=0.05)
+            h.ack(len(lines))
+            chunks.append(withdrawn_again(lines))
+        assert [len(c) for c in chunks] == [CHUNK, CHUNK, 9]
+        assert sorted(v for c in chunks for v in c) == sorted(gone)  # each once, not the one back
+        h.pump(2 * RESYNC_INTERVAL + 2)  # the next resync: nothing withdrawn since
+        assert h.lines(wait=0.1) == []
+    finally:
+        assert not h.reconciler.step([Stop(deadline=time.monotonic() + 2)], 4 * RESYNC_INTERVAL)
+
+
 def test_message_key_refuses_a_type_it_does_not_know() -> None:
     # A new message type must not silently coalesce with Stop (or anything else).
     from kvip_bgp.runtime.messages import message_key

@@ -24,6 +24,7 @@ from kvip_bgp.bgp.commands import (
     withdraw_commands,
 )
 from kvip_bgp.bgp.difference import PendingVips
+from kvip_bgp.bgp.rewithdraw import Rewithdrawals
 from kvip_bgp.bgp.sent import record_sent
 from kvip_bgp.domain.config import Config
 from kvip_bgp.domain.model import Advertisement, IPAddress, address_order, host_prefix
@@ -40,6 +41,7 @@ from kvip_bgp.runtime.messages import (
 )
 from kvip_bgp.runtime.metrics import Metrics
 
+Vips = Set[IPAddress]
 log = structlog.get_logger("kvip_bgp.reconciler")  # the reconciler's events, either output
 
 # ExaBGP acks a command once parsed, not once its UPDATE is on the wire, and its API has
@@ -73,9 +75,7 @@ class ExabgpAnnouncer:
         self._writer: ApiWriter | None = None
         self._eor_pending: set[str] = set()
         self._announced_ever: set[IPAddress] = set()
-        # Withdrawn since the last resync: withdrawn once more at the resync (see resync).
-        self._recently_withdrawn: set[IPAddress] = set()
-        self._again: set[IPAddress] = set()
+        self._again = Rewithdrawals()  # the resync's safety net (bgp/rewithdraw.py)
         self._pending = PendingVips()  # which VIPs the next pass compares
         self._changes = 0  # see changes()
         self._backoff = Backoff(INITIAL_BACKOFF, MAX_BACKOFF, INITIAL_BACKOFF)
@@ -123,13 +123,7 @@ class ExabgpAnnouncer:
                 assert_never(message)
 
     def resync(self) -> None:
-        # Safety net. ExaBGP 5.0.15 could send two queued changes of one prefix out of
-        # order (a withdrawn route stayed at the peer); bgp/exabgp.py fixes that, and a
-        # second withdraw of a prefix that is gone is a no-op for the peer, so what was
-        # withdrawn since the last resync is still withdrawn again.
-        self._again = self._recently_withdrawn - set(self._applied)
-        self._maybe_present |= self._again
-        self._recently_withdrawn = set()
+        self._again.resync(self._applied)  # withdrawn once more, a chunk a pass
         self._pending.everything()
 
     def set(
@@ -140,17 +134,16 @@ class ExabgpAnnouncer:
         now: float,
         changed: Set[IPAddress] | None = None,
     ) -> None:
-        again, self._again = self._again, set()
         self._pending.add(changed)
         if self._writer is None or not self._backoff.ready(now):
             return
         announce, withdraw = self._pending.take(
             desired, self._applied, self._maybe_present, held, synced
         )
-        if announce or withdraw:
+        again = self._again.take(desired.keys(), self._applied.keys(), now) if synced else set()
+        if announce or withdraw or again:
             self._changes += 1
-        self._send_routes(announce, withdraw, synced and not held)
-        self._recently_withdrawn -= again  # once more is enough
+        self._send_routes(announce, withdraw, synced and not held, again - withdraw)
 
     def withdraw_all(self, deadline: float, receive: Receive) -> None:
         """Withdraw every route, wait for ExaBGP's acks and its send, then let go."""
@@ -199,7 +192,10 @@ class ExabgpAnnouncer:
         return self._writer is not None
 
     def wake_at(self) -> float | None:
-        return self._backoff.until if self._backoff.until > 0 else None
+        again = self._again.wake_at() if self._writer is not None else None
+        if self._backoff.until > 0:  # nothing is sent before the retry
+            return self._backoff.until if again is None else max(again, self._backoff.until)
+        return again
 
     def take_errors(self) -> list[str]:
         errors, self._errors = self._errors, []
@@ -362,8 +358,9 @@ class ExabgpAnnouncer:
         return announce_commands(routes, self._config.bgp.asn, policy)
 
     def _send_routes(
-        self, announce: list[Advertisement], withdraw: Set[IPAddress], complete: bool
+        self, announce: list[Advertisement], withdraw: Vips, complete: bool, again: Vips
     ) -> None:
+        """This pass's changes, then ``again``: withdrawn once more (bgp/rewithdraw.py)."""
         commands = self._replay_commands(set(withdraw))
         if withdraw:
             commands += withdraw_commands([host_prefix(v) for v in withdraw], self._next_hops)
@@ -374,6 +371,8 @@ class ExabgpAnnouncer:
         )
         for peer in eor_peers:
             commands += end_of_rib_commands(peer)
+        if again:
+            commands += withdraw_commands([host_prefix(v) for v in again], self._next_hops)
         if not commands:  # e.g. a family no peer takes: not applied, looked at again
             self._pending.add({a.vip for a in announce} | withdraw)
             return
@@ -387,7 +386,7 @@ class ExabgpAnnouncer:
         for vip in withdraw:
             self._applied.pop(vip, None)
             self._maybe_present.discard(vip)
-        self._recently_withdrawn |= withdraw
+        self._again.withdrawn(withdraw)
         self._applied.update(sent := {advert.vip: advert for advert in announce})  # 1 hash each
         if self._maybe_present:
             self._maybe_present.difference_update(sent)
