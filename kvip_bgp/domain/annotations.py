@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from typing import Final
 
 from kvip_bgp.domain.model import (
@@ -28,6 +29,8 @@ MAX_ANNOTATION_LENGTH: Final = 1024
 # regex search, not a Python generator over every character of every annotation value.
 _CONTROL_CHARACTERS: Final = re.compile(r"[\x00-\x1f\x7f]")
 MAX_VIPS_PER_SERVICE: Final = 16
+# The VIP annotations, ours before kube-vip's (service_vips).
+_VIP_ANNOTATIONS: Final = (PREFIX + "loadbalancerIPs", KUBE_VIP_PREFIX + "loadbalancerIPs")
 _ATTRIBUTE_ANNOTATIONS: Final = frozenset(
     PREFIX + name
     for name in ("communities", "large-communities", "local-preference", "med", "as-path-prepend")
@@ -68,6 +71,17 @@ def _split(annotation: str, value: str) -> list[str]:
 
 
 def parse_vip_list(annotation: str, value: str) -> tuple[IPAddress, ...]:
+    """The distinct addresses of a comma list, in order; ``AnnotationError`` if bad.
+
+    A value that ``inet_pton`` takes as IPv4 whole (nearly every VIP annotation: one
+    plain address) is that address alone: such a value has no comma, space, control
+    character or zone, so the checks below would pass it unchanged (``parse_ip``);
+    ~0.5 us of a decision's ~5 us. Anything else takes the general path.
+    """
+    try:
+        return (ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, value)),)
+    except (OSError, ValueError):
+        pass
     items = _split(annotation, value)
     if len(items) > MAX_VIPS_PER_SERVICE:
         raise AnnotationError(annotation, f"more than {MAX_VIPS_PER_SERVICE} addresses")
@@ -147,8 +161,7 @@ def service_vips(
     MetalLB's controller may have written it). ``allocated_only`` (pools are configured):
     the status alone, which the allocator writes once it has checked the request.
     """
-    requests = (PREFIX + "loadbalancerIPs", KUBE_VIP_PREFIX + "loadbalancerIPs")
-    for name in () if allocated_only else requests:
+    for name in () if allocated_only else _VIP_ANNOTATIONS:
         raw = service.annotation(name)
         if raw is not None:
             return parse_vip_list(name, raw), f"annotation {name}"

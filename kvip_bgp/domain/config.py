@@ -58,6 +58,21 @@ class BgpConfig:
     graceful_restart: int = 120
     peers: tuple[Peer, ...] = ()
 
+    @cached_property
+    def peer_addresses(self) -> frozenset[IPAddress]:
+        """Every peer's address and local address: no VIP may be one of them.
+
+        One set lookup per VIP, where comparing it with each peer's two addresses cost
+        two ``ipaddress`` comparisons in Python per peer (the policy checks every VIP of
+        every Service). Derived from frozen fields only, never stale; not a field.
+        """
+        return frozenset(
+            address
+            for peer in self.peers
+            for address in (peer.address, peer.local_address)
+            if address is not None
+        )
+
 
 @dataclass(frozen=True)
 class AllowedRange:

@@ -124,7 +124,15 @@ class NodeInfo:
     not once per VIP: the policy checks every VIP of every Service against them."""
 
     def label(self, name: str) -> str | None:
-        return dict(self.labels).get(name)
+        """The label's value (the last, as a dict of them would keep it), or None.
+
+        A scan, not ``dict(self.labels)``: the policy asks for one label per Service
+        decided, and building the dict cost more than looking.
+        """
+        for key, value in reversed(self.labels):
+            if key == name:
+                return value
+        return None
 
 
 def _map(value: Any) -> Mapping[str, Any]:

@@ -60,7 +60,13 @@ class ServiceDecision:
     announced: tuple[IPAddress, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "announced", tuple(v.vip for v in self.verdicts if v.announce))
+        verdicts = self.verdicts
+        if len(verdicts) == 1:  # nearly every Service: no generator (~0.25 us of ~1 us)
+            only = verdicts[0]
+            announced: tuple[IPAddress, ...] = (only.vip,) if only.announce else ()
+        else:
+            announced = tuple([v.vip for v in verdicts if v.announce])
+        object.__setattr__(self, "announced", announced)
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,7 @@ def address_refusal(
         return Refusal(Reason.FORBIDDEN_ADDRESS, forbidden)
     if node is not None and vip in node.ips:
         return Refusal(Reason.FORBIDDEN_ADDRESS, "node-address")
-    if any(vip == peer.address or vip == peer.local_address for peer in config.bgp.peers):
+    if vip in config.bgp.peer_addresses:
         return Refusal(Reason.FORBIDDEN_ADDRESS, "peer-address")
     if not config.vips.admits(vip, namespace):
         return Refusal(Reason.OUTSIDE_ALLOWED)
@@ -125,7 +131,7 @@ def prepare(service: ServiceInfo, node: NodeInfo | None, config: Config) -> Serv
         return ServiceDecision(
             key, CLASS_MISMATCH, message=f"class {service.load_balancer_class!r} is not ours"
         )
-    for ignore_key in (PREFIX + "ignore", KUBE_VIP_PREFIX + "ignore"):
+    for ignore_key in IGNORE_KEYS:
         raw = service.annotation(ignore_key)
         if raw is not None and raw.strip().lower() == "true":
             return ServiceDecision(key, IGNORED, message=f"{ignore_key}=true")
@@ -145,16 +151,13 @@ def prepare(service: ServiceInfo, node: NodeInfo | None, config: Config) -> Serv
         )
 
     verdicts = []
+    announced = False
     for vip in vips:
         refusal = address_refusal(vip, key.namespace, config, node)
+        announced = announced or refusal is None
         verdicts.append(VipVerdict(vip, refusal is None, refusal))
-    announced = any(v.announce for v in verdicts)
     decision = ServiceDecision(
-        key,
-        None if announced else verdicts[0].reason,
-        tuple(verdicts),
-        attributes=attributes,
-        vip_source=source,
+        key, None if announced else verdicts[0].reason, tuple(verdicts), attributes, source
     )
     if announced and (gate := node_refusal(node, config)) is not None:
         return _gated(decision, gate)
@@ -187,30 +190,34 @@ def decide(
 def _gated(decision: ServiceDecision, gate: Refusal) -> ServiceDecision:
     """``decision`` with ``gate`` refusing every VIP its own address did not refuse."""
     verdicts = tuple(
-        v if v.reason is not None else VipVerdict(v.vip, False, gate) for v in decision.verdicts
+        [v if v.reason is not None else VipVerdict(v.vip, False, gate) for v in decision.verdicts]
     )
     return ServiceDecision(
-        decision.service,
-        verdicts[0].reason,
-        verdicts,
-        attributes=decision.attributes,
-        vip_source=decision.vip_source,
+        decision.service, verdicts[0].reason, verdicts, decision.attributes, decision.vip_source
     )
 
 
 def _endpoint_refusal(
     service: ServiceInfo, endpoints: Sequence[Endpoint], config: Config
 ) -> Refusal | None:
-    healthy = [ep for ep in endpoints if ep.healthy]
+    """No healthy endpoint (for ``Local``, none on this node): a refusal; else None.
+
+    Loops with ``Endpoint.healthy`` written out (ready or serving), not a list of the
+    healthy ones through the property: this runs for every decision that announces.
+    """
     if service.external_traffic_policy == "Local":
-        if not any(ep.node_name == config.node_name for ep in healthy):
-            return NO_LOCAL_ENDPOINT
-        return None
-    if not healthy:
-        return NO_READY_ENDPOINT
-    return None
+        node_name = config.node_name
+        for ep in endpoints:
+            if (ep.ready or ep.serving) and ep.node_name == node_name:
+                return None
+        return NO_LOCAL_ENDPOINT
+    for ep in endpoints:
+        if ep.ready or ep.serving:
+            return None
+    return NO_READY_ENDPOINT
 
 
+IGNORE_KEYS: Final = (PREFIX + "ignore", KUBE_VIP_PREFIX + "ignore")  # ours first
 # Refusals without a detail are values that never vary: one of each, not one per decision.
 NOT_LOAD_BALANCER: Final = Refusal(Reason.NOT_LOAD_BALANCER)
 CLASS_MISMATCH: Final = Refusal(Reason.CLASS_MISMATCH)

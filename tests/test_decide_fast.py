@@ -1,0 +1,149 @@
+"""The policy's fast paths give what the code before them gave (479fb69).
+
+Each reference below is the function as it was, copied verbatim but for names; the
+fast paths (a plain IPv4 VIP list, the peers as a set, a label by scan, a decision's
+announced VIPs without a generator) must agree with it on every input, hostile ones
+included.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from test_decide_split import ALL_CONFIGS
+from test_properties import HOSTILE_TEXT, NODE, SETTINGS, VIPS
+
+from kvip_bgp.domain.addresses import forbidden_class
+from kvip_bgp.domain.annotations import (
+    MAX_VIPS_PER_SERVICE,
+    AnnotationError,
+    _split,
+    parse_vip_list,
+)
+from kvip_bgp.domain.config import Config
+from kvip_bgp.domain.model import IPAddress, parse_ip
+from kvip_bgp.domain.objects import NodeInfo, ObjectKey, parse_node
+from kvip_bgp.domain.policy import NO_READY_ENDPOINT, ServiceDecision, VipVerdict, address_refusal
+from kvip_bgp.domain.reasons import Reason, Refusal
+
+
+def reference_parse_vip_list(annotation: str, value: str) -> tuple[IPAddress, ...]:
+    """``annotations.parse_vip_list`` at 479fb69."""
+    items = _split(annotation, value)
+    if len(items) > MAX_VIPS_PER_SERVICE:
+        raise AnnotationError(annotation, f"more than {MAX_VIPS_PER_SERVICE} addresses")
+    result: list[IPAddress] = []
+    for item in items:
+        try:
+            vip = parse_ip(item)
+        except ValueError as error:
+            raise AnnotationError(annotation, f"{item!r} is not an IP address") from error
+        if isinstance(vip, ipaddress.IPv6Address) and vip.scope_id is not None:
+            raise AnnotationError(annotation, f"{item!r} carries a %zone")
+        if vip not in result:
+            result.append(vip)
+    return tuple(result)
+
+
+def reference_address_refusal(
+    vip: IPAddress, namespace: str | None, config: Config, node: NodeInfo | None
+) -> Refusal | None:
+    """``policy.address_refusal`` at 479fb69."""
+    if (forbidden := forbidden_class(vip)) is not None:
+        return Refusal(Reason.FORBIDDEN_ADDRESS, forbidden)
+    if node is not None and vip in node.ips:
+        return Refusal(Reason.FORBIDDEN_ADDRESS, "node-address")
+    if any(vip == peer.address or vip == peer.local_address for peer in config.bgp.peers):
+        return Refusal(Reason.FORBIDDEN_ADDRESS, "peer-address")
+    if not config.vips.admits(vip, namespace):
+        return Refusal(Reason.OUTSIDE_ALLOWED)
+    return None
+
+
+def _outcome(value: str) -> tuple[IPAddress, ...] | str:
+    try:
+        return parse_vip_list("kvip-bgp.io/loadbalancerIPs", value)
+    except AnnotationError as error:
+        return f"error: {error}"
+
+
+def _reference_outcome(value: str) -> tuple[IPAddress, ...] | str:
+    try:
+        return reference_parse_vip_list("kvip-bgp.io/loadbalancerIPs", value)
+    except AnnotationError as error:
+        return f"error: {error}"
+
+
+OCTET = st.one_of(
+    st.integers(0, 255).map(str),
+    st.sampled_from(["00", "01", "007", "256", "999", "0x1", "", " 1", "1 ", "+1", "-0", "\u0661"]),
+)
+QUAD_LIKE = st.lists(OCTET, min_size=1, max_size=5).map(".".join)
+VIP_TEXT = st.one_of(
+    VIPS,
+    QUAD_LIKE,
+    HOSTILE_TEXT,
+    st.text(max_size=20),
+    st.builds(lambda v, pad: pad + v + pad, VIPS, st.sampled_from([" ", "\t", "\n", "\x00"])),
+    st.lists(st.one_of(VIPS, QUAD_LIKE), min_size=1, max_size=4).map(",".join),
+    st.sampled_from(["fe80::1%eth0", "1.2.3.4%x", "1.2.3.4\x00", "1.2.3.4" * 300]),
+)
+
+
+@SETTINGS
+@given(value=VIP_TEXT)
+def test_a_vip_list_parses_as_before(value: str) -> None:
+    assert _outcome(value) == _reference_outcome(value)
+
+
+@SETTINGS
+@given(
+    vip=VIPS.map(ipaddress.ip_address),
+    namespace=st.sampled_from([None, "default", "team-a"]),
+    which=st.sampled_from(range(len(ALL_CONFIGS))),
+    node=st.one_of(st.none(), NODE),
+)
+def test_an_address_is_refused_as_before(
+    vip: IPAddress, namespace: str | None, which: int, node: dict[str, Any] | None
+) -> None:
+    config = ALL_CONFIGS[which]
+    node_info = None if node is None else parse_node(node)
+    expected = reference_address_refusal(vip, namespace, config, node_info)
+    assert address_refusal(vip, namespace, config, node_info) == expected
+
+
+@pytest.mark.parametrize(
+    ("labels", "name"),
+    [
+        ((), "a"),
+        ((("a", "1"),), "a"),
+        ((("a", "1"),), "b"),
+        ((("a", "1"), ("b", "2")), "b"),
+        ((("a", "1"), ("a", "2")), "a"),  # by hand only (parsing gives a dict): the last
+        ((("a", ""),), "a"),
+    ],
+)
+def test_a_node_label_is_the_dicts(labels: tuple[tuple[str, str], ...], name: str) -> None:
+    node = NodeInfo("node-1", labels, False, False, ())
+    assert node.label(name) == dict(labels).get(name)
+
+
+VERDICT = st.builds(
+    VipVerdict,
+    VIPS.map(ipaddress.ip_address),
+    st.booleans(),
+    st.sampled_from([None, NO_READY_ENDPOINT]),
+)
+
+
+@SETTINGS
+@given(verdicts=st.lists(VERDICT, max_size=4).map(tuple))
+def test_a_decisions_announced_vips_are_its_announced_verdicts(
+    verdicts: tuple[VipVerdict, ...],
+) -> None:
+    decision = ServiceDecision(ObjectKey("default", "web"), None, verdicts)
+    assert decision.announced == tuple(v.vip for v in verdicts if v.announce)
