@@ -134,12 +134,13 @@ class ClusterState:
                     self._config = event.config
                     everything = True
                     continue
-                self._forward_to_allocator(event)
+                if self._config.ipam:  # the test first: a call per event is a cost
+                    self._forward_to_allocator(event)
                 changed = self._c.apply(event)
                 if changed is None:
                     everything = True
                 else:
-                    affected |= changed
+                    affected.update(changed)
             echoes = self._c.take_echoes()
             if affected or everything:
                 self._recompute(None if everything else affected, echoes)
@@ -210,20 +211,16 @@ class ClusterState:
         keys = list(c.services)
         ipam = bool(self._config.ipam)
         # Each Service prepared once, here (its VIPs parsed once), and decided from that.
-        prepared = {key: prepare(c.services[key], c.node, self._config) for key in keys}
-        named = {
-            key: tuple(v.vip for v in p.verdicts)
-            if p.verdicts
-            else named_vips(c.services[key], ipam)
-            for key, p in prepared.items()
-        }
+        services, node, config = c.services, c.node, self._config
+        prepared = {key: prepare(services[key], node, config) for key in keys}
+        # What a Service names: its prepared decision's VIPs, or for the few refused
+        # before any was read, named_vips (not a tuple per Service: 10,000 at scale).
+        unread = {k: named_vips(services[k], ipam) for k, p in prepared.items() if not p.verdicts}
+        counts = Counter([v.vip for p in prepared.values() for v in p.verdicts])
+        counts.update([vip for vips in unread.values() for vip in vips])
         # Only VIPs that several Services name are counted down: any other is final as
         # soon as its one Service is decided (nearly every VIP; a count each is a cost).
-        undecided = {
-            vip: count
-            for vip, count in Counter(vip for vips in named.values() for vip in vips).items()
-            if count > 1
-        }
+        undecided = {vip: count for vip, count in counts.items() if count > 1}
         held: set[IPAddress] = set()  # touched, but a Service naming it is still undecided
         changes: list[ServiceDecision] = []
         for start in range(0, len(keys), FIRST_PASS_CHUNK):
@@ -232,7 +229,8 @@ class ClusterState:
             changes += chunk_changes
             if undecided:
                 for key in chunk:
-                    for vip in named[key]:
+                    p = prepared[key]
+                    for vip in [v.vip for v in p.verdicts] if p.verdicts else unread[key]:
                         if vip in undecided:
                             undecided[vip] -= 1
                 held |= {vip for vip in touched if vip in undecided}
@@ -261,36 +259,38 @@ class ClusterState:
         ``prepared``: ``prepare``'s decisions for the current Services, node and config.
         """
         c = self._c
+        services, decisions, write, config = c.services, c.decisions, self._write, self._config
         changes: list[ServiceDecision] = []
         touched: set[IPAddress] = set()
         for key in keys:
-            service = c.services.get(key)
-            old = c.decisions.get(key)
+            service = services.get(key)
+            old = decisions.get(key)
             if service is None:
                 c.prepared.pop(key, None)
                 if old is not None:
-                    del c.decisions[key]
-                    touched |= c.index(key, old, None)
+                    del decisions[key]
+                    touched.update(c.index(key, old, None))
                     changes.append(ServiceDecision(key, DELETED))
                 continue
             ready = None if prepared is None else prepared.get(key)
             ready = self._prepared(service) if ready is None else ready
-            # The endpoints are read only when they can change the decision.
-            endpoints = c.endpoints(key) if ready.reason is None else ()
-            decision = conclude(ready, service, endpoints, self._config)
-            if decision.reason is NO_READY_ENDPOINT and ready.reason is None:
-                c.prepared[key] = (service, c.node, self._config, ready)  # see _prepared
-            want_status(c, self._write, service, decision)
-            if decision != old:
-                c.decisions[key] = decision
-                touched |= c.index(key, old, decision)
+            if ready.reason is None:  # only then can the endpoints change the decision
+                decision = conclude(ready, service, c.endpoints(key), config)
+                if decision.reason is NO_READY_ENDPOINT:
+                    c.prepared[key] = (service, c.node, config, ready)  # see _prepared
+            else:
+                decision = ready
+            want_status(c, write, service, decision)
+            if old is None or decision != old:  # None first: ``!=`` is a Python call
+                decisions[key] = decision
+                touched.update(c.index(key, old, decision))
                 if old is None or (old.reason, old.verdicts) != (
                     decision.reason,
                     decision.verdicts,
                 ):
                     changes.append(decision)
         for decision in changes:
-            report(c, self._write, self._metrics, decision)
+            report(c, write, self._metrics, decision)
         return changes, touched
 
     def _echoed(self, keys: Iterable[ObjectKey]) -> set[ObjectKey]:
@@ -362,10 +362,14 @@ class ClusterState:
                 if c.published.pop(vip, None) is not None:
                     self._publish_vip(vip, None)
                     self._published += 1
-            elif c.published.get(vip) != advert:
-                c.published[vip] = advert
-                self._publish_vip(vip, advert)
-                self._published += 1
+            else:
+                count = len(c.published)
+                current = c.published.setdefault(vip, advert)  # new: one hash, not two
+                if (new := len(c.published) > count) or current != advert:
+                    if not new:
+                        c.published[vip] = advert
+                    self._publish_vip(vip, advert)
+                    self._published += 1
             if not conflicts and not c.conflicts:
                 continue  # no conflict before or now: nothing to report or forget
             mine = frozenset(x for x in conflicts if x.vip == vip)

@@ -59,7 +59,7 @@ def report(c: ClusterCache, write: Write, metrics: Metrics, decision: ServiceDec
     """A Warning Event and a metric for refusals a Service owner can fix."""
     refusal = decision.reason
     invalid = refusal is not None and refusal.reason is Reason.INVALID_ANNOTATION
-    refused = [v for v in decision.verdicts if _address_refusal(v.reason)]
+    refused = [v for v in decision.verdicts if v.reason is not None and v.reason.of_address]
     if not invalid and not refused:
         return  # nearly every change: the Service is not even looked up
     service = c.services.get(decision.service)
@@ -112,7 +112,8 @@ def log_changes(changes: list[ServiceDecision]) -> None:
                     vip=[f"{v.vip} ({wire(v.reason)})" for v in d.verdicts if not v.announce],
                 )
         return
-    by_reason = Counter(wire(d.reason) or "announced" for d in changes)
+    # A list, not a generator through ``wire()``: one frame per batch, not three per change.
+    by_reason = Counter(["announced" if d.reason is None else d.reason.wire for d in changes])
     log.info("cluster.decisions_changed", count=len(changes), by_reason=dict(by_reason))
 
 
