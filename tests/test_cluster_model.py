@@ -237,6 +237,17 @@ def test_incremental_routes_and_decisions_are_those_decided_afresh(
             afresh.append,
         ).run()
     assert _per_service(writes) == _per_service(afresh)
+    # The status wanted, asked of the prepared decision and not looked at again for the
+    # same objects, is what asking of a decision made afresh every time asks for.
+    fresh: list[WriteRequest] = []
+    with mock.patch.object(cluster, "want_status", _reference_want_status({})):
+        _state(
+            Batches([*batches, [ClusterStop()]]),
+            lambda vip, advert: None,
+            Snapshot(ClusterStatus()),
+            fresh.append,
+        ).run()
+    assert writes == fresh
 
     def endpoints(key: ObjectKey) -> list[Any]:
         mine = sorted((s for s in slices.values() if s.service == key), key=lambda s: str(s.key))
@@ -246,6 +257,35 @@ def test_incremental_routes_and_decisions_are_those_decided_afresh(
     assert published == advertisements(expected.values())[0]
 
     assert {d.service: d for d in status.read().decisions} == expected
+
+
+def _reference_want_status(
+    wanted_before: dict[ObjectKey, tuple[ServiceInfo, tuple[str, ...]]],
+) -> Callable[[ClusterCache, Any, ServiceInfo, Any], None]:
+    """``reports.want_status`` at 479fb69, of the Service's decision made afresh."""
+
+    def want(c: ClusterCache, write: Any, service: ServiceInfo, _decision: Any) -> None:
+        decision = decide(service, c.endpoints(service.key), c.node, CONFIG)
+        if write is None or decision.vip_source is None:
+            return
+        wanted: tuple[str, ...] | None = None
+        if decision.vip_source != "status.loadBalancer.ingress" and decision.attributes:
+            ips = tuple(
+                vip_text(v.vip)
+                for v in decision.verdicts
+                if not (v.reason is not None and v.reason.of_address)
+            )
+            if ips and ips != service.ingress_ips:
+                wanted = ips
+        if wanted is not None:
+            last = wanted_before.get(service.key)
+            if last is None or last[0] is not service or last[1] != wanted:
+                wanted_before[service.key] = (service, wanted)
+                write(StatusWanted(str(service.key), wanted))
+        elif wanted_before.pop(service.key, None) is not None:
+            write(StatusWanted(str(service.key), None))
+
+    return want
 
 
 def _run(

@@ -2,8 +2,8 @@
 
 Each reference below is the function as it was, copied verbatim but for names; the
 fast paths (a plain IPv4 VIP list, the peers as a set, a label by scan, a decision's
-announced VIPs without a generator) must agree with it on every input, hostile ones
-included.
+announced VIPs without a generator, the status wanted of a prepared decision) must
+agree with it on every input, hostile ones included.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_decide_split import ALL_CONFIGS
+from test_decide_split import ALL_CONFIGS, INPUTS, _endpoints
 from test_properties import HOSTILE_TEXT, NODE, SETTINGS, VIPS
 
 from kvip_bgp.domain.addresses import forbidden_class
@@ -26,9 +26,17 @@ from kvip_bgp.domain.annotations import (
 )
 from kvip_bgp.domain.config import Config
 from kvip_bgp.domain.model import IPAddress, parse_ip
-from kvip_bgp.domain.objects import NodeInfo, ObjectKey, parse_node
-from kvip_bgp.domain.policy import NO_READY_ENDPOINT, ServiceDecision, VipVerdict, address_refusal
+from kvip_bgp.domain.objects import NodeInfo, ObjectKey, parse_node, parse_service
+from kvip_bgp.domain.policy import (
+    NO_READY_ENDPOINT,
+    ServiceDecision,
+    VipVerdict,
+    address_refusal,
+    conclude,
+    prepare,
+)
 from kvip_bgp.domain.reasons import Reason, Refusal
+from kvip_bgp.runtime.reports import status_ips, vip_text
 
 
 def reference_parse_vip_list(annotation: str, value: str) -> tuple[IPAddress, ...]:
@@ -147,3 +155,32 @@ def test_a_decisions_announced_vips_are_its_announced_verdicts(
 ) -> None:
     decision = ServiceDecision(ObjectKey("default", "web"), None, verdicts)
     assert decision.announced == tuple(v.vip for v in verdicts if v.announce)
+
+
+def reference_status_ips(decision: ServiceDecision) -> tuple[str, ...]:
+    """What ``reports.want_status`` at 479fb69 asked for, () for nothing."""
+    if decision.vip_source != "status.loadBalancer.ingress" and decision.attributes:
+        return tuple(
+            vip_text(v.vip)
+            for v in decision.verdicts
+            if not (v.reason is not None and v.reason.of_address)
+        )
+    return ()
+
+
+@SETTINGS
+@given(**INPUTS)
+def test_a_prepared_decision_wants_the_status_its_conclusions_want(
+    service: dict[str, Any],
+    slices: list[list[dict[str, Any]]],
+    node: dict[str, Any] | None,
+    which: int,
+) -> None:
+    """What lets the cluster thread ask for a status from the prepared decision, once."""
+    config = ALL_CONFIGS[which]
+    svc = parse_service(service)
+    prepared = prepare(svc, None if node is None else parse_node(node), config)
+    assert status_ips(prepared) == reference_status_ips(prepared)
+    for endpoint_slices in [[], *slices]:
+        decision = conclude(prepared, svc, _endpoints(endpoint_slices), config)
+        assert status_ips(decision) == status_ips(prepared)

@@ -48,8 +48,9 @@ class ClusterCache:
     )
     published: dict[IPAddress, Advertisement] = field(default_factory=dict)
     announced_synced: bool = False
-    # Services whose status we asked for: the object it was asked for, and the ips.
-    status_wanted: dict[ObjectKey, tuple[ServiceInfo, tuple[str, ...]]] = field(
+    # Services whose status we asked for: the object it was asked for, the ips, and the
+    # decision they were last found from (reports.want_status).
+    status_wanted: dict[ObjectKey, tuple[ServiceInfo, tuple[str, ...], ServiceDecision]] = field(
         default_factory=dict
     )
     conflicts: dict[IPAddress, frozenset[SharedVipConflict]] = field(default_factory=dict)

@@ -280,7 +280,9 @@ class ClusterState:
                     c.prepared[key] = (service, c.node, config, ready)  # see _prepared
             else:
                 decision = ready
-            want_status(c, write, service, decision)
+            # Asked of the prepared decision: the endpoints never change the status
+            # wanted, and a kept one is then the same object (see want_status).
+            want_status(c, write, service, ready)
             if old is None or decision != old:  # None first: ``!=`` is a Python call
                 decisions[key] = decision
                 touched.update(c.index(key, old, decision))
