@@ -175,3 +175,36 @@ def test_many_producers_one_consumer(
     assert latest == {
         (p, k): puts_per_key - 1 for p in range(producers) for k in range(keys_per_producer)
     }
+
+
+def test_every_put_into_an_empty_queue_wakes_the_consumer() -> None:
+    """``put`` notifies only when the queue was empty: a consumer waiting without a
+    timeout is still woken each time, however the puts fall around its drains."""
+    queue: CoalescingQueue[tuple[int, int], int] = CoalescingQueue()
+    producers, puts = 4, 3000
+    taken: list[int] = []
+
+    def consume() -> None:
+        while True:  # no timeout: a lost wake-up would hang here
+            items = queue.drain(None)
+            taken.extend(value for _key, value in items)
+            if any(key == (-1, -1) for key, _value in items):
+                return
+
+    def produce(producer: int) -> None:
+        for n in range(puts):
+            queue.put((producer, n), n)
+            if n % 100 == 0:
+                time.sleep(0.001)  # let the consumer empty the queue and wait again
+
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    threads = [threading.Thread(target=produce, args=(p,)) for p in range(producers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    queue.put((-1, -1), -1)
+    consumer.join(10)
+    assert not consumer.is_alive()
+    assert len(taken) == producers * puts + 1  # distinct keys: nothing coalesced

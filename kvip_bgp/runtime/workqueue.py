@@ -32,12 +32,20 @@ class CoalescingQueue(Generic[K, V]):
 
     def put(self, key: K, value: V) -> None:
         with self._lock:
-            if key in self._pending:
+            pending = self._pending
+            if not pending:
+                # Only an empty queue can have its consumer waiting: once a put made it
+                # non-empty (and woke the consumer), the next puts have no one to wake.
+                # ``notify`` runs in Python (~0.25 us of a ~0.4 us put, and the cluster
+                # thread puts twice per new Service).
+                pending[key] = value
+                self._ready.notify()
+                return
+            if key in pending:
                 self._coalesced += 1
                 # Re-insert so that drain() order follows the latest write of each key.
-                del self._pending[key]
-            self._pending[key] = value
-            self._ready.notify()
+                del pending[key]
+            pending[key] = value
 
     def drain(self, timeout: float | None = None) -> list[tuple[K, V]]:
         """Wait up to ``timeout`` for at least one item, then take every pending item."""
