@@ -28,7 +28,6 @@ last chunk (a graceful-restart peer drops stale routes on it).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterable, Mapping, Set
 from typing import Final, assert_never
@@ -55,7 +54,10 @@ from kvip_bgp.runtime.metrics import Metrics
 from kvip_bgp.runtime.pace import Pace
 from kvip_bgp.runtime.reconciler_state import AddressBinder as AddressBinder
 from kvip_bgp.runtime.reconciler_state import ReconcilerState
+from kvip_bgp.runtime.reconciler_status import CHEAP_STATUS as CHEAP_STATUS
+from kvip_bgp.runtime.reconciler_status import STATUS_INTERVAL as STATUS_INTERVAL
 from kvip_bgp.runtime.reconciler_status import ReconcilerStatus as ReconcilerStatus
+from kvip_bgp.runtime.reconciler_status import publish_status
 from kvip_bgp.runtime.snapshot import Snapshot
 
 __all__ = ["BIND_CHUNK", "RESYNC_INTERVAL", "AddressBinder", "PeerView", "Reconciler"]
@@ -69,8 +71,6 @@ ADDRESS_REPAIR_INTERVAL: Final = 300.0
 DETAILED_LOG_LIMIT: Final = 20
 BIND_CHUNK: Final = 1000
 PASS_GAP: Final = 0.02  # seconds from the end of a pass to the next one, at least
-STATUS_INTERVAL: Final = 0.5  # with many VIPs, the status's copies at most this often
-CHEAP_STATUS: Final = 1000  # below this many VIPs they are copied on every change
 
 
 class Reconciler:
@@ -354,47 +354,7 @@ class Reconciler:
         self._publish(time.monotonic(), stopped=True)
         log.info("reconciler.stopped")
 
-    def _peers(self) -> tuple[PeerView, ...]:
-        """The announcer's sessions with their BFD state; ``session_up`` follows both."""
-        s = self._s
-        views = {view.address: view for view in self._announcer.peers()}
-        for peer, bfd in s.bfd.items():
-            view = views.get(peer) or PeerView(peer, "unknown", bfd.at, None)
-            views[peer] = dataclasses.replace(view, bfd=bfd.state)
-        for peer in s.published_peers - views.keys():
-            self._metrics.session_up.labels(peer).set(0)
-        for view in views.values():
-            self._metrics.session_up.labels(view.address).set(1 if view.up else 0)
-        s.published_peers = frozenset(views)
-        return tuple(sorted(views.values(), key=lambda view: view.address))
-
     def _publish(self, now: float, stopped: bool = False) -> None:
-        s = self._s
-        # This runs after every pass; copying (and freeing) 10,000 entries was a fifth of
-        # the thread's time. So the copies are unsorted (the readers sort), made only when
-        # changed, and with many VIPs at most every STATUS_INTERVAL (a burst changes them
-        # on every pass; ``timeout`` wakes a pass for the last change). The small fields
-        # (backlog, peers, sync) are fresh after every pass.
-        announced = self._announcer.announced()
-        if s.bound_changed or s.announced_version != self._announcer.changes():
-            large = max(len(announced), len(s.bound)) >= CHEAP_STATUS
-            s.views_stale = large and not stopped and now - s.views_at < STATUS_INTERVAL
-            if not s.views_stale:
-                s.views = (tuple(announced.values()), tuple(s.bound))
-                s.views_at = now
-                s.announced_version = self._announcer.changes()
-                s.bound_changed = False
-        self._status.publish(
-            ReconcilerStatus(
-                announced=s.views[0],
-                bound=s.views[1],
-                peers=self._peers(),
-                synced_sources=tuple(sorted(s.synced)),
-                all_synced=self._all_synced(),
-                exabgp_connected=self._announcer.connected(),
-                last_errors=tuple(s.errors),
-                updated_at=time.time(),
-                stopped=stopped,
-                bind_backlog=s.bind_backlog,
-            )
+        publish_status(
+            self._s, self._announcer, self._metrics, self._status, self._all_synced(), now, stopped
         )
