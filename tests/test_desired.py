@@ -73,6 +73,47 @@ def test_desired_routes_equal_merge_sources_and_report_every_change(
         assert dict(routes.effective) == merge_sources(model)
 
 
+# (source, [(vip, community or None)]): one put_many, or the same puts one by one
+runs = st.tuples(
+    st.sampled_from(SOURCES),
+    st.lists(st.tuples(st.sampled_from(VIPS), st.none() | st.integers(1, 3)), max_size=8),
+)
+batch_ops = st.lists(
+    st.one_of(
+        runs.map(lambda r: ("run", r)),
+        st.sampled_from(SOURCES).map(lambda s: ("drop", s)),
+        st.just(("rebuild", None)),
+        st.just(("take", None)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(batch_ops)
+def test_put_many_is_each_put_in_turn(sequence: list[tuple[str, object]]) -> None:
+    """The same tables in the same order, the same changes reported, the same rebuild."""
+    many, each = DesiredRoutes(), DesiredRoutes()
+    for kind, arg in sequence:
+        if kind == "run":
+            assert isinstance(arg, tuple)
+            source, pairs = arg
+            claims = [(vip, None if c is None else advert(vip, c, source)) for vip, c in pairs]
+            many.put_many(source, claims)
+            for vip, value in claims:
+                each.put(source, vip, value)
+        elif kind == "drop":
+            assert isinstance(arg, str)
+            many.drop_source(arg)
+            each.drop_source(arg)
+        elif kind == "rebuild":
+            assert many.rebuild() == each.rebuild()
+        else:
+            assert many.take_changed() == each.take_changed()
+        assert list(many.effective.items()) == list(each.effective.items())
+        assert list(many.sources()) == list(each.sources())
+
+
 class Node:
     """A reconciler over fake addresses and a kernel-table announcer, stepped by hand."""
 
@@ -119,9 +160,18 @@ def test_incremental_passes_bind_announce_and_unbind_as_full_passes_do(
     incremental, full = Node(), Node()
     for node in (incremental, full):
         node.addresses.broken = set(broken)
+    model: dict[str, dict[IPAddress, Advertisement]] = {}  # the messages one by one
     for index, batch in enumerate(batches):
         incremental.step(batch, 0.001 * index)
         full.step(batch, RESYNC_INTERVAL * index)
+        for message in batch:
+            if isinstance(message, VipDesired):
+                table = model.setdefault(message.source, {})
+                if message.advert is None:
+                    table.pop(message.vip, None)
+                else:
+                    table[message.vip] = message.advert
+        assert dict(incremental.announcer.announced()) == merge_sources(model)
         assert incremental.addresses.bound == full.addresses.bound
         assert dict(incremental.announcer.announced()) == dict(full.announcer.announced())
         assert incremental.routes.ours == full.routes.ours
