@@ -29,9 +29,9 @@ from kvip_bgp.netif.addresses import AddressTable, FamilyTable, LocalRouteTable
 from kvip_bgp.netif.netlink import (
     ADDRESS_PROTO,
     BATCH_SIZE,
-    _acks_only_last,
     address_request,
     local_route_request,
+    requests,
 )
 from kvip_bgp.testing.netlab import Netns, cleanup, in_netns
 
@@ -139,24 +139,28 @@ def test_unbind_many_removes_only_ours(netns: Netns) -> None:
 @pytest.mark.parametrize("count", [1, 2, 5])
 def test_only_the_last_request_of_a_send_asks_for_an_ack(count: int) -> None:
     """Errors come back acked or not; one ack at the end says the kernel is done."""
-    requests = [
-        address_request(RTM_NEWADDR, ip("2001:db8::1") + i, 42, 100 + i) for i in range(count)
-    ]
-    requests.append(local_route_request(RTM_NEWROUTE, ip("10.0.0.1"), 42, 200))
-    data = bytearray(b"".join(requests))
-    _acks_only_last(data)
-    flags, sizes, offset = [], [], 0
+    vips = [ip("2001:db8::1") + i for i in range(count)] + [ip("10.0.0.1")]
+
+    def build(vip: IPAddress, sequence: int, ack: bool) -> bytes:
+        kind = address_request if vip.version == 6 else local_route_request
+        code = RTM_NEWADDR if vip.version == 6 else RTM_NEWROUTE
+        return kind(code, vip, 42, sequence, ack)
+
+    data = requests(build, vips, 100)
+    acked = [build(vip, 100 + n, True) for n, vip in enumerate(vips)]
+    flags, sizes, sequences, offset = [], [], [], 0
     while offset < len(data):
-        length, _kind, flag, _sequence, _port = struct.unpack_from("=IHHII", data, offset)
+        length, _kind, flag, sequence, _port = struct.unpack_from("=IHHII", data, offset)
         flags.append(flag)
         sizes.append(length)
+        sequences.append(sequence)
         offset += (length + 3) & ~3
     create = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL
     assert flags == [create] * count + [create | NLM_F_ACK]
-    assert sizes == [len(r) for r in requests]  # nothing else changed
-    assert bytes(data) == b"".join(
-        r if i == count else r[:6] + struct.pack("=H", create) + r[8:]
-        for i, r in enumerate(requests)
+    assert sequences == list(range(100, 101 + count))
+    assert sizes == [len(r) for r in acked]  # nothing else differs from an acked request
+    assert data == b"".join(
+        r if i == count else r[:6] + struct.pack("=H", create) + r[8:] for i, r in enumerate(acked)
     )
 
 

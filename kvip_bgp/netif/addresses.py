@@ -91,7 +91,7 @@ class AddressTable:
 
     def _request_builder(self, adding: bool) -> RequestBuilder:
         kind = RTM_NEWADDR if adding else RTM_DELADDR
-        return lambda vip, sequence: address_request(kind, vip, self._index, sequence)
+        return lambda vip, sequence, ack: address_request(kind, vip, self._index, sequence, ack)
 
     def owned(self) -> set[IPAddress]:
         self._owned = {a.address for a in self.addresses().values() if a.owned}
@@ -182,7 +182,8 @@ class LocalRouteTable(AddressTable):
 
     def _request_builder(self, adding: bool) -> RequestBuilder:
         kind = RTM_NEWROUTE if adding else RTM_DELROUTE
-        return lambda vip, sequence: local_route_request(kind, vip, self._index, sequence)
+        index = self._index
+        return lambda vip, sequence, ack: local_route_request(kind, vip, index, sequence, ack)
 
 
 class FamilyTable(LocalRouteTable):
@@ -239,10 +240,10 @@ class FamilyTable(LocalRouteTable):
         addr = RTM_NEWADDR if adding else RTM_DELADDR
         index = self._index
 
-        def build(vip: IPAddress, sequence: int) -> bytes:
+        def build(vip: IPAddress, sequence: int, ack: bool) -> bytes:
             if self._as_route(vip) == native:
-                return local_route_request(route, vip, index, sequence)
-            return address_request(addr, vip, index, sequence)
+                return local_route_request(route, vip, index, sequence, ack)
+            return address_request(addr, vip, index, sequence, ack)
 
         return build
 

@@ -18,9 +18,10 @@ Addresses are added and removed in batches: many requests go to the kernel in on
 ``send`` on a socket of this table's own, each with its own sequence number, so that
 every error is matched to its address (pyroute2's own batch call stops at the first
 error without saying which request failed); only the last request of a send is acked.
-``ifaddrmsg`` is a small fixed kernel ABI, so :func:`address_request` packs it with
-``struct`` (a unit test checks it byte for byte against pyroute2's encoder), much
-cheaper than pyroute2's encoder; docs/performance.md has the figures. Dumps, links and
+``ifaddrmsg`` and ``rtmsg`` are small fixed kernel ABIs, so :func:`address_request` and
+:func:`local_route_request` pack them with ``struct`` (unit tests check them byte for
+byte against pyroute2's encoder), much cheaper than pyroute2's encoder;
+docs/performance.md has the figures. Dumps, links and
 routes still go through pyroute2.
 
 Used by the reconciler thread only; the netlink sockets are never shared.
@@ -81,6 +82,13 @@ RT_SCOPE_HOST: Final = 254
 RTN_LOCAL: Final = 2
 _RTA_DST: Final = 1
 _RTA_OIF: Final = 4
+# A whole local route request in one pack, per family: nlmsghdr (length, type, flags,
+# sequence, port), rtmsg (family, dst/src len, tos, table, proto, scope, type, flags),
+# RTA_DST (length, type, the address), RTA_OIF (length, type, the interface). It runs for
+# every IPv4 VIP bound by default: 0.95 -> 0.45 us a request against packing each part
+# and joining them (timeit, 10,000 requests).
+_LOCAL_ROUTE_V4: Final = struct.Struct("=IHHII BBBBBBBBI HH4s HHi")
+_LOCAL_ROUTE_V6: Final = struct.Struct("=IHHII BBBBBBBBI HH16s HHi")
 
 
 def _attribute(kind: int, payload: bytes) -> bytes:
@@ -88,10 +96,13 @@ def _attribute(kind: int, payload: bytes) -> bytes:
     return _RTATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
 
 
-def address_request(kind: int, vip: IPAddress, index: int, sequence: int) -> bytes:
+def address_request(
+    kind: int, vip: IPAddress, index: int, sequence: int, ack: bool = True
+) -> bytes:
     """One ``RTM_NEWADDR`` (ours: marked ``ADDRESS_PROTO``, IPv6 without DAD) or
-    ``RTM_DELADDR`` request for host address ``vip`` on interface ``index``, acked."""
-    flags = NLM_F_REQUEST | NLM_F_ACK
+    ``RTM_DELADDR`` request for host address ``vip`` on interface ``index``; ``ack``: the
+    request asks for an ack (see ``requests``)."""
+    flags = (NLM_F_REQUEST | NLM_F_ACK) if ack else NLM_F_REQUEST
     v6 = vip.version == 6
     address = vip.packed
     adding = kind == RTM_NEWADDR
@@ -112,19 +123,30 @@ def address_request(kind: int, vip: IPAddress, index: int, sequence: int) -> byt
     return _NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(body), kind, flags, sequence, 0) + body
 
 
-RequestBuilder = Callable[[IPAddress, int], bytes]  # (vip, sequence) -> one request
+RequestBuilder = Callable[[IPAddress, int, bool], bytes]  # (vip, sequence, ack) -> a request
 
 
-def local_route_request(kind: int, vip: IPAddress, index: int, sequence: int) -> bytes:
+def local_route_request(
+    kind: int, vip: IPAddress, index: int, sequence: int, ack: bool = True
+) -> bytes:
     """One ``RTM_NEWROUTE`` or ``RTM_DELROUTE`` for ``local VIP dev <index> table local``,
     with route protocol ``ADDRESS_PROTO`` (on delete the kernel matches it, so a route of
-    anyone else, such as the kernel's own for an address, is never removed)."""
-    flags = NLM_F_REQUEST | NLM_F_ACK
+    anyone else, such as the kernel's own for an address, is never removed); ``ack``: the
+    request asks for an ack (see ``requests``)."""
+    flags = (NLM_F_REQUEST | NLM_F_ACK) if ack else NLM_F_REQUEST
     if kind == RTM_NEWROUTE:
         flags |= NLM_F_CREATE | NLM_F_EXCL
-    body = _RTMSG.pack(
-        socket.AF_INET6 if vip.version == 6 else socket.AF_INET,
-        vip.max_prefixlen,
+    v6 = vip.version == 6
+    layout = _LOCAL_ROUTE_V6 if v6 else _LOCAL_ROUTE_V4
+    address = vip.packed
+    return layout.pack(
+        layout.size,
+        kind,
+        flags,
+        sequence,
+        0,  # port
+        socket.AF_INET6 if v6 else socket.AF_INET,
+        128 if v6 else 32,  # dst_len
         0,  # src_len
         0,  # tos
         RT_TABLE_LOCAL,
@@ -132,9 +154,28 @@ def local_route_request(kind: int, vip: IPAddress, index: int, sequence: int) ->
         RT_SCOPE_HOST,
         RTN_LOCAL,
         0,  # flags
+        _RTATTR.size + len(address),
+        _RTA_DST,
+        address,
+        _RTATTR.size + 4,
+        _RTA_OIF,
+        index,
     )
-    body += _attribute(_RTA_DST, vip.packed) + _attribute(_RTA_OIF, struct.pack("=i", index))
-    return _NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(body), kind, flags, sequence, 0) + body
+
+
+def requests(build: RequestBuilder, vips: Sequence[IPAddress], first: int) -> bytes:
+    """``build`` for each of ``vips``, numbered from ``first``, for one ``send``: only
+    the last request asks for an ack.
+
+    Why: an ack per request is a message per request for the kernel to build and for
+    the reconciler to read, 10,000 of each in a cold start; a request that fails is
+    answered all the same. The flag is set as each request is built: clearing it
+    afterwards in the joined bytes, request by request, cost a fifth of building them
+    (10,000 local routes; this and the packing above together: 1.22 -> 0.49 us a
+    request).
+    """
+    last = len(vips) - 1
+    return b"".join([build(vip, first + n, n == last) for n, vip in enumerate(vips)])
 
 
 class InterfaceError(Exception):
@@ -182,7 +223,7 @@ class NetlinkBatch:
         return results
 
     def _request_chunk(self, build: RequestBuilder, vips: Sequence[IPAddress]) -> list[int]:
-        """Send a chunk; only its last request asks for an ack (see ``_acks_only_last``).
+        """Send a chunk; only its last request asks for an ack (see ``requests``).
 
         The kernel handles one send's requests in order and answers each failure with an
         error of its sequence number, acked or not, so once the last request's answer is
@@ -191,9 +232,7 @@ class NetlinkBatch:
         first = self._sequence + 1
         last = first + len(vips) - 1
         self._sequence += len(vips)
-        data = bytearray(b"".join(build(vip, first + offset) for offset, vip in enumerate(vips)))
-        _acks_only_last(data)
-        self._sock.send(data)
+        self._sock.send(requests(build, vips, first))
         errors: dict[int, int] = {}
         while last not in errors:
             buffer = self._sock.recv(1 << 20)
@@ -209,21 +248,3 @@ class NetlinkBatch:
                     errors[sequence] = -code
                 offset += (length + 3) & ~3
         return [errors.get(first + offset, 0) for offset in range(len(vips))]
-
-
-def _acks_only_last(data: bytearray) -> None:
-    """Clear ``NLM_F_ACK`` on every request in ``data`` but the last.
-
-    Why: an ack per request is a message per request for the kernel to build and for
-    the reconciler to read, 10,000 of each in a cold start; a request that fails is
-    answered all the same.
-    """
-    offset = 0
-    while True:
-        (length,) = struct.unpack_from("=I", data, offset)
-        following = offset + ((length + 3) & ~3)
-        if following >= len(data):
-            return
-        (flags,) = struct.unpack_from("=H", data, offset + 6)
-        struct.pack_into("=H", data, offset + 6, flags & ~NLM_F_ACK)
-        offset = following
