@@ -13,9 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from kvip_bgp.bgp import commands as command_lines
 from kvip_bgp.bgp import config as exabgp
 from kvip_bgp.bgp.api import parse_api_line
 from kvip_bgp.bgp.commands import (
@@ -32,7 +36,13 @@ from kvip_bgp.bgp.config import render_config
 from kvip_bgp.configfile.load import parse
 from kvip_bgp.domain import config
 from kvip_bgp.domain.config import Peer
-from kvip_bgp.domain.model import Advertisement, Community, LargeCommunity, RouteAttributes
+from kvip_bgp.domain.model import (
+    Advertisement,
+    Community,
+    LargeCommunity,
+    RouteAttributes,
+    address_order,
+)
 from kvip_bgp.runtime.messages import CommandAck, ExabgpShutdown, PeerState
 
 API_SOCKET = Path("/run/kvip-bgp/api.sock")
@@ -526,6 +536,60 @@ WITHDRAW_CASES = [
         ],
     ),
 ]
+
+
+def _announce_commands_by_sorting(
+    adverts: list[Advertisement], local_asn: int, next_hops: NextHopPolicy, size: int
+) -> list[Command]:
+    """``announce_commands`` as it was up to 5511fbc: sorted by address, then grouped."""
+    groups: dict[tuple[int, RouteAttributes], list[Advertisement]] = {}
+    for advert in sorted(adverts, key=lambda a: address_order(a.vip)):
+        groups.setdefault((advert.vip.version, advert.attributes), []).append(advert)
+    commands: list[Command] = []
+    for (version, attributes), members in groups.items():
+        split = local_asn if attributes.as_path_prepend else None
+        for neighbor, next_hop, ebgp in next_hops.targets(version, split):
+            prefix = f"neighbor {neighbor} " if neighbor else ""
+            rendered = render_attributes(attributes, local_asn, ebgp)
+            for start in range(0, len(members), size):
+                chunk = members[start : start + size]
+                nlri = " ".join(str(a.prefix) for a in chunk)
+                attrs_text = f" {rendered}" if rendered else ""
+                commands.append(
+                    Command(
+                        f"{prefix}announce attributes next-hop {next_hop}{attrs_text} nlri {nlri}",
+                        announced=tuple(chunk),
+                    )
+                )
+    return commands
+
+
+POLICIES = [V4_ONLY, V6_ONLY, V4_WITH_NH, MIXED, TWO_V4_OTHER_NH, EBGP_AND_IBGP, IBGP_ONLY]
+# A few attribute values, each also as an equal copy (another object)
+ATTRIBUTES = [attrs(), COMM, attrs(as_path_prepend=1), attrs(("64512:100",), med=5)]
+VIP_POOL = [f"198.51.100.{i}" for i in range(1, 12)] + [f"2001:db8:100::{i}" for i in range(1, 8)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(VIP_POOL), st.integers(0, 3), st.booleans()),
+        unique_by=lambda t: t[0],
+        max_size=14,
+    ),
+    st.sampled_from(POLICIES),
+    st.integers(1, 4),
+)
+def test_announce_commands_are_what_sorting_then_grouping_gives(
+    routes: list[tuple[str, int, bool]], next_hops: NextHopPolicy, size: int
+) -> None:
+    adverts = [
+        adv(vip, copy.copy(ATTRIBUTES[kind]) if fresh else ATTRIBUTES[kind])
+        for vip, kind, fresh in routes
+    ]
+    expected = _announce_commands_by_sorting(adverts, 64512, next_hops, size)
+    with mock.patch.object(command_lines, "MAX_PREFIXES_PER_LINE", size):
+        assert announce_commands(adverts, 64512, next_hops) == expected
 
 
 @pytest.mark.parametrize(

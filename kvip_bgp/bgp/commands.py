@@ -127,26 +127,57 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
+def _address(advert: Advertisement) -> int:
+    return int(advert.vip)
+
+
+def _groups(
+    adverts: Iterable[Advertisement],
+) -> list[tuple[tuple[int, RouteAttributes], list[Advertisement]]]:
+    """``adverts`` by (family, attributes), each group in address order, the groups in
+    the address order of their first member: what grouping them in address order gives.
+
+    Why: this runs for every route sent, and sorting everything by ``address_order``
+    before grouping called four Python functions per route, and the group's key hashed
+    ``RouteAttributes`` in Python for each. A run of routes with the same attributes
+    object (a burst's, a cold start's: the config's defaults) looks its group up once,
+    and within a family the address alone orders a group (``int``). 10,000 routes in
+    batches of 60: 1.03 -> 0.59 us a route for the whole ``announce_commands`` (timeit).
+    """
+    groups: dict[tuple[int, RouteAttributes], list[Advertisement]] = {}
+    key: tuple[int, RouteAttributes] | None = None
+    members: list[Advertisement] = []
+    for advert in adverts:
+        version = advert.vip.version
+        if key is None or advert.attributes is not key[1] or version != key[0]:
+            key = (version, advert.attributes)
+            members = groups.setdefault(key, [])
+        members.append(advert)
+    for members in groups.values():
+        members.sort(key=_address)
+    return sorted(groups.items(), key=lambda group: address_order(group[1][0].vip))
+
+
 def announce_commands(
     adverts: Iterable[Advertisement], local_asn: int, next_hops: NextHopPolicy
 ) -> list[Command]:
     """Batched announce lines, one per (family, attributes) group and chunk."""
-    groups: dict[tuple[int, RouteAttributes], list[Advertisement]] = {}
-    for advert in sorted(adverts, key=lambda a: address_order(a.vip)):
-        groups.setdefault((advert.vip.version, advert.attributes), []).append(advert)
     commands: list[Command] = []
-    for (version, attributes), members in groups.items():
+    for (version, attributes), members in _groups(adverts):
         split = local_asn if attributes.as_path_prepend else None
+        chunks = [
+            (tuple(chunk), " ".join([host_prefix_text(a.vip) for a in chunk]))
+            for chunk in _chunks(members, MAX_PREFIXES_PER_LINE)
+        ]
         for neighbor, next_hop, ebgp in next_hops.targets(version, split):
             prefix = f"neighbor {neighbor} " if neighbor else ""
             rendered = render_attributes(attributes, local_asn, ebgp)
-            for chunk in _chunks(members, MAX_PREFIXES_PER_LINE):
-                nlri = " ".join([host_prefix_text(a.vip) for a in chunk])
-                attrs = f" {rendered}" if rendered else ""
+            attrs = f" {rendered}" if rendered else ""
+            for announced, nlri in chunks:
                 commands.append(
                     Command(
                         f"{prefix}announce attributes next-hop {next_hop}{attrs} nlri {nlri}",
-                        announced=tuple(chunk),
+                        announced=announced,
                     )
                 )
     return commands
