@@ -74,7 +74,10 @@ class BindQueue:
                 held |= fresh
                 pending = sorted([*pending, *fresh], key=address_order)
         chunk, self._queue = pending[:size], pending[size:]
-        held.difference_update(chunk)
+        if self._queue:
+            held.difference_update(chunk)
+        else:
+            held.clear()  # all taken (a burst's pass, a cold start's last): no hash each
         self._held = held
         self._full = False
         return chunk
