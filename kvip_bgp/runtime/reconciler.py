@@ -194,10 +194,10 @@ class Reconciler:
     def _handle(self, message: Message, now: float) -> None:
         s = self._s
         match message:
-            case VipDesired() | SourceSynced() if message.source in s.retired:
-                pass
             case VipDesired():
-                s.desired.put(message.source, message.vip, message.advert)
+                self._desire([message])  # ``_take`` hands runs of them to it directly
+            case SourceSynced() if message.source in s.retired:
+                pass
             case SourceSynced():
                 if message.source not in s.synced:
                     s.synced.add(message.source)

@@ -80,7 +80,7 @@ def report(c: ClusterCache, write: Write, metrics: Metrics, decision: ServiceDec
     """A Warning Event and a metric for refusals a Service owner can fix."""
     refusal = decision.reason
     invalid = refusal is not None and refusal.reason is Reason.INVALID_ANNOTATION
-    refused = [v for v in decision.verdicts if v.reason is not None and v.reason.of_address]
+    refused = [v for v in decision.verdicts if _address_refusal(v.reason)]
     if not invalid and not refused:
         return  # nearly every change: the Service is not even looked up
     service = c.services.get(decision.service)
