@@ -32,6 +32,7 @@ from urllib.parse import quote
 
 import structlog
 
+from kvip_bgp.kube import jsonbody
 from kvip_bgp.runtime.imports import register_without_init
 
 register_without_init("kubernetes")  # see runtime.imports
@@ -234,7 +235,7 @@ def request_json(
     """``request``, with the reply body parsed and the connection back in the pool."""
     response = request(api, method, path, body=body, content_type=content_type, timeout=timeout)
     try:
-        return json.loads(response.data)
+        return jsonbody.loads(response.data)
     finally:
         response.release_conn()
 

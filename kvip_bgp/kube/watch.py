@@ -8,7 +8,6 @@ only the stream thread releases or closes them.
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import select
 import threading
@@ -20,6 +19,7 @@ from typing import Any, Final
 import structlog
 
 from kvip_bgp.domain.objects import parse_endpoint_slice, parse_node, parse_service
+from kvip_bgp.kube import jsonbody
 from kvip_bgp.kube.chunked import BodyEnded, ChunkedBody, Lines
 from kvip_bgp.kube.client import (
     LIST_PAGE_SIZE,
@@ -198,7 +198,6 @@ class ResourceStream(threading.Thread):
         self._interrupt_lock = threading.Lock()
         # The watch response being read, set and cleared by the stream thread only.
         self._reading: Any = None
-        self._raw_decode = json.JSONDecoder().raw_decode  # this thread's, see event_json
 
     def stop(self) -> None:
         """Signal the thread to end and wake a read blocked on the watch (see the class)."""
@@ -285,7 +284,7 @@ class ResourceStream(threading.Thread):
                     )
                 raise
             try:
-                body = json.loads(response.data)
+                body = jsonbody.loads(response.data)
             finally:
                 response.release_conn()
             pages += 1
@@ -354,7 +353,7 @@ class ResourceStream(threading.Thread):
 
     def _event(self, line: bytes, resource_version: str) -> str:
         """Deliver one watch event; the resourceVersion to resume from after it."""
-        event = event_json(line, self._raw_decode)
+        event = jsonbody.loads(line)
         kind = event.get("type")
         obj = event.get("object") or {}
         if kind == "ERROR":
@@ -365,30 +364,6 @@ class ResourceStream(threading.Thread):
         if kind in ("ADDED", "MODIFIED", "DELETED"):
             self._deliver(Changed(self.resource.name, kind, self.resource.parse(obj)))
         return str(new_version) if new_version else resource_version
-
-
-def event_json(line: bytes, raw_decode: Callable[[str], tuple[Any, int]]) -> Any:
-    """``json.loads(line)`` for a line of a watch, with less work for the usual line.
-
-    Why: ``json.loads`` of bytes first guesses their encoding (BOMs, UTF-16 or -32 by
-    where the zero bytes are), then matches whitespace before and after the document:
-    a third of its time for a 500-byte event. For a line that opens with ``{`` and a
-    byte that is not zero the guess is always UTF-8 and nothing comes before the
-    document, so this decodes it as ``json.loads`` would (UTF-8, surrogates passed) and
-    scans it at once (``raw_decode``: a ``json.JSONDecoder``'s). Any other line, one
-    that fails to decode or has anything after the document, goes to ``json.loads``,
-    for its result or its error exactly.
-    """
-    if line[:1] == b"{" and line[1:2] != b"\x00":
-        text = line.decode("utf-8", "surrogatepass")
-        try:
-            value, end = raw_decode(text)
-        except ValueError:
-            pass
-        else:
-            if end == len(text):
-                return value
-    return json.loads(line)
 
 
 def _error_kind(error: Exception) -> str:

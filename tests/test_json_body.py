@@ -1,8 +1,8 @@
-"""A watch line decodes to what ``json.loads`` makes of it, or fails as it fails.
+"""A body from the API decodes to what ``json.loads`` makes of it, or fails as it fails.
 
-``watch.event_json`` skips ``json.loads``' encoding guess and whitespace matching for
-lines that open with ``{``; whatever the line (a real event, one cut short, one with
-junk after it, another encoding, random bytes), the value or the error must be the same.
+``jsonbody.loads`` decodes by orjson where orjson gives the same; whatever the bytes (a
+real watch event, one cut short, one with junk after it, another encoding, numbers
+beyond 64 bits or a double, random bytes), the value or the error must be ``json``'s.
 """
 
 from __future__ import annotations
@@ -14,11 +14,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvip_bgp.kube.watch import event_json
+from kvip_bgp.kube.jsonbody import loads
 from kvip_bgp.testing.objects import endpoint_slice, service
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(-(2**70), 2**70)  # both sides of 64 bits, which orjson makes floats
+    | st.floats()
+    | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner),
     max_leaves=12,
 )
@@ -57,8 +62,7 @@ def _same(a: Any, b: Any) -> bool:
 
 @given(line=LINE)
 def test_a_line_decodes_as_json_loads_decodes_it(line: bytes) -> None:
-    raw_decode = json.JSONDecoder().raw_decode
-    fast = _outcome(lambda b: event_json(b, raw_decode), line)
+    fast = _outcome(loads, line)
     slow = _outcome(json.loads, line)
     assert fast[0] == slow[0]
     assert _same(fast[1], slow[1])
@@ -79,8 +83,27 @@ def test_a_line_decodes_as_json_loads_decodes_it(line: bytes) -> None:
         b"\xef\xbb\xbf" + b'{"type":"ADDED"}',
         b" " + b'{"type":"ADDED"}',
         b"[1]",
+        b'{"a":"\\ud800"}',  # an escaped lone surrogate: json takes it, orjson does not
+        b'{"a":1e400}',  # infinity: json's, orjson refuses it
+        b'{"a":NaN,"b":-Infinity}',
+        b'{"a":9223372036854775807,"b":-9223372036854775808}',  # 64 bits: both ints
+        b'{"a":18446744073709551616}',  # 2**64: orjson gives a float
+        b'{"a":123456789012345678901234567890}',
+        b'{"a":"1234567890123456789012"}',  # a long run of digits in a string: json's too
+        b'{"a":0.1234567890123456789,"b":5e-324,"c":1e-400,"d":-0.0}',
+        b'{"a":1,"a":2}',  # duplicate keys: the last one
+        b'{"a":"x\ny"}',  # a raw control character in a string: an error for both
+        b'{"a":"\\u0000\\ud83d\\ude00"}',  # escapes: NUL, a surrogate pair
+        b"[" * 2000 + b"]" * 2000,  # deeper than either decoder goes
+        b"",
+        b"  ",
     ],
 )
 def test_lines_at_the_edges(line: bytes) -> None:
-    raw_decode = json.JSONDecoder().raw_decode
-    assert _outcome(lambda b: event_json(b, raw_decode), line) == _outcome(json.loads, line)
+    assert _outcome(loads, line) == _outcome(json.loads, line)
+
+
+def test_a_list_page_decodes_whole() -> None:
+    items = [service(f"web-{i}", f"192.0.2.{i}") for i in range(50)]
+    page = json.dumps({"kind": "ServiceList", "metadata": {}, "items": items}).encode()
+    assert loads(page) == json.loads(page)
