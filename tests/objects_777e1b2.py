@@ -94,7 +94,8 @@ def _ports(value: Any) -> str:
     for item in _list(value):
         port = _map(item)
         number = port.get("port")
-        if isinstance(number, int):
+        # Changed since 777e1b2, as in kvip_bgp/domain/objects.py: a bool is not a port.
+        if type(number) is int:
             ports.append(f"{_str(port.get('protocol')) or 'TCP'}/{number}")
     ports.sort()
     return sys.intern(",".join(ports))

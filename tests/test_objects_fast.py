@@ -237,3 +237,10 @@ def test_real_slices_and_nodes_parse_as_before(obj: Any) -> None:
         else (parse_endpoint_slice, before.parse_endpoint_slice)
     )
     assert _shape(parse(obj)) == _shape(old(obj))
+
+
+def test_a_bool_is_not_a_port() -> None:
+    """``True`` is an ``int`` to ``isinstance``; kept, it became "TCP/True" (which the
+    holder's claims cannot read back) interpreted and "TCP/1" compiled by mypyc."""
+    ports = [{"port": True}, {"port": 80}, {"port": False, "protocol": "UDP"}]
+    assert parse_service({"spec": {"ports": ports}}).ports == "TCP/80"

@@ -135,9 +135,11 @@ class NodeInfo:
         return None
 
 
-def _map(value: Any) -> Mapping[str, Any]:
+def _map(value: Any) -> Mapping[Any, Any]:
     # JSON gives dicts: ``type() is dict`` first, as the ABC check costs 8x as much and
     # runs a dozen times per object, 20,000 objects in a burst (docs/performance.md).
+    # Keys typed ``Any``, not ``str``: callers check them (``isinstance(k, str)``), and
+    # compiled by mypyc a ``str`` key type is itself checked, raising on ``{0: ""}``.
     return value if type(value) is dict or isinstance(value, Mapping) else {}
 
 
@@ -238,7 +240,10 @@ def _ports(value: Any) -> str:
     for item in _list(value):
         port = item if type(item) is dict else _map(item)
         number = port.get("port")
-        if isinstance(number, int):
+        # ``type() is int``: a bool is not a port. ``isinstance`` let ``False`` through as
+        # "TCP/False" (which claims._ports cannot read back), and mypyc, which unboxes a
+        # narrowed ``int``, wrote it as "TCP/0".
+        if type(number) is int:
             ports.append(f"{_str(port.get('protocol')) or 'TCP'}/{number}")
     if len(ports) > 1:
         ports.sort()
