@@ -8,10 +8,9 @@ Requests go through the client's configuration and REST layer (kubeconfig and
 in-cluster loading, auth and token refresh, TLS, urllib3, ``ApiException``), one client
 per thread (see ``new_api_client``), but not through its generated ``CoreV1Api``-style
 classes (see ``request``) nor its own ``ApiClient`` (see ``ApiClient`` here). Payloads
-are read as raw JSON and parsed by ``domain/objects.py``: the client's model
-deserialisation costs seconds for a list of 10,000 Services, and we need a dozen fields
-of each. Initial lists are read in pages (``LIST_PAGE_SIZE``) so that the whole list
-never exists as JSON dicts at once.
+are decoded by ``jsonbody`` and parsed by ``domain/objects.py``: the client's model
+deserialisation costs seconds for 10,000 Services, and we need a dozen fields of each.
+Initial lists are read in pages (``LIST_PAGE_SIZE``), never as JSON dicts all at once.
 
 Robustness against real API servers: watches resume from the last ``resourceVersion``
 (bookmarks keep it fresh); ``410 Gone`` triggers a relist; a read timeout longer than the
