@@ -86,13 +86,18 @@ def advert(ip: str, *communities: str) -> Advertisement:
     return Advertisement(vip, attrs, ("test",))
 
 
+# The fixtures' stop: the fake ExaBGP acknowledges nothing unless a test says so, so the
+# reconciler waits out a stop's deadline for the withdrawals' acks; no test reads them.
+TEARDOWN_STOP = 0.2
+
+
 @pytest.fixture
 def harness() -> Iterator[Harness]:
     h = Harness(("kubernetes", "static:x"), owned={ipaddress.ip_address("198.51.100.99")})
     h.thread.start()
     h.connect()
     yield h
-    post(h.inbox, Stop(deadline=time.monotonic() + 2))
+    post(h.inbox, Stop(deadline=time.monotonic() + TEARDOWN_STOP))
     h.thread.join(5)
 
 
@@ -105,7 +110,7 @@ def held_harness() -> Iterator[Harness]:
     h.connect()
     yield h
     h.addresses.released.set()
-    post(h.inbox, Stop(deadline=time.monotonic() + 2))
+    post(h.inbox, Stop(deadline=time.monotonic() + TEARDOWN_STOP))
     h.thread.join(5)
 
 
