@@ -22,6 +22,7 @@ base=${BASE:-localhost/kvip-bgp-base:bookworm}
 mirror=${DEBIAN_MIRROR:-$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)}
 mirror=${mirror:-http://deb.debian.org/debian}
 work=${WORKDIR:-$src/build/image}
+mkdir -p "$work"  # run.log below, also when the base image exists already
 
 say() { printf 'make image: %s\n' "$*"; }
 
