@@ -235,8 +235,11 @@ class Daemon:
                 self.reload_status,
                 (lambda: self.cluster_status.read().node) if kubernetes is not None else None,
             )
-        process_settings.resume_gc()  # all imported and started: see process.pause_gc
-        exit_code = self._supervise(children, reloader, reconciler_thread, fixed)
+        # The collector's start pause (process.pause_gc) ends with the cluster's first sync.
+        gc_paused = kubernetes is not None
+        if not gc_paused:
+            process_settings.resume_gc()  # all imported and started
+        exit_code = self._supervise(children, reloader, reconciler_thread, fixed, gc_paused)
         bfd = children.bfd
 
         # -- shutdown, in reverse order --------------------------------------------------
@@ -292,9 +295,17 @@ class Daemon:
         reloader: Reloader | None,
         reconciler: threading.Thread,
         fixed: tuple[threading.Thread, ...],
+        gc_paused: bool,
     ) -> int:
-        """Until a signal: restart a dead ExaBGP or BFD, fail with the reconciler, reload."""
+        """Until a signal: restart a dead ExaBGP or BFD, fail with the reconciler, reload;
+        end the collector's start pause once the cluster's routes are out."""
+        resume_by = time.monotonic() + process_settings.GC_PAUSE_LIMIT
         while not self._stop.wait(0.25):
+            if gc_paused and process_settings.start_over(
+                self._kubernetes_routes_busy(), time.monotonic(), resume_by
+            ):
+                process_settings.resume_gc()
+                gc_paused = False
             if not reconciler.is_alive():
                 log.error("app.reconciler_died")
                 self._stop.set()

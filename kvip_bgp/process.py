@@ -4,8 +4,9 @@ Each setting here affects the whole process (and ExaBGP, which inherits the umas
 each is made once, by the main thread, before any other thread exists, and nowhere else:
 the cyclic garbage collector's thresholds, the umask, the hook that gives each thread
 its kernel-level name, the signal handlers, and the C heap trim after the first sync.
-The collector's pause while the daemon imports and starts is the one exception: it ends
-once the threads are started (``resume_gc``), freezing what the start built.
+The collector's pause while the daemon imports, starts and takes the cluster's first
+sync is the one exception: it ends once the routes are out (``resume_gc``, from the main
+thread's supervision loop), freezing what the start built.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ GC_THRESHOLDS: Final = (10_000, 10, 10)
 # Every file the daemon creates is private to root, as the systemd unit's UMask=0077
 # already makes it there: ExaBGP's config holds the MD5 passwords.
 UMASK: Final = 0o077
+# The collector's pause ends this long after the start at the latest, routes out or not
+# (an API that never answers must not leave the daemon without a collector).
+GC_PAUSE_LIMIT: Final = 30.0
 
 
 def tune_gc() -> None:
@@ -35,18 +39,30 @@ def tune_gc() -> None:
 
 
 def pause_gc() -> None:
-    """No cyclic collection while ``kvip-bgp run`` imports its modules and starts.
+    """No cyclic collection while ``kvip-bgp run`` imports, starts and takes its first sync.
 
     Imports build ~70,000 objects that live as long as the process (modules, classes,
-    functions) and hardly any garbage: the collections they set off (~120 young, ~10
-    middle, a full one) find next to nothing, and every later full collection would
-    walk them all again. ``resume_gc`` freezes them instead, so no collection ever
-    walks them (``gc.freeze``). The main thread calls it once the daemon's threads are
-    started, and on every way out of ``run``. The price: the cycles that became garbage
-    during the start (~800 objects) are never collected, and the start's peak RSS is
-    ~0.4 MB higher (docs/performance.md).
+    functions) and the first LIST of a cluster tens of thousands more that live as long
+    as their objects (the cache, the decisions, the routes), and hardly any garbage: in
+    a cold start of 10,000 Services the ~30 collections until the first sync found 144
+    objects in all and took 40-68 ms of the CPU (docs/performance.md), walking what the
+    cache had grown to each time. ``resume_gc`` freezes it all instead, so no collection
+    ever walks it (``gc.freeze``); each object is still freed by reference counting when
+    its Service goes. The main thread resumes once the routes are out (``start_over``),
+    or the threads are started when the daemon has no cluster, and on every way out of
+    ``run``. The price: the cycles that became garbage meanwhile are never collected.
     """
     gc.disable()
+
+
+def start_over(routes_busy: bool, now: float, resume_by: float) -> bool:
+    """Whether the collector's start pause ends now: the routes are out, or it is late.
+
+    ``routes_busy``: the cluster's first sync is not complete or addresses are left to
+    bind (the status writer waits for the same); ``resume_by``: the start's time plus
+    ``GC_PAUSE_LIMIT``.
+    """
+    return not routes_busy or now >= resume_by
 
 
 def resume_gc() -> None:

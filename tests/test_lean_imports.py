@@ -243,9 +243,9 @@ def free_port() -> int:
 def test_kubernetes_mode_starts_without_other_modes_modules_and_with_the_gc_paused(
     tmp_path: Path, cluster_config: Path
 ) -> None:
-    """``kvip-bgp run`` until the Service's route is decided: what is imported by then, and
-    whether the cyclic collector was paused while the daemon imported and started, and
-    what that built frozen when it resumed."""
+    """``kvip-bgp run`` until the Service's route is decided: what is imported by then,
+    whether the cyclic collector was paused while the daemon imported, started and took
+    the cluster's first sync, and what that built frozen when it resumed."""
     config = yaml.safe_load(cluster_config.read_text())
     report = run(
         f"""\
@@ -255,8 +255,18 @@ def test_kubernetes_mode_starts_without_other_modes_modules_and_with_the_gc_paus
         seen = {{}}
         real_resume = process.resume_gc
 
+        url = "http://{config["http"]["listen"]}/status"
+
+        def synced_now():
+            try:
+                with urllib.request.urlopen(url, timeout=5) as reply:
+                    return "kubernetes" in json.load(reply).get("synced_sources", [])
+            except OSError:
+                return False
+
         def resume():  # the start's end: what was the collector doing until then?
             seen.setdefault("paused_during_start", not gc.isenabled())
+            seen.setdefault("synced_at_resume", synced_now())
             real_resume()
             seen.setdefault("frozen", gc.get_freeze_count())
 
@@ -264,7 +274,6 @@ def test_kubernetes_mode_starts_without_other_modes_modules_and_with_the_gc_paus
 
         def probe():
             deadline = time.monotonic() + 30
-            url = "http://{config["http"]["listen"]}/status"
             while time.monotonic() < deadline:
                 try:
                     with urllib.request.urlopen(url, timeout=5) as reply:
@@ -277,6 +286,8 @@ def test_kubernetes_mode_starts_without_other_modes_modules_and_with_the_gc_paus
             seen["synced"] = "kubernetes" in status.get("synced_sources", [])
             seen["loaded"] = sorted(m for m in {list(NOT_ON_THE_KUBERNETES_START_PATH)!r}
                                     if m in sys.modules)
+            while not gc.isenabled() and time.monotonic() < deadline:
+                time.sleep(0.05)  # the main thread looks every 0.25 s
             seen["gc_running"] = gc.isenabled()
             os.kill(os.getpid(), signal.SIGTERM)
 
@@ -289,8 +300,55 @@ def test_kubernetes_mode_starts_without_other_modes_modules_and_with_the_gc_paus
     assert report["synced"] is True and report["code"] == 0
     assert report["loaded"] == []
     assert report["paused_during_start"] is True
+    assert report["synced_at_resume"] is True  # paused through the first sync
     assert isinstance(report["frozen"], int) and report["frozen"] > 10_000  # the modules
     assert report["gc_running"] is True and report["gc_after"] is True
+
+
+def test_the_collectors_pause_ends_at_its_limit_when_the_cluster_never_syncs(
+    tmp_path: Path,
+) -> None:
+    """An API that never answers (a listener that accepts and says nothing) must not leave
+    the daemon without a collector: the pause ends ``GC_PAUSE_LIMIT`` after the start
+    (1 s here), not synced."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        kubeconfig = FakeKubeAPI().write_kubeconfig(
+            tmp_path / "kubeconfig", f"http://127.0.0.1:{silent.getsockname()[1]}"
+        )
+        config = daemon_config(kubeconfig, http={"listen": f"127.0.0.1:{free_port()}"})
+        config["vips"]["interface"] = None
+        path = tmp_path / "kvip-bgp.yaml"
+        path.write_text(yaml.safe_dump(config))
+        report = run(
+            f"""\
+            import gc, json, os, signal, threading, time
+            from kvip_bgp import cli, process
+
+            process.GC_PAUSE_LIMIT = 1.0
+            seen = {{}}
+
+            def probe():
+                started = time.monotonic()
+                while time.monotonic() - started < 0.5:
+                    time.sleep(0.05)
+                seen["paused_at_half"] = not gc.isenabled()
+                while not gc.isenabled() and time.monotonic() - started < 20:
+                    time.sleep(0.05)
+                seen["resumed_after"] = time.monotonic() - started
+                seen["gc_running"] = gc.isenabled()
+                os.kill(os.getpid(), signal.SIGTERM)
+
+            threading.Thread(target=probe, daemon=True).start()
+            code = cli.main(["run", "--config", {str(path)!r},
+                             "--runtime-dir", {str(tmp_path / "run")!r}])
+            print(json.dumps({{**seen, "code": code}}))
+            """
+        )
+    assert report["paused_at_half"] is True
+    assert report["gc_running"] is True
+    assert 0.5 < float(str(report["resumed_after"])) < 5.0
 
 
 def test_a_bad_config_is_reported_whole_and_leaves_the_gc_running(tmp_path: Path) -> None:
