@@ -17,6 +17,8 @@ import socket
 from dataclasses import dataclass, field
 from typing import Final
 
+from kvip_bgp.domain.values import fast_init
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -171,7 +173,8 @@ def network_order(network: IPNetwork) -> tuple[int, int, int]:
     return (network.version, int(network.network_address), network.prefixlen)
 
 
-@dataclass(frozen=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class Advertisement:
     """The desired announcement of one VIP, with who asked for it (for logs and /status)."""
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Final, NamedTuple
 
 from kvip_bgp.domain.model import parse_ip
+from kvip_bgp.domain.values import fast_init
 
 ANNOTATION_PREFIXES: Final = ("kvip-bgp.io/", "kube-vip.io/", "metallb.io/")
 
@@ -51,6 +52,7 @@ def key_order(key: ObjectKey) -> tuple[str, str]:
     return (key.namespace, key.name)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ServiceInfo:
     key: ObjectKey
@@ -93,6 +95,7 @@ def status_only(old: ServiceInfo, new: ServiceInfo) -> bool:
     return bool(_BUT_STATUS(old) == _BUT_STATUS(new))
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     node_name: str | None
@@ -105,6 +108,7 @@ class Endpoint:
         return self.ready or self.serving
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class EndpointSliceInfo:
     key: ObjectKey

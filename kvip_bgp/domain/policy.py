@@ -33,8 +33,10 @@ from kvip_bgp.domain.model import (
 from kvip_bgp.domain.objects import Endpoint, NodeInfo, ObjectKey, ServiceInfo, key_order
 from kvip_bgp.domain.reasons import Reason, Refusal
 from kvip_bgp.domain.sources import service_wire
+from kvip_bgp.domain.values import fast_init
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class VipVerdict:
     vip: IPAddress
@@ -42,6 +44,7 @@ class VipVerdict:
     reason: Refusal | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ServiceDecision:
     """What this node does for one Service, and the chain of reasons behind it.

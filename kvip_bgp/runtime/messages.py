@@ -23,6 +23,7 @@ from kvip_bgp.domain.objects import (
     ObjectKey,
     ServiceInfo,
 )
+from kvip_bgp.domain.values import fast_init
 from kvip_bgp.runtime.workqueue import CoalescingQueue
 
 T = TypeVar("T")
@@ -42,7 +43,8 @@ class Listed:
     resource_version: str
 
 
-@dataclass(frozen=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class Changed:
     """One watch event (``ADDED``, ``MODIFIED`` or ``DELETED``)."""
 
@@ -113,7 +115,8 @@ class ServiceEvent:
     type: str = "Warning"
 
 
-@dataclass(frozen=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class StatusWanted:
     """``status.loadBalancer.ingress`` should list ``ips``; None cancels an earlier want."""
 
@@ -237,7 +240,8 @@ StaticUpdate = StaticChanged | StaticRetired
 # ------------------------------------------------------- every source -> reconciler
 
 
-@dataclass(frozen=True)
+@fast_init
+@dataclass(frozen=True, slots=True)
 class VipDesired:
     """Source ``source`` wants ``vip`` announced as ``advert`` (None: no longer wants it)."""
 
