@@ -184,22 +184,25 @@ def parse_service(obj: Mapping[str, Any]) -> ServiceInfo:
     labels = meta.get("labels")
     families = spec.get("ipFamilies")
     policy = spec.get("externalTrafficPolicy")
+    # Positional, in the fields' order: 15 keyword arguments cost a third more than the
+    # construction itself (19,414 against 12,896 instructions, callgrind), and the
+    # comparison in tests/test_objects_fast.py catches two fields swapped.
     return ServiceInfo(
-        key=_key(meta),
-        uid=_text(meta.get("uid")),
-        type=_shared(spec.get("type")) or "ClusterIP",
-        load_balancer_class=_shared(spec.get("loadBalancerClass")),
-        load_balancer_ip=_str(spec.get("loadBalancerIP")) or None,
-        external_traffic_policy=_shared(policy) or "Cluster",
-        ingress_ips=_ingress_ips(status) if status else (),
-        annotations=_annotations(notes) if notes else (),
-        resource_version=_text(meta.get("resourceVersion")),
-        created=_shared(meta.get("creationTimestamp")) or "",
-        labels=_pairs(labels) if labels else (),
-        ip_families=_families(families) if families else "",
-        ip_family_policy=_shared(spec.get("ipFamilyPolicy")),
-        ports=_ports(spec.get("ports")),
-        selector=",".join(f"{k}={v}" for k, v in _pairs(spec.get("selector")))
+        _key(meta),  # key
+        _text(meta.get("uid")),  # uid
+        _shared(spec.get("type")) or "ClusterIP",  # type
+        _shared(spec.get("loadBalancerClass")),  # load_balancer_class
+        _str(spec.get("loadBalancerIP")) or None,  # load_balancer_ip
+        _shared(policy) or "Cluster",  # external_traffic_policy
+        _ingress_ips(status) if status else (),  # ingress_ips
+        _annotations(notes) if notes else (),  # annotations
+        _text(meta.get("resourceVersion")),  # resource_version
+        _shared(meta.get("creationTimestamp")) or "",  # created
+        _pairs(labels) if labels else (),  # labels
+        _families(families) if families else "",  # ip_families
+        _shared(spec.get("ipFamilyPolicy")),  # ip_family_policy
+        _ports(spec.get("ports")),  # ports
+        ",".join(f"{k}={v}" for k, v in _pairs(spec.get("selector")))  # selector
         if policy == "Local"
         else "",
     )
