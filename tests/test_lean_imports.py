@@ -91,29 +91,40 @@ def test_the_client_loads_without_the_packages_other_subpackages(
 
 @pytest.mark.parametrize("first", ["", "import pyroute2"])
 def test_netlink_loads_without_pyroute2s_other_socket_families(first: str) -> None:
+    """Nor ``pyroute2.iproute`` (IPRoute), which imports nearly all the rest: the address
+    tables dump with pyroute2's message classes; IPRoute is imported when one is opened."""
     report = run(
         f"""\
         import json, socket, sys
         {first}
-        from kvip_bgp.netif.netlink import IPRoute, NetlinkError
+        from kvip_bgp.netif.netlink import NetlinkBatch, NetlinkError, open_iproute
+        iproute = "pyroute2.iproute" in sys.modules
+        batch = NetlinkBatch()  # a dump works: the message classes decode it
+        lo = [m.get("IFA_ADDRESS") for m in batch.addresses(socket.if_nametoindex("lo"))]
+        batch.close()
+        dumped = "pyroute2.iproute" in sys.modules
         loaded = {{m for m in sys.modules if m.split(".")[0] == "pyroute2"}}
-        with IPRoute() as ipr:  # a dump works: the socket and its parser are complete
+        with open_iproute() as ipr:  # the socket and its parser are complete
             links = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
         import pyroute2.ndb.main  # a subpackage we skipped still imports on demand
         # A name the package's __init__ re-exports completes it (tools, tests).
         from pyroute2 import IPRoute as Again, NDB
         print(json.dumps({{
+            "iproute": [iproute, dumped],
             "ndb": "pyroute2.ndb.main" in loaded,
             "ipdb": "pyroute2.ipdb" in loaded,
+            "127.0.0.1": "127.0.0.1" in lo,
             "lo": "lo" in links,
             "error": issubclass(NetlinkError, Exception),
-            "same": Again is IPRoute,
+            "same": type(ipr) is Again,
             "completed": "pyroute2.ipdb" in sys.modules and NDB is not None,
         }}))
         """
     )
+    assert report["127.0.0.1"] is True
     assert report["lo"] is True and report["error"] is True
     assert report["same"] is True and report["completed"] is True
+    assert report["iproute"] == [bool(first), bool(first)]
     assert report["ndb"] is bool(first)
     assert report["ipdb"] is bool(first)
 

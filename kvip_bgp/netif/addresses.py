@@ -10,7 +10,6 @@ import ipaddress
 import os
 import socket
 from collections.abc import Iterable
-from typing import Any
 
 import structlog
 
@@ -28,12 +27,13 @@ from kvip_bgp.netif.netlink import (
     RTM_NEWROUTE,
     RTN_LOCAL,
     InterfaceError,
-    IPRoute,
     LocalAddress,
     NetlinkBatch,
     NetlinkError,
     RequestBuilder,
     address_request,
+    create_dummy,
+    interface_index,
     local_route_request,
 )
 
@@ -41,30 +41,35 @@ log = structlog.get_logger("kvip_bgp.netif")
 
 
 class AddressTable:
-    """The VIP addresses on one interface."""
+    """The VIP addresses on one interface.
+
+    One netlink socket of its own (``NetlinkBatch``) for the batches and the dumps;
+    pyroute2's ``IPRoute`` only to create a missing interface (netif.netlink says why).
+    """
 
     def __init__(self, interface: str, create: bool = True) -> None:
         self.interface = interface
-        self._ipr: Any = IPRoute()
         self._batch = NetlinkBatch()
-        self._index = self._lookup_or_create(create)
+        try:
+            self._index = self._lookup_or_create(create)
+        except BaseException:
+            self._batch.close()
+            raise
         # Addresses this table knows to be ours (refreshed by every owned() dump), so that
         # unbind needs no dump of the whole interface: that is O(addresses) per VIP.
         self._owned: set[IPAddress] = set()
 
     def close(self) -> None:
         self._batch.close()
-        self._ipr.close()
 
     def _lookup_or_create(self, create: bool) -> int:
-        found = self._ipr.link_lookup(ifname=self.interface)
-        if found:
-            return int(found[0])
+        found = interface_index(self.interface)
+        if found is not None:
+            return found
         if not create:
             raise InterfaceError(f"vips.interface {self.interface!r} does not exist")
         try:
-            self._ipr.link("add", ifname=self.interface, kind="dummy")
-            self._ipr.link("set", index=self._ipr.link_lookup(ifname=self.interface)[0], state="up")
+            index = create_dummy(self.interface)
         except NetlinkError as error:
             raise InterfaceError(
                 f"vips.interface {self.interface!r} does not exist and could not be created "
@@ -73,12 +78,12 @@ class AddressTable:
                 "vips.interface: lo"
             ) from error
         log.info("netif.created", interface=self.interface, kind="dummy")
-        return int(self._ipr.link_lookup(ifname=self.interface)[0])
+        return index
 
     def addresses(self) -> dict[IPAddress, LocalAddress]:
         """Every host address (/32, /128) on the interface, and whether it is ours."""
         result: dict[IPAddress, LocalAddress] = {}
-        for msg in self._ipr.get_addr(index=self._index):
+        for msg in self._batch.addresses(self._index):
             raw = msg.get("IFA_ADDRESS")
             if raw is None:
                 continue
@@ -172,7 +177,7 @@ class LocalRouteTable(AddressTable):
         """Every host local route through the interface, and whether it is ours."""
         result: dict[IPAddress, LocalAddress] = {}
         for family in (socket.AF_INET, socket.AF_INET6):
-            for msg in self._ipr.get_routes(family=family, table=RT_TABLE_LOCAL):
+            for msg in self._batch.routes(family, RT_TABLE_LOCAL):
                 raw = msg.get("RTA_DST")
                 if raw is None or msg["type"] != RTN_LOCAL:
                     continue

@@ -21,8 +21,16 @@ error without saying which request failed); only the last request of a send is a
 ``ifaddrmsg`` and ``rtmsg`` are small fixed kernel ABIs, so :func:`address_request` and
 :func:`local_route_request` pack them with ``struct`` (unit tests check them byte for
 byte against pyroute2's encoder), much cheaper than pyroute2's encoder;
-docs/performance.md has the figures. Dumps, links and
-routes still go through pyroute2.
+docs/performance.md has the figures.
+
+The dumps the address tables need (:meth:`NetlinkBatch.addresses`,
+:meth:`NetlinkBatch.routes`) go over that same socket and are decoded by pyroute2's own
+message classes: pyroute2 stays the codec, but its ``IPRoute`` is not imported for them.
+``pyroute2.iproute`` imports nearly all of pyroute2 (its request filters, traffic control
+and its plugins, the mock ``IPRoute`` with ``unittest.mock``): ~30 ms of the daemon's
+start, against ~5 ms for the two message classes. Only the rare paths open an
+``IPRoute`` (:func:`open_iproute`): creating a missing VIP interface, and ``output:
+kernel-table``.
 
 Used by the reconciler thread only; the netlink sockets are never shared.
 """
@@ -30,11 +38,12 @@ Used by the reconciler thread only; the netlink sockets are never shared.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import structlog
 
@@ -42,14 +51,24 @@ from kvip_bgp.runtime.imports import register_without_init
 
 register_without_init("pyroute2")  # see runtime.imports
 
-from pyroute2.iproute import IPRoute as IPRoute  # noqa: E402 (after the registration)
-from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST  # noqa: E402
+# Not pyroute2.iproute here (see the module's doc): these are light.
+from pyroute2.netlink import (  # noqa: E402 (after the registration)
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_EXCL,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+)
 from pyroute2.netlink.exceptions import NetlinkError as NetlinkError  # noqa: E402
 from pyroute2.netlink.rtnl import RTM_DELADDR as RTM_DELADDR  # noqa: E402
 from pyroute2.netlink.rtnl import RTM_DELROUTE as RTM_DELROUTE  # noqa: E402
+from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_GETROUTE  # noqa: E402
 from pyroute2.netlink.rtnl import RTM_NEWADDR as RTM_NEWADDR  # noqa: E402
 from pyroute2.netlink.rtnl import RTM_NEWROUTE as RTM_NEWROUTE  # noqa: E402
-from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD  # noqa: E402
+from pyroute2.netlink.rtnl.ifaddrmsg import IFA_F_NODAD, ifaddrmsg  # noqa: E402
+from pyroute2.netlink.rtnl.rtmsg import rtmsg  # noqa: E402
 
 from kvip_bgp.domain.model import IPAddress  # noqa: E402
 
@@ -66,7 +85,6 @@ RT_SCOPE_LINK: Final = 253
 # receive buffer, and one send must fit the send buffer (~60 bytes per request).
 BATCH_SIZE: Final = 500
 ACK_TIMEOUT: Final = 5.0
-_NLMSG_ERROR: Final = 2
 _NLMSG_HEADER: Final = struct.Struct("=IHHII")  # length, type, flags, sequence, port
 _SOL_NETLINK: Final = 270
 _NETLINK_CAP_ACK: Final = 10
@@ -182,6 +200,38 @@ class InterfaceError(Exception):
     """The VIP interface is missing and cannot be created; the message says what to do."""
 
 
+def interface_index(name: str) -> int | None:
+    """The index of interface ``name`` in the calling thread's namespace, None if it has none.
+
+    ``if_nametoindex`` needs no ``IPRoute`` and finds what ``link_lookup(ifname=name)``
+    found; a name the kernel cannot have (too long, a NUL in it) names no interface, as
+    pyroute2 answered (its lookup's error became an empty list).
+    """
+    try:
+        return socket.if_nametoindex(name)
+    except (OSError, ValueError):
+        return None
+
+
+def open_iproute() -> Any:
+    """A new pyroute2 ``IPRoute``, its module imported only now (see the module's doc)."""
+    from pyroute2.iproute import IPRoute
+
+    return IPRoute()
+
+
+def create_dummy(name: str) -> int:
+    """Create interface ``name`` as a dummy link, set it up, and return its index.
+
+    Rare (the configured VIP interface is missing), so it may open an ``IPRoute``;
+    ``NetlinkError`` when the kernel refuses, as when it lacks the dummy driver.
+    """
+    with open_iproute() as ipr:
+        ipr.link("add", ifname=name, kind="dummy")
+        ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+        return int(ipr.link_lookup(ifname=name)[0])
+
+
 @dataclass(frozen=True)
 class LocalAddress:
     address: IPAddress
@@ -189,9 +239,12 @@ class LocalAddress:
 
 
 class NetlinkBatch:
-    """Many address or route requests per ``send``, each error matched by its sequence number.
+    """Many address or route requests per ``send``, each error matched by its sequence
+    number; and the two dumps the address tables read, on the same socket.
 
-    A socket of its own: pyroute2's sequence numbers and response queue stay undisturbed.
+    A socket of its own, not pyroute2's: no ``IPRoute`` is needed (see the module's doc).
+    One request or dump at a time: messages of an earlier, abandoned one carry older
+    sequence numbers and are skipped.
     """
 
     def __init__(self) -> None:
@@ -243,8 +296,69 @@ class NetlinkBatch:
                 )
                 if length < _NLMSG_HEADER.size:
                     raise OSError(errno.EPROTO, "malformed netlink message from the kernel")
-                if message_type == _NLMSG_ERROR and first <= sequence <= last:
+                if message_type == NLMSG_ERROR and first <= sequence <= last:
                     (code,) = struct.unpack_from("=i", buffer, offset + _NLMSG_HEADER.size)
                     errors[sequence] = -code
                 offset += (length + 3) & ~3
         return [errors.get(first + offset, 0) for offset in range(len(vips))]
+
+    def addresses(self, index: int) -> list[Any]:
+        """What ``IPRoute.get_addr(index=index)`` returns: every address on interface
+        ``index``, both families, as pyroute2's ``ifaddrmsg``, in the kernel's order.
+
+        As pyroute2 does, the kernel dumps the addresses of every interface (family
+        ``AF_UNSPEC``) and the interface is matched here.
+        """
+        header = _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+        dumped = self._dump(RTM_GETADDR, header, RTM_NEWADDR, ifaddrmsg)
+        return [message for message in dumped if message.get("index") == index]
+
+    def routes(self, family: int, table: int) -> list[Any]:
+        """What ``IPRoute.get_routes(family=family, table=table)`` returns: every route of
+        ``family`` in ``table``, as pyroute2's ``rtmsg``, in the kernel's order.
+
+        The kernel dumps every table; the table is matched here as pyroute2's filter does
+        (``get("table")``: ``RTA_TABLE``, which holds ids above 255, before the header's
+        one-byte field).
+        """
+        header = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
+        dumped = self._dump(RTM_GETROUTE, header, RTM_NEWROUTE, rtmsg)
+        return [message for message in dumped if message.get("table") == table]
+
+    def _dump(self, kind: int, header: bytes, reply: int, message_class: Any) -> list[Any]:
+        """Send dump request ``kind`` (``header``: its fixed part, no attributes) and
+        decode every ``reply`` message of it with ``message_class`` until ``NLMSG_DONE``.
+
+        The request is what pyroute2 sends for the same dump. An error answer raises what
+        pyroute2 raises (``NetlinkError``; ``OSError`` for ENOBUFS).
+        """
+        self._sequence += 1
+        sequence = self._sequence
+        flags = NLM_F_REQUEST | NLM_F_DUMP
+        length = _NLMSG_HEADER.size + len(header)
+        self._sock.send(_NLMSG_HEADER.pack(length, kind, flags, sequence, 0) + header)
+        messages: list[Any] = []
+        while True:
+            buffer = self._sock.recv(1 << 20)
+            offset = 0
+            while offset + _NLMSG_HEADER.size <= len(buffer):
+                length, message_type, _flags, number, _port = _NLMSG_HEADER.unpack_from(
+                    buffer, offset
+                )
+                if length < _NLMSG_HEADER.size:
+                    raise OSError(errno.EPROTO, "malformed netlink message from the kernel")
+                if number == sequence:
+                    if message_type == NLMSG_DONE:
+                        return messages
+                    if message_type == NLMSG_ERROR:
+                        (code,) = struct.unpack_from("=i", buffer, offset + _NLMSG_HEADER.size)
+                        if code == 0:
+                            return messages
+                        if -code == errno.ENOBUFS:
+                            raise OSError(-code, os.strerror(-code))
+                        raise NetlinkError(-code)
+                    if message_type == reply:
+                        message = message_class(buffer, offset=offset)
+                        message.decode()
+                        messages.append(message)
+                offset += (length + 3) & ~3

@@ -15,8 +15,8 @@ from kvip_bgp.netif.netlink import (
     ESRCH,
     RT_SCOPE_LINK,
     InterfaceError,
-    IPRoute,
     NetlinkError,
+    open_iproute,
 )
 
 log = structlog.get_logger("kvip_bgp.netif")
@@ -42,7 +42,8 @@ class RouteTable:
         self.table = table
         self.protocol = protocol
         self.interface = interface
-        self._ipr: Any = IPRoute()
+        # This mode keeps pyroute2's IPRoute, imported only when it runs (netif.netlink).
+        self._ipr: Any = open_iproute()
         found = self._ipr.link_lookup(ifname=interface)
         if not found:
             self._ipr.close()
