@@ -18,12 +18,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import require_lab
 
 from kvip_bgp.testing.fakeapi import FakeKubeAPI
+from kvip_bgp.testing.netlab import Netns, cleanup, listen_socket_in_netns
 from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
 from kvip_bgp.testing.scenario import daemon_config
 
 REPO = Path(__file__).resolve().parent.parent
+NETNS_PREFIX = "kvli-"  # a prefix of its own: cleanup removes every namespace of a prefix
 
 KUBECONFIG = """\
 apiVersion: v1
@@ -35,9 +38,11 @@ current-context: x
 """
 
 
-def run(script: str) -> dict[str, object]:
+def run(script: str, netns: str | None = None) -> dict[str, object]:
+    """``script`` in a fresh interpreter (in namespace ``netns``): its last line's JSON."""
+    inside = ["ip", "netns", "exec", netns] if netns is not None else []
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
+        [*inside, sys.executable, "-c", textwrap.dedent(script)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -222,6 +227,7 @@ NOT_ON_THE_KUBERNETES_START_PATH = (
     "kvip_bgp.configfile.reference",  # the reference docs' tables
     "kvip_bgp.ops.report",  # kvip-bgp status / explain
     "kvip_bgp.bgp.bfd.supervisor",  # a peer with bfd
+    "pyroute2.iproute",  # output: kernel-table, or a VIP interface to create
 )
 
 
@@ -360,6 +366,112 @@ def test_the_collectors_pause_ends_at_its_limit_when_the_cluster_never_syncs(
     assert report["paused_at_half"] is True
     assert report["gc_running"] is True
     assert 0.5 < float(str(report["resumed_after"])) < 5.0
+
+
+@pytest.fixture
+def vip_netns() -> Iterator[Netns]:
+    """A namespace with ``vip0`` (a veth end: this kernel may lack the dummy driver)."""
+    require_lab()
+    cleanup(NETNS_PREFIX)
+    ns = Netns.create(f"{NETNS_PREFIX}{os.getpid()}")
+    try:
+        ns.run("ip", "link", "add", "vip0", "type", "veth", "peer", "name", "vip1")
+        ns.run("ip", "link", "set", "vip0", "up")
+        yield ns
+    finally:
+        ns.delete()
+
+
+@pytest.mark.lab
+def test_the_default_binding_starts_without_iproute(tmp_path: Path, vip_netns: Netns) -> None:
+    """``vips.bind: by-family`` (the default) on an interface, in a namespace: the daemon
+    finds the interface, dumps what is there, binds an IPv4 VIP as a local route and an
+    IPv6 one as an address, and has not imported ``pyroute2.iproute`` by then."""
+    api = FakeKubeAPI()
+    url = api.start(sock=listen_socket_in_netns(vip_netns.name, "127.0.0.1"))
+    try:
+        api.put(node())
+        api.put(service("web", "198.51.100.10,2001:db8:100::10"))
+        api.put(endpoint_slice("web", [NODE_NAME]))
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig", url)
+        listen = "127.0.0.1:9472"  # the namespace's own
+        config = daemon_config(kubeconfig, http={"listen": listen})
+        config["vips"]["interface"] = "vip0"
+        path = tmp_path / "kvip-bgp.yaml"
+        path.write_text(yaml.safe_dump(config))
+        report = run(
+            f"""\
+            import json, os, signal, subprocess, sys, threading, time, urllib.request
+            from kvip_bgp import cli
+
+            seen = {{}}
+            wanted = ["198.51.100.10", "2001:db8:100::10"]
+
+            def probe():
+                deadline = time.monotonic() + 30
+                bound = []
+                while time.monotonic() < deadline and bound != wanted:
+                    try:
+                        with urllib.request.urlopen("http://{listen}/status", timeout=5) as r:
+                            bound = json.load(r).get("bound", [])
+                    except OSError:
+                        pass
+                    time.sleep(0.05)
+                seen["bound"] = bound
+                seen["iproute"] = "pyroute2.iproute" in sys.modules
+                show = lambda *a: subprocess.run(a, capture_output=True, text=True).stdout
+                seen["routes"] = show("ip", "route", "show", "table", "local", "dev", "vip0")
+                seen["addresses"] = show("ip", "addr", "show", "dev", "vip0")
+                os.kill(os.getpid(), signal.SIGTERM)
+
+            threading.Thread(target=probe, daemon=True).start()
+            code = cli.main(["run", "--config", {str(path)!r},
+                             "--runtime-dir", {str(tmp_path / "run")!r}])
+            print(json.dumps({{**seen, "code": code}}))
+            """,
+            netns=vip_netns.name,
+        )
+    finally:
+        api.stop()
+    assert report["bound"] == ["198.51.100.10", "2001:db8:100::10"], report
+    assert report["code"] == 0
+    assert "local 198.51.100.10 proto 248 scope host" in str(report["routes"]), report
+    assert "2001:db8:100::10/128" in str(report["addresses"]), report
+    assert report["iproute"] is False
+
+
+@pytest.mark.lab
+def test_creating_a_missing_interface_imports_iproute_then(vip_netns: Netns) -> None:
+    """The rare path keeps IPRoute: a missing ``vips.interface`` is created as a dummy
+    link (or, on a kernel without the dummy driver, refused with what to do)."""
+    report = run(
+        """\
+        import json, sys
+        from kvip_bgp.netif.addresses import FamilyTable
+        from kvip_bgp.netif.netlink import InterfaceError
+        before = "pyroute2.iproute" in sys.modules
+        try:
+            FamilyTable("vip0", create=True).close()  # there: nothing to create
+            present = "pyroute2.iproute" in sys.modules
+            table = FamilyTable("kvd0", create=True)
+            error = None
+            created = table.owned() == set()
+            table.close()
+        except InterfaceError as exc:
+            error, created = str(exc), False
+        print(json.dumps({"iproute": [before, present, "pyroute2.iproute" in sys.modules],
+                          "error": error, "created": created}))
+        """,
+        netns=vip_netns.name,
+    )
+    assert report["iproute"] == [False, False, True]
+    links = vip_netns.run("ip", "-o", "link", "show").stdout
+    if report["error"] is None:
+        assert report["created"] is True
+        assert "kvd0" in links and "state UNKNOWN" in links, links
+    else:
+        assert "could not be created as a dummy link" in str(report["error"])
+        assert "kvd0" not in links
 
 
 def test_a_bad_config_is_reported_whole_and_leaves_the_gc_running(tmp_path: Path) -> None:
