@@ -27,10 +27,10 @@ The dumps the address tables need (:meth:`NetlinkBatch.addresses`,
 :meth:`NetlinkBatch.routes`) go over that same socket and are decoded by pyroute2's own
 message classes: pyroute2 stays the codec, but its ``IPRoute`` is not imported for them.
 ``pyroute2.iproute`` imports nearly all of pyroute2 (its request filters, traffic control
-and its plugins, the mock ``IPRoute`` with ``unittest.mock``): ~30 ms of the daemon's
-start, against ~5 ms for the two message classes. Only the rare paths open an
-``IPRoute`` (:func:`open_iproute`): creating a missing VIP interface, and ``output:
-kernel-table``.
+and its plugins, the mock ``IPRoute`` with ``unittest.mock``): the netif imports took
+53 ms of the start's main thread with it, 8 ms without (docs/performance.md). Only the
+rare paths open an ``IPRoute`` (:func:`open_iproute`): creating a missing VIP
+interface, and ``output: kernel-table``.
 
 Used by the reconciler thread only; the netlink sockets are never shared.
 """
