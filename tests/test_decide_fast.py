@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from test_decide_split import ALL_CONFIGS, INPUTS, _endpoints
 from test_properties import HOSTILE_TEXT, NODE, SETTINGS, VIPS
 
-from kvip_bgp.domain.addresses import forbidden_class
+from kvip_bgp.domain.addresses import address_key, forbidden_class
 from kvip_bgp.domain.annotations import (
     MAX_VIPS_PER_SERVICE,
     AnnotationError,
@@ -122,6 +122,48 @@ def test_an_address_is_refused_as_before(
     node_info = None if node is None else parse_node(node)
     expected = reference_address_refusal(vip, namespace, config, node_info)
     assert address_refusal(vip, namespace, config, node_info) == expected
+
+
+ANY_ADDRESS = st.one_of(
+    st.ip_addresses(v=4),
+    st.ip_addresses(v=6),
+    # IPv6 addresses whose integer is an IPv4 address's: ``::a.b.c.d`` and ``::``.
+    st.integers(0, 2**32 - 1).map(ipaddress.IPv6Address),
+    st.integers(0, 2**32 - 1).map(lambda i: ipaddress.IPv6Address(0xFFFF00000000 | i)),
+)
+
+
+@SETTINGS
+@given(a=ANY_ADDRESS, b=ANY_ADDRESS)
+def test_two_addresses_have_one_key_only_if_they_are_one_address(
+    a: IPAddress, b: IPAddress
+) -> None:
+    assert (address_key(a) == address_key(b)) == (a == b)
+    assert address_key(a) == address_key(ipaddress.ip_address(str(a)))
+
+
+@pytest.mark.parametrize(
+    ("vip", "node_address", "refused"),
+    [
+        ("198.51.100.5", "198.51.100.5", True),
+        ("::198.51.100.5", "198.51.100.5", False),  # the same integer, another address
+        ("198.51.100.5", "::c633:6405", False),
+        ("::ffff:198.51.100.5", "198.51.100.5", False),
+        ("2001:db8:100::5", "2001:db8:100::5", True),
+    ],
+)
+def test_a_node_address_is_refused_and_no_other_family_s(
+    vip: str, node_address: str, refused: bool
+) -> None:
+    node = parse_node(
+        {"metadata": {"name": "n"}, "status": {"addresses": [{"address": node_address}]}}
+    )
+    config = ALL_CONFIGS[0]
+    address = ipaddress.ip_address(vip)
+    expected = reference_address_refusal(address, None, config, node)
+    got = address_refusal(address, None, config, node)
+    assert got == expected
+    assert (got == Refusal(Reason.FORBIDDEN_ADDRESS, "node-address")) is refused
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Final, Literal
 
-from kvip_bgp.domain.addresses import RangeIndex
+from kvip_bgp.domain.addresses import RangeIndex, address_key
 from kvip_bgp.domain.ipam import Pool
 from kvip_bgp.domain.model import (
     IPAddress,
@@ -73,6 +73,11 @@ class BgpConfig:
             if address is not None
         )
 
+    @cached_property
+    def peer_address_keys(self) -> frozenset[int]:
+        """``peer_addresses`` as ``address_key``s: a VIP's lookup hashes an integer."""
+        return frozenset(address_key(a) for a in self.peer_addresses)
+
 
 @dataclass(frozen=True)
 class AllowedRange:
@@ -104,6 +109,10 @@ class VipConfig:
         """The most specific range containing ``vip`` decides (a namespaced range
         nested in a wider one stays reserved to its namespaces)."""
         return self._ranges.admits(vip, namespace)
+
+    def admits_int(self, ip: int, v4: bool, namespace: str | None = None) -> bool:
+        """``admits`` of the address whose integer is ``ip`` (IPv4 if ``v4``)."""
+        return self._ranges.admits_int(ip, v4, namespace)
 
     @cached_property
     def _ranges(self) -> RangeIndex:

@@ -21,9 +21,10 @@ import ipaddress
 import operator
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Final, NamedTuple
 
+from kvip_bgp.domain.addresses import address_key
 from kvip_bgp.domain.model import parse_ip
 from kvip_bgp.domain.values import fast_init
 
@@ -126,6 +127,11 @@ class NodeInfo:
     ips: frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address] = frozenset()
     """``addresses`` parsed (Hostname entries and junk left out), once per Node event,
     not once per VIP: the policy checks every VIP of every Service against them."""
+    ip_keys: frozenset[int] = field(init=False, repr=False, compare=False)
+    """``ips`` as ``address_key``s, what the policy looks each VIP up in."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ip_keys", frozenset(address_key(ip) for ip in self.ips))
 
     def label(self, name: str) -> str | None:
         """The label's value (the last, as a dict of them would keep it), or None.

@@ -11,11 +11,12 @@ typed values here; nothing from the cluster is ever pasted into an ExaBGP comman
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from kvip_bgp.domain.addresses import forbidden_class
+from kvip_bgp.domain.addresses import address_key, forbidden_class, forbidden_v4
 from kvip_bgp.domain.annotations import (
     EXCLUDE_LABEL,
     KUBE_VIP_PREFIX,
@@ -85,14 +86,21 @@ class SharedVipConflict:
 def address_refusal(
     vip: IPAddress, namespace: str | None, config: Config, node: NodeInfo | None
 ) -> Refusal | None:
-    """Why this VIP may never be announced (hijack protection), or None if it may."""
-    if (forbidden := forbidden_class(vip)) is not None:
+    """Why this VIP may never be announced (hijack protection), or None if it may.
+
+    On the VIP's integer, taken once (``address_key``): looking an ``ipaddress`` object
+    up in the node's and the peers' sets hashed it in Python twice (docs/performance.md).
+    """
+    ip = int(vip)
+    v4 = isinstance(vip, ipaddress.IPv4Address)
+    if (forbidden := forbidden_v4(ip) if v4 else forbidden_class(vip)) is not None:
         return Refusal(Reason.FORBIDDEN_ADDRESS, forbidden)
-    if node is not None and vip in node.ips:
+    key = ip if v4 else address_key(vip)
+    if node is not None and key in node.ip_keys:
         return Refusal(Reason.FORBIDDEN_ADDRESS, "node-address")
-    if vip in config.bgp.peer_addresses:
+    if key in config.bgp.peer_address_keys:
         return Refusal(Reason.FORBIDDEN_ADDRESS, "peer-address")
-    if not config.vips.admits(vip, namespace):
+    if not config.vips.admits_int(ip, v4, namespace):
         return Refusal(Reason.OUTSIDE_ALLOWED)
     return None
 
