@@ -218,6 +218,36 @@ def test_status_patches_go_out_one_after_another_on_one_connection(
     assert api.connections_accepted() == 1, "every exchange used the same connection"
 
 
+def test_pipelined_replies_are_read_with_a_few_pauses_not_one_each(
+    api_and_client: tuple[FakeKubeAPI, Http11Connection], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fake, like an API server, flushes each reply: over TLS each is a record of its
+    own, and a read gives one record. The reader reads on while the socket holds more,
+    so 40 replies take a few of the 5 ms pauses before a read, not 40."""
+    api, connection = api_and_client
+    for i in range(40):
+        api.put(service(f"s{i}", "198.51.100.1"))
+    pauses: list[float] = []
+    real_sleep = time.sleep
+
+    def counted(seconds: float) -> None:
+        pauses.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr("kvip_bgp.kube.http11.time.sleep", counted)
+    body = json.dumps({"status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}]}}})
+    headers = {"Accept": "application/json", "Content-Type": STRATEGIC_MERGE_PATCH}
+    requests = [
+        (f"/api/v1/namespaces/default/services/s{i}/status", headers, body.encode())
+        for i in range(40)
+    ]
+    connection.exchange("GET", "/api/v1/services", {}, b"", (5.0, 10.0))  # connected
+    pauses.clear()
+    replies = connection.exchange_many("PATCH", requests, (5.0, 10.0), gather=0.005)
+    assert [r.status if r else None for r in replies] == [200] * 40
+    assert 1 <= len(pauses) <= 8, pauses
+
+
 def test_a_server_whose_certificate_the_client_does_not_trust_gets_no_request(
     tmp_path: Path,
 ) -> None:

@@ -15,9 +15,10 @@ request opens a new one, and nothing half-read is ever reused.
 from __future__ import annotations
 
 import re
+import select
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -76,10 +77,18 @@ def request_bytes(
 
 
 class ReplyReader:
-    """Reads one reply at a time with ``read1`` (a socket's ``recv``)."""
+    """Reads one reply at a time with ``read1`` (a socket's ``recv``).
 
-    def __init__(self, read1: Any) -> None:
+    ``waiting`` says whether the socket holds more bytes now: over TLS a read gives one
+    record, and a server that flushes each reply sends a record per reply, so a read
+    goes on while more waits. Without, each pipelined reply cost a ``pause`` and a
+    wake-up of its own: 1,720 of the writer's wake-ups in a burst of 10,000 in-cluster,
+    against 336 over HTTP (docs/performance.md).
+    """
+
+    def __init__(self, read1: Any, waiting: Callable[[], bool] = lambda: False) -> None:
         self._read1 = read1
+        self._waiting = waiting
         self._buffer = b""
         self.received = 0  # bytes of the replies read so far
         # Seconds to sleep before each read, while pipelined replies come in: a read
@@ -92,6 +101,12 @@ class ReplyReader:
         data = self._read1(READ_SIZE)
         if not data:
             raise Http11Error("the connection ended inside a reply")
+        while (
+            len(data) < READ_SIZE
+            and self._waiting()
+            and (more := self._read1(READ_SIZE - len(data)))
+        ):
+            data += more  # (an empty read is the end: the next read says so)
         self.received += len(data)
         self._buffer += data
 
@@ -167,6 +182,17 @@ class ReplyReader:
             if sum(map(len, parts)) > MAX_BODY_BYTES:
                 raise Http11Error(f"reply body over {MAX_BODY_BYTES} bytes")
         return b"".join(parts)
+
+
+def readable(sock: socket.socket) -> Callable[[], bool]:
+    """Whether ``sock`` holds bytes to read now: decrypted ones TLS keeps (``pending``)
+    or any in the kernel's buffer (a ``poll`` that does not wait)."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    pending = getattr(sock, "pending", None)
+    if pending is None:
+        return lambda: bool(poller.poll(0))
+    return lambda: pending() > 0 or bool(poller.poll(0))
 
 
 def _header(line: bytes) -> tuple[str, str]:
@@ -315,7 +341,7 @@ class Http11Connection:
         conn.timeout = timeout[0]
         conn.connect()
         self._conn = conn
-        self._reader = ReplyReader(conn.sock.recv)
+        self._reader = ReplyReader(conn.sock.recv, readable(conn.sock))
         return conn.sock, self._reader
 
     def close(self) -> None:
