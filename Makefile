@@ -6,7 +6,7 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 PIP     := $(VENV)/bin/pip
 CONFIG  ?=
-APT_PACKAGES := frr iproute2 systemd bird2 gobgpd
+APT_PACKAGES := frr iproute2 systemd bird2 gobgpd valgrind
 # make image (and its lab test): build with buildah on a debootstrap base, run with podman
 # (runc: crun refuses this host's cgroup v1/v2 hybrid).
 IMAGE_APT_PACKAGES := debootstrap buildah podman runc
