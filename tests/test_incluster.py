@@ -181,12 +181,16 @@ def test_a_watch_over_tls_outlives_the_peer_probe(
     watch.close()
 
 
+@pytest.mark.parametrize("dash", ["", "-"])
 def test_the_fake_process_serves_https_only_with_the_given_cert(
-    pki: tuple[Certs, Path, str],
+    pki: tuple[Certs, Path, str], dash: str
 ) -> None:
+    """Also with a token that starts with "-", as one of 64 random ones does: passed as
+    ``--token=...`` (FakeApiProcess does the same), argparse takes it as the value."""
     certs, _, token = pki
+    token = dash + token
     argv = [sys.executable, "-m", "kvip_bgp.testing.fakeapi", "--tls-cert", str(certs.cert)]
-    argv += ["--tls-key", str(certs.key), "--token", token]
+    argv += ["--tls-key", str(certs.key), f"--token={token}"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env)
     try:

@@ -299,7 +299,9 @@ class FakeApiProcess:
         if certs is not None:
             argv += ["--tls-cert", str(certs.cert), "--tls-key", str(certs.key)]
         if token is not None:
-            argv += ["--token", token]
+            # "--token=...": a random token may start with "-", which argparse would take
+            # for an option after a separate "--token" (the fake then exits 2).
+            argv += [f"--token={token}"]
         self.proc = lab.popen(ns, argv, stdout=subprocess.PIPE, stderr=self._log)
         self.url = self._read_url(start_timeout)
         tls = None if certs is None else client_context(certs.ca)
