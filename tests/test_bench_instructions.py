@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.instructions import THIS_CHECKOUT, WORKLOADS, count, main
 
 
