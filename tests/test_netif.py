@@ -11,7 +11,6 @@ batches are split so that more than ``BATCH_SIZE`` requests work.
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import struct
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ from kvip_bgp.netif.netlink import (
     local_route_request,
     requests,
 )
-from kvip_bgp.testing.netlab import Netns, cleanup, in_netns
+from kvip_bgp.testing.netlab import Netns, add_vip_link, fresh_netns, in_netns
 
 PREFIX = "kvn-"  # a prefix of its own: cleanup removes every namespace of a prefix
 
@@ -41,15 +40,9 @@ PREFIX = "kvn-"  # a prefix of its own: cleanup removes every namespace of a pre
 @pytest.fixture
 def netns() -> Iterator[Netns]:
     require_lab()
-    cleanup(PREFIX)
-    ns = Netns.create(f"{PREFIX}{os.getpid()}")
-    try:
-        # A veth end: this kernel may lack the dummy driver, and lo has 127/8 on it.
-        ns.run("ip", "link", "add", "vip0", "type", "veth", "peer", "name", "vip1")
-        ns.run("ip", "link", "set", "vip0", "up")
+    with fresh_netns(PREFIX) as ns:
+        add_vip_link(ns)
         yield ns
-    finally:
-        ns.delete()
 
 
 def table_in(

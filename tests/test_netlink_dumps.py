@@ -16,7 +16,6 @@ multipath route, and enough of ours that a dump takes several reads. Then the ta
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -36,7 +35,7 @@ from kvip_bgp.netif.netlink import (
     address_request,
     open_iproute,
 )
-from kvip_bgp.testing.netlab import Netns, cleanup, in_netns
+from kvip_bgp.testing.netlab import Netns, fresh_netns, in_netns
 
 PREFIX = "kvd-"  # a prefix of its own: cleanup removes every namespace of a prefix
 TABLES = (RT_TABLE_LOCAL, 254, 100, 1000, 7)  # 7: empty
@@ -52,9 +51,7 @@ def ip(text: str) -> IPAddress:
 @pytest.fixture
 def netns() -> Iterator[Netns]:
     require_lab()
-    cleanup(PREFIX)
-    ns = Netns.create(f"{PREFIX}{os.getpid()}")
-    try:
+    with fresh_netns(PREFIX) as ns:
         # No duplicate address detection: link-local addresses that turn from tentative
         # to valid between two dumps would differ for no fault of either.
         for scope in ("default", "all"):
@@ -66,8 +63,6 @@ def netns() -> Iterator[Netns]:
             ns.run("ip", "link", "set", b, "up")
         _populate(ns)
         yield ns
-    finally:
-        ns.delete()
 
 
 def _populate(ns: Netns) -> None:

@@ -6,7 +6,6 @@ sync (docs/performance.md).
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from conftest import require_lab
 from test_lean_imports import run
 
 from kvip_bgp.testing.fakeapi import FakeKubeAPI
-from kvip_bgp.testing.netlab import Netns, cleanup, listen_socket_in_netns
+from kvip_bgp.testing.netlab import Netns, add_vip_link, fresh_netns, listen_socket_in_netns
 from kvip_bgp.testing.objects import NODE_NAME, endpoint_slice, node, service
 from kvip_bgp.testing.scenario import daemon_config
 
@@ -180,14 +179,9 @@ def test_the_collectors_pause_ends_at_its_limit_when_the_cluster_never_syncs(
 def vip_netns() -> Iterator[Netns]:
     """A namespace with ``vip0`` (a veth end: this kernel may lack the dummy driver)."""
     require_lab()
-    cleanup(NETNS_PREFIX)
-    ns = Netns.create(f"{NETNS_PREFIX}{os.getpid()}")
-    try:
-        ns.run("ip", "link", "add", "vip0", "type", "veth", "peer", "name", "vip1")
-        ns.run("ip", "link", "set", "vip0", "up")
+    with fresh_netns(NETNS_PREFIX) as ns:
+        add_vip_link(ns)
         yield ns
-    finally:
-        ns.delete()
 
 
 @pytest.mark.lab

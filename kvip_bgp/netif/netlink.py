@@ -41,7 +41,7 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -289,17 +289,10 @@ class NetlinkBatch:
         errors: dict[int, int] = {}
         while last not in errors:
             buffer = self._sock.recv(1 << 20)
-            offset = 0
-            while offset + _NLMSG_HEADER.size <= len(buffer):
-                length, message_type, _flags, sequence, _port = _NLMSG_HEADER.unpack_from(
-                    buffer, offset
-                )
-                if length < _NLMSG_HEADER.size:
-                    raise OSError(errno.EPROTO, "malformed netlink message from the kernel")
+            for offset, message_type, sequence in _headers(buffer):
                 if message_type == NLMSG_ERROR and first <= sequence <= last:
                     (code,) = struct.unpack_from("=i", buffer, offset + _NLMSG_HEADER.size)
                     errors[sequence] = -code
-                offset += (length + 3) & ~3
         return [errors.get(first + offset, 0) for offset in range(len(vips))]
 
     def addresses(self, index: int) -> list[Any]:
@@ -340,25 +333,33 @@ class NetlinkBatch:
         messages: list[Any] = []
         while True:
             buffer = self._sock.recv(1 << 20)
-            offset = 0
-            while offset + _NLMSG_HEADER.size <= len(buffer):
-                length, message_type, _flags, number, _port = _NLMSG_HEADER.unpack_from(
-                    buffer, offset
-                )
-                if length < _NLMSG_HEADER.size:
-                    raise OSError(errno.EPROTO, "malformed netlink message from the kernel")
-                if number == sequence:
-                    if message_type == NLMSG_DONE:
+            for offset, message_type, number in _headers(buffer):
+                if number != sequence:
+                    continue
+                if message_type == NLMSG_DONE:
+                    return messages
+                if message_type == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", buffer, offset + _NLMSG_HEADER.size)
+                    if code == 0:
                         return messages
-                    if message_type == NLMSG_ERROR:
-                        (code,) = struct.unpack_from("=i", buffer, offset + _NLMSG_HEADER.size)
-                        if code == 0:
-                            return messages
-                        if -code == errno.ENOBUFS:
-                            raise OSError(-code, os.strerror(-code))
-                        raise NetlinkError(-code)
-                    if message_type == reply:
-                        message = message_class(buffer, offset=offset)
-                        message.decode()
-                        messages.append(message)
-                offset += (length + 3) & ~3
+                    if -code == errno.ENOBUFS:
+                        raise OSError(-code, os.strerror(-code))
+                    raise NetlinkError(-code)
+                if message_type == reply:
+                    message = message_class(buffer, offset=offset)
+                    message.decode()
+                    messages.append(message)
+
+
+def _headers(buffer: bytes) -> Iterator[tuple[int, int, int]]:
+    """(offset, type, sequence number) of each netlink message in ``buffer``, in order.
+
+    A length shorter than a header is the kernel's bug or a corrupt buffer: an error,
+    never a loop."""
+    offset = 0
+    while offset + _NLMSG_HEADER.size <= len(buffer):
+        length, message_type, _flags, sequence, _port = _NLMSG_HEADER.unpack_from(buffer, offset)
+        if length < _NLMSG_HEADER.size:
+            raise OSError(errno.EPROTO, "malformed netlink message from the kernel")
+        yield offset, message_type, sequence
+        offset += (length + 3) & ~3

@@ -189,6 +189,25 @@ def cleanup(prefix: str = DEFAULT_PREFIX) -> None:
             _ip("link", "delete", ifname, check=False)
 
 
+@contextlib.contextmanager
+def fresh_netns(prefix: str) -> Iterator[Netns]:
+    """A namespace of a test's own, ``prefix`` and this process's id, removed afterwards;
+    whatever an earlier run left with ``prefix`` is removed first (``cleanup``)."""
+    cleanup(prefix)
+    ns = Netns.create(f"{prefix}{os.getpid()}")
+    try:
+        yield ns
+    finally:
+        ns.delete()
+
+
+def add_vip_link(ns: Netns, name: str = "vip0") -> None:
+    """``name``, up, in ``ns``: one end of a veth pair (its peer ``name`` with 1 for 0), as
+    this kernel may lack the dummy driver and ``lo`` carries 127/8."""
+    ns.run("ip", "link", "add", name, "type", "veth", "peer", "name", name[:-1] + "1")
+    ns.run("ip", "link", "set", name, "up")
+
+
 # --------------------------------------------------------------------------- namespaces
 
 
