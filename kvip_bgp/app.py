@@ -235,11 +235,9 @@ class Daemon:
                 self.reload_status,
                 (lambda: self.cluster_status.read().node) if kubernetes is not None else None,
             )
-        # The collector's start pause (process.pause_gc) ends with the cluster's first sync.
-        gc_paused = kubernetes is not None
-        if not gc_paused:
-            process_settings.resume_gc()  # all imported and started
-        exit_code = self._supervise(children, reloader, reconciler_thread, fixed, gc_paused)
+        if kubernetes is None:  # else through the first sync: see process.pause_gc
+            process_settings.resume_gc()
+        exit_code = self._supervise(children, reloader, reconciler_thread, fixed)
         bfd = children.bfd
 
         # -- shutdown, in reverse order --------------------------------------------------
@@ -295,17 +293,11 @@ class Daemon:
         reloader: Reloader | None,
         reconciler: threading.Thread,
         fixed: tuple[threading.Thread, ...],
-        gc_paused: bool,
     ) -> int:
-        """Until a signal: restart a dead ExaBGP or BFD, fail with the reconciler, reload;
-        end the collector's start pause once the cluster's routes are out."""
+        """Until a signal: restart a dead ExaBGP or BFD, fail with the reconciler, reload."""
         resume_by = time.monotonic() + process_settings.GC_PAUSE_LIMIT
         while not self._stop.wait(0.25):
-            if gc_paused and process_settings.start_over(
-                self._kubernetes_routes_busy(), time.monotonic(), resume_by
-            ):
-                process_settings.resume_gc()
-                gc_paused = False
+            process_settings.resume_gc_once(self._kubernetes_routes_busy, resume_by)
             if not reconciler.is_alive():
                 log.error("app.reconciler_died")
                 self._stop.set()
@@ -375,12 +367,8 @@ class Daemon:
             self.ipam_status,
         )
 
-    def _kubernetes_routes_busy(self) -> bool:
-        """Status writes wait (``kube.ClusterWriter._flush_status``) until the cluster's
-        routes are out (synced, nothing left to bind): before, the writer would compete
-        for the CPU with the cluster thread's first pass, a cold start's critical path."""
-        status = self.reconciler_status.read()
-        return KUBE_SOURCE not in status.synced_sources or status.bind_backlog > 0
+    def _kubernetes_routes_busy(self) -> bool:  # what the status writes and the GC wait for
+        return self.reconciler_status.read().routes_busy(KUBE_SOURCE)
 
     def _kube_configuration(self) -> Configuration | None:
         """The cluster credentials, loaded once; each kube thread gets its own client."""

@@ -15,6 +15,7 @@ import ctypes
 import gc
 import os
 import signal
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Final
@@ -48,21 +49,19 @@ def pause_gc() -> None:
     objects in all and took 40-68 ms of the CPU (docs/performance.md), walking what the
     cache had grown to each time. ``resume_gc`` freezes it all instead, so no collection
     ever walks it (``gc.freeze``); each object is still freed by reference counting when
-    its Service goes. The main thread resumes once the routes are out (``start_over``),
+    its Service goes. The main thread resumes once the routes are out (``resume_gc_once``),
     or the threads are started when the daemon has no cluster, and on every way out of
     ``run``. The price: the cycles that became garbage meanwhile are never collected.
     """
     gc.disable()
 
 
-def start_over(routes_busy: bool, now: float, resume_by: float) -> bool:
-    """Whether the collector's start pause ends now: the routes are out, or it is late.
-
-    ``routes_busy``: the cluster's first sync is not complete or addresses are left to
-    bind (the status writer waits for the same); ``resume_by``: the start's time plus
-    ``GC_PAUSE_LIMIT``.
-    """
-    return not routes_busy or now >= resume_by
+def resume_gc_once(routes_busy: Callable[[], bool], resume_by: float) -> None:
+    """``resume_gc`` if the collector is still paused and the start is over: the routes
+    are out (``routes_busy()`` is False) or it is ``resume_by`` (the start's time plus
+    ``GC_PAUSE_LIMIT``). Called by the main thread at every turn of its loop."""
+    if not gc.isenabled() and (time.monotonic() >= resume_by or not routes_busy()):
+        resume_gc()
 
 
 def resume_gc() -> None:

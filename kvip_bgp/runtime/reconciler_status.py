@@ -39,6 +39,14 @@ class ReconcilerStatus:
     bind_backlog: int = 0
     """Desired addresses not bound yet (so not announced yet): the pipeline is busy."""
 
+    def routes_busy(self, source: str) -> bool:
+        """Whether ``source``'s routes are not all out yet (not synced, or addresses left
+        to bind). What waits for them: the status writes (``kube.ClusterWriter``), which
+        would compete for the CPU with the cluster thread's first pass, a cold start's
+        critical path; and the end of the collector's start pause (``process.pause_gc``).
+        """
+        return source not in self.synced_sources or self.bind_backlog > 0
+
 
 def _peers(s: ReconcilerState, announcer: Announcer, metrics: Metrics) -> tuple[PeerView, ...]:
     """The announcer's sessions with their BFD state; ``session_up`` follows both."""
