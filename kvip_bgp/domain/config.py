@@ -59,24 +59,20 @@ class BgpConfig:
     peers: tuple[Peer, ...] = ()
 
     @cached_property
-    def peer_addresses(self) -> frozenset[IPAddress]:
-        """Every peer's address and local address: no VIP may be one of them.
+    def peer_address_keys(self) -> frozenset[int]:
+        """Every peer's address and local address (``address_key``): no VIP may be one.
 
-        One set lookup per VIP, where comparing it with each peer's two addresses cost
-        two ``ipaddress`` comparisons in Python per peer (the policy checks every VIP of
-        every Service). Derived from frozen fields only, never stale; not a field.
+        One set lookup of an integer per VIP, where comparing it with each peer's two
+        addresses cost two ``ipaddress`` comparisons in Python per peer, and a set of
+        the addresses themselves a hash of the VIP in Python (the policy checks every
+        VIP of every Service). Derived from frozen fields only, never stale; not a field.
         """
         return frozenset(
-            address
+            address_key(address)
             for peer in self.peers
             for address in (peer.address, peer.local_address)
             if address is not None
         )
-
-    @cached_property
-    def peer_address_keys(self) -> frozenset[int]:
-        """``peer_addresses`` as ``address_key``s: a VIP's lookup hashes an integer."""
-        return frozenset(address_key(a) for a in self.peer_addresses)
 
 
 @dataclass(frozen=True)
